@@ -1,0 +1,65 @@
+# napari-vafa — developer commands. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+# Debian packages that a headless Qt/napari test session needs (Xvfb + xcb + GL).
+APT_PACKAGES := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 libxcb-icccm4 \
+	libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-randr0 libxcb-shape0 libxcb-xkb1 \
+	libxcb-cursor0 libdbus-1-3 libfontconfig1
+
+.PHONY: help venv sysdeps demo test test-fast bench lint gui clean
+
+help:
+	@echo "make demo   - create .venv, install, run 'vafa demo' on the bundled sample"
+	@echo "make test   - create .venv, install system + test dependencies, run pytest"
+	@echo "make bench  - run the performance benchmarks in benchmarks/"
+	@echo "make lint   - ruff"
+	@echo "make gui    - open napari with the sample and the VAFA widget"
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[test,napari,qt]"
+	touch $(STAMP)
+
+# Installs the missing system packages when we are root and apt-get exists; otherwise says what is missing.
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "warning: missing system packages for GUI tests:$$missing (install them with apt-get)"; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/vafa demo
+
+test: sysdeps $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not gui" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src napari_vafa tests benchmarks scripts
+	$(BIN)/ruff format --check src napari_vafa tests benchmarks scripts
+
+gui: $(STAMP)
+	$(BIN)/vafa gui
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

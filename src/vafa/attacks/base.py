@@ -1,0 +1,391 @@
+"""The common machinery of all attacks: validation, the step loop, best-iterate tracking,
+progress events, cancellation, and restoring the model's state.
+
+An attack is an object built from a model and its hyper-parameters and called on
+``(images, labels)``. Subclasses implement five small hooks (:meth:`Attack._init`,
+:meth:`Attack._perturb`, :meth:`Attack._variable`, :meth:`Attack._update`,
+:meth:`Attack._snapshot`); everything else lives here once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vafa.devices import resolve_device
+from vafa.losses import DiceCELoss, one_hot
+from vafa.metrics import dice_per_class
+
+__all__ = ["Attack", "AttackResult", "StepEvent", "Callback"]
+
+KEEP_MODES = ("best", "last")
+
+
+@dataclass
+class StepEvent:
+    """What a callback receives after every attack step.
+
+    Attributes:
+        step: 1-based index of the step just done.
+        total: number of steps of the attack.
+        loss: attack objective of this iterate (mean over the batch; higher = stronger attack).
+        dice: mean foreground Dice of the current adversarial prediction vs the attacked labels.
+        ssim: SSIM between clean and current adversarial volume (the attack's own measure), or None.
+        adversarial: the current adversarial volume ``[B, C, H, W, D]`` (a view: do not modify).
+        tile: 1-based tile index when a full volume is attacked tile by tile (else None).
+        tiles: number of tiles (else None).
+    """
+
+    step: int
+    total: int
+    loss: float
+    dice: float
+    ssim: float | None
+    adversarial: torch.Tensor
+    tile: int | None = None
+    tiles: int | None = None
+
+
+Callback = Callable[[StepEvent], "bool | None"]
+
+
+@dataclass
+class AttackResult:
+    """Outcome of an attack.
+
+    Attributes:
+        adversarial: ``[B, C, H, W, D]``, same dtype and device as the input, values in [0, 1].
+        clean_prediction: ``[B, 1, H, W, D]`` int64 class map of the clean input.
+        adversarial_prediction: ``[B, 1, H, W, D]`` int64 class map of ``adversarial``.
+        labels: ``[B, 1, H, W, D]`` int64, the labels attacked (ground truth or pseudo-labels).
+        history: one dict per evaluated iterate: ``step``, ``loss``, ``dice``, ``ssim``, ``alpha``
+            (VAFA) — the last entry (``final``) is the iterate after the last update.
+        steps_run: gradient steps done (fewer than asked when cancelled).
+        cancelled: True when a callback stopped the attack.
+        q_tables: VAFA only, ``[B, C, N, *block_size]`` quantization tables of ``adversarial``.
+        objective: ``[B]`` attack objective of the returned iterate.
+        settings: the attack's name and hyper-parameters.
+    """
+
+    adversarial: torch.Tensor
+    clean_prediction: torch.Tensor
+    adversarial_prediction: torch.Tensor
+    labels: torch.Tensor
+    history: list[dict[str, Any]] = field(default_factory=list)
+    steps_run: int = 0
+    cancelled: bool = False
+    q_tables: torch.Tensor | None = None
+    objective: torch.Tensor | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack:
+    """Base class of all attacks (see the module docstring).
+
+    Args:
+        model: segmentation network mapping ``[B, C, H, W, D]`` to logits ``[B, K, H, W, D]``.
+        steps: number of gradient steps (0 for attacks without gradient).
+        keep: ``"best"`` returns, per sample, the evaluated iterate with the highest objective;
+            ``"last"`` the iterate after the last update.
+        targeted: minimise the loss towards ``labels`` instead of maximising it.
+        seed: seed of the attack's own random generator (random starts, noise, random tables);
+            None draws one from torch's global generator.
+        device: ``"auto"`` runs where the model's parameters are; a name moves the model there.
+        clamp_inputs: clamp images to [0, 1] instead of refusing values outside.
+    """
+
+    name = "attack"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        steps: int,
+        keep: str = "best",
+        targeted: bool = False,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+        clamp_inputs: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if keep not in KEEP_MODES:
+            raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.model = model
+        self.steps = steps
+        self.keep = keep
+        self.targeted = bool(targeted)
+        self.seed = seed
+        self.device = device if device == "auto" else resolve_device(device)
+        self.clamp_inputs = bool(clamp_inputs)
+        self.loss_fn = DiceCELoss(reduction="none")
+
+    # ------------------------------------------------------------------ public API
+    def settings(self) -> dict[str, Any]:
+        """Name and hyper-parameters (JSON-friendly)."""
+        return {"attack": self.name, "steps": self.steps, "keep": self.keep, "targeted": self.targeted,
+                "seed": self.seed, **self._hyper_parameters()}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "attack")
+        return f"{type(self).__name__}({params})"
+
+    def __call__(self, images, labels=None, *, callback: Callback | None = None) -> AttackResult:
+        return self.attack(images, labels, callback=callback)
+
+    def attack(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        callback: Callback | None = None,
+    ) -> AttackResult:
+        """Attack ``images``.
+
+        Args:
+            images: ``[B, C, H, W, D]`` float tensor in [0, 1]; never modified.
+            labels: ``[B, 1, H, W, D]`` class-index map, or None to attack the model's own clean
+                prediction (pseudo-labels).
+            callback: called with a :class:`StepEvent` after every step; returning ``False``
+                cancels (the best iterate so far is returned, ``cancelled=True``).
+
+        Returns:
+            :class:`AttackResult`.
+
+        Raises:
+            TypeError, ValueError: bad images, labels or model output (the message names it).
+        """
+        _check_images(images, self.clamp_inputs)
+        if labels is not None:
+            _check_labels(labels, images)
+        model = self.model
+        device = _model_device(model) if self.device == "auto" else self.device
+        if self.device != "auto" and _model_device(model) != device:
+            model.to(device)
+        was_training = model.training
+        grad_flags = [p.requires_grad for p in model.parameters()]
+        try:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            with torch.inference_mode(False), torch.enable_grad():
+                result = self._run(model, images, labels, device, callback)
+        finally:
+            model.train(was_training)
+            for p, flag in zip(model.parameters(), grad_flags, strict=True):
+                p.requires_grad_(flag)
+        return result
+
+    # ------------------------------------------------------------------ hooks
+    def _hyper_parameters(self) -> dict[str, Any]:
+        return {}
+
+    def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        """Build the attack's state for clean ``x`` ``[B, C, H, W, D]`` (float32, on device)."""
+        raise NotImplementedError
+
+    def _perturb(self, state: dict, step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Adversarial volume of evaluation ``step`` (``step == self.steps``: the final one).
+
+        Returns ``(x_adv, extra, ssim)``: ``extra`` ``[B]`` is added to the objective (or None),
+        ``ssim`` ``[B]`` is reported in the history (or None).
+        """
+        raise NotImplementedError
+
+    def _variable(self, state: dict) -> torch.Tensor | None:
+        """The tensor the objective is differentiated against (None: no gradient needed)."""
+        return None
+
+    def _update(self, state: dict, grad: torch.Tensor, step: int) -> None:
+        """Take one step with ``grad`` of the objective."""
+
+    def _snapshot(self, state: dict) -> dict[str, torch.Tensor]:
+        """Per-sample tensors ``[B, …]`` to keep with the best iterate (e.g. the q table)."""
+        return {}
+
+    def _finish(self, result: AttackResult, kept: dict[str, torch.Tensor], state: dict) -> None:
+        """Fill attack-specific result fields from the kept snapshot."""
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self, model, images, labels, device, callback) -> AttackResult:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+        x = images.detach().to(device=device, dtype=torch.float32).clone()
+        if self.clamp_inputs:
+            x = x.clamp_(0.0, 1.0)
+        with torch.no_grad():
+            clean_logits = _forward(model, x)
+        num_classes = clean_logits.shape[1]
+        clean_pred = clean_logits.argmax(1, keepdim=True)
+        del clean_logits
+        if labels is None:
+            target = clean_pred
+        else:
+            target = labels.detach().to(device).long()
+            if int(target.max()) >= num_classes:
+                raise ValueError(
+                    f"labels hold class {int(target.max())} but the model predicts {num_classes} "
+                    f"classes (0..{num_classes - 1})"
+                )
+        target_1h = one_hot(target, num_classes)
+        state = self._init(x, generator)
+        tracker = _BestTracker(self.keep)
+        history: list[dict[str, Any]] = []
+        cancelled = False
+        steps_run = 0
+        for step in range(self.steps):
+            x_adv, extra, ssim = self._perturb(state, step)
+            logits = _forward(model, x_adv)
+            objective = self._objective(logits, target_1h, extra)
+            grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
+            with torch.no_grad():
+                entry = self._record(step + 1, x_adv, logits, objective, ssim, target, num_classes, state)
+                tracker.offer(objective, x_adv, entry["prediction"], self._snapshot(state))
+            del logits
+            history.append(entry["row"])
+            self._update(state, grad, step)
+            steps_run = step + 1
+            if callback is not None:
+                event = StepEvent(step + 1, self.steps, entry["row"]["loss"], entry["row"]["dice"],
+                                  entry["row"]["ssim"], x_adv.detach())
+                if callback(event) is False:
+                    cancelled = True
+                    break
+        if not cancelled:
+            with torch.no_grad():
+                x_adv, extra, ssim = self._perturb(state, self.steps)
+                logits = _forward(model, x_adv)
+                objective = self._objective(logits, target_1h, extra)
+                entry = self._record("final", x_adv, logits, objective, ssim, target, num_classes, state)
+                tracker.offer(objective, x_adv, entry["prediction"], self._snapshot(state))
+                history.append(entry["row"])
+        kept = tracker.result()
+        result = AttackResult(
+            adversarial=kept["x"].to(device=images.device, dtype=images.dtype),
+            clean_prediction=clean_pred.to(images.device),
+            adversarial_prediction=kept["prediction"].to(images.device),
+            labels=target.to(images.device),
+            history=history,
+            steps_run=steps_run,
+            cancelled=cancelled,
+            objective=kept["objective"].cpu(),
+            settings=self.settings(),
+        )
+        self._finish(result, kept, state)
+        return result
+
+    def _objective(self, logits, target_1h, extra) -> torch.Tensor:
+        seg = self.loss_fn(logits, target_1h)
+        objective = -seg if self.targeted else seg
+        return objective if extra is None else objective + extra
+
+    def _record(self, step, x_adv, logits, objective, ssim, target, num_classes, state) -> dict:
+        prediction = logits.argmax(1, keepdim=True)
+        dice = dice_per_class(prediction, target, num_classes)[:, 1:]
+        fg = torch.nanmean(dice).item() if dice.numel() else float("nan")
+        row = {
+            "step": step,
+            "loss": float(objective.mean().item()),
+            "dice": float(fg),
+            "ssim": None if ssim is None else float(ssim.mean().item()),
+            **self._history_extras(state, step),
+        }
+        return {"row": row, "prediction": prediction}
+
+    def _history_extras(self, state: dict, step) -> dict[str, Any]:
+        return {}
+
+
+class _BestTracker:
+    """Keeps, per sample, the iterate with the highest objective (or simply the last one)."""
+
+    def __init__(self, keep: str) -> None:
+        self.keep = keep
+        self.kept: dict[str, torch.Tensor] | None = None
+
+    def offer(self, objective, x_adv, prediction, extras: dict[str, torch.Tensor]) -> None:
+        candidate = {"objective": objective.detach(), "x": x_adv.detach(), "prediction": prediction, **extras}
+        if self.kept is None or self.keep == "last":
+            self.kept = {k: v.clone() for k, v in candidate.items()}
+            return
+        better = candidate["objective"] > self.kept["objective"]
+        if bool(better.all()):
+            self.kept = {k: v.clone() for k, v in candidate.items()}
+        elif bool(better.any()):
+            for key, value in candidate.items():
+                mask = better.view(-1, *([1] * (value.dim() - 1)))
+                self.kept[key] = torch.where(mask, value, self.kept[key])
+
+    def result(self) -> dict[str, torch.Tensor]:
+        assert self.kept is not None  # the loop always offers at least one iterate
+        return self.kept
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    try:
+        logits = model(x)
+    except RuntimeError as err:
+        raise ValueError(f"the model failed on images of shape {tuple(x.shape)}: {err}") from err
+    if not isinstance(logits, torch.Tensor):  # e.g. deep supervision lists
+        logits = logits[0]
+    if logits.dim() != 5 or logits.shape[0] != x.shape[0] or logits.shape[2:] != x.shape[2:]:
+        raise ValueError(
+            f"the model must return logits [B, K, H, W, D] matching the input {tuple(x.shape)}, "
+            f"got {tuple(logits.shape)}"
+        )
+    return logits
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _check_images(images, clamp: bool) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 5:
+        raise ValueError(f"images must have shape [B, C, H, W, D] (5 dims), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating point tensor in [0, 1], got dtype {images.dtype}")
+    if images.numel() == 0:
+        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).sum())
+        raise ValueError(f"images must be finite, got {bad} NaN/Inf voxel(s)")
+    if not clamp:
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                "(map intensities first, or pass clamp_inputs=True)"
+            )
+
+
+def _check_labels(labels, images) -> None:
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
+    expected = (images.shape[0], 1, *images.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"labels must have shape {expected} to match images, got {tuple(labels.shape)}")
+    if labels.is_floating_point():
+        if not bool(torch.isfinite(labels).all()) or not bool((labels == labels.round()).all()):
+            raise ValueError("labels must hold integer class indices, got non-integer values")
+    elif labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must be an integer class-index map, got dtype {labels.dtype}")
+    if bool((labels < 0).any()):
+        raise ValueError(f"labels must be >= 0, got minimum {labels.min().item()}")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

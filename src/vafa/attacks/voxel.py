@@ -1,0 +1,152 @@
+"""Voxel-domain baselines of the VAFA paper (Table 1/5): PGD, BIM, FGSM and Gaussian noise.
+
+Budgets follow the paper: ``eps`` and ``std`` in [0, 255] units (``eps=4`` means 4/255 on [0, 1]
+data), the step ``alpha`` in [0, 1] units. The loss is the same Dice-CE as VAFA's.
+
+* PGD (Madry et al., 2018): uniform random start in the L∞ ball, signed steps, projection onto the
+  ball and onto [0, 1].
+* BIM (Kurakin et al., 2017): PGD without the random start.
+* FGSM (Goodfellow et al., 2015): one signed step of size ``eps``.
+* Gaussian noise: ``X + N(0, (std/255)²)``, clamped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vafa.attacks.base import Attack, _finite
+from vafa.ssim import BlockSSIM
+
+__all__ = ["BIM", "FGSM", "PGD", "GaussianNoise"]
+
+
+class PGD(Attack):
+    """Projected gradient descent in the L∞ ball of radius ``eps/255``.
+
+    Args:
+        model: segmentation network.
+        eps: L∞ budget in [0, 255] units (paper: 4 and 8), ``>= 0``.
+        alpha: step size in [0, 1] units (paper: 0.01).
+        steps: iterations (paper: 20).
+        random_start: start from a uniform point of the ball.
+        keep: ``"last"`` (default, as published) or ``"best"``.
+        targeted, seed, device, clamp_inputs: see :class:`~vafa.attacks.base.Attack`.
+
+    Guarantees ``‖X' − X‖∞ <= eps/255`` and ``X' ∈ [0, 1]``.
+    """
+
+    name = "PGD"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 4.0,
+        alpha: float = 0.01,
+        steps: int = 20,
+        random_start: bool = True,
+        keep: str = "last",
+        targeted: bool = False,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+        clamp_inputs: bool = False,
+    ) -> None:
+        super().__init__(model, steps=steps, keep=keep, targeted=targeted, seed=seed, device=device,
+                         clamp_inputs=clamp_inputs)
+        if not _finite(eps) or eps < 0:
+            raise ValueError(f"eps must be a number >= 0 (in [0, 255] units), got {eps!r}")
+        if not _finite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a number >= 0 (in [0, 1] units), got {alpha!r}")
+        self.eps = float(eps)
+        self.alpha = float(alpha)
+        self.random_start = bool(random_start)
+
+    def _hyper_parameters(self) -> dict[str, Any]:
+        return {"eps": self.eps, "alpha": self.alpha, "random_start": self.random_start}
+
+    def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        radius = self.eps / 255.0
+        if self.random_start and radius > 0:
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            delta = (2 * u - 1) * radius
+            delta = (x + delta).clamp(0.0, 1.0) - x
+        else:
+            delta = torch.zeros_like(x)
+        return {"x": x, "delta": delta.requires_grad_(True), "radius": radius,
+                "ssim": BlockSSIM(x, tuple(x.shape[2:]))}
+
+    def _perturb(self, state: dict, step: int):
+        x_adv = state["x"] + state["delta"]
+        with torch.no_grad():
+            ssim = state["ssim"](x_adv.detach())
+        return x_adv, None, ssim
+
+    def _variable(self, state: dict) -> torch.Tensor:
+        return state["delta"]
+
+    def _update(self, state: dict, grad: torch.Tensor, step: int) -> None:
+        x, delta, radius = state["x"], state["delta"], state["radius"]
+        with torch.no_grad():
+            delta.add_(torch.sign(grad), alpha=self.alpha).clamp_(-radius, radius)
+            delta.copy_((x + delta).clamp_(0.0, 1.0) - x)
+
+
+class BIM(PGD):
+    """Basic iterative method: :class:`PGD` without the random start."""
+
+    name = "BIM"
+
+    def __init__(self, model: nn.Module, **kwargs) -> None:
+        if kwargs.pop("random_start", False):
+            raise ValueError("random_start must be False for BIM (use PGD)")
+        super().__init__(model, random_start=False, **kwargs)
+
+
+class FGSM(PGD):
+    """Fast gradient sign method: one signed step of size ``eps/255``."""
+
+    name = "FGSM"
+
+    def __init__(self, model: nn.Module, *, eps: float = 4.0, keep: str = "last", targeted: bool = False,
+                 seed: int | None = None, device: str | torch.device = "auto",
+                 clamp_inputs: bool = False) -> None:
+        if not _finite(eps) or eps < 0:
+            raise ValueError(f"eps must be a number >= 0 (in [0, 255] units), got {eps!r}")
+        super().__init__(model, eps=eps, alpha=eps / 255.0, steps=1, random_start=False, keep=keep,
+                         targeted=targeted, seed=seed, device=device, clamp_inputs=clamp_inputs)
+
+    def _hyper_parameters(self) -> dict[str, Any]:
+        return {"eps": self.eps}
+
+
+class GaussianNoise(Attack):
+    """Additive Gaussian noise ``N(0, (std/255)²)``, clamped to [0, 1] (no gradient).
+
+    Args:
+        model: segmentation network (used for the predictions and metrics).
+        std: standard deviation in [0, 255] units (paper: 4 and 8), ``>= 0``.
+        seed, device, clamp_inputs: see :class:`~vafa.attacks.base.Attack`.
+    """
+
+    name = "GN"
+
+    def __init__(self, model: nn.Module, *, std: float = 4.0, seed: int | None = None,
+                 device: str | torch.device = "auto", clamp_inputs: bool = False) -> None:
+        super().__init__(model, steps=0, keep="last", seed=seed, device=device, clamp_inputs=clamp_inputs)
+        if not _finite(std) or std < 0:
+            raise ValueError(f"std must be a number >= 0 (in [0, 255] units), got {std!r}")
+        self.std = float(std)
+
+    def _hyper_parameters(self) -> dict[str, Any]:
+        return {"std": self.std}
+
+    def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return {"x": x, "noise": noise * (self.std / 255.0), "ssim": BlockSSIM(x, tuple(x.shape[2:]))}
+
+    def _perturb(self, state: dict, step: int):
+        x_adv = (state["x"] + state["noise"]).clamp(0.0, 1.0)
+        return x_adv, None, state["ssim"](x_adv)

@@ -1,0 +1,1 @@
+"""Bundled sample data and demo model (see NOTICE)."""
