@@ -35,7 +35,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {device!r}") from err
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda[:N]' or 'mps', got {device!r}"
+        ) from err
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} was requested but CUDA is not available here")

@@ -17,18 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vafa.frequency import dct_matrix, apply_along_axes
+from vafa.frequency import apply_along_axes, dct_matrix
 from vafa.ssim import BlockSSIM
 
 __all__ = ["DiceCELoss", "FrequencyConsistencyLoss", "SSIMLoss", "one_hot"]
 
 
-def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def one_hot(
+    labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Class-index map ``[B, 1, H, W, D]`` → one-hot ``[B, K, H, W, D]``."""
     if labels.dim() != 5 or labels.shape[1] != 1:
         raise ValueError(f"labels must have shape [B, 1, H, W, D], got {tuple(labels.shape)}")
     idx = labels.long()
-    out = torch.zeros((labels.shape[0], num_classes, *labels.shape[2:]), dtype=dtype, device=labels.device)
+    out = torch.zeros(
+        (labels.shape[0], num_classes, *labels.shape[2:]), dtype=dtype, device=labels.device
+    )
     return out.scatter_(1, idx, 1.0)
 
 
@@ -89,7 +93,9 @@ class SSIMLoss(nn.Module):
     scalar loss (``reduction="mean"``) or ``[B]`` (``"none"``).
     """
 
-    def __init__(self, block_size: int | Sequence[int] = 32, reduction: str = "mean", **ssim_kwargs):
+    def __init__(
+        self, block_size: int | Sequence[int] = 32, reduction: str = "mean", **ssim_kwargs
+    ):
         super().__init__()
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -111,7 +117,9 @@ class FrequencyConsistencyLoss(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a.shape != b.shape:
-            raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+            raise ValueError(
+                f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+            )
         mats = [dct_matrix(n, device=a.device, dtype=a.dtype) for n in a.shape[2:]]
         # The DCT is linear: transform the difference once.
         return apply_along_axes(a - b, mats).abs().mean()

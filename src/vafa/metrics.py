@@ -91,7 +91,11 @@ def hd95_per_class(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI warns for every empty class
         hd = compute_hausdorff_distance(
-            p1h, t1h, include_background=True, percentile=95, spacing=list(spacing) if spacing else None
+            p1h,
+            t1h,
+            include_background=True,
+            percentile=95,
+            spacing=list(spacing) if spacing else None,
         ).double()
     gt_present = t1h.flatten(2).sum(2) > 0
     pred_present = p1h.flatten(2).sum(2) > 0
@@ -160,7 +164,8 @@ def quantized_to_zero(
 
 def _check_maps(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"label maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"label maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.dim() != 5 or a.shape[1] != 1:
         raise ValueError(f"label maps must have shape [B, 1, H, W, D], got {tuple(a.shape)}")
-

@@ -98,7 +98,11 @@ def quantize(
 def validate_bounds(q_min: float, q_max: float) -> None:
     """Check ``0 < q_min <= q_max`` (finite)."""
     for name, value in (("q_min", q_min), ("q_max", q_max)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     if q_min <= 0:
         raise ValueError(f"q_min must be > 0, got {q_min!r}")

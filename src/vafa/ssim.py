@@ -91,7 +91,8 @@ class BlockSSIM:
         ]
         ref = pad_to_blocks(reference.detach(), self.block_size)
         self._out_block = [
-            b if f is None else f.shape[0] for b, f in zip(self.block_size, self._filters, strict=True)
+            b if f is None else f.shape[0]
+            for b, f in zip(self.block_size, self._filters, strict=True)
         ]
         mu = self._filter(ref)
         self._ref = ref
@@ -105,12 +106,14 @@ class BlockSSIM:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample SSIM ``[B]`` of ``x`` ``[B, C, H, W, D]`` against the reference."""
         if tuple(x.shape) != self.shape:
-            raise ValueError(f"x must have the reference's shape {self.shape}, got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have the reference's shape {self.shape}, got {tuple(x.shape)}"
+            )
         return self.padded(pad_to_blocks(x, self.block_size))
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         """As :meth:`__call__` for ``x`` already padded to whole blocks (internal fast path)."""
-        b, c = x.shape[:2]
+        b = x.shape[0]
         stacked = torch.stack((x, x * x, x * self._ref), dim=0).flatten(0, 1)
         mu, ex2, exy = self._filter(stacked).unflatten(0, (3, b)).unbind(0)
         mu_ref = self._mu_ref

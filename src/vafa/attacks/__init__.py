@@ -5,6 +5,7 @@ from vafa.attacks.vafa import NORMALIZE_MODES, Q_INIT_MODES, VAFA, VAFA2D
 from vafa.attacks.voxel import BIM, FGSM, PGD, GaussianNoise
 
 __all__ = [
+    "ATTACKS",
     "BIM",
     "FGSM",
     "NORMALIZE_MODES",
@@ -18,7 +19,6 @@ __all__ = [
     "GaussianNoise",
     "StepEvent",
     "build_attack",
-    "ATTACKS",
 ]
 
 ATTACKS: dict[str, type[Attack]] = {

@@ -21,7 +21,7 @@ from vafa.devices import resolve_device
 from vafa.losses import DiceCELoss, one_hot
 from vafa.metrics import dice_per_class
 
-__all__ = ["Attack", "AttackResult", "StepEvent", "Callback"]
+__all__ = ["Attack", "AttackResult", "Callback", "StepEvent"]
 
 KEEP_MODES = ("best", "last")
 
@@ -132,8 +132,14 @@ class Attack:
     # ------------------------------------------------------------------ public API
     def settings(self) -> dict[str, Any]:
         """Name and hyper-parameters (JSON-friendly)."""
-        return {"attack": self.name, "steps": self.steps, "keep": self.keep, "targeted": self.targeted,
-                "seed": self.seed, **self._hyper_parameters()}
+        return {
+            "attack": self.name,
+            "steps": self.steps,
+            "keep": self.keep,
+            "targeted": self.targeted,
+            "seed": self.seed,
+            **self._hyper_parameters(),
+        }
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "attack")
@@ -193,7 +199,9 @@ class Attack:
         """Build the attack's state for clean ``x`` ``[B, C, H, W, D]`` (float32, on device)."""
         raise NotImplementedError
 
-    def _perturb(self, state: dict, step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _perturb(
+        self, state: dict, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Adversarial volume of evaluation ``step`` (``step == self.steps``: the final one).
 
         Returns ``(x_adv, extra, ssim)``: ``extra`` ``[B]`` is added to the objective (or None),
@@ -218,7 +226,9 @@ class Attack:
     # ------------------------------------------------------------------ the loop
     def _run(self, model, images, labels, device, callback) -> AttackResult:
         generator = torch.Generator(device="cpu")
-        generator.manual_seed(self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+        generator.manual_seed(
+            self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        )
         x = images.detach().to(device=device, dtype=torch.float32).clone()
         if self.clamp_inputs:
             x = x.clamp_(0.0, 1.0)
@@ -248,15 +258,23 @@ class Attack:
             objective = self._objective(logits, target_1h, extra)
             grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
             with torch.no_grad():
-                entry = self._record(step + 1, x_adv, logits, objective, ssim, target, num_classes, state)
+                entry = self._record(
+                    step + 1, x_adv, logits, objective, ssim, target, num_classes, state
+                )
                 tracker.offer(objective, x_adv, entry["prediction"], self._snapshot(state))
             del logits
             history.append(entry["row"])
             self._update(state, grad, step)
             steps_run = step + 1
             if callback is not None:
-                event = StepEvent(step + 1, self.steps, entry["row"]["loss"], entry["row"]["dice"],
-                                  entry["row"]["ssim"], x_adv.detach())
+                event = StepEvent(
+                    step + 1,
+                    self.steps,
+                    entry["row"]["loss"],
+                    entry["row"]["dice"],
+                    entry["row"]["ssim"],
+                    x_adv.detach(),
+                )
                 if callback(event) is False:
                     cancelled = True
                     break
@@ -265,7 +283,9 @@ class Attack:
                 x_adv, extra, ssim = self._perturb(state, self.steps)
                 logits = _forward(model, x_adv)
                 objective = self._objective(logits, target_1h, extra)
-                entry = self._record("final", x_adv, logits, objective, ssim, target, num_classes, state)
+                entry = self._record(
+                    "final", x_adv, logits, objective, ssim, target, num_classes, state
+                )
                 tracker.offer(objective, x_adv, entry["prediction"], self._snapshot(state))
                 history.append(entry["row"])
         kept = tracker.result()
@@ -313,7 +333,12 @@ class _BestTracker:
         self.kept: dict[str, torch.Tensor] | None = None
 
     def offer(self, objective, x_adv, prediction, extras: dict[str, torch.Tensor]) -> None:
-        candidate = {"objective": objective.detach(), "x": x_adv.detach(), "prediction": prediction, **extras}
+        candidate = {
+            "objective": objective.detach(),
+            "x": x_adv.detach(),
+            "prediction": prediction,
+            **extras,
+        }
         if self.kept is None or self.keep == "last":
             self.kept = {k: v.clone() for k, v in candidate.items()}
             return
@@ -355,9 +380,13 @@ def _check_images(images, clamp: bool) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.dim() != 5:
-        raise ValueError(f"images must have shape [B, C, H, W, D] (5 dims), got {tuple(images.shape)}")
+        raise ValueError(
+            f"images must have shape [B, C, H, W, D] (5 dims), got {tuple(images.shape)}"
+        )
     if not images.is_floating_point():
-        raise TypeError(f"images must be a floating point tensor in [0, 1], got dtype {images.dtype}")
+        raise TypeError(
+            f"images must be a floating point tensor in [0, 1], got dtype {images.dtype}"
+        )
     if images.numel() == 0:
         raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
     if not bool(torch.isfinite(images).all()):
@@ -377,7 +406,9 @@ def _check_labels(labels, images) -> None:
         raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
     expected = (images.shape[0], 1, *images.shape[2:])
     if tuple(labels.shape) != expected:
-        raise ValueError(f"labels must have shape {expected} to match images, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have shape {expected} to match images, got {tuple(labels.shape)}"
+        )
     if labels.is_floating_point():
         if not bool(torch.isfinite(labels).all()) or not bool((labels == labels.round()).all()):
             raise ValueError("labels must hold integer class indices, got non-integer values")

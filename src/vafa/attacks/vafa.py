@@ -31,7 +31,7 @@ from vafa.frequency import (
 from vafa.quantization import ROUNDINGS, AlphaSchedule, quantize, validate_bounds
 from vafa.ssim import BlockSSIM
 
-__all__ = ["VAFA", "VAFA2D", "NORMALIZE_MODES", "Q_INIT_MODES"]
+__all__ = ["NORMALIZE_MODES", "Q_INIT_MODES", "VAFA", "VAFA2D"]
 
 NORMALIZE_MODES = ("clip", "slice")
 Q_INIT_MODES = ("max", "min", "random")
@@ -89,8 +89,15 @@ class VAFA(Attack):
         device: str | torch.device = "auto",
         clamp_inputs: bool = False,
     ) -> None:
-        super().__init__(model, steps=steps, keep=keep, targeted=targeted, seed=seed, device=device,
-                         clamp_inputs=clamp_inputs)
+        super().__init__(
+            model,
+            steps=steps,
+            keep=keep,
+            targeted=targeted,
+            seed=seed,
+            device=device,
+            clamp_inputs=clamp_inputs,
+        )
         if steps < 1:
             raise ValueError(f"steps must be >= 1 for {self.name}, got {steps!r}")
         validate_bounds(q_min, q_max)
@@ -119,9 +126,17 @@ class VAFA(Attack):
         self.rounding = rounding
 
     def _hyper_parameters(self) -> dict[str, Any]:
-        return {"q_min": self.q_min, "q_max": self.q_max, "q_init": self.q_init, "q_step": self.q_step,
-                "block_size": list(self.block_size), "use_ssim_loss": self.use_ssim_loss,
-                "ssim_weight": self.ssim_weight, "normalize": self.normalize, "rounding": self.rounding}
+        return {
+            "q_min": self.q_min,
+            "q_max": self.q_max,
+            "q_init": self.q_init,
+            "q_step": self.q_step,
+            "block_size": list(self.block_size),
+            "use_ssim_loss": self.use_ssim_loss,
+            "ssim_weight": self.ssim_weight,
+            "normalize": self.normalize,
+            "rounding": self.rounding,
+        }
 
     # ------------------------------------------------------------------ hooks
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
@@ -193,6 +208,12 @@ class VAFA2D(VAFA):
     name = "VAFA-2D"
     spatial_dims = 2
 
-    def __init__(self, model: nn.Module, *, block_size: int | Sequence[int] = (32, 32),
-                 use_ssim_loss: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        block_size: int | Sequence[int] = (32, 32),
+        use_ssim_loss: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(model, block_size=block_size, use_ssim_loss=use_ssim_loss, **kwargs)

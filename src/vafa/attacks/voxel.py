@@ -54,8 +54,15 @@ class PGD(Attack):
         device: str | torch.device = "auto",
         clamp_inputs: bool = False,
     ) -> None:
-        super().__init__(model, steps=steps, keep=keep, targeted=targeted, seed=seed, device=device,
-                         clamp_inputs=clamp_inputs)
+        super().__init__(
+            model,
+            steps=steps,
+            keep=keep,
+            targeted=targeted,
+            seed=seed,
+            device=device,
+            clamp_inputs=clamp_inputs,
+        )
         if not _finite(eps) or eps < 0:
             raise ValueError(f"eps must be a number >= 0 (in [0, 255] units), got {eps!r}")
         if not _finite(alpha) or alpha < 0:
@@ -75,8 +82,12 @@ class PGD(Attack):
             delta = (x + delta).clamp(0.0, 1.0) - x
         else:
             delta = torch.zeros_like(x)
-        return {"x": x, "delta": delta.requires_grad_(True), "radius": radius,
-                "ssim": BlockSSIM(x, tuple(x.shape[2:]))}
+        return {
+            "x": x,
+            "delta": delta.requires_grad_(True),
+            "radius": radius,
+            "ssim": BlockSSIM(x, tuple(x.shape[2:])),
+        }
 
     def _perturb(self, state: dict, step: int):
         x_adv = state["x"] + state["delta"]
@@ -110,13 +121,31 @@ class FGSM(PGD):
 
     name = "FGSM"
 
-    def __init__(self, model: nn.Module, *, eps: float = 4.0, keep: str = "last", targeted: bool = False,
-                 seed: int | None = None, device: str | torch.device = "auto",
-                 clamp_inputs: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 4.0,
+        keep: str = "last",
+        targeted: bool = False,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+        clamp_inputs: bool = False,
+    ) -> None:
         if not _finite(eps) or eps < 0:
             raise ValueError(f"eps must be a number >= 0 (in [0, 255] units), got {eps!r}")
-        super().__init__(model, eps=eps, alpha=eps / 255.0, steps=1, random_start=False, keep=keep,
-                         targeted=targeted, seed=seed, device=device, clamp_inputs=clamp_inputs)
+        super().__init__(
+            model,
+            eps=eps,
+            alpha=eps / 255.0,
+            steps=1,
+            random_start=False,
+            keep=keep,
+            targeted=targeted,
+            seed=seed,
+            device=device,
+            clamp_inputs=clamp_inputs,
+        )
 
     def _hyper_parameters(self) -> dict[str, Any]:
         return {"eps": self.eps}
@@ -133,9 +162,18 @@ class GaussianNoise(Attack):
 
     name = "GN"
 
-    def __init__(self, model: nn.Module, *, std: float = 4.0, seed: int | None = None,
-                 device: str | torch.device = "auto", clamp_inputs: bool = False) -> None:
-        super().__init__(model, steps=0, keep="last", seed=seed, device=device, clamp_inputs=clamp_inputs)
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        std: float = 4.0,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+        clamp_inputs: bool = False,
+    ) -> None:
+        super().__init__(
+            model, steps=0, keep="last", seed=seed, device=device, clamp_inputs=clamp_inputs
+        )
         if not _finite(std) or std < 0:
             raise ValueError(f"std must be a number >= 0 (in [0, 255] units), got {std!r}")
         self.std = float(std)
@@ -145,7 +183,11 @@ class GaussianNoise(Attack):
 
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        return {"x": x, "noise": noise * (self.std / 255.0), "ssim": BlockSSIM(x, tuple(x.shape[2:]))}
+        return {
+            "x": x,
+            "noise": noise * (self.std / 255.0),
+            "ssim": BlockSSIM(x, tuple(x.shape[2:])),
+        }
 
     def _perturb(self, state: dict, step: int):
         x_adv = (state["x"] + state["noise"]).clamp(0.0, 1.0)

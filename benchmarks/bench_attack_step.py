@@ -1,0 +1,166 @@
+"""VAFA step cost vs one bare model forward+backward (issue: core library).
+
+Measured in one process on the same volume and model, 2 CPU threads by default:
+* bare: ``model(x)`` + Dice-CE + gradient w.r.t. the input (what any gradient attack must pay);
+* VAFA step: (time of a 2·n-step attack − time of an n-step attack) / n, so the fixed costs
+  (clean forward, setup, final hard-rounding evaluation) cancel out;
+* FPM alone (quantize + inverse block DCT, forward+backward) vs the same with torch-dct;
+* peak RSS of a 20-step attack vs the model's own forward+backward peak (child processes).
+
+Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build_model(out_channels: int = 4) -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=out_channels,
+        channels=(8, 16, 32, 64),
+        strides=(2, 2, 2),
+    ).eval()
+
+
+def volume(size: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, size, size, size, generator=g)
+    return torch.nn.functional.avg_pool3d(x, 5, 1, 2).clamp(0, 1)  # some texture, in [0, 1]
+
+
+def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bare_step(model, x, labels):
+    from vafa.losses import DiceCELoss
+
+    loss_fn = DiceCELoss()
+
+    def run():
+        xi = x.clone().requires_grad_(True)
+        loss = loss_fn(model(xi), labels)
+        torch.autograd.grad(loss, xi)
+
+    return run
+
+
+def attack_step_time(model, x, labels, block, n: int, repeat: int) -> float:
+    import vafa
+
+    def run(steps):
+        return lambda: vafa.VAFA(model, steps=steps, block_size=block, seed=0).attack(x, labels)
+
+    long_t = timeit(run(2 * n), repeat=repeat)
+    short_t = timeit(run(n), repeat=repeat)
+    return (long_t - short_t) / n
+
+
+def fpm_times(size: int, block: int) -> dict[str, float]:
+    from vafa.frequency import layout_idct
+    from vafa.quantization import quantize
+
+    c = torch.randn(1, 1, size, size, size) * 50
+    q = torch.full_like(c, 20.0, requires_grad=True)
+    sizes = (block,) * 3
+
+    def ours():
+        y = layout_idct(quantize(c, q, 0.05), sizes)
+        torch.autograd.grad(y.sum(), q)
+
+    out = {"fpm_ms": timeit(ours, repeat=20, warmup=3) * 1e3}
+    try:
+        import torch_dct
+    except ImportError:
+        return out
+    n = size // block
+
+    def reference():
+        blocks = c.view(1, 1, n, block, n, block, n, block).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        qb = q.view(1, 1, n, block, n, block, n, block).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        u = blocks / qb
+        r = torch.round(u) + (u - torch.round(u)) ** 3
+        y = torch_dct.idct_3d(r * qb, norm="ortho")
+        torch.autograd.grad(y.sum(), q)
+
+    out["fpm_torch_dct_ms"] = timeit(reference, repeat=10, warmup=2) * 1e3
+    return out
+
+
+PEAK_SNIPPET = """
+import resource, sys, torch
+sys.path.insert(0, 'benchmarks')
+from bench_attack_step import build_model, volume, bare_step
+torch.set_num_threads({threads})
+model, x = build_model(), volume({size})
+labels = torch.zeros(1, 1, {size}, {size}, {size}, dtype=torch.long)
+if '{what}' == 'bare':
+    bare_step(model, x, labels)()
+else:
+    import vafa
+    vafa.VAFA(model, steps=20, block_size={block}, seed=0).attack(x, labels)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_mb(what: str, threads: int, size: int, block: int) -> float:
+    code = PEAK_SNIPPET.format(what=what, threads=threads, size=size, block=block)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=5, help="n of the 2n−n step difference")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, x = build_model(), volume(args.size)
+    with torch.no_grad():
+        labels = model(x).argmax(1, keepdim=True)
+    results: dict = {"threads": args.threads, "size": args.size}
+    results["bare_fwd_bwd_ms"] = timeit(bare_step(model, x, labels), repeat=10, warmup=2) * 1e3
+    for block in (32, 8):
+        step = attack_step_time(model, x, labels, (block,) * 3, args.steps, args.repeat) * 1e3
+        results[f"vafa_step_ms_b{block}"] = step
+        results[f"ratio_b{block}"] = step / results["bare_fwd_bwd_ms"]
+        results.update({f"{k}_b{block}": v for k, v in fpm_times(args.size, block).items()})
+    results["bare_fwd_bwd_ms_after"] = (
+        timeit(bare_step(model, x, labels), repeat=10, warmup=2) * 1e3
+    )
+    results["peak_rss_bare_mb"] = peak_rss_mb("bare", args.threads, args.size, 32)
+    results["peak_rss_vafa20_mb"] = peak_rss_mb("vafa", args.threads, args.size, 32)
+    results["peak_rss_ratio"] = results["peak_rss_vafa20_mb"] / results["peak_rss_bare_mb"]
+    for key, value in results.items():
+        print(f"{key:28s} {value:10.3f}" if isinstance(value, float) else f"{key:28s} {value}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

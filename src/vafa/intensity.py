@@ -1,0 +1,300 @@
+"""Intensity mappings between a scanner's units (e.g. CT Hounsfield units) and a model's [0, 1].
+
+A model card names the mapping its model was trained with; this module turns that description
+into :meth:`IntensityMapping.forward` (file units → model input in [0, 1]) and
+:meth:`IntensityMapping.inverse` (attacked model input → file units, for export).
+
+Two mappings exist:
+
+- ``"ct_window"`` (:class:`CTWindow`): linear map ``a_min → 0``, ``a_max → 1``, clipped to
+  [0, 1]. The Synapse/BTCV setting of the paper is ``CTWindow(-175, 250)``.
+- ``"percentile"`` (:class:`PercentileScaling`): the same, with ``a_min``/``a_max`` taken as two
+  percentiles of each volume (for MRI, whose units are arbitrary).
+
+Serialised form (model card JSON)::
+
+    {"type": "ct_window", "a_min": -175, "a_max": 250}
+    {"type": "percentile", "p_low": 0.5, "p_high": 99.5}
+
+Example:
+    >>> import numpy as np
+    >>> window = CTWindow(-175, 250)
+    >>> hu = np.array([-1000.0, -175.0, 37.5, 250.0, 900.0])
+    >>> window.forward(hu).tolist()
+    [0.0, 0.0, 0.5, 1.0, 1.0]
+    >>> window.inverse(window.forward(hu), hu).tolist()  # saturated voxels keep their HU
+    [-1000.0, -175.0, 37.5, 250.0, 900.0]
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["CTWindow", "IntensityMapping", "PercentileScaling", "mapping_from_dict"]
+
+
+class IntensityMapping:
+    """Base of the intensity mappings: file units ↔ model input in [0, 1].
+
+    Subclasses are small frozen dataclasses with a ``type`` name used in JSON.
+    """
+
+    type: ClassVar[str] = ""
+
+    def fit(self, array: np.ndarray) -> CTWindow:
+        """The concrete linear window this mapping uses for ``array``.
+
+        Args:
+            array: volume in file units, any shape.
+
+        Returns:
+            A :class:`CTWindow`.
+        """
+        raise NotImplementedError
+
+    def forward(self, array: np.ndarray) -> np.ndarray:
+        """Map file units to the model's input range.
+
+        Args:
+            array: volume in file units (e.g. HU), any shape, finite values.
+
+        Returns:
+            float32 array of the same shape with values in [0, 1].
+
+        Raises:
+            TypeError: ``array`` is not a numeric numpy array.
+        """
+        _check_array("array", array)
+        return self.fit(array).forward(array)
+
+    def inverse(self, mapped: np.ndarray, original: np.ndarray) -> np.ndarray:
+        """Map model-range values (e.g. an adversarial volume) back to file units.
+
+        See :meth:`CTWindow.inverse` for the exact rule.
+
+        Args:
+            mapped: values in model range (normally [0, 1]), same shape as ``original``.
+            original: the volume in file units that ``mapped`` was derived from.
+
+        Returns:
+            float32 array in file units, the shape of ``original``.
+        """
+        _check_array("original", original)
+        return self.fit(original).inverse(mapped, original)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{"type": ..., <fields>}``; the inverse of :func:`mapping_from_dict`."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class CTWindow(IntensityMapping):
+    """Linear window: ``a_min → 0`` and ``a_max → 1``, clipped to [0, 1].
+
+    Args:
+        a_min: value (file units, e.g. HU) mapped to 0; finite.
+        a_max: value mapped to 1; finite and greater than ``a_min``.
+
+    Raises:
+        TypeError: a bound is not a real number.
+        ValueError: a bound is not finite, or ``a_min >= a_max``.
+    """
+
+    a_min: float
+    a_max: float
+    type: ClassVar[str] = "ct_window"
+
+    def __post_init__(self) -> None:
+        for name in ("a_min", "a_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not self.a_min < self.a_max:
+            raise ValueError(
+                f"a_min must be < a_max, got a_min={self.a_min!r}, a_max={self.a_max!r}"
+            )
+
+    def fit(self, array: np.ndarray) -> CTWindow:
+        """A window is already concrete: returns ``self``."""
+        return self
+
+    def forward(self, array: np.ndarray) -> np.ndarray:
+        """``clip((array - a_min) / (a_max - a_min), 0, 1)`` as float32, same shape."""
+        _check_array("array", array)
+        out = np.asarray(array, dtype=np.float32) - np.float32(self.a_min)
+        out /= np.float32(self.a_max - self.a_min)
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+    def inverse(self, mapped: np.ndarray, original: np.ndarray) -> np.ndarray:
+        """Map model-range values back to file units, keeping untouched saturated voxels.
+
+        Every voxel becomes ``a_min + mapped * (a_max - a_min)``, except voxels whose
+        ``original`` value lies below the window and whose ``mapped`` value is still exactly 0,
+        or lies above it and whose ``mapped`` value is still exactly 1: those were clipped by
+        :meth:`forward` and not moved since, so they keep their ``original`` value. Hence
+        ``forward(inverse(m, x)) == m`` (to float32 precision) for any ``m`` in [0, 1], and
+        ``inverse(forward(x), x) == x`` for the voxels the window saturates.
+
+        Args:
+            mapped: model-range values, normally in [0, 1] (values outside are mapped linearly,
+                not clipped), same shape as ``original``.
+            original: the file-unit volume ``mapped`` was derived from.
+
+        Returns:
+            float32 array in file units, same shape.
+
+        Raises:
+            TypeError: an argument is not a numeric numpy array.
+            ValueError: the shapes differ.
+        """
+        _check_array("mapped", mapped)
+        _check_array("original", original)
+        if mapped.shape != original.shape:
+            raise ValueError(
+                f"mapped and original must have the same shape, got {mapped.shape} and "
+                f"{original.shape}"
+            )
+        mapped32 = np.asarray(mapped, dtype=np.float32)
+        out = mapped32 * np.float32(self.a_max - self.a_min)
+        out += np.float32(self.a_min)
+        keep = (original < self.a_min) & (mapped32 == 0.0)
+        keep |= (original > self.a_max) & (mapped32 == 1.0)
+        out[keep] = original[keep]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": "ct_window", "a_min": ..., "a_max": ...}``."""
+        return {"type": self.type, "a_min": self.a_min, "a_max": self.a_max}
+
+
+@dataclass(frozen=True)
+class PercentileScaling(IntensityMapping):
+    """Window between two percentiles of each volume, then linear and clipped like a window.
+
+    Args:
+        p_low: lower percentile in [0, 100), mapped to 0. Default 0.5.
+        p_high: upper percentile in (p_low, 100], mapped to 1. Default 99.5.
+
+    Raises:
+        TypeError: a percentile is not a real number.
+        ValueError: not ``0 <= p_low < p_high <= 100``.
+    """
+
+    p_low: float = 0.5
+    p_high: float = 99.5
+    type: ClassVar[str] = "percentile"
+
+    def __post_init__(self) -> None:
+        for name in ("p_low", "p_high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not 0.0 <= self.p_low < self.p_high <= 100.0:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= p_low < p_high <= 100, got "
+                f"p_low={self.p_low!r}, p_high={self.p_high!r}"
+            )
+
+    def fit(self, array: np.ndarray) -> CTWindow:
+        """The window ``CTWindow(percentile(array, p_low), percentile(array, p_high))``.
+
+        Args:
+            array: volume in file units, any shape, finite values.
+
+        Raises:
+            ValueError: ``array`` is empty, or both percentiles are equal (a constant volume).
+        """
+        _check_array("array", array)
+        if array.size == 0:
+            raise ValueError(f"array must not be empty, got shape {array.shape}")
+        low, high = np.percentile(array, [self.p_low, self.p_high])
+        if not low < high:
+            raise ValueError(
+                f"percentile scaling needs the {self.p_low}th and {self.p_high}th percentiles "
+                f"to differ, got both {float(low)!r} (constant volume?)"
+            )
+        return CTWindow(float(low), float(high))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": "percentile", "p_low": ..., "p_high": ...}``."""
+        return {"type": self.type, "p_low": self.p_low, "p_high": self.p_high}
+
+
+def mapping_from_dict(d: Mapping[str, Any]) -> IntensityMapping:
+    """Build a mapping from its JSON description (see the module docstring).
+
+    Args:
+        d: mapping with a ``"type"`` key (``"ct_window"`` or ``"percentile"``) and the fields of
+            that type. ``ct_window`` needs ``a_min`` and ``a_max``; ``percentile`` fields are
+            optional (defaults 0.5 and 99.5).
+
+    Returns:
+        A :class:`CTWindow` or :class:`PercentileScaling`.
+
+    Raises:
+        TypeError: ``d`` is not a mapping, or a field has the wrong type.
+        ValueError: unknown type, unknown or missing field (with a "did you mean" hint when a
+            known name is close), or an invalid value.
+    """
+    if not isinstance(d, Mapping):
+        raise TypeError(f"intensity mapping must be a dict, got {type(d).__name__}")
+    if "type" not in d:
+        raise ValueError(f"intensity mapping must have a 'type' field, got fields {sorted(d)}")
+    kind = d["type"]
+    if kind not in _MAPPINGS:
+        raise ValueError(
+            f"type must be one of {sorted(_MAPPINGS)}, got {kind!r}{_did_you_mean(kind, _MAPPINGS)}"
+        )
+    cls = _MAPPINGS[kind]
+    fields = _FIELDS[kind]
+    kwargs = {}
+    for key, value in d.items():
+        if key == "type":
+            continue
+        if key not in fields:
+            raise ValueError(
+                f"field {key!r} is not allowed for type {kind!r} (allowed: {list(fields)})"
+                f"{_did_you_mean(key, fields)}"
+            )
+        kwargs[key] = value
+    for key, required in fields.items():
+        if required and key not in kwargs:
+            raise ValueError(f"field {key!r} is required for type {kind!r}, got fields {sorted(d)}")
+    return cls(**kwargs)
+
+
+# name → class, and per type: field name → required
+_MAPPINGS: dict[str, type[IntensityMapping]] = {
+    "ct_window": CTWindow,
+    "percentile": PercentileScaling,
+}
+_FIELDS: dict[str, dict[str, bool]] = {
+    "ct_window": {"a_min": True, "a_max": True},
+    "percentile": {"p_low": False, "p_high": False},
+}
+
+
+def _did_you_mean(name: object, options: Mapping[str, Any]) -> str:
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_array(name: str, value: object) -> None:
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(value).__name__}")
+    if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)):
+        raise TypeError(f"{name} must have an integer or float dtype, got {value.dtype}")

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny 3D segmentation model briefly trained on synthetic volumes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    torch.set_num_threads(2)
+
+
+def _synthetic_batch(n: int, size: int, classes: int, seed: int):
+    import numpy as np
+    from monai.data import create_test_image_3d
+
+    rng = np.random.RandomState(seed)
+    images, labels = [], []
+    for _ in range(n):
+        img, seg = create_test_image_3d(
+            size,
+            size,
+            size,
+            num_objs=6,
+            rad_max=8,
+            rad_min=4,
+            num_seg_classes=classes - 1,
+            noise_max=0.2,
+            random_state=rng,
+        )
+        images.append(torch.from_numpy(img).float().clamp(0, 1))
+        labels.append(torch.from_numpy(seg).long())
+    return torch.stack(images)[:, None], torch.stack(labels)[:, None]
+
+
+@pytest.fixture(scope="session")
+def synthetic_data():
+    """``(images [2,1,32,32,32] in [0,1], labels [2,1,32,32,32] with classes 0..2)``."""
+    return _synthetic_batch(2, 32, 3, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_model():
+    """A tiny MONAI UNet (3 classes) trained for a few seconds; returned in eval mode."""
+    from monai.networks.nets import UNet
+
+    from vafa.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    model = UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=3,
+        channels=(8, 16, 32),
+        strides=(2, 2),
+        num_res_units=0,
+    )
+    images, labels = _synthetic_batch(8, 32, 3, seed=0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = DiceCELoss()
+    model.train()
+    for i in range(60):
+        idx = torch.tensor([(2 * i) % 8, (2 * i + 1) % 8])
+        optimiser.zero_grad()
+        loss_fn(model(images[idx]), labels[idx]).backward()
+        optimiser.step()
+    return model.eval()

@@ -1,0 +1,98 @@
+import pytest
+import torch
+from monai.losses import DiceCELoss as MonaiDiceCE
+from pytorch_msssim import ssim as msssim
+
+from vafa.frequency import to_blocks
+from vafa.losses import DiceCELoss, FrequencyConsistencyLoss, SSIMLoss
+from vafa.ssim import BlockSSIM, block_ssim, ssim3d
+
+
+def _reference_block_ssim(x, y, block):
+    """pytorch-msssim on the blocks stacked as a batch, averaged per sample."""
+    b = x.shape[0]
+    xb = to_blocks(x, block).flatten(0, 2).unsqueeze(1)
+    yb = to_blocks(y, block).flatten(0, 2).unsqueeze(1)
+    per = msssim(
+        xb, yb, data_range=1, win_size=3, win_sigma=1.5, size_average=False, nonnegative_ssim=True
+    )
+    return per.view(b, -1).mean(1)
+
+
+@pytest.mark.filterwarnings("ignore:Skipping Gaussian")
+@pytest.mark.parametrize("block", [(8, 8, 8), (16, 8, 4), (32, 32, 32), (2, 4, 8)])
+def test_block_ssim_matches_pytorch_msssim(block):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 32, 32, 32, generator=g, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    torch.testing.assert_close(
+        block_ssim(x, y, block), _reference_block_ssim(x, y, block), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_block_ssim_gradient_matches_pytorch_msssim():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 1, 16, 16, 16, generator=g, dtype=torch.float64)
+    y1 = (
+        (x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64))
+        .clamp(0, 1)
+        .requires_grad_()
+    )
+    y2 = y1.detach().clone().requires_grad_()
+    block_ssim(x, y1, 8).sum().backward()
+    _reference_block_ssim(x, y2, (8, 8, 8)).sum().backward()
+    torch.testing.assert_close(y1.grad, y2.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_whole_volume_ssim_matches_pytorch_msssim():
+    x = torch.rand(2, 1, 20, 18, 16, dtype=torch.float64)
+    y = (x + 0.05).clamp(0, 1)
+    ref = msssim(x, y, data_range=1, win_size=3, size_average=False, nonnegative_ssim=True)
+    torch.testing.assert_close(ssim3d(x, y), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_ssim_identity_and_constant_volumes():
+    x = torch.rand(1, 1, 16, 16, 16)
+    assert ssim3d(x, x).item() == pytest.approx(1.0, abs=1e-5)
+    flat = torch.full((1, 1, 16, 16, 16), 0.5)
+    out = block_ssim(flat, flat + 0.0, 8)
+    assert torch.isfinite(out).all() and out.item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_block_ssim_refuses_other_shapes_and_bad_windows():
+    ref = BlockSSIM(torch.rand(1, 1, 8, 8, 8), 4)
+    with pytest.raises(ValueError, match="shape"):
+        ref(torch.rand(1, 1, 8, 8, 4))
+    with pytest.raises(ValueError, match="win_size"):
+        BlockSSIM(torch.rand(1, 1, 8, 8, 8), 4, win_size=2)
+
+
+def test_dice_ce_matches_monai_mean_and_per_sample():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 8, 9, 10, generator=g)
+    labels = torch.randint(0, 4, (3, 1, 8, 9, 10), generator=g)
+    monai_loss = MonaiDiceCE(
+        to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0, smooth_dr=1e-6
+    )
+    torch.testing.assert_close(DiceCELoss()(logits, labels), monai_loss(logits, labels))
+    per_sample = DiceCELoss(reduction="none")(logits, labels)
+    expected = torch.stack([monai_loss(logits[i : i + 1], labels[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(per_sample, expected)
+
+
+def test_ssim_loss_is_one_minus_ssim():
+    x = torch.rand(1, 1, 16, 16, 16)
+    y = (x * 0.9).clamp(0, 1)
+    torch.testing.assert_close(SSIMLoss(8)(x, y), 1 - block_ssim(x, y, 8).mean())
+
+
+def test_frequency_consistency_loss_matches_torch_dct():
+    import torch_dct
+
+    a = torch.randn(2, 3, 8, 6, 4)
+    b = torch.randn(2, 3, 8, 6, 4)
+    ref = (torch_dct.dct_3d(a, norm="ortho") - torch_dct.dct_3d(b, norm="ortho")).abs().mean()
+    torch.testing.assert_close(FrequencyConsistencyLoss()(a, b), ref, rtol=1e-4, atol=1e-5)
+    assert FrequencyConsistencyLoss()(a, a).item() == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        FrequencyConsistencyLoss()(a, b[:, :, :4])
