@@ -88,3 +88,14 @@ def test_zeroed_fraction_counts_rounded_coefficients():
 def test_label_map_shape_checks():
     with pytest.raises(ValueError, match="same shape"):
         dice_per_class(torch.zeros(1, 1, 2, 2, 2), torch.zeros(1, 1, 2, 2, 3), 2)
+
+
+def test_predict_labels_equals_argmax_including_ties():
+    from vafa.metrics import predict_labels
+
+    g = torch.Generator().manual_seed(3)
+    for k in (1, 2, 4, 14):
+        logits = torch.randn(2, k, 6, 5, 4, generator=g)
+        if k > 1:
+            logits[:, 1, :2] = logits[:, 0, :2]  # exact ties: the lower class wins, as argmax
+        assert torch.equal(predict_labels(logits), logits.argmax(1, keepdim=True))

@@ -81,3 +81,18 @@ def test_bad_arguments():
         quantize(torch.ones(2), torch.ones(2), 1.5)
     with pytest.raises(ValueError, match="steps"):
         AlphaSchedule(steps=0)
+
+
+@pytest.mark.parametrize("rounding,alpha", [("tanh", 0.05), ("cubic", 0.05), ("tanh", 0.0)])
+def test_quantize_scale_and_offset_are_fused_linear_post_processing(rounding, alpha):
+    torch.manual_seed(1)
+    c = (torch.randn(3, 8, dtype=torch.float64) * 40).requires_grad_(True)
+    q = (torch.rand(3, 8, dtype=torch.float64) * 15 + 5).requires_grad_(True)
+    offset = torch.randn(3, 8, dtype=torch.float64)
+    fused = quantize(c, q, alpha, rounding, scale=1 / 255, offset=offset)
+    plain = offset + quantize(c, q, alpha, rounding) / 255
+    torch.testing.assert_close(fused, plain)
+    if alpha > 0:
+        torch.autograd.gradcheck(
+            lambda c, q: quantize(c, q, alpha, rounding, scale=0.3, offset=offset), (c, q)
+        )

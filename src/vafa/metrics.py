@@ -31,11 +31,34 @@ __all__ = [
     "hd95_per_class",
     "l2",
     "linf",
+    "predict_labels",
     "psnr",
     "quantized_to_zero",
     "ssim",
     "zeroed_fraction",
 ]
+
+
+def predict_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Class map ``[B, 1, H, W, D]`` (int64) of logits ``[B, K, H, W, D]``; ties go to the lower class.
+
+    Equal to ``logits.argmax(1, keepdim=True)`` but an order of magnitude faster on CPU, where
+    a reduction over the channel axis of a 3D volume is as slow as a small network's forward
+    pass (measured: 148 ms vs 16 ms for ``[1, 4, 96³]``, one thread).
+    """
+    if logits.dim() < 2:
+        raise ValueError(f"logits must have shape [B, K, ...], got {tuple(logits.shape)}")
+    k = logits.shape[1]
+    if k > 255:
+        return logits.argmax(1, keepdim=True)
+    best = logits[:, 0].clone()
+    index = torch.zeros(best.shape, dtype=torch.uint8, device=logits.device)
+    for c in range(1, k):
+        channel = logits[:, c]
+        better = channel > best
+        index.masked_fill_(better, c)
+        torch.maximum(best, channel, out=best)
+    return index.unsqueeze(1).long()
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -71,15 +71,27 @@ def cubic_round(x: torch.Tensor) -> torch.Tensor:
 
 
 def quantize(
-    coeffs: torch.Tensor, q: torch.Tensor, alpha: float = 0.1, rounding: str = "tanh"
+    coeffs: torch.Tensor,
+    q: torch.Tensor,
+    alpha: float = 0.1,
+    rounding: str = "tanh",
+    *,
+    scale: float = 1.0,
+    offset: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
-    """Quantize and de-quantize: ``round_diff(coeffs / q) · q``, differentiable in both inputs.
+    """Quantize and de-quantize: ``offset + scale · round_diff(coeffs / q) · q``.
+
+    Differentiable in ``coeffs`` and ``q``. ``scale`` and ``offset`` let callers fold a linear
+    post-processing (e.g. the /255 of the FPM and the +128 carried by the DC terms) into the
+    same pass over the coefficients.
 
     Args:
         coeffs: DCT coefficients, any shape.
         q: positive quantization table, broadcastable to ``coeffs``.
         alpha: rounding parameter in ``[0, 1)`` for ``"tanh"`` (0 = hard rounding).
         rounding: ``"tanh"`` or ``"cubic"``.
+        scale: factor applied to the de-quantized coefficients.
+        offset: constant (tensor broadcastable to ``coeffs``, or number) added at the end.
 
     Returns:
         Tensor of ``coeffs``' shape.
@@ -88,11 +100,12 @@ def quantize(
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
-    if rounding == "cubic":
-        return cubic_round(coeffs / q) * q
-    if alpha == 0:
-        return torch.floor(coeffs / q + 0.5) * q
-    return _TanhQuantize.apply(coeffs, q, alpha)
+    if rounding == "tanh" and alpha > 0:
+        offset_t = torch.as_tensor(offset, dtype=coeffs.dtype, device=coeffs.device)
+        return _TanhQuantize.apply(coeffs, q, alpha, float(scale), offset_t)
+    u = coeffs / q
+    rounded = cubic_round(u) if rounding == "cubic" else torch.floor(u + 0.5)
+    return offset + scale * (rounded * q)
 
 
 def validate_bounds(q_min: float, q_max: float) -> None:
@@ -115,35 +128,38 @@ def _tanh_constants(alpha: float) -> tuple[float, float]:
 
 
 class _TanhQuantize(torch.autograd.Function):
-    """``φ(c, q) = R(c/q)·q`` with a fused backward.
+    """``offset + scale·R(c/q)·q`` with a fused backward.
 
     ``R'(u) = s·k/2·(1 − t²)`` with ``t = tanh(k(u − ⌊u⌋ − ½))``;
-    ``∂φ/∂c = R'(u)``, ``∂φ/∂q = R(u) − u·R'(u)``.
+    ``∂φ/∂c = scale·R'(u)``, ``∂φ/∂q = scale·(R(u) − u·R'(u))``. Both derivatives are formed in
+    the forward pass (two tensors kept instead of four), which keeps the backward to one
+    multiplication per input.
     """
 
     @staticmethod
-    def forward(ctx, coeffs, q, alpha):
+    def forward(ctx, coeffs, q, alpha, scale, offset):
         k, s = _tanh_constants(alpha)
         u = coeffs / q
-        floor = torch.floor(u)
-        t = torch.tanh((u - floor - 0.5) * k)
-        rounded = (t * s + 1.0) * 0.5 + floor
-        ctx.save_for_backward(u, t, rounded, q)
-        ctx.constants = (k, s)
-        ctx.coeffs_shape = coeffs.shape
-        return rounded * q
+        rounded = torch.floor(u)
+        t = torch.sub(u, rounded).sub_(0.5).mul_(k).tanh_()
+        rounded.add_(t, alpha=0.5 * s).add_(0.5)  # R(u)
+        out = torch.addcmul(offset, rounded, q, value=scale)
+        slope = t.mul_(t).neg_().add_(1.0).mul_(0.5 * s * k * scale)  # scale·R'(u), reuses t
+        ctx.coeffs_shape, ctx.q_shape = coeffs.shape, q.shape
+        needs_c, needs_q = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dq = torch.addcmul(rounded.mul_(scale), u, slope, value=-1.0) if needs_q else None
+        ctx.save_for_backward(slope if needs_c else None, dq)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        u, t, rounded, q = ctx.saved_tensors
-        k, s = ctx.constants
-        slope = (1.0 - t * t) * (0.5 * s * k)  # R'(u)
+        slope, dq = ctx.saved_tensors
         grad_c = grad_q = None
         if ctx.needs_input_grad[0]:
             grad_c = _sum_to_shape(grad * slope, ctx.coeffs_shape)
         if ctx.needs_input_grad[1]:
-            grad_q = _sum_to_shape(grad * (rounded - u * slope), q.shape)
-        return grad_c, grad_q, None
+            grad_q = _sum_to_shape(grad * dq, ctx.q_shape)
+        return grad_c, grad_q, None, None, None
 
 
 def _sum_to_shape(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:

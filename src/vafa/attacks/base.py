@@ -19,7 +19,7 @@ from torch import nn
 
 from vafa.devices import resolve_device
 from vafa.losses import DiceCELoss, one_hot
-from vafa.metrics import dice_per_class
+from vafa.metrics import dice_per_class, predict_labels
 
 __all__ = ["Attack", "AttackResult", "Callback", "StepEvent"]
 
@@ -235,7 +235,7 @@ class Attack:
         with torch.no_grad():
             clean_logits = _forward(model, x)
         num_classes = clean_logits.shape[1]
-        clean_pred = clean_logits.argmax(1, keepdim=True)
+        clean_pred = predict_labels(clean_logits)
         del clean_logits
         if labels is None:
             target = clean_pred
@@ -309,7 +309,7 @@ class Attack:
         return objective if extra is None else objective + extra
 
     def _record(self, step, x_adv, logits, objective, ssim, target, num_classes, state) -> dict:
-        prediction = logits.argmax(1, keepdim=True)
+        prediction = predict_labels(logits)
         dice = dice_per_class(prediction, target, num_classes)[:, 1:]
         fg = torch.nanmean(dice).item() if dice.numel() else float("nan")
         row = {

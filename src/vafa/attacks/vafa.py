@@ -14,6 +14,7 @@ hard rounding (α = 0, a real quantization) is made.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,6 +152,7 @@ class VAFA(Attack):
             q = (self.q_min + (self.q_max - self.q_min) * u).to(coeffs.device)
         return {
             "coeffs": coeffs,
+            "offset": self._dc_offset(coeffs),
             "q": q.requires_grad_(True),
             "shape": tuple(x.shape[2:]),
             "ssim": BlockSSIM(x, self.block_size),
@@ -159,7 +161,17 @@ class VAFA(Attack):
 
     def _perturb(self, state: dict, step: int):
         alpha = state["schedule"].alpha(step)
-        dequantized = quantize(state["coeffs"], state["q"], alpha, self.rounding)
+        # De-quantized coefficients already in [0,1] units with the +128 carried by the DC terms,
+        # so the inverse DCT gives the reconstruction directly (one fused pass, see quantize()).
+        scale = 1.0 / 255.0 if self.normalize == "clip" else 1.0
+        dequantized = quantize(
+            state["coeffs"],
+            state["q"],
+            alpha,
+            self.rounding,
+            scale=scale,
+            offset=state["offset"] * scale,
+        )
         padded = self._to_unit_range(layout_idct(dequantized, self.block_size))
         h, w, d = state["shape"]
         x_adv = padded[:, :, :h, :w, :d]
@@ -171,13 +183,21 @@ class VAFA(Attack):
         extra = -self.ssim_weight * (1.0 - ssim) if self.use_ssim_loss else None
         return x_adv, extra, ssim
 
-    def _to_unit_range(self, centred: torch.Tensor) -> torch.Tensor:
-        """Reconstruction (centred at 0, [0,255] scale) → [0, 1]."""
+    def _dc_offset(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """Layout tensor holding, at every block's DC position, the coefficient of a +128 shift."""
+        offset = torch.zeros_like(coeffs)
+        n = math.prod(self.block_size)
+        steps = (slice(None), slice(None), *(slice(None, None, b) for b in self.block_size))
+        offset[steps] = 128.0 * math.sqrt(n)
+        return offset
+
+    def _to_unit_range(self, reconstruction: torch.Tensor) -> torch.Tensor:
+        """``"clip"``: already scaled by 1/255, clamp; ``"slice"``: per-axial-slice min–max."""
         if self.normalize == "clip":
-            return ((centred + 128.0) / 255.0).clamp(0.0, 1.0)
-        lo = centred.amin(dim=(2, 3), keepdim=True)
-        hi = centred.amax(dim=(2, 3), keepdim=True)
-        return (centred - lo) / (hi - lo + _SLICE_EPS)
+            return reconstruction.clamp(0.0, 1.0)
+        lo = reconstruction.amin(dim=(2, 3), keepdim=True)
+        hi = reconstruction.amax(dim=(2, 3), keepdim=True)
+        return (reconstruction - lo) / (hi - lo + _SLICE_EPS)
 
     def _variable(self, state: dict) -> torch.Tensor:
         return state["q"]
