@@ -30,7 +30,7 @@ def test_reader_makes_image_and_labels_layers_in_kji_order(tmp_path):
     ct = _nifti(tmp_path, "ct.nii.gz", rng.integers(-1000, 1000, (7, 6, 5)))
     seg = _nifti(tmp_path, "organs.nii.gz", rng.integers(0, 4, (7, 6, 5)), dtype=np.uint8)
     ((img_data, img_kw, img_type),) = napari_get_reader(str(ct))(str(ct))
-    ((seg_data, seg_kw, seg_type),) = napari_get_reader(str(seg))(str(seg))
+    ((seg_data, _, seg_type),) = napari_get_reader(str(seg))(str(seg))
     assert img_type == "image" and seg_type == "labels"
     assert img_data.shape == (5, 6, 7)
     assert img_kw["scale"] == pytest.approx((2.5, 0.9, 0.8))
