@@ -309,3 +309,27 @@ def test_model_with_wrong_output_is_reported(synthetic_data):
     conv = torch.nn.Conv3d(2, 3, 1)  # expects 2 input channels
     with pytest.raises(ValueError, match="model failed"):
         vafa.PGD(conv, steps=1).attack(x)
+
+
+def test_generator_form_yields_events_and_can_be_cancelled_by_send(trained_model, synthetic_data):
+    x, y = synthetic_data
+    attack = vafa.VAFA(trained_model, steps=5, block_size=8, seed=0)
+    gen = attack.iter_attack(x, y)
+    first = next(gen)
+    assert first.step == 1 and first.total == 5
+    with torch.no_grad():
+        second = gen.send(None)
+    assert second.step == 2
+    with pytest.raises(StopIteration) as stop:
+        gen.send(False)
+    result = stop.value.value
+    assert result.cancelled and result.steps_run == 2
+    full = vafa.attacks.drive(attack.iter_attack(x, y))
+    assert torch.equal(full.adversarial, attack.attack(x, y).adversarial)
+
+
+def test_generator_does_not_leak_grad_mode_to_the_consumer(trained_model, synthetic_data):
+    x, y = synthetic_data
+    with torch.no_grad():
+        for _event in vafa.PGD(trained_model, steps=2, seed=0).iter_attack(x, y):
+            assert not torch.is_grad_enabled()

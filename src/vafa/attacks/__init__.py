@@ -1,6 +1,6 @@
 """All attacks share one API: ``Attack(model, **hyper_parameters).attack(images, labels)``."""
 
-from vafa.attacks.base import Attack, AttackResult, Callback, StepEvent
+from vafa.attacks.base import Attack, AttackResult, Callback, StepEvent, drive
 from vafa.attacks.vafa import NORMALIZE_MODES, Q_INIT_MODES, VAFA, VAFA2D
 from vafa.attacks.voxel import BIM, FGSM, PGD, GaussianNoise
 
@@ -19,6 +19,7 @@ __all__ = [
     "GaussianNoise",
     "StepEvent",
     "build_attack",
+    "drive",
 ]
 
 ATTACKS: dict[str, type[Attack]] = {

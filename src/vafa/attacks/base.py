@@ -10,7 +10,8 @@ An attack is an object built from a model and its hyper-parameters and called on
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +171,18 @@ class Attack:
         Raises:
             TypeError, ValueError: bad images, labels or model output (the message names it).
         """
+        return drive(self.iter_attack(images, labels), callback)
+
+    def iter_attack(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> Generator[StepEvent, bool | None, AttackResult]:
+        """The same attack as a generator: yields a :class:`StepEvent` after every step.
+
+        Send ``False`` (``gen.send(False)``) to cancel; the generator then returns the
+        :class:`AttackResult` (``StopIteration.value``; :func:`drive` does this bookkeeping).
+        Made for GUI workers that report progress by yielding. Grad mode is set per step, never
+        across a ``yield``, so the consumer's own grad mode is not disturbed.
+        """
         _check_images(images, self.clamp_inputs)
         if labels is not None:
             _check_labels(labels, images)
@@ -183,13 +196,11 @@ class Attack:
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-            with torch.inference_mode(False), torch.enable_grad():
-                result = self._run(model, images, labels, device, callback)
+            return (yield from self._run(model, images, labels, device))
         finally:
             model.train(was_training)
             for p, flag in zip(model.parameters(), grad_flags, strict=True):
                 p.requires_grad_(flag)
-        return result
 
     # ------------------------------------------------------------------ hooks
     def _hyper_parameters(self) -> dict[str, Any]:
@@ -224,70 +235,56 @@ class Attack:
         """Fill attack-specific result fields from the kept snapshot."""
 
     # ------------------------------------------------------------------ the loop
-    def _run(self, model, images, labels, device, callback) -> AttackResult:
+    def _run(self, model, images, labels, device):
         generator = torch.Generator(device="cpu")
-        generator.manual_seed(
-            self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-        )
-        x = images.detach().to(device=device, dtype=torch.float32).clone()
-        if self.clamp_inputs:
-            x = x.clamp_(0.0, 1.0)
-        with torch.no_grad():
+        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        generator.manual_seed(seed)
+        with _grad_mode(False):
+            x = images.detach().to(device=device, dtype=torch.float32).clone()
+            if self.clamp_inputs:
+                x = x.clamp_(0.0, 1.0)
             clean_logits = _forward(model, x)
-        num_classes = clean_logits.shape[1]
-        clean_pred = predict_labels(clean_logits)
-        del clean_logits
-        if labels is None:
-            target = clean_pred
-        else:
-            target = labels.detach().to(device).long()
-            if int(target.max()) >= num_classes:
-                raise ValueError(
-                    f"labels hold class {int(target.max())} but the model predicts {num_classes} "
-                    f"classes (0..{num_classes - 1})"
-                )
-        target_1h = one_hot(target, num_classes)
-        state = self._init(x, generator)
+            num_classes = clean_logits.shape[1]
+            clean_pred = predict_labels(clean_logits)
+            del clean_logits
+            target = self._target(labels, clean_pred, num_classes, device)
+            target_1h = one_hot(target, num_classes)
+            state = self._init(x, generator)
         tracker = _BestTracker(self.keep)
         history: list[dict[str, Any]] = []
         cancelled = False
         steps_run = 0
         for step in range(self.steps):
-            x_adv, extra, ssim = self._perturb(state, step)
-            logits = _forward(model, x_adv)
-            objective = self._objective(logits, target_1h, extra)
-            grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
-            with torch.no_grad():
-                entry = self._record(
-                    step + 1, x_adv, logits, objective, ssim, target, num_classes, state
+            with _grad_mode(True):
+                x_adv, extra, ssim = self._perturb(state, step)
+                logits = _forward(model, x_adv)
+                objective = self._objective(logits, target_1h, extra)
+                grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
+            with _grad_mode(False):
+                row, prediction = self._record(
+                    step + 1, logits, objective, ssim, target, num_classes, state
                 )
-                tracker.offer(objective, x_adv, entry["prediction"], self._snapshot(state))
-            del logits
-            history.append(entry["row"])
-            self._update(state, grad, step)
+                tracker.offer(objective, x_adv, prediction, self._snapshot(state))
+                del logits
+                history.append(row)
+                self._update(state, grad, step)
             steps_run = step + 1
-            if callback is not None:
-                event = StepEvent(
-                    step + 1,
-                    self.steps,
-                    entry["row"]["loss"],
-                    entry["row"]["dice"],
-                    entry["row"]["ssim"],
-                    x_adv.detach(),
-                )
-                if callback(event) is False:
-                    cancelled = True
-                    break
+            event = StepEvent(
+                step + 1, self.steps, row["loss"], row["dice"], row["ssim"], x_adv.detach()
+            )
+            if (yield event) is False:
+                cancelled = True
+                break
         if not cancelled:
-            with torch.no_grad():
+            with _grad_mode(False):
                 x_adv, extra, ssim = self._perturb(state, self.steps)
                 logits = _forward(model, x_adv)
                 objective = self._objective(logits, target_1h, extra)
-                entry = self._record(
-                    "final", x_adv, logits, objective, ssim, target, num_classes, state
+                row, prediction = self._record(
+                    "final", logits, objective, ssim, target, num_classes, state
                 )
-                tracker.offer(objective, x_adv, entry["prediction"], self._snapshot(state))
-                history.append(entry["row"])
+                tracker.offer(objective, x_adv, prediction, self._snapshot(state))
+                history.append(row)
         kept = tracker.result()
         result = AttackResult(
             adversarial=kept["x"].to(device=images.device, dtype=images.dtype),
@@ -303,12 +300,23 @@ class Attack:
         self._finish(result, kept, state)
         return result
 
+    def _target(self, labels, clean_pred, num_classes: int, device) -> torch.Tensor:
+        if labels is None:
+            return clean_pred
+        target = labels.detach().to(device).long()
+        if int(target.max()) >= num_classes:
+            raise ValueError(
+                f"labels hold class {int(target.max())} but the model predicts {num_classes} "
+                f"classes (0..{num_classes - 1})"
+            )
+        return target
+
     def _objective(self, logits, target_1h, extra) -> torch.Tensor:
         seg = self.loss_fn(logits, target_1h)
         objective = -seg if self.targeted else seg
         return objective if extra is None else objective + extra
 
-    def _record(self, step, x_adv, logits, objective, ssim, target, num_classes, state) -> dict:
+    def _record(self, step, logits, objective, ssim, target, num_classes, state):
         prediction = predict_labels(logits)
         dice = dice_per_class(prediction, target, num_classes)[:, 1:]
         fg = torch.nanmean(dice).item() if dice.numel() else float("nan")
@@ -319,7 +327,7 @@ class Attack:
             "ssim": None if ssim is None else float(ssim.mean().item()),
             **self._history_extras(state, step),
         }
-        return {"row": row, "prediction": prediction}
+        return row, prediction
 
     def _history_extras(self, state: dict, step) -> dict[str, Any]:
         return {}
@@ -353,6 +361,29 @@ class _BestTracker:
     def result(self) -> dict[str, torch.Tensor]:
         assert self.kept is not None  # the loop always offers at least one iterate
         return self.kept
+
+
+def drive(
+    iterator: Generator[StepEvent, bool | None, Any], callback: Callback | None = None
+) -> Any:
+    """Run an attack generator to its end, passing every event to ``callback``.
+
+    ``callback(event)`` returning ``False`` is sent into the generator (cancel). Returns the
+    generator's return value (e.g. the :class:`AttackResult`).
+    """
+    try:
+        event = next(iterator)
+        while True:
+            event = iterator.send(callback(event) if callback is not None else None)
+    except StopIteration as stop:
+        return stop.value
+
+
+@contextmanager
+def _grad_mode(enabled: bool):
+    """Gradient mode for one block of work (never held across a ``yield``)."""
+    with torch.inference_mode(False), torch.set_grad_enabled(enabled):
+        yield
 
 
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
