@@ -2,8 +2,9 @@
 
 Measured in one process on the same volume and model, 2 CPU threads by default:
 * bare: ``model(x)`` + Dice-CE + gradient w.r.t. the input (what any gradient attack must pay);
-* VAFA step: (time of a 2·n-step attack − time of an n-step attack) / n, so the fixed costs
-  (clean forward, setup, final hard-rounding evaluation) cancel out;
+* VAFA step: the time between consecutive step events of a running attack (median over
+  steps), so the fixed costs (clean forward, setup, final evaluation) stay out; bare and VAFA
+  measurements are interleaved so that machine noise hits both alike;
 * FPM alone (quantize + inverse block DCT, forward+backward) vs the same with torch-dct;
 * peak RSS of a 20-step attack vs the model's own forward+backward peak (child processes).
 
@@ -13,6 +14,7 @@ Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -65,15 +67,14 @@ def bare_step(model, x, labels):
     return run
 
 
-def attack_step_time(model, x, labels, block, n: int, repeat: int) -> float:
+def attack_step_times(model, x, labels, block, steps: int) -> list[float]:
     import vafa
 
-    def run(steps):
-        return lambda: vafa.VAFA(model, steps=steps, block_size=block, seed=0).attack(x, labels)
-
-    long_t = timeit(run(2 * n), repeat=repeat)
-    short_t = timeit(run(n), repeat=repeat)
-    return (long_t - short_t) / n
+    stamps: list[float] = []
+    vafa.VAFA(model, steps=steps, block_size=block, seed=0).attack(
+        x, labels, callback=lambda event: stamps.append(time.perf_counter())
+    )
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def fpm_times(size: int, block: int) -> dict[str, float]:
@@ -133,24 +134,34 @@ def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--steps", type=int, default=5, help="n of the 2n−n step difference")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=6, help="attack steps per round")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--quick", action="store_true", help="one round of 4 steps")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.steps = 1, 4
     torch.set_num_threads(args.threads)
     model, x = build_model(), volume(args.size)
     with torch.no_grad():
         labels = model(x).argmax(1, keepdim=True)
     results: dict = {"threads": args.threads, "size": args.size}
-    results["bare_fwd_bwd_ms"] = timeit(bare_step(model, x, labels), repeat=10, warmup=2) * 1e3
+    bare = bare_step(model, x, labels)
+    samples: dict[str, list[float]] = {"bare": [], "b32": [], "b8": []}
+    bare()  # warm-up
+    for _ in range(args.repeat):  # interleaved rounds
+        for _ in range(3):
+            t = time.perf_counter()
+            bare()
+            samples["bare"].append(time.perf_counter() - t)
+        for block in (32, 8):
+            samples[f"b{block}"] += attack_step_times(model, x, labels, (block,) * 3, args.steps)
+    med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    results["bare_fwd_bwd_ms"] = med["bare"]
     for block in (32, 8):
-        step = attack_step_time(model, x, labels, (block,) * 3, args.steps, args.repeat) * 1e3
-        results[f"vafa_step_ms_b{block}"] = step
-        results[f"ratio_b{block}"] = step / results["bare_fwd_bwd_ms"]
+        results[f"vafa_step_ms_b{block}"] = med[f"b{block}"]
+        results[f"ratio_b{block}"] = med[f"b{block}"] / med["bare"]
         results.update({f"{k}_b{block}": v for k, v in fpm_times(args.size, block).items()})
-    results["bare_fwd_bwd_ms_after"] = (
-        timeit(bare_step(model, x, labels), repeat=10, warmup=2) * 1e3
-    )
     results["peak_rss_bare_mb"] = peak_rss_mb("bare", args.threads, args.size, 32)
     results["peak_rss_vafa20_mb"] = peak_rss_mb("vafa", args.threads, args.size, 32)
     results["peak_rss_ratio"] = results["peak_rss_vafa20_mb"] / results["peak_rss_bare_mb"]
