@@ -3,10 +3,9 @@
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
 import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.mark.slow
