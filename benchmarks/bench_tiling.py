@@ -75,7 +75,7 @@ def _attack(model, args):
 def child(args) -> dict:
     """Run one job and return its timings and peak RSS."""
     from vafa.attacks import build_attack
-    from vafa.tiling import attack_volume, predict_labels, tile_grid
+    from vafa.tiling import attack_volume, sliding_window_labels, tile_grid
 
     model, image = _setup(args)
     roi = (args.roi,) * 3
@@ -94,7 +94,7 @@ def child(args) -> dict:
         out["seconds"] = time.perf_counter() - t
         out["tiles"] = result.tiles_total
         t = time.perf_counter()
-        predict_labels(model, result.adversarial, roi, overlap=0.5)
+        sliding_window_labels(model, result.adversarial, roi, overlap=0.5)
         out["predict_seconds"] = time.perf_counter() - t
         q_bytes = sum(q.numel() * q.element_size() for q in result.q_tables)
         out["output_mib"] = (

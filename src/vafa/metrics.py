@@ -34,31 +34,30 @@ __all__ = [
     "predict_labels",
     "psnr",
     "quantized_to_zero",
+    "quantized_to_zero_layout",
     "ssim",
     "zeroed_fraction",
 ]
 
 
 def predict_labels(logits: torch.Tensor) -> torch.Tensor:
-    """Class map ``[B, 1, H, W, D]`` (int64) of logits ``[B, K, H, W, D]``; ties go to the lower class.
+    """Class map ``[B, 1, ...]`` (int64) of logits ``[B, K, ...]``: ``argmax`` over channels.
 
-    Equal to ``logits.argmax(1, keepdim=True)`` but an order of magnitude faster on CPU, where
-    a reduction over the channel axis of a 3D volume is as slow as a small network's forward
-    pass (measured: 148 ms vs 16 ms for ``[1, 4, 96³]``, one thread).
+    Equal to ``logits.argmax(1, keepdim=True)`` (ties and NaN alike: the first maximal channel
+    wins) but uses ``torch.max(dim=1)``, whose CPU kernel is much faster than argmax's generic
+    reduction over the channel axis of a volume (measured at ``[1, 4, 96³]``, one thread:
+    131 ms vs 16 ms; ``[1, 14, 96³]``: 284 ms vs 62 ms).
     """
-    if logits.dim() < 2:
-        raise ValueError(f"logits must have shape [B, K, ...], got {tuple(logits.shape)}")
-    k = logits.shape[1]
-    if k > 255:
-        return logits.argmax(1, keepdim=True)
-    best = logits[:, 0].clone()
-    index = torch.zeros(best.shape, dtype=torch.uint8, device=logits.device)
-    for c in range(1, k):
-        channel = logits[:, c]
-        better = channel > best
-        index.masked_fill_(better, c)
-        torch.maximum(best, channel, out=best)
-    return index.unsqueeze(1).long()
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if (
+        logits.dim() < 2
+        or logits.shape[1] == 0
+        or logits.is_complex()
+        or logits.dtype == torch.bool
+    ):
+        raise ValueError(f"logits must be a real tensor [B, K, ...], got {tuple(logits.shape)}")
+    return torch.max(logits, dim=1, keepdim=True).indices
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -183,6 +182,67 @@ def quantized_to_zero(
             f"{sizes}, got {tuple(q_tables.shape)}"
         )
     return torch.floor(coeffs / q_tables.to(coeffs) + 0.5) == 0
+
+
+def quantized_to_zero_layout(
+    images: torch.Tensor,
+    q_layout: torch.Tensor,
+    block_size: int | Sequence[int],
+    roi: int | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """:func:`quantized_to_zero` of a whole (tiled) volume, in the layout of its q table.
+
+    ``q_layout`` is a full-volume table map as :func:`vafa.tiling.q_table_layout` builds it
+    (:attr:`vafa.pipeline.AttackOutcome.q_table`): every voxel holds the ``q`` of its (block,
+    frequency) position within the tile that owns it. The DCT is taken per tile exactly as the
+    tiled attack did (tile padded to ``roi`` by replication, then to whole blocks; tiles in raster
+    order, the later tile wins), so the mask lines up with ``q_layout`` voxel for voxel.
+
+    Args:
+        images: ``[1, C, H, W, D]`` clean volume in [0, 1] on the grid the attack ran on.
+        q_layout: ``[1, C, H, W, D]`` quantization steps; voxels with ``q <= 0`` (tiles never
+            attacked, e.g. after a cancel) are reported as not zeroed.
+        block_size: the attack's block size (3 entries for VAFA, 2 for VAFA-2D).
+        roi: the tile size of the attack (``card.roi_size``); None: the volume is one tile.
+
+    Returns:
+        ``[1, C, H, W, D]`` bool CPU tensor: ``round(c / q) == 0`` for the coefficient at each
+        voxel's layout position.
+
+    Raises:
+        ValueError: ``images`` and ``q_layout`` differ in shape or are not ``[1, C, H, W, D]``.
+    """
+    import torch.nn.functional as F
+
+    from vafa.frequency import layout_dct, pad_to_blocks
+    from vafa.tiling import tile_grid
+
+    if images.dim() != 5 or images.shape[0] != 1 or tuple(q_layout.shape) != tuple(images.shape):
+        raise ValueError(
+            f"images and q_layout must both have shape [1, C, H, W, D], got "
+            f"{tuple(images.shape)} and {tuple(q_layout.shape)}"
+        )
+    sizes = normalize_block_size(block_size)
+    shape = tuple(images.shape[2:])
+    roi = shape if roi is None else roi
+    tiles = tile_grid(shape, roi)
+    roi = (roi,) * 3 if isinstance(roi, int) else tuple(roi)
+    x = images.detach().float().cpu()
+    q = q_layout.detach().float().cpu()
+    mask = torch.zeros(images.shape, dtype=torch.bool)
+    for sl in tiles:
+        region = (slice(None), slice(None), *sl)
+        tile = x[region]
+        lengths = tuple(s.stop - s.start for s in sl)
+        missing = [max(r, n) - n for r, n in zip(roi, lengths, strict=True)]
+        if any(missing):
+            tile = F.pad(tile, [v for m in reversed(missing) for v in (0, m)], mode="replicate")
+        coeffs = layout_dct(pad_to_blocks(tile * 255.0 - 128.0, sizes), sizes)
+        coeffs = coeffs[:, :, : lengths[0], : lengths[1], : lengths[2]]
+        steps = q[region]
+        zero = torch.floor(coeffs / steps.clamp_min(1e-12) + 0.5) == 0
+        mask[region] = zero & (steps > 0)
+    return mask
 
 
 def _check_maps(a: torch.Tensor, b: torch.Tensor) -> None:

@@ -1,0 +1,260 @@
+"""The ``vafa`` command line on a tiny model and synthetic CT-like volumes."""
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from vafa.checkpoints import save_model
+from vafa.cli import main
+from vafa.models import ModelCard, build_model
+
+CLASSES = ["background", "organ", "lesion"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny UNet card + safetensors (random weights, deterministic)."""
+    folder = tmp_path_factory.mktemp("model")
+    card = ModelCard.from_preset(
+        "unet",
+        out_channels=3,
+        class_names=CLASSES,
+        roi_size=(16, 16, 16),
+        spacing=None,
+        orientation=None,
+        kwargs={"channels": (4, 8), "strides": (2,), "num_res_units": 0},
+    )
+    torch.manual_seed(0)
+    model = build_model(card).eval()
+    path = folder / "tiny.safetensors"
+    save_model(model, card, path)
+    return path
+
+
+def _ct(tmp_path, name="ct.nii.gz", shape=(20, 18, 16), seed=0):
+    rng = np.random.default_rng(seed)
+    hu = rng.normal(40, 60, shape).astype(np.int16)
+    hu[:3] = -1000  # air, outside the window
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(hu, affine), path)
+    return path
+
+
+def _labels(tmp_path, like, name="labels.nii.gz", values=3):
+    img = nib.load(like)
+    rng = np.random.default_rng(1)
+    lab = rng.integers(0, values, img.shape).astype(np.uint8)
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(lab, img.affine), path)
+    return path
+
+
+def test_help_on_every_command(capsys):
+    for command in ("demo", "attack", "evaluate", "info", "gui"):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        assert "usage: vafa " + command in capsys.readouterr().out
+
+
+def test_attack_single_file_writes_volume_and_json(tiny_model, tmp_path, capsys):
+    ct = _ct(tmp_path)
+    labels = _labels(tmp_path, ct)
+    out = tmp_path / "adv.nii.gz"
+    code = main(
+        [
+            "attack",
+            str(ct),
+            "--model",
+            str(tiny_model),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--block-size",
+            "8",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    src, adv = nib.load(ct), nib.load(out)
+    np.testing.assert_allclose(adv.affine, src.affine)
+    assert adv.shape == src.shape and adv.get_data_dtype() == np.float32
+    doc = json.loads((tmp_path / "adv.json").read_text())
+    assert doc["settings"]["attack"]["q_max"] == 20.0
+    assert set(doc["metrics"]["dice_fg"]) == {"clean", "adversarial"}
+    # air outside the window keeps its HU unless the attack moved it into the window
+    air = adv.get_fdata()[:3]
+    assert np.all((air == -1000) | (air >= -175)) and (air == -1000).any()
+
+
+def test_attack_pgd_prints_table_and_json(tiny_model, tmp_path, capsys):
+    ct = _ct(tmp_path)
+    code = main(
+        [
+            "attack",
+            str(ct),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "a.nii.gz"),
+            "--attack",
+            "pgd",
+            "--eps",
+            "8",
+            "--steps",
+            "2",
+            "--json",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["linf"] <= 8 / 255 + 1e-6 and metrics["reference"] == "clean_prediction"
+
+
+def test_attack_folder_continues_past_bad_cases(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    _ct(folder, "a.nii.gz")
+    _ct(folder, "b.nii.gz", seed=2)
+    (folder / "broken.nii.gz").write_bytes(b"not a nifti")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code = main(
+        [
+            "attack",
+            str(folder),
+            "--model",
+            str(tiny_model),
+            "--out-dir",
+            str(out_dir),
+            "--attack",
+            "fgsm",
+            "--quiet",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "1 of 3 case(s) failed" in err and "broken.nii.gz" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "a_adv.json",
+        "a_adv.nii.gz",
+        "b_adv.json",
+        "b_adv.nii.gz",
+    ]
+
+
+def test_attack_datalist(tiny_model, tmp_path):
+    ct = _ct(tmp_path)
+    labels = _labels(tmp_path, ct)
+    datalist = tmp_path / "data.json"
+    datalist.write_text(json.dumps({"validation": [{"image": ct.name, "label": labels.name}]}))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert (
+        main(
+            [
+                "attack",
+                "--datalist",
+                str(datalist),
+                "--model",
+                str(tiny_model),
+                "--out-dir",
+                str(out_dir),
+                "--attack",
+                "gn",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (out_dir / "ct_adv.nii.gz").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["attack", "missing.nii.gz", "--out", "x.nii.gz"], "no such file"),
+        (
+            ["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--attack", "pgd", "--q-max", "30"],
+            "q_max",
+        ),
+        (["attack", "{ct}", "--out", "{ct}"], "input"),
+        (["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--q-min", "30", "--q-max", "5"], "q_min"),
+        (["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--block-size", "0"], "block-size"),
+        (["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--labels", "{bad_labels}"], "classes"),
+        (["attack", "{ct}", "--out", "{tmp}/nofolder/x.nii.gz"], "does not exist"),
+        (
+            ["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--card", "{tmp}/nocard.json"],
+            "nocard.json",
+        ),
+        (["evaluate", "{ct}", "--adversarial", "{other}"], "grid"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2_and_write_nothing(
+    argv, message, tiny_model, tmp_path, capsys
+):
+    ct = _ct(tmp_path)
+    other = _ct(tmp_path, "other.nii.gz", shape=(10, 10, 10))
+    bad_labels = _labels(tmp_path, ct, "bad.nii.gz", values=9)
+    subst = {"ct": ct, "tmp": tmp_path, "other": other, "bad_labels": bad_labels}
+    argv = [a.format(**subst) for a in argv] + ["--model", str(tiny_model), "--quiet"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    ct_bytes = ct.read_bytes()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert ct.read_bytes() == ct_bytes
+
+
+def test_evaluate_formats(tiny_model, tmp_path, capsys):
+    ct = _ct(tmp_path)
+    labels = _labels(tmp_path, ct)
+    for fmt in ("table", "json", "csv"):
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(ct),
+                    "--model",
+                    str(tiny_model),
+                    "--labels",
+                    str(labels),
+                    "--format",
+                    fmt,
+                ]
+            )
+            == 0
+        )
+        out = capsys.readouterr().out
+        if fmt == "json":
+            assert json.loads(out)["reference"] == "labels"
+        elif fmt == "csv":
+            assert out.splitlines()[0] == "metric,clean,adversarial"
+        else:
+            assert "Dice foreground mean" in out
+
+
+def test_info_prints_card_and_parameters(tiny_model, capsys):
+    assert main(["info", str(tiny_model)]) == 0
+    out = capsys.readouterr().out
+    assert '"architecture": "unet"' in out and "parameters:" in out
+
+
+def test_python_dash_m_and_no_traceback_in_subprocess(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "vafa", "info", str(tmp_path / "none.pt")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "none.pt" in result.stderr
