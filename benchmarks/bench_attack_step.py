@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from vafa.devices import keep_freed_memory
+
 
 def build_model(out_channels: int = 4) -> torch.nn.Module:
     from monai.networks.nets import UNet
@@ -113,6 +115,7 @@ import resource, sys, torch
 sys.path.insert(0, 'benchmarks')
 from bench_attack_step import build_model, volume, bare_step
 torch.set_num_threads({threads})
+from vafa.devices import keep_freed_memory; keep_freed_memory()
 model, x = build_model(), volume({size})
 labels = torch.zeros(1, 1, {size}, {size}, {size}, dtype=torch.long)
 if '{what}' == 'bare':
@@ -141,6 +144,7 @@ def main() -> dict:
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.steps = 1, 4
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
     model, x = build_model(), volume(args.size)
     with torch.no_grad():

@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from vafa.devices import keep_freed_memory
+
+    keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open napari with the bundled sample and the VAFA attack widget.",
     )
     gui.set_defaults(func=_cmd_gui)
+    from vafa.train_cli import add_train_parser
+
+    add_train_parser(sub, [common])
     return parser
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
-__all__ = ["available_devices", "resolve_device"]
+__all__ = ["available_devices", "keep_freed_memory", "resolve_device"]
 
 
 def available_devices() -> list[str]:
@@ -50,3 +52,27 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if mps is None or not mps.is_available():
             raise ValueError(f"device {device!r} was requested but MPS is not available here")
     return dev
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc reuse freed memory for large tensors instead of unmapping it.
+
+    By default every allocation above 32 MB (any full-resolution activation of a 3D network)
+    gets fresh pages from the kernel, and their page faults cost more than the arithmetic:
+    measured here, a model forward+backward at 128³ runs about 1.5–2× faster and Dice-CE on
+    ``[2, 14, 96³]`` 3× faster with this. Same effect as the environment
+    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>``. Process-wide; the CLI, the napari
+    plugin and the benchmarks call it once. Returns whether it was applied (Linux/glibc only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        ok = libc.mallopt(m_mmap_max, 0) == 1
+        ok &= libc.mallopt(m_trim_threshold, ctypes.c_int(2**30)) == 1
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False

@@ -430,7 +430,7 @@ _PRESETS: dict[str, _Preset] = {
             "spatial_dims": 3,
             "channels": [16, 32, 64, 128],
             "strides": [2, 2, 2],
-            "num_res_units": 1,
+            "num_res_units": 0,
             "norm": "batch",
         },
         roi_check=_roi_multiple_of(_unet_factor),

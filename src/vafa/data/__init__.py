@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from vafa.models import ModelCard
     from vafa.volume import Volume
 
-__all__ = ["SAMPLE_CLASS_NAMES", "load_sample", "sample_paths"]
+__all__ = [
+    "SAMPLE_CLASS_NAMES",
+    "demo_model_path",
+    "load_demo_model",
+    "load_sample",
+    "sample_paths",
+]
 
 DATA_DIR = Path(__file__).resolve().parent
 
@@ -47,5 +57,33 @@ def load_sample() -> tuple[Volume, Volume]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Demo model (to be added).
+# Demo model (built by scripts/train_demo_model.py; its card and demo_model_report.json record
+# how it was trained and its Dice on the sample). A small MONAI UNet (preset "demo-unet") fitted
+# to the bundled sample only: 14 BTCV classes, CT window [-175, 250] HU, 3 mm RAS, ROI 128³.
 # ---------------------------------------------------------------------------------------------
+
+DEMO_MODEL_NAME = "demo_model.safetensors"
+DEMO_REPORT_NAME = "demo_model_report.json"
+
+
+def demo_model_path() -> Path:
+    """Path of the bundled demo model's weights (its card is ``<path>.json`` beside it)."""
+    return DATA_DIR / DEMO_MODEL_NAME
+
+
+def load_demo_model(device: str | torch.device = "auto") -> tuple[nn.Module, ModelCard]:
+    """Load the bundled demo model and its card (:func:`vafa.checkpoints.load_model`).
+
+    Args:
+        device: ``"auto"`` (cuda → mps → cpu), ``"cpu"``, ``"cuda:N"``, ``"mps"`` or a
+            :class:`torch.device`.
+
+    Returns:
+        ``(model, card)``: the network in eval mode on ``device`` (``[B, 1, H, W, D]`` inputs in
+        [0, 1], sides multiples of 8; the card's ROI is 128³ → ``[B, 14, H, W, D]`` logits) and
+        its :class:`vafa.models.ModelCard` (class names, CT window, spacing, provenance with the
+        training run and its Dice; details in ``demo_model_report.json``).
+    """
+    from vafa.checkpoints import load_model
+
+    return load_model(demo_model_path(), device=device)
