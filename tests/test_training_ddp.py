@@ -1,0 +1,134 @@
+"""Distributed VAFT: two CPU processes with gloo on 127.0.0.1 (DistributedDataParallel)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_training import tiny_card, write_case
+
+WORLD = 2
+ITERATIONS = 12
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loopback() -> dict[str, str]:
+    """Keep gloo on the loopback interface (Linux)."""
+    return {"GLOO_SOCKET_IFNAME": "lo"} if Path("/sys/class/net/lo").exists() else {}
+
+
+@pytest.fixture(scope="module")
+def datalist(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp-data")
+    cases = [write_case(folder, f"case{i}", seed=i) for i in range(4)]
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({"training": cases[:2], "validation": cases[2:]}))
+    return path
+
+
+def _worker(rank: int, port: int, datalist: str, folder: str) -> None:
+    os.environ.update(_loopback(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    from vafa.models import build_model
+    from vafa.training import TrainingConfig, train
+    from vafa.training_data import Augmentation
+
+    card = tiny_card()
+    torch.manual_seed(100 + rank)  # different initial weights: DDP starts from rank 0's
+    model = build_model(card)
+    config = TrainingConfig(
+        mode="vafa-fr",
+        epochs=1,
+        iterations_per_epoch=ITERATIONS,
+        batch_size=2,
+        lr=1e-2,
+        warmup=0.0,
+        attack_options={"steps": 1, "block_size": 8},
+        augmentation=Augmentation(rotate_degrees=0, scale_intensity=0, shift_intensity=0),
+    )
+    out = Path(folder)
+    result = train(model, card, datalist, out_dir=out / "run", config=config, device="cpu")
+    torch.save(model.state_dict(), out / f"weights{rank}.pt")
+    summary = {
+        "losses": [r["loss"] for r in result.history if r["stage"] == "train"],
+        "validation": result.validation,
+        "latest": None if result.latest is None else str(result.latest),
+        "world_size": result.card.training["world_size"],
+    }
+    (out / f"result{rank}.json").write_text(json.dumps(summary))
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_end_with_identical_weights_and_learn(datalist, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker, args=(_free_port(), str(datalist), str(tmp_path)), nprocs=WORLD, join=True)
+    weights = [torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    results = [json.loads((tmp_path / f"result{r}.json").read_text()) for r in range(WORLD)]
+    losses = results[0]["losses"]
+    assert len(losses) == ITERATIONS and results[1]["losses"] == losses  # all_reduce'd
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.8 * first, losses
+    # validation: one case per process, Dice summed over both
+    assert results[0]["validation"] == results[1]["validation"]
+    assert results[0]["validation"]["cases"] == 2
+    # one writer
+    assert results[0]["latest"] and results[1]["latest"] is None
+    assert results[0]["world_size"] == WORLD
+    log = (tmp_path / "run" / "training_log.csv").read_text().splitlines()
+    assert len(log) == 1 + ITERATIONS + 1
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_train_command(datalist, tmp_path):
+    from vafa.checkpoints import save_card
+
+    card_file = save_card(tiny_card(), tmp_path / "tiny.json")
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={WORLD}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "vafa",
+        "train",
+        "--datalist",
+        str(datalist),
+        "--card",
+        str(card_file),
+        "--mode",
+        "fgsm",
+        "--epochs",
+        "1",
+        "--iterations-per-epoch",
+        "2",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(out),
+    ]
+    env = {**os.environ, **_loopback(), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("done: 2 iterations") == 1  # only rank 0 prints
+    card = json.loads((out / "latest.safetensors.json").read_text())
+    assert card["training"]["world_size"] == WORLD
+    assert card["training"]["metrics"]["validation"]["cases"] == 2
