@@ -149,7 +149,7 @@ def run_attack(
         from the reference — or, for HD95, missing from the prediction, listed in
         ``hd95_missed``), ``dice``, ``dice_fg``, ``hd95`` (mm, mean over finite values) as
         ``{"clean", "adversarial"}``; ``ssim``, ``psnr`` (dB), ``linf`` and ``l2`` ([0, 1]
-        units), ``linf_original_units``, ``flip_rate``, ``zeroed_fraction`` (VAFA),
+        units), ``linf_original_units`` (``linf`` × the window width, e.g. HU), ``flip_rate``, ``zeroed_fraction`` (VAFA),
         ``per_tile`` (Dice of the stitched per-tile predictions the attack optimised against;
         None after a cancel), ``attack``, ``normalize``, ``steps``, ``steps_run``,
         ``cancelled``, ``tiles_done``, ``tiles_total``, ``protocol``.
@@ -422,7 +422,11 @@ def _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, ad
         psnr=_float(M.psnr(clean01, adv01)[0]),
         linf=_float(M.linf(clean01, adv01)[0]),
         l2=_float(M.l2(clean01, adv01)[0]),
-        linf_original_units=_float(np.abs(adv_grid.array - model_input.grid.array).max()),
+        # the model input's change in file units (e.g. HU): linf × window width; a voxel outside
+        # the window that the attack moved inside changes more in the written file
+        linf_original_units=_float(
+            M.linf(clean01, adv01)[0] * (model_input.mapping.a_max - model_input.mapping.a_min)
+        ),
         flip_rate=M.flip_rate(clean_pred, adv_pred),
     )
 
