@@ -65,7 +65,10 @@ def attack_figure(
 
     clean01, adversarial01 = np.asarray(clean01), np.asarray(adversarial01)
     perturbation = adversarial01 - clean01
-    limit = float(np.abs(perturbation).max()) or 1.0
+    # scale so that the bulk of the perturbation is visible (a few edge voxels may saturate)
+    limit = (
+        float(np.percentile(np.abs(perturbation), 99.5)) or float(np.abs(perturbation).max()) or 1.0
+    )
     amplify = amplify or max(1.0, round(0.5 / limit))
     names = list(metrics.get("class_names") or [])
     n_classes = max(len(names), int(max(clean_prediction.max(), adversarial_prediction.max())) + 1)
