@@ -221,12 +221,14 @@ def test_vafa_one_step_processes_every_tile(tiny_model):
 
 
 def test_q_table_layout_places_each_frequency_in_its_block():
-    # one tile of 16³ with 8³ blocks: q = index of the block, constant over frequencies
+    # one tile of 16³ with 8³ blocks: q = index of the block, constant over frequencies; the
+    # 12-voxel depth is padded 2 + 2 (centred), so the depth blocks cover voxels 0:6 and 6:12
     q = torch.arange(8, dtype=torch.float32).view(1, 8, 1, 1, 1).expand(1, 8, 8, 8, 8)
     layout = q_table_layout([q], tile_grid((16, 16, 12), ROI), (16, 16, 12), 8, ROI)
     assert layout.shape == (1, 1, 16, 16, 12)
+    depth = [slice(0, 6), slice(6, 12)]
     for index, (i, j, k) in enumerate(itertools.product(range(2), repeat=3)):
-        block = layout[0, 0, 8 * i : 8 * i + 8, 8 * j : 8 * j + 8, 8 * k : 8 * k + 8]
+        block = layout[0, 0, 8 * i : 8 * i + 8, 8 * j : 8 * j + 8, depth[k]]
         assert bool((block == index).all())
 
 
@@ -323,3 +325,20 @@ def test_attack_volume_rejects_bad_input(tiny_model, image, labels, kwargs, erro
 def test_attack_volume_rejects_non_attack(tiny_model):
     with pytest.raises(TypeError, match="attack must be"):
         attack_volume(tiny_model, torch.rand(1, 1, 16, 16, 16), roi=ROI)
+
+
+def test_short_tiles_are_padded_like_sliding_window_inference():
+    from vafa.tiling import crop_tile, extract_tile, tile_padding
+
+    sl = (slice(0, 10), slice(0, 16), slice(0, 13))
+    assert tile_padding(sl, (16, 16, 16)) == [(3, 3), (0, 0), (1, 2)]
+    x = torch.rand(1, 1, 10, 16, 13)
+    tile = extract_tile(x, sl, (16, 16, 16))
+    assert tile.shape == (1, 1, 16, 16, 16) and tile[:, :, :3].abs().sum() == 0
+    assert torch.equal(crop_tile(tile, sl, (16, 16, 16)), x)
+    # the same placement as MONAI's sliding window (constant padding, centred)
+    from monai.inferers import sliding_window_inference
+
+    seen = []
+    sliding_window_inference(x, (16, 16, 16), 1, lambda t: seen.append(t) or t, overlap=0)
+    assert torch.equal(torch.as_tensor(seen[0]), tile)

@@ -195,7 +195,8 @@ def quantized_to_zero_layout(
     ``q_layout`` is a full-volume table map as :func:`vafa.tiling.q_table_layout` builds it
     (:attr:`vafa.pipeline.AttackOutcome.q_table`): every voxel holds the ``q`` of its (block,
     frequency) position within the tile that owns it. The DCT is taken per tile exactly as the
-    tiled attack did (tile padded to ``roi`` by replication, then to whole blocks; tiles in raster
+    tiled attack did (tile padded to ``roi`` as :func:`vafa.tiling.extract_tile`, then to whole
+    blocks; tiles in raster
     order, the later tile wins), so the mask lines up with ``q_layout`` voxel for voxel.
 
     Args:
@@ -212,10 +213,8 @@ def quantized_to_zero_layout(
     Raises:
         ValueError: ``images`` and ``q_layout`` differ in shape or are not ``[1, C, H, W, D]``.
     """
-    import torch.nn.functional as F
-
     from vafa.frequency import layout_dct, pad_to_blocks
-    from vafa.tiling import tile_grid
+    from vafa.tiling import crop_tile, extract_tile, tile_grid
 
     if images.dim() != 5 or images.shape[0] != 1 or tuple(q_layout.shape) != tuple(images.shape):
         raise ValueError(
@@ -232,13 +231,9 @@ def quantized_to_zero_layout(
     mask = torch.zeros(images.shape, dtype=torch.bool)
     for sl in tiles:
         region = (slice(None), slice(None), *sl)
-        tile = x[region]
-        lengths = tuple(s.stop - s.start for s in sl)
-        missing = [max(r, n) - n for r, n in zip(roi, lengths, strict=True)]
-        if any(missing):
-            tile = F.pad(tile, [v for m in reversed(missing) for v in (0, m)], mode="replicate")
+        tile = extract_tile(x, sl, roi)
         coeffs = layout_dct(pad_to_blocks(tile * 255.0 - 128.0, sizes), sizes)
-        coeffs = coeffs[:, :, : lengths[0], : lengths[1], : lengths[2]]
+        coeffs = crop_tile(coeffs[:, :, : roi[0], : roi[1], : roi[2]], sl, roi)
         steps = q[region]
         zero = torch.floor(coeffs / steps.clamp_min(1e-12) + 0.5) == 0
         mask[region] = zero & (steps > 0)
