@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vafa.models import BTCV_CLASSES
 from vafa.volume import load_labels, load_volume, save_volume
 
 PACKAGE, VERSION = "TotalSegmentator", "2.18.0"
@@ -41,22 +42,7 @@ CT_MEMBER = "totalsegmentator-2.18.0/tests/reference_files/example_ct.nii.gz"
 SEG_MEMBER = "totalsegmentator-2.18.0/tests/reference_files/example_seg_fast_force_split.nii.gz"
 EXPECTED_SHAPE = (122, 101, 112)
 
-CLASS_NAMES = (
-    "background",
-    "spleen",
-    "right kidney",
-    "left kidney",
-    "gallbladder",
-    "esophagus",
-    "liver",
-    "stomach",
-    "aorta",
-    "inferior vena cava",
-    "portal and splenic veins",
-    "pancreas",
-    "right adrenal gland",
-    "left adrenal gland",
-)
+CLASS_NAMES = BTCV_CLASSES  # Synapse/BTCV numbering, index = label value
 # TotalSegmentator v2 "total" class id -> Synapse/BTCV label; every other id becomes 0.
 TOTALSEG_TO_SYNAPSE = {
     1: 1,  # spleen

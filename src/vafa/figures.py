@@ -120,13 +120,20 @@ def attack_figure(
     _dice_bars(fig.add_subplot(grid[2, :]), metrics)
     fig.suptitle(title or _summary_title(metrics), fontsize=12)
     fig.tight_layout()
+    try:
+        return save_png(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as PNG atomically (temporary file in the folder, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial.png")
     try:
         fig.savefig(tmp, format="png")
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
     return path
 

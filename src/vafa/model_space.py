@@ -23,6 +23,7 @@ from vafa.volume import Volume, resample_like, resample_to
 __all__ = [
     "ModelInput",
     "back_to_source",
+    "check_label_classes",
     "from_model_space",
     "labels_to_model_space",
     "to_model_space",
@@ -119,15 +120,7 @@ def labels_to_model_space(labels: Volume, model_input: ModelInput) -> torch.Tens
             f"{name} must have the image's affine {source.affine.tolist()}, got "
             f"{labels.affine.tolist()}"
         )
-    arr = labels.array
-    if float(arr.min()) < 0 or not np.array_equal(arr, np.round(arr)):
-        raise ValueError(f"{name} must hold non-negative integer class indices")
-    high = int(arr.max())
-    if high >= card.out_channels:
-        raise ValueError(
-            f"{name} holds class {high} but the model ({card.architecture}) predicts "
-            f"{card.out_channels} classes (0..{card.out_channels - 1})"
-        )
+    check_label_classes(labels, card, name)
     if model_input.resampled:
         grid = model_input.grid
         labels = resample_to(
@@ -203,3 +196,16 @@ def _grid_differs(volume: Volume, card: ModelCard) -> bool:
 
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def check_label_classes(labels: Volume, card: ModelCard, name: str) -> None:
+    """Labels must be non-negative whole numbers below ``card.out_channels`` (``name`` in errors)."""
+    arr = labels.array
+    if float(arr.min()) < 0 or not np.array_equal(arr, np.round(arr)):
+        raise ValueError(f"{name} must hold non-negative integer class indices")
+    high = int(arr.max())
+    if high >= card.out_channels:
+        raise ValueError(
+            f"{name} holds class {high} but the model ({card.architecture}) predicts "
+            f"{card.out_channels} classes (0..{card.out_channels - 1})"
+        )

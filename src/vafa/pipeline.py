@@ -41,7 +41,7 @@ from vafa.model_space import (
 )
 from vafa.models import ModelCard
 from vafa.tiling import sliding_window_labels
-from vafa.volume import Volume, resample_like, resample_to, save_volume
+from vafa.volume import Volume, resample_like, resample_to, same_file, save_volume
 
 __all__ = [
     "OUTCOME_FILES",
@@ -330,7 +330,7 @@ def write_outcome(
         del targets["q_table"]
     forbidden = [Path(p) for p in (*outcome.inputs, *protect)]
     for path in targets.values():
-        if any(_same_path(path, p) for p in forbidden):
+        if any(same_file(path, p) for p in forbidden):
             raise ValueError(f"refusing to write {path}: it is an input file")
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
@@ -527,12 +527,3 @@ def json_ready(value):
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()

@@ -200,7 +200,7 @@ def load_cases(
             (the file — or the case — is named).
         FileNotFoundError: a file does not exist.
     """
-    from vafa.model_space import labels_to_model_space, to_model_space
+    from vafa.model_space import check_label_classes, labels_to_model_space, to_model_space
     from vafa.volume import load_labels, load_volume
 
     if isinstance(pairs, (str, os.PathLike)) or not isinstance(pairs, Sequence):
@@ -213,7 +213,7 @@ def load_cases(
         image = image if isinstance(image, Volume) else load_volume(image)
         name = str(image.source) if image.source is not None else f"{split} case {n}"
         if isinstance(labels, Volume):
-            _check_label_values(labels, card, labels.source or f"labels of {name}")
+            check_label_classes(labels, card, labels.source or f"labels of {name}")
         else:
             labels = load_labels(labels, like=image, max_classes=card.out_channels)
         model_input = to_model_space(image, card)
@@ -397,18 +397,6 @@ def _plain(x) -> torch.Tensor:
     """A plain float32 tensor (MONAI returns MetaTensors)."""
     x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
     return x.float().contiguous()
-
-
-def _check_label_values(labels: Volume, card: ModelCard, name) -> None:
-    arr = labels.array
-    if float(arr.min()) < 0 or not np.array_equal(arr, np.round(arr)):
-        raise ValueError(f"{name} must hold non-negative integer class indices")
-    high = int(arr.max())
-    if high >= card.out_channels:
-        raise ValueError(
-            f"{name} holds class {high} but the model ({card.architecture}) predicts "
-            f"{card.out_channels} classes (0..{card.out_channels - 1})"
-        )
 
 
 def _check_axis(axis) -> None:

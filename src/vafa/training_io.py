@@ -220,14 +220,9 @@ def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial.png")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from vafa.figures import save_png
+
+    return save_png(fig, path)
 
 
 class Dist:

@@ -271,7 +271,7 @@ def save_volume(
         raise TypeError(f"dtype must be one of {[str(t) for t in _SAVE_DTYPES]}, got {out_dtype}")
     forbidden = [p for p in (volume.source, *protect) if p is not None]
     for other in forbidden:
-        if _same_file(path, Path(other)):
+        if same_file(path, Path(other)):
             raise ValueError(f"refusing to write {path}: it is an input file ({other})")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
@@ -396,7 +396,8 @@ def _squeezed_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     return tuple(int(n) for n in shape[:3])  # type: ignore[return-value]
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (also through links; by path when missing)."""
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
