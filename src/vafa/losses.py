@@ -70,20 +70,45 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         k = logits.shape[1]
-        target_1h = target if target.shape[1] == k and k > 1 else one_hot(target, k, logits.dtype)
-        if target_1h.shape != logits.shape:
-            raise ValueError(
-                f"target must match logits {tuple(logits.shape)}, got {tuple(target_1h.shape)}"
-            )
         log_prob = F.log_softmax(logits, dim=1)
         prob = log_prob.exp()
         dims = tuple(range(2, logits.dim()))
-        inter = (prob * target_1h).sum(dims)
-        denom = (prob * prob).sum(dims) + (target_1h * target_1h).sum(dims)
+        if target.shape[1] == 1 and (k > 1 or not target.is_floating_point()):
+            inter, target_sq, ce = self._index_terms(log_prob, prob, target, k)
+        else:
+            if target.shape != logits.shape:
+                raise ValueError(
+                    f"target must match logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+                )
+            inter = (prob * target).sum(dims)
+            target_sq = (target * target).sum(dims)
+            ce = -(log_prob * target).sum(1).flatten(1).mean(1)
+        denom = (prob * prob).sum(dims) + target_sq
         dice = 1.0 - (2.0 * inter + self.smooth_nr) / (denom + self.smooth_dr)  # [B, K]
-        ce = -(log_prob * target_1h).sum(1).flatten(1).mean(1)  # [B]
         loss = self.lambda_dice * dice.mean(1) + self.lambda_ce * ce
         return loss if self.reduction == "none" else loss.mean()
+
+    @staticmethod
+    def _index_terms(log_prob, prob, target, k: int):
+        """Intersection, Σ target² and cross-entropy from a class-index map, without one-hot.
+
+        Gathers the probability of each voxel's class instead of multiplying by a K-channel
+        one-hot volume: fewer passes over ``[B, K, H, W, D]`` forward and backward.
+        """
+        if target.shape[0] != prob.shape[0] or target.shape[2:] != prob.shape[2:]:
+            raise ValueError(
+                f"target must have shape [B, 1, *spatial] matching logits {tuple(prob.shape)}, "
+                f"got {tuple(target.shape)}"
+            )
+        index = target.long()
+        b = prob.shape[0]
+        flat = index.reshape(b, -1)
+        p_t = prob.gather(1, index).reshape(b, -1)
+        inter = torch.zeros(b, k, dtype=prob.dtype, device=prob.device).scatter_add(1, flat, p_t)
+        counts = torch.zeros(b, k, dtype=prob.dtype, device=prob.device)
+        counts.scatter_add_(1, flat, torch.ones_like(p_t))
+        ce = -log_prob.gather(1, index).reshape(b, -1).mean(1)
+        return inter, counts, ce
 
 
 class SSIMLoss(nn.Module):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vafa.devices import resolve_device
-from vafa.losses import DiceCELoss, one_hot
+from vafa.losses import DiceCELoss
 from vafa.metrics import dice_per_class, predict_labels
 
 __all__ = ["Attack", "AttackResult", "Callback", "StepEvent"]
@@ -248,7 +248,6 @@ class Attack:
             clean_pred = predict_labels(clean_logits)
             del clean_logits
             target = self._target(labels, clean_pred, num_classes, device)
-            target_1h = one_hot(target, num_classes)
             state = self._init(x, generator)
         tracker = _BestTracker(self.keep)
         history: list[dict[str, Any]] = []
@@ -258,7 +257,7 @@ class Attack:
             with _grad_mode(True):
                 x_adv, extra, ssim = self._perturb(state, step)
                 logits = _forward(model, x_adv)
-                objective = self._objective(logits, target_1h, extra)
+                objective = self._objective(logits, target, extra)
                 grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
             with _grad_mode(False):
                 row, prediction = self._record(
@@ -279,7 +278,7 @@ class Attack:
             with _grad_mode(False):
                 x_adv, extra, ssim = self._perturb(state, self.steps)
                 logits = _forward(model, x_adv)
-                objective = self._objective(logits, target_1h, extra)
+                objective = self._objective(logits, target, extra)
                 row, prediction = self._record(
                     "final", logits, objective, ssim, target, num_classes, state
                 )
@@ -311,8 +310,8 @@ class Attack:
             )
         return target
 
-    def _objective(self, logits, target_1h, extra) -> torch.Tensor:
-        seg = self.loss_fn(logits, target_1h)
+    def _objective(self, logits, target, extra) -> torch.Tensor:
+        seg = self.loss_fn(logits, target)
         objective = -seg if self.targeted else seg
         return objective if extra is None else objective + extra
 
