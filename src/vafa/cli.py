@@ -8,6 +8,7 @@ write is atomic).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -314,7 +315,8 @@ def _cmd_info(args) -> int:
 
 def _cmd_gui(args) -> int:  # pragma: no cover - opens a window
     try:
-        from napari_vafa.__main__ import main as gui_main
+        # the library never imports the plugin at module level (it must stay Qt-free)
+        gui_main = importlib.import_module("napari_vafa.__main__").main
     except ImportError as err:
         raise CLIError(
             f"the napari plugin is not installed ({err}); pip install 'napari-vafa[napari,qt]'"

@@ -1,0 +1,213 @@
+"""Matplotlib canvases docked in napari: live attack curve, per-class Dice, perturbation numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from matplotlib.ticker import MaxNLocator
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+__all__ = ["MetricsPlot", "summary_text"]
+
+CLEAN_COLOR = "#4477aa"
+ADVERSARIAL_COLOR = "#ee6677"
+LOSS_COLOR = "#228833"
+
+
+class MetricsPlot(QWidget):
+    """Two canvases: the live curve (objective and Dice per step) and, after a run, Dice per
+    class clean vs adversarial with a text line of SSIM / PSNR / L∞.
+
+    The live curve is blitted: a step redraws only its two lines over a cached background
+    (about 1 ms) instead of the whole figure (60–150 ms of GUI time on a small CPU, several
+    times that while the attack keeps the cores busy); the axes are redrawn only when a value
+    leaves the current limits. Call :meth:`start` before a run, :meth:`add_step` for every
+    step and :meth:`show_outcome` with the run's metrics.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        super().__init__(parent)
+        self.curve_figure = Figure(figsize=(4.2, 1.9), dpi=80)
+        self.result_figure = Figure(figsize=(4.2, 3.4), dpi=80)
+        self.curve_figure.subplots_adjust(left=0.17, right=0.83, bottom=0.22, top=0.87)
+        self.result_figure.subplots_adjust(left=0.13, right=0.98, bottom=0.4, top=0.95)
+        self.canvas = FigureCanvasQTAgg(self.curve_figure)
+        self.result_canvas = FigureCanvasQTAgg(self.result_figure)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for canvas, height in ((self.canvas, 140), (self.result_canvas, 230)):
+            canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+            canvas.setMinimumHeight(height)
+            layout.addWidget(canvas, stretch=height)
+        self.ax_curve = self.curve_figure.add_subplot()
+        self.ax_dice = self.ax_curve.twinx()
+        self.ax_bars = self.result_figure.add_subplot()
+        self._text = self.result_figure.text(
+            0.02, 0.02, "", ha="left", va="bottom", fontsize=8, family="monospace"
+        )
+        self.steps: list[float] = []
+        self.losses: list[float] = []
+        self.dices: list[float] = []
+        self.summary = ""
+        self.full_redraws = 0
+        self._background = None
+        (self._loss_line,) = self.ax_curve.plot([], [], color=LOSS_COLOR, marker=".")
+        (self._dice_line,) = self.ax_dice.plot([], [], color=ADVERSARIAL_COLOR, marker=".")
+        for line in (self._loss_line, self._dice_line):
+            line.set_animated(True)  # drawn by _draw_lines, not by a full draw
+        self.ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
+        self.ax_curve.set_xlabel("step", fontsize=8)
+        self.ax_curve.set_ylabel("objective (scaled)", fontsize=8, color=LOSS_COLOR)
+        self.ax_curve.tick_params(axis="y", left=False, labelleft=False)
+        self.ax_dice.set_ylabel("fg Dice", fontsize=8, color=ADVERSARIAL_COLOR)
+        self.ax_dice.set_ylim(0, 1.02)
+        for ax in (self.ax_curve, self.ax_dice):
+            ax.tick_params(labelsize=7)
+        self.canvas.mpl_connect("draw_event", self._on_full_draw)
+        self.start()
+
+    # ------------------------------------------------------------------ updates
+    def start(self, title: str = "", total_steps: int | None = None) -> None:
+        """Clear the panels for a new run (``total_steps``: x range, if known)."""
+        self.steps.clear()
+        self.losses.clear()
+        self.dices.clear()
+        self._loss_line.set_data([], [])
+        self._dice_line.set_data([], [])
+        self.ax_curve.set_title(title or "attack progress", fontsize=9)
+        self.ax_curve.set_xlim(0.5, max(total_steps or 1, 2) + 0.5)
+        self.ax_curve.set_ylim(0.0, 1.0)
+        self.canvas.draw_idle()
+        if self.summary or self.ax_bars.patches:
+            self._draw_bars({})
+            self._set_text("")
+            self.result_canvas.draw_idle()
+        elif not self.ax_bars.texts:
+            self._draw_bars({})
+
+    def add_step(self, step: float, loss: float, dice: float) -> None:
+        """Append one step (global index across tiles): blit, or redraw if the limits grow."""
+        self.steps.append(step)
+        self.losses.append(loss if _finite(loss) else math.nan)
+        self.dices.append(dice if _finite(dice) else math.nan)
+        self._loss_line.set_data(self.steps, self.losses)
+        self._dice_line.set_data(self.steps, self.dices)
+        if self._grow_limits(step, loss) or self._background is None:
+            self.canvas.draw_idle()
+        else:
+            self._blit()
+
+    def show_outcome(self, metrics: Mapping[str, Any]) -> None:
+        """Dice bars per class and the perturbation numbers of a finished run."""
+        self._draw_bars(metrics)
+        self._set_text(summary_text(metrics))
+        self.result_canvas.draw_idle()
+
+    # ------------------------------------------------------------------ drawing
+    def set_total(self, total: int) -> None:
+        """Fix the x range to ``total`` steps (all tiles); redraws only when it changes."""
+        if self.ax_curve.get_xlim() != (0.5, max(total, 2) + 0.5):
+            self.ax_curve.set_xlim(0.5, max(total, 2) + 0.5)
+            self.canvas.draw_idle()
+
+    def _grow_limits(self, step: float, loss: float) -> bool:
+        """Widen the step axis when a point falls outside (True: the axes need a redraw).
+
+        The objective axis has no tick labels (its value is in the widget's status line), so
+        rescaling it to the data needs no redraw of the axes: the blit does it.
+        """
+        finite = [v for v in self.losses if _finite(v)]
+        if finite:
+            lo, hi = min(finite), max(finite)
+            pad = 0.1 * (hi - lo) + 0.02 * max(abs(hi), abs(lo)) + 1e-6
+            self.ax_curve.set_ylim(lo - pad, hi + pad)
+        low, high = self.ax_curve.get_xlim()
+        if step > high - 0.5:
+            self.ax_curve.set_xlim(low, 2 * step + 0.5)
+            return True
+        return False
+
+    def _on_full_draw(self, _event) -> None:
+        self.full_redraws += 1
+        self._background = self.canvas.copy_from_bbox(self.curve_figure.bbox)
+        self._draw_lines()
+
+    def _draw_lines(self) -> None:
+        self.ax_curve.draw_artist(self._loss_line)
+        self.ax_dice.draw_artist(self._dice_line)
+
+    def _blit(self) -> None:
+        self.canvas.restore_region(self._background)
+        self._draw_lines()
+        self.canvas.blit(self.curve_figure.bbox)
+
+    def _draw_bars(self, metrics: Mapping[str, Any]) -> None:
+        ax = self.ax_bars
+        ax.clear()
+        per_class = metrics.get("dice_per_class") or {}
+        clean = per_class.get("clean") or {}
+        adversarial = per_class.get("adversarial") or {}
+        names = [
+            n
+            for n in (metrics.get("class_names") or list(clean))
+            if n != "background" and clean.get(n) is not None
+        ]
+        x = list(range(len(names)))
+        ax.bar([i - 0.2 for i in x], [clean.get(n) or 0.0 for n in names], 0.4,
+               color=CLEAN_COLOR, label="clean")  # fmt: skip
+        ax.bar([i + 0.2 for i in x], [adversarial.get(n) or 0.0 for n in names], 0.4,
+               color=ADVERSARIAL_COLOR, label="adversarial")  # fmt: skip
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=6)
+        ax.set_ylim(0, 1.0)
+        ax.set_ylabel("Dice per class", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        if names:
+            ax.legend(fontsize=7, loc="upper right")
+        else:
+            ax.text(0.5, 0.5, "run an attack", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="gray")  # fmt: skip
+
+    def _set_text(self, text: str) -> None:
+        self.summary = text
+        self._text.set_text(text)
+
+
+def summary_text(metrics: Mapping[str, Any]) -> str:
+    """Two or three lines: Dice clean → adversarial, SSIM / PSNR / L∞, attack settings."""
+
+    def pair(key: str) -> tuple[Any, Any]:
+        value = metrics.get(key) or {}
+        return value.get("clean"), value.get("adversarial")
+
+    lines = []
+    fg_clean, fg_adv = pair("dice_fg")
+    if fg_clean is not None and fg_adv is not None:
+        lines.append(f"fg Dice {fg_clean:.3f} → {fg_adv:.3f}")
+    parts = []
+    if metrics.get("ssim") is not None:
+        parts.append(f"SSIM {metrics['ssim']:.3f}")
+    if metrics.get("psnr") is not None:
+        parts.append(f"PSNR {metrics['psnr']:.1f} dB")
+    if metrics.get("linf") is not None:
+        parts.append(f"L∞ {metrics['linf'] * 255:.1f}/255")
+    if parts:
+        lines.append(" · ".join(parts))
+    settings = [str(metrics.get("attack") or "")]
+    if metrics.get("normalize"):
+        settings.append(f"normalize={metrics['normalize']}")
+    if metrics.get("zeroed_fraction") is not None:
+        settings.append(f"zeroed {100 * metrics['zeroed_fraction']:.0f}%")
+    if metrics.get("cancelled"):
+        settings.append("CANCELLED")
+    lines.append(" · ".join(s for s in settings if s))
+    return "\n".join(lines)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,82 @@
+"""Tooltip text of the plugin's widgets, in one place (looked up by widget and control name)."""
+
+from __future__ import annotations
+
+__all__ = ["ATTACK_WIDGET", "tooltip"]
+
+#: Tooltips of :class:`napari_vafa._attack_widget.AttackWidget`, by control attribute name.
+ATTACK_WIDGET: dict[str, str] = {
+    "image_layer": (
+        "The 3D image layer to attack (e.g. CT in HU). It is mapped to [0, 1] by the model "
+        "card's intensity window; results come back in the same units and grid."
+    ),
+    "labels_layer": (
+        "Ground truth the attack works against and Dice is measured with. 'use model "
+        "prediction' attacks the model's own clean prediction (pseudo-labels); Dice is then "
+        "measured against the clean prediction."
+    ),
+    "model_source": (
+        "'bundled demo model': the small UNet shipped with the plugin (14 BTCV classes, "
+        "128³ tiles). 'weights file': a .safetensors/.pt checkpoint with its model card."
+    ),
+    "weights": (
+        "Checkpoint file (.safetensors preferred; .pt/.pth/.ckpt/.bin are read with "
+        "torch.load(weights_only=True), never unpickling objects)."
+    ),
+    "card_file": (
+        "Model card JSON. Leave empty to use the card beside the weights "
+        "(<weights>.json or <weights without suffix>.json)."
+    ),
+    "device": "Where the model runs: 'auto' picks cuda, then mps, then cpu.",
+    "attack": (
+        "VAFA-3D: learnable quantization of 3D block DCT coefficients (Hanif et al., MICCAI "
+        "2023). VAFA-2D: the same on 2D blocks of every axial slice. PGD/BIM/FGSM: voxel "
+        "L∞ attacks. GN: Gaussian noise baseline."
+    ),
+    "q_range": (
+        "Bounds [q_min, q_max] of the quantization steps (in [0, 255] units). Larger q_max "
+        "removes more frequency content: a stronger, more visible attack. The table starts "
+        "at q_max and moves by 1 per step (the published settings)."
+    ),
+    "vafa_steps": "Number of VAFA optimisation steps (20 in the paper).",
+    "block_size": (
+        "Side of the DCT blocks (cubes for VAFA-3D, squares for VAFA-2D). Larger blocks give "
+        "a stronger attack (paper: 4 → 96). Volumes that are not a multiple are padded."
+    ),
+    "use_ssim": "Subtract the SSIM loss (1 − blockwise SSIM) from the objective (VAFA-3D).",
+    "ssim_weight": "Weight of the SSIM loss term in the VAFA objective.",
+    "normalize": (
+        "How the reconstruction returns to [0, 1]. 'clip' (default): divide by 255 and "
+        "clamp. 'slice': min–max of every axial slice, as the published code — itself a "
+        "contrast change that inflates the attack's effect."
+    ),
+    "eps": "L∞ budget in [0, 255] units (4 means 4/255 of the [0, 1] range).",
+    "alpha": "Step size of PGD/BIM in [0, 1] units (0.01 in the paper).",
+    "voxel_steps": "Number of PGD/BIM steps (20 in the paper).",
+    "std": "Standard deviation of the Gaussian noise, in [0, 255] units.",
+    "seed": "Seed of the attack's random generator (random starts, noise): same seed, same result.",
+    "run_button": "Attack the image with these settings (runs in the background).",
+    "cancel_button": "Stop after the current step and keep the best result so far.",
+    "status": "Progress of the running attack, then a summary of the last result.",
+    "export_perturbation": "Also write the perturbation (adversarial − clean) as NIfTI.",
+    "export_predictions": "Also write the clean and adversarial predictions as NIfTI labels.",
+    "export_q_table": "Also write the learned quantization table (VAFA only) as NIfTI.",
+    "export_button": (
+        "Write the adversarial volume as NIfTI, in the source's units and affine. The source "
+        "file is never overwritten."
+    ),
+}
+
+_TABLES = {"attack": ATTACK_WIDGET}
+
+
+def tooltip(widget: str, control: str) -> str:
+    """Tooltip of ``control`` in ``widget`` (e.g. ``tooltip("attack", "eps")``).
+
+    Raises:
+        KeyError: unknown widget or control (every control must have a tooltip).
+    """
+    try:
+        return _TABLES[widget][control]
+    except KeyError:
+        raise KeyError(f"no tooltip for control {control!r} of widget {widget!r}") from None

@@ -1,0 +1,438 @@
+"""The "VAFA attack" widget: the worker generator (headless) and the widget in a real viewer.
+
+GUI tests open the bundled sample through the manifest, dock the widget through the manifest,
+set values and click like a user, and run the bundled demo model on CPU with 1–2 steps.
+Set ``NAPARI_VAFA_SCREENSHOT=docs/screenshot_attack_widget.png`` to refresh the README picture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from unittest.mock import patch
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from napari_vafa._worker import (
+    RESULT_LAYERS,
+    AttackJob,
+    JobDone,
+    JobFailed,
+    ModelCache,
+    ModelSpec,
+    run_job,
+)
+from vafa.models import ModelCard, build_model
+from vafa.volume import Volume
+
+PLUGIN, WIDGET = "napari-vafa", "VAFA attack"
+RUN_TIMEOUT_MS = 600_000  # the demo model at 128³ on a loaded 2-core machine
+
+
+# ----------------------------------------------------------------------------- helpers
+def _tiny_card(in_channels: int = 1) -> ModelCard:
+    return ModelCard.from_preset(
+        "unet",
+        in_channels=in_channels,
+        out_channels=3,
+        class_names=["background", "soft tissue", "bone"],
+        roi_size=(32, 32, 32),
+        kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
+        spacing=(3.0, 3.0, 3.0),
+    )
+
+
+def _tiny_ct(shape=(40, 36, 20)) -> Volume:
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    radius = np.sqrt((grid**2).sum(0))
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    body = radius < 0.9
+    hu[body] = 40.0 + rng.normal(0, 60, size=int(body.sum()))
+    hu[radius < 0.3] = 700.0
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = (-30.0, -40.0, 10.0)
+    return Volume(hu, affine)
+
+
+def _job(
+    attack="vafa", steps=2, interval=0.0, shape=(40, 36, 20), **options
+) -> tuple[AttackJob, ModelCache]:
+    card = _tiny_card()
+    torch.manual_seed(0)
+    model = build_model(card).eval()
+    spec = ModelSpec("demo", device="cpu")
+    cache = ModelCache()
+    cache.put(spec, model, card)
+    if attack in ("vafa", "vafa2d"):
+        options = {"steps": steps, "block_size": (8,) * (3 if attack == "vafa" else 2), **options}
+    elif attack in ("pgd", "bim"):
+        options = {"steps": steps, **options}
+    job = AttackJob(_tiny_ct(shape), None, spec, attack, options, seed=0, preview_interval=interval)
+    return job, cache
+
+
+def _drain(gen, on_event=None):
+    events = []
+    try:
+        event = next(gen)
+        while True:
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+            event = gen.send(None)
+    except StopIteration as stop:
+        return events, stop.value
+
+
+# ----------------------------------------------------------------------------- library helper
+@pytest.mark.parametrize("block", [(8, 8, 8), (8, 8)])
+def test_zeroed_layout_matches_per_tile_quantized_to_zero(block):
+    from vafa.frequency import block_dct, from_blocks, padded_shape
+    from vafa.metrics import quantized_to_zero, quantized_to_zero_layout
+    from vafa.tiling import crop_tile, extract_tile, q_table_layout, tile_grid
+
+    torch.manual_seed(0)
+    shape, roi = (20, 18, 12), (16, 16, 16)
+    x = torch.rand(1, 1, *shape)
+    tiles = tile_grid(shape, roi)
+    n_blocks = block_dct(torch.zeros(1, 1, *roi), block).shape[2]
+    tables = [torch.rand(1, n_blocks, *block) * 40 + 1 for _ in tiles]
+    layout = q_table_layout(tables, tiles, shape, block, roi)
+    mask = quantized_to_zero_layout(x, layout, block, roi)
+    expected = torch.zeros_like(mask)
+    for q, sl in zip(tables, tiles, strict=True):  # raster order: the later tile wins
+        zero = quantized_to_zero(extract_tile(x, sl, roi), q[None], block)  # block layout
+        zero = from_blocks(zero.float(), block, padded_shape(roi, block))[
+            ..., : roi[0], : roi[1], : roi[2]
+        ]
+        expected[(slice(None), slice(None), *sl)] = crop_tile(zero, sl, roi) > 0
+    assert len(tiles) == 4 and 0.0 < mask.float().mean() < 1.0
+    assert torch.equal(mask, expected)
+    empty = quantized_to_zero_layout(x, torch.zeros_like(layout), block, roi)
+    assert not empty.any()  # tiles without a table (after a cancel) are not "zeroed"
+
+
+# ----------------------------------------------------------------------------- worker
+def test_run_job_yields_every_step_with_previews_and_returns_all_layers():
+    job, cache = _job(steps=2, interval=0.0)
+    events, done = _drain(run_job(job, threading.Event(), cache))
+    assert isinstance(done, JobDone), getattr(done, "traceback", done)
+    tiles = events[0].tiles
+    assert tiles == 4 and len(events) == 2 * tiles  # 40×36×20 in 32³ tiles
+    assert [(e.tile, e.step) for e in events[:3]] == [(1, 1), (1, 2), (2, 1)]
+    kji = job.image.shape[::-1]
+    for event in events:  # interval 0: every step brings its tile, in (k, j, i) and HU
+        region = event.preview.region
+        assert event.preview.data.shape == tuple(s.stop - s.start for s in region)
+        assert all(s.stop <= n for s, n in zip(region, kji, strict=True))
+    assert set(done.layers) == set(RESULT_LAYERS)
+    for key, data in done.layers.items():
+        assert data.shape == kji, key
+    assert done.layers["clean_prediction"].dtype == np.uint8
+    assert done.layers["zeroed"].max() == 1 and done.block_size == (8, 8, 8)
+    np.testing.assert_array_equal(
+        done.layers["adversarial"], np.transpose(done.outcome.adversarial.array, (2, 1, 0))
+    )
+
+
+@pytest.mark.parametrize("attack", ["vafa", "vafa2d"])
+def test_run_job_with_blocks_larger_than_tile_and_volume(attack):
+    dims = 3 if attack == "vafa" else 2
+    # one 32³ tile (the 24×20×12 volume is padded to it), 48-voxel blocks: padded again
+    job, cache = _job(attack, steps=1, shape=(24, 20, 12), block_size=(48,) * dims)
+    _, done = _drain(run_job(job, threading.Event(), cache))
+    assert isinstance(done, JobDone), getattr(done, "traceback", done)
+    assert done.block_size == (48,) * dims
+    kji = job.image.shape[::-1]
+    assert done.layers["dct_clean"].shape == done.layers["zeroed"].shape == kji
+    assert done.layers["q_table"].min() >= 5 and done.layers["q_table"].max() <= 20
+
+
+def test_run_job_previews_paste_into_the_final_volume():
+    job, cache = _job("gn", std=8.0)  # one event per tile, carrying the tile's final result
+    events, done = _drain(run_job(job, threading.Event(), cache))
+    assert isinstance(done, JobDone) and [e.step for e in events] == [0, 0, 0, 0]
+    pasted = np.ascontiguousarray(np.transpose(job.image.array, (2, 1, 0)))
+    for event in events:  # what the GUI does, in tile order
+        pasted[event.preview.region] = event.preview.data
+    assert not np.array_equal(pasted, np.transpose(job.image.array, (2, 1, 0)))
+    np.testing.assert_allclose(pasted, done.layers["adversarial"], atol=0.05)
+
+
+def test_run_job_throttles_previews_and_voxel_attacks_have_no_q_table():
+    job, cache = _job("pgd", steps=3, interval=3600.0)
+    events, done = _drain(run_job(job, threading.Event(), cache))
+    assert isinstance(done, JobDone)
+    assert len(events) == 3 * 4
+    assert [e.preview is not None for e in events] == [True] + [False] * 11
+    assert "q_table" not in done.layers and "zeroed" not in done.layers
+    assert done.block_size == (32, 32, 32)  # DCT pictures of voxel attacks
+
+
+def test_run_job_cancel_returns_the_best_result_so_far():
+    job, cache = _job(steps=5)
+    cancel = threading.Event()
+    events, done = _drain(run_job(job, cancel, cache), on_event=lambda e: cancel.set())
+    assert len(events) == 1
+    assert isinstance(done, JobDone) and done.outcome.cancelled
+    assert done.outcome.metrics["tiles_done"] == 0
+
+
+def test_run_job_reports_failures_instead_of_raising(tmp_path):
+    from vafa.checkpoints import save_model
+
+    job, _ = _job()
+    job.model = ModelSpec("file", weights=tmp_path / "missing.safetensors", device="cpu")
+    events, failed = _drain(run_job(job, threading.Event()))
+    assert events == [] and isinstance(failed, JobFailed)
+    assert "missing.safetensors" in failed.message and "Traceback" in failed.traceback
+    card = _tiny_card(in_channels=2)
+    weights = save_model(build_model(card), card, tmp_path / "two.safetensors")
+    job.model = ModelSpec("file", weights=weights, device="cpu")
+    events, failed = _drain(run_job(job, threading.Event()))
+    assert isinstance(failed, JobFailed) and "in_channels" in failed.message
+
+
+def test_plugin_import_stays_light():
+    code = (
+        "import sys, napari_vafa, napari_vafa._tooltips\n"
+        "assert 'torch' not in sys.modules and 'vafa' not in sys.modules, 'heavy import'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------- GUI
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the widget shows (still forwarded to napari)."""
+    import napari_vafa._attack_widget as module
+
+    shown: list[str] = []
+    original = module.show_error
+
+    def record(message):
+        shown.append(str(message))
+        original(message)
+
+    monkeypatch.setattr(module, "show_error", record)
+    return shown
+
+
+def _viewer_with_sample(make_napari_viewer, **kwargs):
+    viewer = make_napari_viewer(**kwargs)
+    ct, seg = viewer.open_sample(PLUGIN, "abdominal_ct")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return viewer, widget, ct, seg
+
+
+def _run_and_wait(qtbot, widget, timeout=RUN_TIMEOUT_MS):
+    widget.run_button.native.click()
+    assert widget.is_running and not widget.run_button.enabled and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=timeout)
+
+
+def _shown(control) -> bool:
+    """Not hidden by the widget (independent of whether the window is on screen)."""
+    return not control.native.isHidden()
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.gui
+def test_attack_widget_runs_updates_in_place_and_exports(
+    make_napari_viewer, qtbot, tmp_path, errors
+):
+    from napari_vafa._attack_widget import USE_PREDICTION
+    from napari_vafa._layers import META_AFFINE
+    from napari_vafa._tooltips import ATTACK_WIDGET
+    from vafa.data import sample_paths
+
+    viewer, widget, ct, seg = _viewer_with_sample(make_napari_viewer, show=True)
+    for name in ATTACK_WIDGET:
+        assert getattr(widget, name).tooltip == ATTACK_WIDGET[name], name
+    assert widget.image_layer.value is ct
+    widget.attack.value = "pgd"
+    assert _shown(widget.eps) and _shown(widget.alpha) and not _shown(widget.q_range)
+    widget.attack.value = "gn"
+    assert _shown(widget.std) and not _shown(widget.eps)
+    widget.attack.value = "vafa"
+    assert _shown(widget.q_range) and _shown(widget.use_ssim) and not _shown(widget.eps)
+    assert not _shown(widget.weights)
+
+    widget.labels_layer.value = USE_PREDICTION
+    widget.vafa_steps.value = 2
+    widget.block_size.value = 32
+    _run_and_wait(qtbot, widget)
+    assert errors == []
+    layers = dict(widget.result_layers)
+    assert [layer.name for layer in widget.image_layer.choices] == [ct.name]  # not ours
+    assert [getattr(c, "name", c) for c in widget.labels_layer.choices] == [
+        USE_PREDICTION,
+        seg.name,
+    ]
+    assert [layers[k].name for k in RESULT_LAYERS] == list(RESULT_LAYERS.values())
+    for key, layer in layers.items():
+        assert layer in viewer.layers
+        assert layer.data.shape == ct.data.shape, key
+        assert tuple(layer.scale) == tuple(ct.scale), key
+        np.testing.assert_array_equal(layer.metadata[META_AFFINE], ct.metadata[META_AFFINE])
+    assert layers["adversarial"].data.dtype == np.float32
+    assert tuple(layers["adversarial"].contrast_limits) == tuple(ct.contrast_limits)
+    low, high = layers["perturbation"].contrast_limits
+    assert low == -high and high > 0
+    assert np.issubdtype(layers["adversarial_prediction"].data.dtype, np.integer)
+    kinds = {key: type(viewer.layers[layer.name]).__name__ for key, layer in layers.items()}
+    assert (
+        kinds["zeroed"] == kinds["clean_prediction"] == "Labels" == kinds["adversarial_prediction"]
+    )
+    assert kinds["adversarial"] == kinds["q_table"] == "Image"
+    assert layers["zeroed"].data.max() == 1
+    metrics = widget.last_outcome.metrics
+    assert metrics["dice"]["adversarial"] < metrics["dice"]["clean"]
+    assert widget.plots.steps == [1, 2] and "SSIM" in widget.plots.summary
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    assert widget.export_button.enabled
+
+    # re-run against the organ labels: the same layer objects, new data
+    widget.labels_layer.value = seg
+    widget.vafa_steps.value = 1
+    before = {k: (layer, layer.data) for k, layer in layers.items()}
+    _run_and_wait(qtbot, widget)
+    assert errors == []
+    assert widget.last_outcome.metrics["reference"] == "labels"
+    for key, (layer, data) in before.items():
+        assert widget.result_layers[key] is layer, key
+        assert layer.data is not data, key
+    assert len([layer for layer in viewer.layers if layer.name == "adversarial"]) == 1
+    _screenshot(viewer, layers["adversarial_prediction"], tmp_path)
+
+    # export: adversarial + predictions, on the source's grid; never over the source
+    widget.export_predictions.value = True
+    written = widget.export(tmp_path / "attacked.nii.gz")
+    assert [p.name for p in written] == [
+        "attacked.nii.gz",
+        "attacked_clean_prediction.nii.gz",
+        "attacked_adversarial_prediction.nii.gz",
+    ]
+    source = nib.load(sample_paths()[0])
+    adversarial = nib.load(written[0])
+    np.testing.assert_array_equal(adversarial.affine, source.affine)
+    assert adversarial.shape == source.shape
+    np.testing.assert_allclose(
+        adversarial.get_fdata(), np.transpose(layers["adversarial"].data, (2, 1, 0)), atol=1e-3
+    )
+    digest = _digest(sample_paths()[0])
+    assert widget.export(sample_paths()[0]) == []
+    assert errors and "refusing" in errors[-1]
+    assert _digest(sample_paths()[0]) == digest
+
+
+def _screenshot(viewer, prediction, tmp_path) -> None:
+    organs = (np.asarray(prediction.data) > 0).sum(axis=(1, 2))
+    viewer.dims.set_current_step(0, int(np.argmax(organs)))  # the axial slice with most organ
+    viewer.window.resize(1500, 950)
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    assert image.ndim == 3 and float(image[..., :3].std()) > 0
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert float(canvas[..., :3].std()) > 5  # the layers are drawn, not a blank canvas
+    import imageio.v3 as iio
+
+    target = os.environ.get("NAPARI_VAFA_SCREENSHOT") or tmp_path / "screenshot.png"
+    iio.imwrite(target, image)
+
+
+@pytest.mark.gui
+def test_cancel_keeps_best_result_and_layer_deletion_is_harmless(make_napari_viewer, qtbot, errors):
+    viewer, widget, ct, _ = _viewer_with_sample(make_napari_viewer)
+    shape, scale = ct.data.shape, tuple(ct.scale)
+    widget.vafa_steps.value = 20
+    widget.run_button.native.click()
+    qtbot.waitUntil(lambda: len(widget.plots.steps) >= 1, timeout=RUN_TIMEOUT_MS)
+    viewer.layers.remove(ct)  # the source goes away mid-run
+    widget.cancel_button.native.click()
+    assert not widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    assert errors == []
+    outcome = widget.last_outcome
+    assert outcome.cancelled and outcome.metrics["steps_run"] < 20
+    assert "cancelled" in widget.status.value
+    adversarial = widget.result_layers["adversarial"]
+    assert adversarial in viewer.layers
+    assert adversarial.data.shape == shape and tuple(adversarial.scale) == scale
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+@pytest.mark.gui
+def test_bad_inputs_notify_and_leave_the_widget_usable(make_napari_viewer, qtbot, tmp_path, errors):
+    from napari_vafa._attack_widget import WEIGHTS_FILE
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    assert not widget.run() and "no image layer" in errors[-1]
+
+    viewer.add_image(np.zeros((16, 16), np.float32), name="flat")
+    widget.image_layer.value = viewer.layers["flat"]
+    assert not widget.run() and "2D" in errors[-1]
+    viewer.add_image(np.zeros((8, 8, 8, 3), np.uint8), name="colour", rgb=True)
+    widget.image_layer.value = viewer.layers["colour"]
+    assert not widget.run() and "RGB" in errors[-1]
+
+    ct, _ = viewer.open_sample(PLUGIN, "abdominal_ct")
+    widget.image_layer.value = ct
+    widget.labels_layer.value = viewer.add_labels(np.zeros((4, 5, 6), np.uint8), name="other")
+    assert not widget.run() and "shape" in errors[-1]
+    widget.labels_layer.value = widget.labels_layer.choices[0]
+
+    widget.model_source.value = WEIGHTS_FILE
+    assert _shown(widget.weights) and _shown(widget.card_file)
+    widget.weights.value = tmp_path / "nowhere.safetensors"
+    assert not widget.run() and "not found" in errors[-1]
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    widget.weights.value = junk
+    count = len(errors)
+    _run_and_wait(qtbot, widget, timeout=60_000)
+    assert len(errors) == count + 1 and "failed" in errors[-1]
+    assert widget.result_layers == {} and widget.last_outcome is None
+    assert [layer.name for layer in viewer.layers][-1] == "other"  # no half-made layer
+    assert widget.run_button.enabled and widget.image_layer.enabled
+    assert widget.export() == [] and "run an attack first" in errors[-1]
+
+
+@pytest.mark.gui
+def test_main_opens_sample_and_closing_napari_stops_the_worker(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    import napari
+
+    from napari_vafa import __main__ as entry
+
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(napari, "Viewer", lambda **kwargs: viewer)
+    monkeypatch.setattr(napari, "run", lambda: None)
+    assert entry.main([]) == 0
+    assert [layer.name for layer in viewer.layers] == [
+        "abdominal CT",
+        "organ labels (TotalSegmentator)",
+    ]
+    widget = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "run_button"))
+    widget.vafa_steps.value = 20
+    widget.run_button.native.click()
+    worker = widget._worker
+    qtbot.waitUntil(lambda: len(widget.plots.steps) >= 1, timeout=RUN_TIMEOUT_MS)
+    with patch.object(viewer.window._qt_window, "_save_current_window_settings"):
+        viewer.close()  # as the make_napari_viewer fixture does: keep the user's settings
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=RUN_TIMEOUT_MS)
+    assert len(widget.plots.steps) < 20  # stopped within a step or two
