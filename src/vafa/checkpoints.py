@@ -227,7 +227,7 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
                 f"checkpoint {path} is not a readable safetensors file: {err}"
             ) from err
     else:
-        state = _state_dict_from(_torch_load(path, trust), path)
+        state = _state_dict_from(_read_torch_file(path, trust), path)
     return _strip_module_prefix(state, path)
 
 
@@ -266,9 +266,12 @@ def _resolve_card(path: Path, card: ModelCard | str | os.PathLike | None) -> Mod
     return load_card(found)
 
 
-def _torch_load(path: Path, trust: bool) -> object:
+def _read_torch_file(path: Path, trust: bool) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        if not trust:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        # trust=True / --trust-checkpoint: the user vouched for this file; full unpickling
+        return torch.load(path, map_location="cpu", weights_only=False)
     except pickle.UnpicklingError as err:
         if not trust and "unsupported global" in str(err).lower():
             raise ValueError(

@@ -88,7 +88,7 @@ def _dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tenso
 
 def padded_shape(shape: Sequence[int], block_size: Sequence[int]) -> tuple[int, ...]:
     """Spatial shape rounded up to multiples of the block size (2D blocks leave ``D`` alone)."""
-    out = [math.ceil(s / b) * b for s, b in zip(shape, block_size, strict=False)]
+    out = [math.ceil(shape[i] / b) * b for i, b in enumerate(block_size)]
     return tuple(out) + tuple(shape[len(block_size) :])
 
 
@@ -221,7 +221,7 @@ def block_idct(
     if len(shape) != 3:
         raise ValueError(f"shape must be the 3 spatial sizes (H, W, D), got {shape!r}")
     padded = padded_shape(shape, sizes)
-    expected = math.prod(p // b for p, b in zip(padded, sizes, strict=False)) * math.prod(
+    expected = math.prod(padded[i] // b for i, b in enumerate(sizes)) * math.prod(
         padded[len(sizes) :]
     )
     if coeffs.dim() != 3 + len(sizes) or tuple(coeffs.shape[3:]) != sizes:

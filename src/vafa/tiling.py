@@ -357,7 +357,7 @@ def q_table_layout(
     sizes = normalize_block_size(block_size)
     padded = padded_shape(roi, sizes)
     layout = torch.zeros((1, channels, *shape), dtype=torch.float32)
-    for q, sl in zip(q_tables, tile_slices, strict=False):
+    for q, sl in zip(q_tables, tile_slices[: len(q_tables)], strict=True):
         tile = from_blocks(q.unsqueeze(0).float().cpu(), sizes, padded)
         layout[(0, slice(None), *sl)] = crop_tile(tile[0], sl, roi)
     return layout
