@@ -158,14 +158,10 @@ def load_card(path: str | os.PathLike) -> ModelCard:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is not valid JSON or not a valid card (message names the file).
     """
+    from vafa.jsonfile import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model card {path} does not exist")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"model card {path} must be valid JSON: {err}") from None
-    return ModelCard.from_dict(d, source=path)
+    return ModelCard.from_dict(read_json(path, "model card"), source=path)
 
 
 def save_card(card: ModelCard, path: str | os.PathLike) -> Path:

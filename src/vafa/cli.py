@@ -430,12 +430,9 @@ def _cases(args) -> list[tuple[Path, Path | None]]:
 
 
 def _datalist_cases(path: Path, split: str) -> list[tuple[Path, Path | None]]:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CLIError(f"--datalist {path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CLIError(f"--datalist {path}: not valid JSON ({err})") from None
+    from vafa.jsonfile import read_json
+
+    doc = read_json(path, "--datalist")
     entries = doc.get(split) if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
         keys = sorted(doc) if isinstance(doc, dict) else []

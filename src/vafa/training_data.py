@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -136,13 +135,10 @@ def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[Path, Path]]]
         ValueError: not valid JSON, no non-empty ``training`` list, or an entry without both
             ``image`` and ``label`` strings.
     """
+    from vafa.jsonfile import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"datalist {path} does not exist")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"datalist {path} must be valid JSON: {err}") from None
+    doc = read_json(path, "datalist")
     if not isinstance(doc, dict) or not isinstance(doc.get("training"), list):
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"datalist {path} must hold a 'training' list of cases, got {keys}")
