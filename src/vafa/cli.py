@@ -192,7 +192,11 @@ def _attack_parser() -> argparse.ArgumentParser:
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="weights (.safetensors, .pt) or 'demo'")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="weights (.safetensors, .pt), or a bundled model: 'demo', 'robust-demo'",
+    )
     parser.add_argument(
         "--card", help="model card JSON (default: <weights>.json beside the weights)"
     )
@@ -401,10 +405,10 @@ def _report(args, metrics, title: str) -> None:
 def _load_model(args):
     from vafa.checkpoints import load_model
 
-    if args.model == "demo":
-        from vafa.data import load_demo_model
+    from vafa.data import BUNDLED_MODELS, bundled_model_path
 
-        return load_demo_model(device=args.device)
+    if args.model in BUNDLED_MODELS:
+        return load_model(bundled_model_path(args.model), device=args.device)
     path = Path(args.model)
     if not path.exists():
         raise CLIError(f"--model {path}: no such file")

@@ -73,7 +73,7 @@ def add_train_parser(subparsers, common_parents) -> argparse.ArgumentParser:
         help="JSON with 'training'/'validation' lists of {image, label} (paths relative to it); "
         "default: the bundled CT sample for training and validation",
     )
-    data.add_argument("--model", help="weights to fine-tune (.safetensors/.pt) or 'demo'")
+    data.add_argument("--model", help="weights to fine-tune (.safetensors/.pt) or a bundled model: 'demo', 'robust-demo'")
     data.add_argument("--preset", choices=list_presets(), help="train this preset from scratch")
     data.add_argument(
         "--card", help="model card JSON: of --model, or alone to train that model from scratch"
@@ -193,12 +193,12 @@ def _train_model(args, out_dir: Path):
         raise CLIError("give --model (weights to fine-tune) or --preset (from scratch), not both")
     if args.preset and args.card:
         raise CLIError("give --preset or --card for a model from scratch, not both")
-    if args.model == "demo":
-        if args.card:
-            raise CLIError("--card does not go with --model demo (the demo model has its card)")
-        from vafa.data import load_demo_model
+    from vafa.data import BUNDLED_MODELS, bundled_model_path
 
-        return load_demo_model(device="cpu")
+    if args.model in BUNDLED_MODELS:
+        if args.card:
+            raise CLIError(f"--card does not go with --model {args.model} (it has its own card)")
+        return load_model(bundled_model_path(args.model), device="cpu")
     if args.model:
         path = Path(args.model)
         if not path.is_file():

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from vafa.volume import Volume
 
 __all__ = [
+    "BUNDLED_MODELS",
     "SAMPLE_CLASS_NAMES",
+    "bundled_model_path",
+    "bundled_models",
     "demo_model_path",
     "load_demo_model",
     "load_sample",
@@ -64,6 +67,33 @@ def load_sample() -> tuple[Volume, Volume]:
 
 DEMO_MODEL_NAME = "demo_model.safetensors"
 DEMO_REPORT_NAME = "demo_model_report.json"
+#: Bundled models by the name the CLI and the plugin accept in place of a weights path:
+#: ``demo`` (the clean demo model) and ``robust-demo`` (the demo model fine-tuned with VAFT,
+#: ``vafa-fr`` mode, by ``scripts/vaft_evidence.sh``; shipped once that evidence run is made).
+BUNDLED_MODELS = {
+    "demo": DEMO_MODEL_NAME,
+    "robust-demo": "robust_demo_model.safetensors",
+}
+
+
+def bundled_models() -> dict[str, Path]:
+    """The bundled models present in this installation, ``{name: weights path}``."""
+    paths = {name: DATA_DIR / file for name, file in BUNDLED_MODELS.items()}
+    return {name: path for name, path in paths.items() if path.is_file()}
+
+
+def bundled_model_path(name: str) -> Path:
+    """Weights of the bundled model ``name`` (``"demo"`` or ``"robust-demo"``).
+
+    Raises:
+        ValueError: unknown name, or a model this installation does not ship.
+    """
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"unknown bundled model {name!r}; choose from {sorted(BUNDLED_MODELS)}")
+    path = DATA_DIR / BUNDLED_MODELS[name]
+    if not path.is_file():
+        raise ValueError(f"the bundled model {name!r} is not installed ({path.name} missing)")
+    return path
 
 
 def demo_model_path() -> Path:
