@@ -7,10 +7,12 @@ set -euo pipefail
 OUT=${1:-runs/vaft-evidence}
 VAFA=${VAFA:-.venv/bin/vafa}
 COMMON=(--model demo --epochs 5 --iterations-per-epoch 5 --val-every 5 --batch-size 2
-        --roi 96 --steps 10 --lr 1e-4 --seed 0 --quiet --overwrite)
+        --roi 96 --lr 1e-4 --seed 0 --quiet --overwrite)
 for mode in clean vafa-fr vafa pgd; do
   echo "== $mode $(date +%T)"
+  attack=(--steps 10)  # attack steps while training (validation attacks use the same)
+  [ "$mode" = clean ] && attack=()
   /usr/bin/time -f "$mode: %e s wall, %M KiB peak" \
-    "$VAFA" train "${COMMON[@]}" --mode "$mode" --out-dir "$OUT/$mode"
+    "$VAFA" train "${COMMON[@]}" "${attack[@]}" --mode "$mode" --out-dir "$OUT/$mode"
 done
 echo "== done $(date +%T)"

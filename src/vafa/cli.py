@@ -404,7 +404,6 @@ def _report(args, metrics, title: str) -> None:
 
 def _load_model(args):
     from vafa.checkpoints import load_model
-
     from vafa.data import BUNDLED_MODELS, bundled_model_path
 
     if args.model in BUNDLED_MODELS:

@@ -73,7 +73,10 @@ def add_train_parser(subparsers, common_parents) -> argparse.ArgumentParser:
         help="JSON with 'training'/'validation' lists of {image, label} (paths relative to it); "
         "default: the bundled CT sample for training and validation",
     )
-    data.add_argument("--model", help="weights to fine-tune (.safetensors/.pt) or a bundled model: 'demo', 'robust-demo'")
+    data.add_argument(
+        "--model",
+        help="weights to fine-tune (.safetensors/.pt) or a bundled model: 'demo', 'robust-demo'",
+    )
     data.add_argument("--preset", choices=list_presets(), help="train this preset from scratch")
     data.add_argument(
         "--card", help="model card JSON: of --model, or alone to train that model from scratch"
