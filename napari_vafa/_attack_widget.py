@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +25,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FileEdit,
     FloatRangeSlider,
     FloatSlider,
     FloatSpinBox,
@@ -38,12 +36,14 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
+from napari_vafa._model_picker import ModelPicker
+from napari_vafa._result_layers import LAYER_ORDER, ResultLayers, source_of
 from napari_vafa._tooltips import tooltip
 
 if TYPE_CHECKING:
     import napari
 
-    from napari_vafa._worker import JobDone, Progress, TilePreview
+    from napari_vafa._worker import JobDone, Progress
 
 __all__ = ["ATTACKS", "BLOCK_SIZES", "AttackWidget"]
 
@@ -58,8 +58,6 @@ ATTACKS = (
 )
 BLOCK_SIZES = (4, 8, 16, 32, 48, 96)
 USE_PREDICTION = "use model prediction"
-DEMO_MODEL = "bundled demo model"
-WEIGHTS_FILE = "weights file"
 METRICS_DOCK = "VAFA metrics"
 #: Least seconds between two live refreshes of the 3D "adversarial" layer.
 PREVIEW_INTERVAL = 0.4
@@ -77,18 +75,6 @@ ATTACK_CONTROLS = {
     "fgsm": ("eps",),
     "gn": ("std",),
 }
-#: Stacking order of the result layers (bottom first).
-LAYER_ORDER = (
-    "dct_clean",
-    "dct_adversarial",
-    "q_table",
-    "zeroed",
-    "perturbation",
-    "adversarial",
-    "clean_prediction",
-    "adversarial_prediction",
-)
-_LABEL_LAYERS = ("clean_prediction", "adversarial_prediction", "zeroed")
 
 
 class AttackWidget(Container):
@@ -99,7 +85,9 @@ class AttackWidget(Container):
 
     Attributes:
         last_outcome: the :class:`vafa.pipeline.AttackOutcome` of the last finished run.
-        result_layers: the result layers by key (see :data:`napari_vafa._worker.RESULT_LAYERS`).
+        results: the :class:`napari_vafa._result_layers.ResultLayers` of this widget.
+        model_picker: the model and device controls (also reachable as ``model_source``,
+            ``weights``, ``card_file``, ``device``).
         plots: the :class:`napari_vafa._plots.MetricsPlot` shown in the "VAFA metrics" dock.
     """
 
@@ -112,21 +100,17 @@ class AttackWidget(Container):
         self.viewer = napari_viewer
         self.last_outcome = None
         self.last_result: JobDone | None = None
-        self.result_layers: dict[str, Any] = {}
+        self.results = ResultLayers(napari_viewer, self.reset_choices)
         self.plots = MetricsPlot()
         self._cache = ModelCache()
         self._worker = None
         self._cancel: threading.Event | None = None
         self._pbar = None
-        self._source: SimpleNamespace | None = None
-        self._clean_kji: np.ndarray | None = None
-        self._preview: dict[str, Any] | None = None
         self._applying: list[str] | None = None
         self._started = 0.0
         self._closed = False
 
         self._build_controls(available_devices())
-        self.model_source.changed.connect(self._update_visibility)
         self.attack.changed.connect(self._update_visibility)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -142,12 +126,9 @@ class AttackWidget(Container):
     def _build_controls(self, devices: list[str]) -> None:
         self.image_layer = ComboBox(label="image", choices=self._image_choices)
         self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
-        self.model_source = ComboBox(label="model", choices=[DEMO_MODEL, WEIGHTS_FILE])
-        self.weights = FileEdit(
-            label="weights", mode="r", filter="*.safetensors *.pt *.pth *.ckpt *.bin"
-        )
-        self.card_file = FileEdit(label="card (optional)", mode="r", filter="*.json")
-        self.device = ComboBox(label="device", choices=devices, value=devices[0])
+        self.model_picker = ModelPicker(devices)
+        for name, control in zip(ModelPicker.NAMES, self.model_picker.widgets, strict=True):
+            setattr(self, name, control)
         self.attack = ComboBox(label="attack", choices=ATTACKS, value="vafa")
         self.q_range = FloatRangeSlider(
             label="q_min – q_max", min=1, max=100, step=1, value=(5, 20)
@@ -216,7 +197,7 @@ class AttackWidget(Container):
         return [
             (layer.name, layer)
             for layer in self.viewer.layers
-            if isinstance(layer, Image) and not self._is_result(layer)
+            if isinstance(layer, Image) and not self.results.is_result(layer)
         ]
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
@@ -225,18 +206,17 @@ class AttackWidget(Container):
         layers = [
             (layer.name, layer)
             for layer in self.viewer.layers
-            if isinstance(layer, Labels) and not self._is_result(layer)
+            if isinstance(layer, Labels) and not self.results.is_result(layer)
         ]
         return [(USE_PREDICTION, USE_PREDICTION), *layers]
 
-    def _is_result(self, layer) -> bool:
-        """One of our result layers (``==``, not ``is``: napari hands plugins proxies)."""
-        return any(layer == ours for ours in self.result_layers.values())
+    @property
+    def result_layers(self) -> dict[str, Any]:
+        """The result layers by key (see :data:`napari_vafa._worker.RESULT_LAYERS`)."""
+        return self.results.layers
 
     def _update_visibility(self, *_: Any) -> None:
-        from_file = self.model_source.value == WEIGHTS_FILE
-        self.weights.visible = from_file
-        self.card_file.visible = from_file
+        self.model_picker.update_visibility()
         shown = set(ATTACK_CONTROLS[self.attack.value])
         for name in {n for names in ATTACK_CONTROLS.values() for n in names}:
             getattr(self, name).visible = name in shown
@@ -311,23 +291,14 @@ class AttackWidget(Container):
         job = AttackJob(
             image=image,
             labels=labels,
-            model=self._model_spec(),
+            model=self.model_picker.spec(),
             attack=self.attack.value,
             options=self._attack_options(),
             seed=int(self.seed.value),
             threads=torch.get_num_threads(),
             preview_interval=PREVIEW_INTERVAL,
         )
-        self._clean_kji = data
-        self._source = SimpleNamespace(
-            name=layer.name,
-            scale=tuple(layer.scale),
-            translate=tuple(layer.translate),
-            metadata=dict(layer.metadata),
-            contrast_limits=tuple(float(c) for c in layer.contrast_limits),
-            colormap=layer.colormap.name,
-            source=source,
-        )
+        self.results.begin_run(source_of(layer, source), data)
         return job
 
     def _labels_volume(self, image_layer, image):
@@ -353,22 +324,6 @@ class AttackWidget(Container):
             )
         values = np.asarray(choice.data)
         return image.with_array(np.transpose(values, (2, 1, 0)).astype(np.float32))
-
-    def _model_spec(self):
-        from napari_vafa._worker import ModelSpec
-
-        device = str(self.device.value)
-        if self.model_source.value == DEMO_MODEL:
-            return ModelSpec("demo", device=device)
-        weights = _path_or_none(self.weights.value)
-        if weights is None:
-            raise ValueError("choose a weights file, or the bundled demo model")
-        if not weights.is_file():
-            raise ValueError(f"weights file not found: {weights}")
-        card = _path_or_none(self.card_file.value)
-        if card is not None and not card.is_file():
-            raise ValueError(f"model card file not found: {card}")
-        return ModelSpec("file", weights=weights, card=card, device=device)
 
     def _attack_options(self) -> dict[str, Any]:
         name = self.attack.value
@@ -403,11 +358,10 @@ class AttackWidget(Container):
         from napari_vafa._worker import run_job
 
         self._cancel = threading.Event()
-        self._preview = None
         self._started = time.perf_counter()
         self._ensure_plots_docked()
         label = dict((v, k) for k, v in ATTACKS)[job.attack]
-        self.plots.start(f"{label} on {self._source.name}", job.options.get("steps"))
+        self.plots.start(f"{label} on {self.results.source.name}", job.options.get("steps"))
         self.status.value = f"loading {job.model.describe()}…"
         self._pbar = progress(total=0, desc=f"VAFA: {label}") if ACTIVITY_PROGRESS else None
         worker = create_worker(
@@ -441,26 +395,7 @@ class AttackWidget(Container):
             text = "cancelling after this step… " + text
         self.status.value = text
         if p.preview is not None:
-            self._paste_preview(p.preview)
-
-    def _paste_preview(self, preview: TilePreview) -> None:
-        if self._preview is None:
-            self._preview = self._open_preview_layer()
-        layer = self._preview["layer"]
-        if layer not in self.viewer.layers:
-            return  # deleted by the user during the run: the final result re-creates it
-        layer.data[preview.region] = preview.data
-        layer.refresh()
-
-    def _open_preview_layer(self) -> dict[str, Any]:
-        base = np.array(self._clean_kji, dtype=np.float32, copy=True)
-        layer = self.result_layers.get("adversarial")
-        if layer is not None and layer in self.viewer.layers:
-            previous = layer.data
-            layer.data = base
-            return {"layer": layer, "created": False, "previous": previous}
-        layer = self._add_layer("adversarial", base)
-        return {"layer": layer, "created": True, "previous": None}
+            self.results.paste_preview(p.preview)
 
     def _on_returned(self, result) -> None:
         from napari_vafa._worker import JobCancelled, JobDone
@@ -468,12 +403,12 @@ class AttackWidget(Container):
         if self._closed:
             return
         if isinstance(result, JobDone):
-            self._preview = None
+            self.results.keep_preview()
             self._applying = list(LAYER_ORDER)
             self.status.value = "showing the result…"
             QTimer.singleShot(0, lambda: self._apply_next(result))
             return
-        self._rollback_preview()
+        self.results.rollback_preview()
         if isinstance(result, JobCancelled):
             self.status.value = "cancelled before the attack started"
             return
@@ -483,7 +418,7 @@ class AttackWidget(Container):
     def _on_errored(self, err: BaseException) -> None:  # pragma: no cover - run_job never raises
         if self._closed:
             return
-        self._rollback_preview()
+        self.results.rollback_preview()
         show_error(f"VAFA attack failed: {err}")
         self.status.value = f"failed: {err}"
 
@@ -495,7 +430,7 @@ class AttackWidget(Container):
         if self._closed:
             return
         if worker is not None and worker.abort_requested:
-            self._rollback_preview()
+            self.results.rollback_preview()
             self.status.value = "stopped"
         if self._applying is None:
             self._finish_run()
@@ -513,19 +448,6 @@ class AttackWidget(Container):
         if self._worker is not None:
             self._worker.quit()
 
-    def _rollback_preview(self) -> None:
-        """Undo the live preview of a run that produced no result (no half-made layers)."""
-        preview, self._preview = self._preview, None
-        if preview is None:
-            return
-        layer = preview["layer"]
-        if preview["created"]:
-            self.result_layers.pop("adversarial", None)
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        elif layer in self.viewer.layers:
-            layer.data = preview["previous"]
-
     # ------------------------------------------------------------------ results
     def _apply_next(self, done: JobDone) -> None:
         """Create/update one result layer per event-loop turn (a new napari layer costs
@@ -536,11 +458,7 @@ class AttackWidget(Container):
         try:
             if self._applying:
                 key = self._applying.pop(0)
-                data = done.layers.get(key)
-                if data is None:
-                    self._remove_layer(key)
-                else:
-                    self._put_layer(key, data, done)
+                self.results.put(key, done.layers.get(key), done)
                 QTimer.singleShot(0, lambda: self._apply_next(done))
                 return
             self._applying = None
@@ -567,77 +485,14 @@ class AttackWidget(Container):
         for note in done.notes:
             show_info(f"VAFA attack: {note}")
 
-    def _put_layer(self, key: str, data: np.ndarray, done: JobDone) -> None:
-        style = self._style(key, data, done)
-        layer = self.result_layers.get(key)
-        if layer is None or layer not in self.viewer.layers:
-            self._add_layer(key, data, **style)
-            return
-        layer.data = data
-        layer.scale = self._source.scale
-        layer.translate = self._source.translate
-        layer.metadata = {**self._source.metadata, **style.get("metadata", {})}
-        if "contrast_limits_range" in style:
-            layer.contrast_limits_range = style["contrast_limits_range"]
-        if "contrast_limits" in style:
-            layer.contrast_limits = style["contrast_limits"]
-
-    def _add_layer(self, key: str, data: np.ndarray, **style: Any):
-        from napari_vafa._layers import derived_kwargs
-        from napari_vafa._worker import RESULT_LAYERS
-
-        style = dict(style or self._style(key, data, None))
-        extra_meta = style.pop("metadata", {})
-        limits_range = style.pop("contrast_limits_range", None)
-        kwargs = derived_kwargs(self._source, RESULT_LAYERS[key], **style)
-        kwargs["metadata"] = {**kwargs["metadata"], **extra_meta}
-        if key in _LABEL_LAYERS:
-            layer = self.viewer.add_labels(data, **kwargs)
-        else:
-            layer = self.viewer.add_image(data, **kwargs)
-            if limits_range is not None:
-                layer.contrast_limits_range = limits_range
-                layer.contrast_limits = style["contrast_limits"]
-        self.result_layers[key] = layer
-        self.reset_choices()
-        return layer
-
-    def _remove_layer(self, key: str) -> None:
-        layer = self.result_layers.pop(key, None)
-        if layer is not None and layer in self.viewer.layers:
-            self.viewer.layers.remove(layer)
-
-    def _style(self, key: str, data: np.ndarray, done: JobDone | None) -> dict[str, Any]:
-        """Display settings of a result layer (contrast limits are refreshed on every run)."""
-        src = self._source
-        limits = {} if done is None else done.limits
-        if key == "adversarial":
-            return {"colormap": src.colormap, "contrast_limits": src.contrast_limits}
-        if key == "perturbation":
-            return {
-                "colormap": "RdBu_r",
-                "contrast_limits": limits["perturbation"],
-                "contrast_limits_range": limits["perturbation_range"],
-                "visible": False,
-            }
-        if key in ("dct_clean", "dct_adversarial"):
-            return {"colormap": "magma", "contrast_limits": limits[key], "visible": False}
-        if key == "q_table":
-            return {"colormap": "viridis", "contrast_limits": limits[key], "visible": False}
-        if key == "zeroed":
-            return {"opacity": 0.6, "visible": False}
-        names = [] if done is None else list(done.outcome.settings.get("class_names") or [])
-        visible = key == "adversarial_prediction"
-        return {"opacity": 0.5, "visible": visible, "metadata": {"class_names": names}}
-
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path | None = None) -> list[Path]:
         """Write the adversarial volume (and the checked extras) as NIfTI next to ``path``.
 
         Files: ``<name>.nii.gz`` (adversarial), ``<name>_perturbation.nii.gz``,
         ``<name>_clean_prediction.nii.gz``, ``<name>_adversarial_prediction.nii.gz``,
-        ``<name>_q_table.nii.gz`` — in the source's units, affine and header. Nothing is written
-        when any of them would be an input file.
+        ``<name>_q_table.nii.gz`` — in the source's units, affine and header
+        (:mod:`napari_vafa._export`). Nothing is written when any of them would be an input.
 
         Args:
             path: the adversarial file; None asks with a file dialog.
@@ -645,7 +500,7 @@ class AttackWidget(Container):
         Returns:
             The written paths ([] when nothing was written).
         """
-        from vafa.volume import save_volume
+        from napari_vafa._export import export_targets, write_exports
 
         outcome = self.last_outcome
         if outcome is None:
@@ -655,54 +510,28 @@ class AttackWidget(Container):
             path = self._ask_export_path()
             if not path:
                 return []
-        targets = self._export_targets(Path(path), outcome)
-        protect = [p for p in (*outcome.inputs, self._source and self._source.source) if p]
-        for target in targets.values():
-            if any(_same_file(target, Path(p)) for p in protect):
-                show_error(f"VAFA export: refusing to overwrite the input file {target}")
-                return []
-        written = []
+        extras = [
+            name
+            for name in ("perturbation", "predictions", "q_table")
+            if getattr(self, f"export_{name}").value
+        ]
+        targets = export_targets(Path(path), outcome, extras)
+        source = self.results.source
         try:
-            for key, target in targets.items():
-                volume = getattr(outcome, key)
-                dtype = np.uint8 if key.endswith("prediction") else np.float32
-                if dtype is np.uint8 and float(volume.array.max()) > 255:
-                    dtype = np.int16
-                written.append(
-                    save_volume(volume, target, overwrite=True, dtype=dtype, protect=protect)
-                )
+            written = write_exports(outcome, targets, (*outcome.inputs, source and source.source))
         except (ValueError, TypeError, OSError) as err:
             show_error(f"VAFA export failed: {err}")
-            return written
+            return []
         show_info(f"VAFA export: wrote {', '.join(p.name for p in written)} to {written[0].parent}")
         self.status.value = f"exported {len(written)} file(s) to {written[0].parent}"
         return written
 
-    def _export_targets(self, path: Path, outcome) -> dict[str, Path]:
-        name = path.name
-        if not name.lower().endswith((".nii", ".nii.gz")):
-            name += ".nii.gz"
-        suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else ".nii"
-        stem = name[: -len(suffix)]
-        folder = path.parent
-        targets = {"adversarial": folder / name}
-        extras = []
-        if self.export_perturbation.value:
-            extras.append("perturbation")
-        if self.export_predictions.value:
-            extras += ["clean_prediction", "adversarial_prediction"]
-        if self.export_q_table.value and outcome.q_table is not None:
-            extras.append("q_table")
-        for key in extras:
-            targets[key] = folder / f"{stem}_{key}{suffix}"
-        return targets
-
     def _ask_export_path(self) -> str:  # pragma: no cover - a modal dialog
         from qtpy.QtWidgets import QFileDialog
 
-        source = self._source.source if self._source else None
-        folder = Path(source).parent if source else Path.home()
-        stem = (self._source.name if self._source else "volume").replace(" ", "_")
+        src = self.results.source
+        folder = Path(src.source).parent if src and src.source else Path.home()
+        stem = (src.name if src else "volume").replace(" ", "_")
         path, _ = QFileDialog.getSaveFileName(
             self.native,
             "Export adversarial volume",
@@ -722,18 +551,3 @@ class AttackWidget(Container):
             window.add_dock_widget(self.plots, name=METRICS_DOCK, area="right")
         except (AttributeError, RuntimeError):  # the viewer was closed meanwhile
             pass
-
-
-def _path_or_none(value: Any) -> Path | None:
-    if value is None or str(value).strip() in ("", "."):
-        return None
-    return Path(str(value)).expanduser()
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return a.samefile(b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()

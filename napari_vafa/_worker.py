@@ -62,7 +62,12 @@ DISPLAY_BLOCK = 32
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model to use: the bundled demo model, or weights (+ optional card) on disk."""
+    """Which model to use: a bundled model, or weights (+ optional card) on disk.
+
+    Attributes:
+        source: a name of :data:`vafa.data.BUNDLED_MODELS` (``"demo"``, ``"robust-demo"``)
+            or ``"file"``.
+    """
 
     source: str = "demo"
     weights: Path | None = None
@@ -70,7 +75,7 @@ class ModelSpec:
     device: str = "auto"
 
     def describe(self) -> str:
-        return "bundled demo model" if self.source == "demo" else str(self.weights)
+        return f"bundled {self.source} model" if self.source != "file" else str(self.weights)
 
 
 @dataclass
@@ -392,14 +397,14 @@ def _same_grid(image: Volume, card: ModelCard) -> bool:
 
 
 def _load_model(spec: ModelSpec):
-    if spec.source == "demo":
-        from vafa.data import load_demo_model
-
-        return load_demo_model(spec.device)
     from vafa.checkpoints import load_model
 
+    if spec.source != "file":
+        from vafa.data import bundled_model_path
+
+        return load_model(bundled_model_path(spec.source), device=spec.device)
     if spec.weights is None:
-        raise ValueError("choose a weights file (or the bundled demo model)")
+        raise ValueError("choose a weights file (or a bundled model)")
     return load_model(spec.weights, card=spec.card, device=spec.device)
 
 

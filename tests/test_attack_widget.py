@@ -375,7 +375,7 @@ def test_cancel_keeps_best_result_and_layer_deletion_is_harmless(make_napari_vie
 
 @pytest.mark.gui
 def test_bad_inputs_notify_and_leave_the_widget_usable(make_napari_viewer, qtbot, tmp_path, errors):
-    from napari_vafa._attack_widget import WEIGHTS_FILE
+    from napari_vafa._model_picker import WEIGHTS_FILE
 
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
@@ -394,7 +394,8 @@ def test_bad_inputs_notify_and_leave_the_widget_usable(make_napari_viewer, qtbot
     assert not widget.run() and "shape" in errors[-1]
     widget.labels_layer.value = widget.labels_layer.choices[0]
 
-    widget.model_source.value = WEIGHTS_FILE
+    widget.model_source.value = "file"
+    assert widget.model_source.current_choice == WEIGHTS_FILE
     assert _shown(widget.weights) and _shown(widget.card_file)
     widget.weights.value = tmp_path / "nowhere.safetensors"
     assert not widget.run() and "not found" in errors[-1]

@@ -1,0 +1,99 @@
+"""Model choice shared by the plugin's widgets: a bundled model or a weights file, and a device.
+
+:class:`ModelPicker` owns four magicgui controls (``model_source``, ``weights``, ``card_file``,
+``device``) that a host widget places in its own form, and turns them into a
+:class:`napari_vafa._worker.ModelSpec`. ``use_weights`` selects a file in one call (how the
+VAFT widget hands a freshly trained model to the attack widget).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, FileEdit
+
+if TYPE_CHECKING:
+    from napari_vafa._worker import ModelSpec
+
+__all__ = ["BUNDLED_LABELS", "WEIGHTS_FILE", "ModelPicker", "path_or_none"]
+
+#: Combo label of each bundled model (keys of :data:`vafa.data.BUNDLED_MODELS`).
+BUNDLED_LABELS = {
+    "demo": "bundled demo model",
+    "robust-demo": "bundled robust demo model (VAFT)",
+}
+WEIGHTS_FILE = "weights file"
+WEIGHT_SUFFIXES = "*.safetensors *.pt *.pth *.ckpt *.bin"
+
+
+class ModelPicker:
+    """The model and device controls of a widget.
+
+    Args:
+        devices: the device names to offer (first is the default), e.g.
+            :func:`vafa.devices.available_devices`.
+
+    Attributes:
+        model_source: combo of the installed bundled models and ``"weights file"``.
+        weights, card_file: file pickers shown for ``"weights file"``.
+        device: device combo.
+    """
+
+    NAMES = ("model_source", "weights", "card_file", "device")
+
+    def __init__(self, devices: list[str]) -> None:
+        from vafa.data import bundled_models
+
+        sources = [(BUNDLED_LABELS.get(n, n), n) for n in bundled_models()]
+        self.model_source = ComboBox(label="model", choices=[*sources, (WEIGHTS_FILE, "file")])
+        self.weights = FileEdit(label="weights", mode="r", filter=WEIGHT_SUFFIXES)
+        self.card_file = FileEdit(label="card (optional)", mode="r", filter="*.json")
+        self.device = ComboBox(label="device", choices=devices, value=devices[0])
+        self.model_source.changed.connect(self.update_visibility)
+        self.update_visibility()
+
+    @property
+    def widgets(self) -> tuple[Any, ...]:
+        """The controls, in form order."""
+        return tuple(getattr(self, name) for name in self.NAMES)
+
+    def update_visibility(self, *_: Any) -> None:
+        from_file = self.model_source.value == "file"
+        self.weights.visible = from_file
+        self.card_file.visible = from_file
+
+    def use_weights(self, weights: str | Path, card: str | Path | None = None) -> None:
+        """Select a weights file (and optionally its card) as the model."""
+        self.model_source.value = "file"
+        self.weights.value = Path(weights)
+        self.card_file.value = Path(card) if card is not None else ""
+
+    def spec(self) -> ModelSpec:
+        """The chosen model as a :class:`ModelSpec`.
+
+        Raises:
+            ValueError: no weights file chosen, or the weights/card file does not exist.
+        """
+        from napari_vafa._worker import ModelSpec
+
+        device = str(self.device.value)
+        source = self.model_source.value
+        if source != "file":
+            return ModelSpec(source, device=device)
+        weights = path_or_none(self.weights.value)
+        if weights is None:
+            raise ValueError("choose a weights file, or a bundled model")
+        if not weights.is_file():
+            raise ValueError(f"weights file not found: {weights}")
+        card = path_or_none(self.card_file.value)
+        if card is not None and not card.is_file():
+            raise ValueError(f"model card file not found: {card}")
+        return ModelSpec("file", weights=weights, card=card, device=device)
+
+
+def path_or_none(value: Any) -> Path | None:
+    """A FileEdit value as a path; None when empty."""
+    if value is None or str(value).strip() in ("", "."):
+        return None
+    return Path(str(value)).expanduser()

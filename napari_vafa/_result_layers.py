@@ -1,0 +1,184 @@
+"""The attack widget's result layers: created once, updated in place, styled from the source.
+
+:class:`ResultLayers` keeps the layers by key (see :data:`napari_vafa._worker.RESULT_LAYERS`),
+gives them the source layer's scale, translate and metadata, and runs the live preview of the
+"adversarial" layer (pasted tile by tile during a run, rolled back when a run gives nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_vafa._worker import JobDone, TilePreview
+
+__all__ = ["LABEL_LAYERS", "LAYER_ORDER", "ResultLayers", "source_of"]
+
+#: Stacking order of the result layers (bottom first).
+LAYER_ORDER = (
+    "dct_clean",
+    "dct_adversarial",
+    "q_table",
+    "zeroed",
+    "perturbation",
+    "adversarial",
+    "clean_prediction",
+    "adversarial_prediction",
+)
+LABEL_LAYERS = ("clean_prediction", "adversarial_prediction", "zeroed")
+
+
+def source_of(layer, source_path: str | None) -> SimpleNamespace:
+    """What the result layers copy from the attacked image layer."""
+    return SimpleNamespace(
+        name=layer.name,
+        scale=tuple(layer.scale),
+        translate=tuple(layer.translate),
+        metadata=dict(layer.metadata),
+        contrast_limits=tuple(float(c) for c in layer.contrast_limits),
+        colormap=layer.colormap.name,
+        source=source_path,
+    )
+
+
+class ResultLayers:
+    """Result layers of one widget in one viewer.
+
+    Args:
+        viewer: the napari viewer.
+        on_change: called after a layer was added (e.g. the host's ``reset_choices``).
+
+    Attributes:
+        layers: the layers by key.
+        source: :func:`source_of` the image layer of the current run.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, on_change: Callable[[], Any]) -> None:
+        self.viewer = viewer
+        self.layers: dict[str, Any] = {}
+        self.source: SimpleNamespace | None = None
+        self._on_change = on_change
+        self._clean_kji: np.ndarray | None = None
+        self._preview: dict[str, Any] | None = None
+
+    def is_result(self, layer) -> bool:
+        """One of these layers (``==``, not ``is``: napari hands plugins proxies)."""
+        return any(layer == ours for ours in self.layers.values())
+
+    # ------------------------------------------------------------------ live preview
+    def begin_run(self, source: SimpleNamespace, clean_kji: np.ndarray) -> None:
+        """A run starts on the image ``clean_kji`` (``(k, j, i)``) described by ``source``."""
+        self.source = source
+        self._clean_kji = clean_kji
+        self._preview = None
+
+    def paste_preview(self, preview: TilePreview) -> None:
+        """Paste the current adversarial tile into the "adversarial" layer."""
+        if self._preview is None:
+            self._preview = self._open_preview_layer()
+        layer = self._preview["layer"]
+        if layer not in self.viewer.layers:
+            return  # deleted by the user during the run: the final result re-creates it
+        layer.data[preview.region] = preview.data
+        layer.refresh()
+
+    def keep_preview(self) -> None:
+        """The run produced a result: the preview layer stays (it is updated in place)."""
+        self._preview = None
+
+    def rollback_preview(self) -> None:
+        """Undo the live preview of a run that produced no result (no half-made layers)."""
+        preview, self._preview = self._preview, None
+        if preview is None:
+            return
+        layer = preview["layer"]
+        if preview["created"]:
+            self.layers.pop("adversarial", None)
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        elif layer in self.viewer.layers:
+            layer.data = preview["previous"]
+
+    def _open_preview_layer(self) -> dict[str, Any]:
+        base = np.array(self._clean_kji, dtype=np.float32, copy=True)
+        layer = self.layers.get("adversarial")
+        if layer is not None and layer in self.viewer.layers:
+            previous = layer.data
+            layer.data = base
+            return {"layer": layer, "created": False, "previous": previous}
+        layer = self.add("adversarial", base)
+        return {"layer": layer, "created": True, "previous": None}
+
+    # ------------------------------------------------------------------ results
+    def put(self, key: str, data: np.ndarray | None, done: JobDone) -> None:
+        """Show ``data`` as result layer ``key`` (None removes the layer)."""
+        if data is None:
+            self.remove(key)
+            return
+        style = self.style(key, done)
+        layer = self.layers.get(key)
+        if layer is None or layer not in self.viewer.layers:
+            self.add(key, data, **style)
+            return
+        layer.data = data
+        layer.scale = self.source.scale
+        layer.translate = self.source.translate
+        layer.metadata = {**self.source.metadata, **style.get("metadata", {})}
+        if "contrast_limits_range" in style:
+            layer.contrast_limits_range = style["contrast_limits_range"]
+        if "contrast_limits" in style:
+            layer.contrast_limits = style["contrast_limits"]
+
+    def add(self, key: str, data: np.ndarray, **style: Any):
+        from napari_vafa._layers import derived_kwargs
+        from napari_vafa._worker import RESULT_LAYERS
+
+        style = dict(style or self.style(key, None))
+        extra_meta = style.pop("metadata", {})
+        limits_range = style.pop("contrast_limits_range", None)
+        kwargs = derived_kwargs(self.source, RESULT_LAYERS[key], **style)
+        kwargs["metadata"] = {**kwargs["metadata"], **extra_meta}
+        if key in LABEL_LAYERS:
+            layer = self.viewer.add_labels(data, **kwargs)
+        else:
+            layer = self.viewer.add_image(data, **kwargs)
+            if limits_range is not None:
+                layer.contrast_limits_range = limits_range
+                layer.contrast_limits = style["contrast_limits"]
+        self.layers[key] = layer
+        self._on_change()
+        return layer
+
+    def remove(self, key: str) -> None:
+        layer = self.layers.pop(key, None)
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    def style(self, key: str, done: JobDone | None) -> dict[str, Any]:
+        """Display settings of a result layer (contrast limits are refreshed on every run)."""
+        src = self.source
+        limits = {} if done is None else done.limits
+        if key == "adversarial":
+            return {"colormap": src.colormap, "contrast_limits": src.contrast_limits}
+        if key == "perturbation":
+            return {
+                "colormap": "RdBu_r",
+                "contrast_limits": limits["perturbation"],
+                "contrast_limits_range": limits["perturbation_range"],
+                "visible": False,
+            }
+        if key in ("dct_clean", "dct_adversarial"):
+            return {"colormap": "magma", "contrast_limits": limits[key], "visible": False}
+        if key == "q_table":
+            return {"colormap": "viridis", "contrast_limits": limits[key], "visible": False}
+        if key == "zeroed":
+            return {"opacity": 0.6, "visible": False}
+        names = [] if done is None else list(done.outcome.settings.get("class_names") or [])
+        visible = key == "adversarial_prediction"
+        return {"opacity": 0.5, "visible": visible, "metadata": {"class_names": names}}
