@@ -14,7 +14,6 @@ plugin discovery.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -61,11 +60,6 @@ USE_PREDICTION = "use model prediction"
 METRICS_DOCK = "VAFA metrics"
 #: Least seconds between two live refreshes of the 3D "adversarial" layer.
 PREVIEW_INTERVAL = 0.4
-#: Show a progress bar in napari's activity dock. Its animated "in progress" indicator makes Qt
-#: recompose the whole window ~30 times a second: free on a GPU, but with software OpenGL
-#: (Xvfb, llvmpipe, remote desktops) it costs most of a CPU core and slows the attack down.
-#: ``NAPARI_VAFA_ACTIVITY_PROGRESS=0`` turns it off (the status line still shows progress).
-ACTIVITY_PROGRESS = os.environ.get("NAPARI_VAFA_ACTIVITY_PROGRESS", "1").strip() != "0"
 #: Controls shown for each attack (the others are hidden).
 ATTACK_CONTROLS = {
     "vafa": ("q_range", "vafa_steps", "block_size", "use_ssim", "ssim_weight", "normalize"),
@@ -353,8 +347,8 @@ class AttackWidget(Container):
 
     def _start(self, job) -> None:
         from napari.qt.threading import create_worker
-        from napari.utils import progress
 
+        from napari_vafa._progress import open_activity_progress
         from napari_vafa._worker import run_job
 
         self._cancel = threading.Event()
@@ -363,7 +357,7 @@ class AttackWidget(Container):
         label = dict((v, k) for k, v in ATTACKS)[job.attack]
         self.plots.start(f"{label} on {self.results.source.name}", job.options.get("steps"))
         self.status.value = f"loading {job.model.describe()}…"
-        self._pbar = progress(total=0, desc=f"VAFA: {label}") if ACTIVITY_PROGRESS else None
+        self._pbar = open_activity_progress(f"VAFA: {label}")
         worker = create_worker(
             run_job, job, self._cancel, self._cache, _start_thread=False, _ignore_errors=True
         )

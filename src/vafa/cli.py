@@ -159,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open napari with the bundled sample and the VAFA attack widget.",
     )
     gui.set_defaults(func=_cmd_gui)
+    from vafa.report_cli import add_report_parser
     from vafa.train_cli import add_train_parser
 
     add_train_parser(sub, [common])
+    add_report_parser(sub, [common])
     return parser
 
 

@@ -1,0 +1,258 @@
+"""``vafa report``: robustness reports in the form of the paper's tables (:mod:`vafa.report`).
+
+Wired into :func:`vafa.cli.build_parser` by :func:`add_report_parser`. Every input is checked
+before anything runs (one line, exit 2, nothing written). Rows are appended to
+``results.csv`` as they finish, so Ctrl-C keeps them and a re-run resumes; ``report.md`` and
+the plots are written only at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_report_parser"]
+
+_EPILOG = """\
+examples:
+  vafa report --quick --out report/          # bundled CT sample, every bundled model, trimmed grid
+  vafa report --model demo --model runs/vaft/best.safetensors --out report/
+  vafa report --model model.safetensors --datalist data.json --split validation --paper --out r/
+  vafa report --model model.safetensors a.nii.gz b.nii.gz --labels a_seg.nii.gz b_seg.nii.gz \\
+      --no-sweeps --out r/
+
+grid: Table 1/5 (clean; PGD, FGSM, BIM at eps 4 and 8; GN sigma 4 and 8; VAFA-2D; VAFA q_max
+20 and 30) on every model; the VAFA sweeps of Tables 2-4 (q_max 10..80, steps 10..60, block
+4..96) on the first model (--sweep-all: on every model). --quick: 10 steps, fewer settings.
+Re-running with the same --out skips the entries already in results.csv.
+"""
+
+
+def add_report_parser(subparsers, common_parents) -> argparse.ArgumentParser:
+    """Add the ``report`` subcommand.
+
+    Args:
+        subparsers: the ``add_subparsers()`` object of the ``vafa`` parser.
+        common_parents: the parser (or a list of parsers) holding ``--device``, ``--seed`` and
+            ``--quiet``.
+
+    Returns:
+        The ``report`` parser.
+    """
+    if isinstance(common_parents, argparse.ArgumentParser):
+        common_parents = [common_parents]
+    p = subparsers.add_parser(
+        "report",
+        parents=common_parents,
+        help="robustness report: the paper's tables on any model and data",
+        description="Run the paper's attack grid (Table 1/5, the sweeps of Tables 2-4, Table 6)\n"
+        "on models x cases; write results.csv, report.md and plots.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="NIfTI cases (default: the bundled CT sample)"
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        help="weights (.safetensors/.pt, card beside them) or a bundled model ('demo', "
+        "'robust-demo'); repeat for several (default: every installed bundled model)",
+    )
+    p.add_argument(
+        "--labels", nargs="+", action="extend", help="labels of the IMAGEs, in the same order"
+    )
+    p.add_argument("--datalist", help="decathlon-style JSON with cases {image, label}")
+    p.add_argument("--split", default="validation", help="datalist split (default validation)")
+    p.add_argument("--out", required=True, help="report folder (re-use it to resume)")
+    p.add_argument("--quick", action="store_true", help="trimmed grid: a few minutes on 2 cores")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="VAFA as the published code: normalize=slice, keep=last, q in [5, q_max] from q_max",
+    )
+    p.add_argument("--no-sweeps", action="store_true", help="Table 1/5 and 6 only")
+    p.add_argument("--sweep-all", action="store_true", help="run the sweeps on every model")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow pickled checkpoints (can execute code: only for trusted files)",
+    )
+    p.set_defaults(func=_cmd_report)
+    return p
+
+
+def _cmd_report(args) -> int:
+    from vafa.cli import CLIError
+    from vafa.report import run_report
+
+    models = _models(args)
+    cases = _report_cases(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
+    bar = None if args.quiet else _ReportProgress()
+    try:
+        result = run_report(
+            models,
+            cases,
+            out,
+            quick=args.quick,
+            paper=args.paper,
+            sweeps=not args.no_sweeps,
+            sweep_models="all" if args.sweep_all else "first",
+            device=args.device,
+            seed=args.seed,
+            trust=args.trust_checkpoint,
+            callback=bar,
+        )
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(
+            f"vafa report: interrupted; finished entries are in {out / 'results.csv'} "
+            "(run the same command again to resume; no report.md was written)",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = [r for r in result.rows if r["status"] != "ok"]
+    if not args.quiet:
+        print(
+            f"ran {result.ran} entries, skipped {result.skipped} already in results.csv; "
+            f"wrote {result.report} ({', '.join(p.name for p in result.plots.values())})"
+        )
+        print("\nTable 6: foreground Dice and DSC of every model under every Table-1 attack\n")
+        print(result.table6)
+    if failed:
+        print(f"\n{len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed:", file=sys.stderr)
+        for row in failed:
+            print(
+                f"  {row['model']} / {row['case']} / {row['key']}: {row['status']}", file=sys.stderr
+            )
+        return 1
+    return 0
+
+
+def _models(args) -> list[tuple[str, str]]:
+    """``(name, weights)`` of --model (unique names), or every installed bundled model."""
+    from vafa.cli import CLIError
+    from vafa.data import BUNDLED_MODELS, bundled_models
+
+    if not args.model:
+        installed = bundled_models()
+        if not installed:
+            raise CLIError("no bundled model is installed: give --model WEIGHTS")
+        return [(name, name) for name in installed]
+    models = []
+    for weights in args.model:
+        if weights in BUNDLED_MODELS:
+            if weights not in bundled_models():
+                raise CLIError(f"--model {weights}: this bundled model is not installed")
+            name = weights
+        else:
+            path = Path(weights)
+            if not path.is_file():
+                raise CLIError(f"--model {path}: no such file")
+            name = path.name.split(".")[0] or path.name
+        models.append((name, weights))
+    return _dedupe(models)
+
+
+def _report_cases(args) -> list[tuple[str, Path, Path | None]]:
+    from vafa.cli import CLIError, _datalist_cases
+
+    if args.datalist and args.images:
+        raise CLIError("give IMAGE files or --datalist, not both")
+    if args.datalist:
+        if args.labels:
+            raise CLIError("--labels goes with IMAGE files (a datalist names its labels)")
+        pairs = _datalist_cases(Path(args.datalist), args.split)
+    elif args.images:
+        labels = args.labels or []
+        if labels and len(labels) != len(args.images):
+            raise CLIError(
+                f"--labels: {len(labels)} file(s) for {len(args.images)} IMAGE(s); give one per "
+                "image, in the same order"
+            )
+        pairs = [
+            (Path(image), Path(labels[i]) if labels else None)
+            for i, image in enumerate(args.images)
+        ]
+    else:
+        if args.labels:
+            raise CLIError("--labels needs IMAGE files")
+        from vafa.data import sample_paths
+
+        pairs = [sample_paths()]
+    for image, labels in pairs:
+        for path in (image, labels):
+            if path is not None and not path.is_file():
+                raise CLIError(f"{path}: no such file")
+    named = [
+        (image.name.removesuffix(".gz").removesuffix(".nii"), image, labels)
+        for image, labels in pairs
+    ]
+    names = _dedupe([(name, i) for i, (name, _, _) in enumerate(named)])
+    return [
+        (name, image, labels) for (name, _), (_, image, labels) in zip(names, named, strict=True)
+    ]
+
+
+def _dedupe(items):
+    """Make the names (first element) unique by suffixing ``-2``, ``-3``…"""
+    seen: dict[str, int] = {}
+    out = []
+    for name, value in items:
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f"{name}-{seen[name]}", value))
+    return out
+
+
+class _ReportProgress:
+    """A tqdm bar per grid entry (attack steps × tiles), and one line per finished entry."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm.auto import tqdm
+
+        title = f"{event.model} · {event.case} [{event.index}/{event.total}] {event.entry.label}"
+        if event.step is None and event.row is None:
+            self.close()
+            self.bar = tqdm(desc=title, unit="step", leave=False, file=sys.stderr)
+        elif event.step is not None and self.bar is not None:
+            step = event.step
+            total = step.total * (step.tiles or 1)
+            if self.bar.total != total:
+                self.bar.total = total
+            self.bar.update(1)
+            postfix = {"dice": f"{step.dice:.3f}"}
+            if step.ssim is not None:
+                postfix["ssim"] = f"{step.ssim:.3f}"
+            self.bar.set_postfix(postfix, refresh=False)
+        elif event.row is not None:
+            self.close()
+            tqdm.write(f"{title}: {_row_text(event.row)}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _row_text(row) -> str:
+    if row["status"] != "ok":
+        return row["status"]
+
+    def fmt(value) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    return (
+        f"Dice fg {fmt(row['dice_fg_clean'])} → {fmt(row['dice_fg'])}, SSIM {fmt(row['ssim'])} "
+        f"({row['seconds']:.0f} s)"
+    )
