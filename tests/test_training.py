@@ -33,7 +33,7 @@ from vafa.training_data import (
     read_datalist,
     resolve_flip_axes,
 )
-from vafa.training_io import LATEST, LOG, PLOT, STATE, TRAINING_FILES, save_state
+from vafa.training_io import BEST, LATEST, LOG, PLOT, STATE, TRAINING_FILES, save_state
 from vafa.volume import Volume
 
 CLASSES = ["background", "organ", "lesion"]
@@ -206,6 +206,9 @@ def test_checkpoint_files_card_and_weights_only_state(card, datalist, tmp_path):
     training = saved.training
     assert training["mode"] == "pgd" and training["epochs"] == 2 and training["lr"] == 3e-4
     assert training["iterations_done"] == 2 and training["epochs_done"] == 2
+    best_training = load_card(card_path_for(tmp_path / BEST)).training
+    assert best_training["iterations_done"] in (1, 2)  # one update per epoch: every
+    assert best_training["epochs_done"] == best_training["iterations_done"]  # epoch finished
     assert training["attack"]["attack"] == "PGD" and training["attack"]["steps"] == 1
     assert training["lambda_fr"] is None  # only vafa-fr uses it
     assert training["initialised_from"] is None  # trained from scratch

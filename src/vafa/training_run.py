@@ -406,7 +406,8 @@ class Trainer:
             "mode": cfg.mode,
             "objective": _OBJECTIVES[cfg.mode],
             "epochs": cfg.epochs,
-            "epochs_done": self.epoch,
+            # the best checkpoint is written after an epoch's last update, before it is counted
+            "epochs_done": self.epoch + int(self.step >= self.ipe),
             "iterations_per_epoch": self.ipe,
             "iterations_done": self.iteration,
             "batch_size": cfg.batch_size,
