@@ -319,6 +319,20 @@ def test_safetensors_round_trip_gives_identical_outputs(tmp_path):
     assert torch.equal(outputs(loaded), outputs(model))
 
 
+def test_save_model_files_get_the_umask_permissions_not_the_temp_files(tmp_path):
+    import os
+    import stat
+
+    card = tiny_card()
+    old = os.umask(0o022)
+    try:
+        path = save_model(tiny_model(card), card, tmp_path / "model.safetensors")
+    finally:
+        os.umask(old)
+    for name in (path, tmp_path / "model.safetensors.json"):
+        assert stat.S_IMODE(name.stat().st_mode) == 0o644  # mkstemp alone gives 0o600
+
+
 def test_save_model_refuses_a_card_that_does_not_fit(tmp_path):
     model = tiny_model(tiny_card(out_channels=3))
     with pytest.raises(ValueError, match="the model has 3 output classes, card says 4"):

@@ -478,9 +478,17 @@ def _atomic_write(writers: Mapping[Path, Callable[[str], object]]) -> None:
             )
             os.close(fd)
             write(temps[path])
+            os.chmod(temps[path], _new_file_mode())  # mkstemp makes 0600; keep the umask's
         for path in list(temps):
             os.replace(temps.pop(path), path)
     finally:
         for tmp in temps.values():
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _new_file_mode() -> int:
+    """Permissions a newly created file gets here (``0o666`` less the process umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
