@@ -14,12 +14,9 @@ plugin discovery.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -27,17 +24,22 @@ from magicgui.widgets import (
     FloatRangeSlider,
     FloatSlider,
     FloatSpinBox,
-    Label,
     PushButton,
     Slider,
     SpinBox,
 )
-from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
 from napari_vafa._model_picker import ModelPicker
 from napari_vafa._result_layers import LAYER_ORDER, ResultLayers, source_of
 from napari_vafa._tooltips import tooltip
+from napari_vafa._worker_widget import (
+    WorkerWidget,
+    image_layer_volume,
+    labels_on_image_grid,
+    notify_error,
+    notify_info,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -71,7 +73,7 @@ ATTACK_CONTROLS = {
 }
 
 
-class AttackWidget(Container):
+class AttackWidget(WorkerWidget):
     """Dock widget running VAFA (and the voxel baselines) on an image layer.
 
     Args:
@@ -85,36 +87,26 @@ class AttackWidget(Container):
         plots: the :class:`napari_vafa._plots.MetricsPlot` shown in the "VAFA metrics" dock.
     """
 
+    TITLE = "VAFA attack"
+    PLOTS_DOCK = METRICS_DOCK
+    CANCEL_TEXT = "cancelling after this step…"
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
         from napari_vafa._plots import MetricsPlot
         from napari_vafa._worker import ModelCache
         from vafa.devices import available_devices
 
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, MetricsPlot())
         self.last_outcome = None
         self.last_result: JobDone | None = None
         self.results = ResultLayers(napari_viewer, self.reset_choices)
-        self.plots = MetricsPlot()
         self._cache = ModelCache()
-        self._worker = None
-        self._cancel: threading.Event | None = None
-        self._pbar = None
         self._applying: list[str] | None = None
-        self._started = 0.0
-        self._closed = False
 
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)
-        self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
         self.export_button.changed.connect(self.export)
-        for name in ("inserted", "removed", "reordered"):
-            getattr(self.viewer.layers.events, name).connect(self.reset_choices)
-        self.native.destroyed.connect(self._on_destroyed)
-        self._update_visibility()
-        # dock the metrics canvas once napari has docked this widget (drawn before any run)
-        QTimer.singleShot(0, self._ensure_plots_docked)
+        self._connect()
 
     # ------------------------------------------------------------------ construction
     def _build_controls(self, devices: list[str]) -> None:
@@ -139,9 +131,7 @@ class AttackWidget(Container):
         self.voxel_steps = Slider(label="steps", min=1, max=100, value=20)
         self.std = FloatSlider(label="σ (/255)", min=0.0, max=16.0, step=0.5, value=4.0)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(label="", value="ready")
+        buttons = self._make_run_controls()
         self.export_perturbation = CheckBox(text="perturbation", value=False)
         self.export_predictions = CheckBox(text="predictions", value=False)
         self.export_q_table = CheckBox(text="q table", value=False)
@@ -154,12 +144,6 @@ class AttackWidget(Container):
             "export_button",
         ):
             getattr(self, name).tooltip = tooltip("attack", name)
-        buttons = Container(
-            layout="horizontal",
-            labels=False,
-            label="",
-            widgets=[self.run_button, self.cancel_button],
-        )
         extras = Container(
             layout="horizontal",
             labels=False,
@@ -173,8 +157,6 @@ class AttackWidget(Container):
             self.alpha, self.voxel_steps, self.std, self.seed, buttons, self.status, extras,
             self.export_button,
         ])  # fmt: skip
-        self.status.native.setWordWrap(True)
-        self.status.native.setMinimumHeight(5 * self.status.native.fontMetrics().lineSpacing())
 
     @staticmethod
     def _input_names() -> tuple[str, ...]:
@@ -223,65 +205,22 @@ class AttackWidget(Container):
         return self._worker is not None or self._applying is not None
 
     def _set_running(self, running: bool) -> None:
-        for name in self._input_names():
-            getattr(self, name).enabled = not running
-        self.run_button.enabled = not running
-        self.cancel_button.enabled = running
+        super()._set_running(running)
         self.export_button.enabled = not running and self.last_outcome is not None
-        if not running:
-            self._update_visibility()
 
     # ------------------------------------------------------------------ run
-    def run(self, *_: Any) -> bool:
-        """Start an attack with the current settings (returns False when it did not start).
-
-        Bad input (no image, a 2D/RGB layer, labels of another shape, a missing checkpoint …)
-        becomes a napari error notification; the widget stays usable.
-        """
-        if self.is_running:
-            return False
-        try:
-            job = self._make_job()
-        except (ValueError, TypeError, OSError) as err:
-            show_error(f"VAFA attack: {err}")
-            self.status.value = f"not started: {err}"
-            return False
-        self._start(job)
-        return True
-
-    def cancel(self, *_: Any) -> None:
-        """Stop after the current step; the best result so far is kept and shown."""
-        if self._cancel is not None and self.is_running:
-            self._cancel.set()
-            self.cancel_button.enabled = False
-            self.status.value = "cancelling after this step…"
-
     def _make_job(self):
         import torch
 
-        from napari_vafa._layers import META_SOURCE, layer_to_volume
         from napari_vafa._worker import AttackJob
 
         layer = self.image_layer.value
-        if layer is None or layer not in self.viewer.layers:
-            raise ValueError(
-                "no image layer: open a 3D volume first (File ▸ Open, or File ▸ Open Sample ▸ "
-                "napari-vafa)"
-            )
-        if getattr(layer, "rgb", False) or getattr(layer, "multiscale", False) or layer.ndim != 3:
-            kind = "an RGB" if getattr(layer, "rgb", False) else f"a {layer.ndim}D"
-            raise ValueError(
-                f"image layer {layer.name!r} is {kind} layer; the attack needs a 3D "
-                f"single-channel volume, got data of shape {tuple(np.shape(layer.data))}"
-            )
-        data = np.array(layer.data, dtype=np.float32, copy=True)
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"image layer {layer.name!r} holds NaN/Inf values")
-        image = layer_to_volume(data, layer.metadata, layer.scale, layer.translate)
-        source = (layer.metadata or {}).get(META_SOURCE)
-        if source:
-            image.source = Path(source)
-        labels = self._labels_volume(layer, image)
+        image, data = image_layer_volume(self.viewer, layer, "the attack")
+        choice = self.labels_layer.value
+        labels = None
+        if choice is not None and not isinstance(choice, str):
+            hint = f"choose labels on the image's grid or '{USE_PREDICTION}'"
+            labels = labels_on_image_grid(self.viewer, choice, layer, image, hint)
         job = AttackJob(
             image=image,
             labels=labels,
@@ -292,32 +231,9 @@ class AttackWidget(Container):
             threads=torch.get_num_threads(),
             preview_interval=PREVIEW_INTERVAL,
         )
+        source = None if image.source is None else str(image.source)
         self.results.begin_run(source_of(layer, source), data)
         return job
-
-    def _labels_volume(self, image_layer, image):
-        choice = self.labels_layer.value
-        if choice is None or isinstance(choice, str):
-            return None
-        if choice not in self.viewer.layers:
-            raise ValueError(f"labels layer {choice.name!r} was deleted")
-        shape = tuple(np.shape(choice.data))
-        if shape != tuple(np.shape(image_layer.data)):
-            raise ValueError(
-                f"labels layer {choice.name!r} has shape {shape} but image layer "
-                f"{image_layer.name!r} has shape {tuple(np.shape(image_layer.data))}; choose "
-                f"labels on the image's grid or '{USE_PREDICTION}'"
-            )
-        if not (
-            np.allclose(choice.scale, image_layer.scale)
-            and np.allclose(choice.translate, image_layer.translate)
-        ):
-            raise ValueError(
-                f"labels layer {choice.name!r} (scale {tuple(choice.scale)}) is not on the "
-                f"grid of image layer {image_layer.name!r} (scale {tuple(image_layer.scale)})"
-            )
-        values = np.asarray(choice.data)
-        return image.with_array(np.transpose(values, (2, 1, 0)).astype(np.float32))
 
     def _attack_options(self) -> dict[str, Any]:
         name = self.attack.value
@@ -346,28 +262,12 @@ class AttackWidget(Container):
         return {"std": float(self.std.value)}
 
     def _start(self, job) -> None:
-        from napari.qt.threading import create_worker
-
-        from napari_vafa._progress import open_activity_progress
         from napari_vafa._worker import run_job
 
-        self._cancel = threading.Event()
-        self._started = time.perf_counter()
-        self._ensure_plots_docked()
         label = dict((v, k) for k, v in ATTACKS)[job.attack]
         self.plots.start(f"{label} on {self.results.source.name}", job.options.get("steps"))
         self.status.value = f"loading {job.model.describe()}…"
-        self._pbar = open_activity_progress(f"VAFA: {label}")
-        worker = create_worker(
-            run_job, job, self._cancel, self._cache, _start_thread=False, _ignore_errors=True
-        )
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self._set_running(True)
-        worker.start()
+        self._start_worker(run_job, job, self._cache, progress=f"VAFA: {label}")
 
     # ------------------------------------------------------------------ worker → GUI
     def _on_progress(self, p: Progress) -> None:
@@ -385,8 +285,8 @@ class AttackWidget(Container):
         text += f" · Dice {p.dice:.3f}"
         if p.ssim is not None:
             text += f" · SSIM {p.ssim:.3f}"
-        if self._cancel is not None and self._cancel.is_set():
-            text = "cancelling after this step… " + text
+        if self.cancelling:
+            text = f"{self.CANCEL_TEXT} {text}"
         self.status.value = text
         if p.preview is not None:
             self.results.paste_preview(p.preview)
@@ -406,41 +306,20 @@ class AttackWidget(Container):
         if isinstance(result, JobCancelled):
             self.status.value = "cancelled before the attack started"
             return
-        show_error(f"VAFA attack failed: {result.message}")
+        notify_error(f"VAFA attack failed: {result.message}")
         self.status.value = f"failed: {result.message}"
 
     def _on_errored(self, err: BaseException) -> None:  # pragma: no cover - run_job never raises
-        if self._closed:
-            return
-        self.results.rollback_preview()
-        show_error(f"VAFA attack failed: {err}")
-        self.status.value = f"failed: {err}"
+        if not self._closed:
+            self.results.rollback_preview()
+        super()._on_errored(err)
 
-    def _on_finished(self) -> None:
-        worker, self._worker = self._worker, None
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        if self._closed:
-            return
+    def _after_worker(self, worker) -> None:
         if worker is not None and worker.abort_requested:
             self.results.rollback_preview()
             self.status.value = "stopped"
         if self._applying is None:
             self._finish_run()
-
-    def _finish_run(self) -> None:
-        try:
-            self._set_running(False)
-        except RuntimeError:  # the Qt widgets are gone (napari closed)
-            self._closed = True
-
-    def _on_destroyed(self, *_: Any) -> None:
-        self._closed = True
-        if self._cancel is not None:
-            self._cancel.set()
-        if self._worker is not None:
-            self._worker.quit()
 
     # ------------------------------------------------------------------ results
     def _apply_next(self, done: JobDone) -> None:
@@ -459,7 +338,7 @@ class AttackWidget(Container):
             self._show_summary(done)
         except Exception as err:  # a layer update failed: report, keep the widget usable
             self._applying = None
-            show_error(f"VAFA attack: could not show the result: {err}")
+            notify_error(f"VAFA attack: could not show the result: {err}")
             self.status.value = f"failed to show the result: {err}"
         if self._worker is None:
             self._finish_run()
@@ -472,12 +351,11 @@ class AttackWidget(Container):
         self.last_result = done
         metrics = outcome.metrics
         self.plots.show_outcome(metrics)
-        elapsed = time.perf_counter() - self._started
-        head = "cancelled, best so far" if outcome.cancelled else f"done in {elapsed:.0f} s"
+        head = "cancelled, best so far" if outcome.cancelled else f"done in {self._elapsed():.0f} s"
         tiles = f" · tiles {metrics.get('tiles_done')}/{metrics.get('tiles_total')}"
         self.status.value = f"{head}{tiles}\n{summary_text(metrics)}"
         for note in done.notes:
-            show_info(f"VAFA attack: {note}")
+            notify_info(f"VAFA attack: {note}")
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path | None = None) -> list[Path]:
@@ -498,7 +376,7 @@ class AttackWidget(Container):
 
         outcome = self.last_outcome
         if outcome is None:
-            show_error("VAFA export: run an attack first")
+            notify_error("VAFA export: run an attack first")
             return []
         if path is None or isinstance(path, bool):
             path = self._ask_export_path()
@@ -514,9 +392,11 @@ class AttackWidget(Container):
         try:
             written = write_exports(outcome, targets, (*outcome.inputs, source and source.source))
         except (ValueError, TypeError, OSError) as err:
-            show_error(f"VAFA export failed: {err}")
+            notify_error(f"VAFA export failed: {err}")
             return []
-        show_info(f"VAFA export: wrote {', '.join(p.name for p in written)} to {written[0].parent}")
+        notify_info(
+            f"VAFA export: wrote {', '.join(p.name for p in written)} to {written[0].parent}"
+        )
         self.status.value = f"exported {len(written)} file(s) to {written[0].parent}"
         return written
 
@@ -533,15 +413,3 @@ class AttackWidget(Container):
             "NIfTI (*.nii.gz *.nii)",
         )
         return path
-
-    # ------------------------------------------------------------------ plots dock
-    def _ensure_plots_docked(self) -> None:
-        if self._closed:
-            return
-        try:
-            window = self.viewer.window
-            if self.plots in window.dock_widgets.values():
-                return
-            window.add_dock_widget(self.plots, name=METRICS_DOCK, area="right")
-        except (AttributeError, RuntimeError):  # the viewer was closed meanwhile
-            pass

@@ -67,7 +67,10 @@ class ModelPicker:
         """Select a weights file (and optionally its card) as the model."""
         self.model_source.value = "file"
         self.weights.value = Path(weights)
-        self.card_file.value = Path(card) if card is not None else ""
+        if card is None:  # FileEdit.value = "" would mean the current folder
+            self.card_file.line_edit.value = ""
+        else:
+            self.card_file.value = Path(card)
 
     def spec(self) -> ModelSpec:
         """The chosen model as a :class:`ModelSpec`.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ATTACK_WIDGET", "tooltip"]
+__all__ = ["ATTACK_WIDGET", "TRAIN_WIDGET", "tooltip"]
 
 #: Tooltips of :class:`napari_vafa._attack_widget.AttackWidget`, by control attribute name.
 ATTACK_WIDGET: dict[str, str] = {
@@ -67,7 +67,94 @@ ATTACK_WIDGET: dict[str, str] = {
     ),
 }
 
-_TABLES = {"attack": ATTACK_WIDGET}
+#: Tooltips of :class:`napari_vafa._train_widget.TrainWidget`, by control attribute name.
+TRAIN_WIDGET: dict[str, str] = {
+    "data_source": (
+        "What to train on. 'image + labels layers': one volume and its ground truth from the "
+        "viewer (also used for validation: a demo of the workflow, not a measure of "
+        "generalisation). 'datalist file': a decathlon-style JSON with 'training' and "
+        "'validation' lists of {image, label} NIfTI paths (relative to the JSON)."
+    ),
+    "image_layer": (
+        "The 3D image layer to train on (e.g. CT in HU). It is brought onto the model's grid "
+        "and mapped to [0, 1] by the model card's intensity window."
+    ),
+    "labels_layer": (
+        "Ground-truth labels on the image's grid (same shape and scale): class indices "
+        "0 … the model's number of classes − 1."
+    ),
+    "datalist": (
+        "Decathlon-style datalist JSON. Every file it names must exist (missing ones are "
+        "listed before training starts); without a 'validation' list no 'best' checkpoint "
+        "is written."
+    ),
+    "model_source": (
+        "The model to fine-tune: a bundled model, or a weights file with its model card. "
+        "The file itself is never changed: the trained weights go to the output folder."
+    ),
+    "weights": (
+        "Checkpoint to fine-tune (.safetensors preferred; .pt/.pth/.ckpt/.bin are read with "
+        "torch.load(weights_only=True), never unpickling objects)."
+    ),
+    "card_file": (
+        "Model card JSON. Leave empty to use the card beside the weights "
+        "(<weights>.json or <weights without suffix>.json)."
+    ),
+    "device": (
+        "Where training runs: 'auto' picks cuda, then mps, then cpu. Mixed precision is used "
+        "on CUDA."
+    ),
+    "mode": (
+        "Training objective (Hanif et al., MICCAI 2023). VAFA-FR: Eq. 3, Dice-CE on clean and "
+        "on VAFA patches + λ × frequency consistency of the logits (Eq. 4). VAFA: Dice-CE on "
+        "VAFA patches only. PGD/FGSM/BIM/GN: Dice-CE on voxel-domain adversarial (or noisy) "
+        "patches. clean: ordinary fine-tuning."
+    ),
+    "epochs": "Epochs to train; 'latest' is saved after every epoch.",
+    "iterations": (
+        "Updates per epoch; 0: one pass over the training cases (cases ÷ batch size, at least 1)."
+    ),
+    "batch_size": "Random patches per update (paper: 3 patches of 96³).",
+    "lr": "AdamW learning rate (paper: 1e-4), with a short warm-up and a cosine decay.",
+    "val_every": (
+        "Validate every this many epochs (and after the last): sliding-window foreground "
+        "Dice, clean and under the training attack. The best checkpoint has the highest Dice "
+        "under attack (clean Dice in mode 'clean')."
+    ),
+    "patch_size": (
+        "Side of the random training patches; 'model card's' keeps the base card's ROI. The "
+        "new model card records it as its ROI (the attack tiles). Volumes smaller than a "
+        "patch are padded. Smaller patches train faster on a CPU."
+    ),
+    "q_range": (
+        "Bounds [q_min, q_max] of VAFA's quantization steps (in [0, 255] units) while "
+        "making the training samples. Larger q_max: stronger samples."
+    ),
+    "vafa_steps": "VAFA steps per training batch (paper: 20; fewer train faster).",
+    "block_size": "Side of VAFA's 3D DCT blocks (cubes); larger blocks: a stronger attack.",
+    "lambda_fr": "Weight λ of the frequency-consistency term L_fr in Eq. 3 (paper: 1).",
+    "eps": "L∞ budget of the training attack in [0, 255] units (4 means 4/255).",
+    "alpha": "Step size of PGD/BIM in [0, 1] units (0.01 in the paper).",
+    "voxel_steps": "PGD/BIM steps per training batch (paper: 20; fewer train faster).",
+    "std": "Standard deviation of the Gaussian noise, in [0, 255] units.",
+    "out_dir": (
+        "Folder for latest.safetensors, best.safetensors (+ model cards), training_state.pt, "
+        "training_log.csv and training_curves.png. Created if needed; must be writable."
+    ),
+    "overwrite": (
+        "Replace the files of an earlier run in the output folder. Off: a folder holding a "
+        "run is refused and nothing is touched."
+    ),
+    "run_button": "Start training with these settings (runs in the background).",
+    "cancel_button": "Stop within one iteration; the latest checkpoint is saved first.",
+    "status": "Progress of the running training, then a summary of the last run.",
+    "use_button": (
+        "Select the new model (best checkpoint, else latest) in the 'VAFA attack' widget, "
+        "opening it if needed, to attack it right away."
+    ),
+}
+
+_TABLES = {"attack": ATTACK_WIDGET, "train": TRAIN_WIDGET}
 
 
 def tooltip(widget: str, control: str) -> str:

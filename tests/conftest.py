@@ -66,3 +66,19 @@ def trained_model():
         loss_fn(model(images[idx]), labels[idx]).backward()
         optimiser.step()
     return model.eval()
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the plugin's widgets show (still forwarded to napari)."""
+    import napari_vafa._worker_widget as module
+
+    shown: list[str] = []
+    original = module.show_error
+
+    def record(message):
+        shown.append(str(message))
+        original(message)
+
+    monkeypatch.setattr(module, "show_error", record)
+    return shown

@@ -211,22 +211,6 @@ def test_plugin_import_stays_light():
 
 
 # ----------------------------------------------------------------------------- GUI
-@pytest.fixture
-def errors(monkeypatch):
-    """Error notifications the widget shows (still forwarded to napari)."""
-    import napari_vafa._attack_widget as module
-
-    shown: list[str] = []
-    original = module.show_error
-
-    def record(message):
-        shown.append(str(message))
-        original(message)
-
-    monkeypatch.setattr(module, "show_error", record)
-    return shown
-
-
 def _viewer_with_sample(make_napari_viewer, **kwargs):
     viewer = make_napari_viewer(**kwargs)
     ct, seg = viewer.open_sample(PLUGIN, "abdominal_ct")

@@ -276,7 +276,9 @@ class _TrainProgress:
             }
             self.bar.set_postfix(self.postfix, refresh=True)
         elif event.validation is not None:
-            self.bar.write(f"epoch {event.epoch}: {_validation_text(event.validation)}")
+            from vafa.training import validation_summary
+
+            self.bar.write(f"epoch {event.epoch}: {validation_summary(event.validation)}")
         elif event.stage == "validation":
             where = f"validating {event.case}/{event.cases}"
             if event.attack_step is not None:
@@ -291,21 +293,13 @@ class _TrainProgress:
             self.bar.close()
 
 
-def _validation_text(validation: dict[str, Any]) -> str:
-    def fmt(value) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    text = f"validation foreground Dice clean {fmt(validation.get('dice_fg_clean'))}"
-    if validation.get("dice_fg_adv") is not None:
-        text += f", under attack {fmt(validation.get('dice_fg_adv'))}"
-    return text
-
-
 def _summary(result, attack: str | None) -> None:
+    from vafa.training import validation_summary
+
     state = "cancelled after" if result.cancelled else "done:"
     print(f"{state} {result.iterations} iterations, {result.epochs_done} epoch(s)")
     if result.validation is not None:
-        print(_validation_text(result.validation) + (f" ({attack})" if attack else ""))
+        print(validation_summary(result.validation) + (f" ({attack})" if attack else ""))
     if result.best is not None:
         print(f"best {result.selection} = {result.best_metric:.4f} → {result.best}")
     names = [p.name for p in (result.latest, result.best, result.log, result.plot) if p]

@@ -59,6 +59,7 @@ __all__ = [
     "VAFTLoss",
     "iter_train",
     "train",
+    "validation_summary",
 ]
 
 #: Training modes, see the module docstring.
@@ -408,6 +409,18 @@ def iter_train(
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
     trainer = Trainer(model, card, config, Path(out_dir), resume, overwrite, device)
     return (yield from trainer.run(train_data, val_data))
+
+
+def validation_summary(validation: Mapping[str, Any]) -> str:
+    """One line of a validation round's foreground Dice, clean and under attack."""
+
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    text = f"validation foreground Dice clean {fmt(validation.get('dice_fg_clean'))}"
+    if validation.get("dice_fg_adv") is not None:
+        text += f", under attack {fmt(validation.get('dice_fg_adv'))}"
+    return text
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -1,0 +1,438 @@
+"""The "VAFT fine-tuning" dock widget: adversarial training of a segmentation model in napari.
+
+Fine-tunes a base model (a bundled model or a weights file, :class:`~napari_vafa._model_picker.
+ModelPicker`) by VAFT (:mod:`vafa.training`) on an image + labels layer pair or on a datalist
+file, in a napari generator worker (:func:`napari_vafa._train_worker.run_training`). The GUI
+thread only receives small, throttled progress records: a status line, a progress bar in the
+activity dock where it is cheap (:mod:`napari_vafa._progress`) and the live curves of the "VAFT training curves" dock
+(:class:`napari_vafa._train_plots.TrainingPlot`). Cancel saves ``latest`` and stops within one
+iteration; "Use in attack widget" hands the new checkpoint to the "VAFA attack" widget.
+
+Every control is an attribute (``widget.mode.value = "pgd"``, ``widget.run_button.clicked()``)
+so that tests drive it like a user. Inputs are checked on the GUI thread before anything runs
+(layers, shapes, the output folder: writable, no earlier run unless "overwrite"); what only the
+trainer can check (missing datalist files, label classes beyond the model's outputs) comes back
+from the worker as an error notification before any file is written.
+
+Heavy imports (torch, :mod:`vafa`) happen when the widget is built or a run starts, never at
+plugin discovery.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    FileEdit,
+    FloatRangeSlider,
+    FloatSlider,
+    FloatSpinBox,
+    PushButton,
+    Slider,
+    SpinBox,
+)
+
+from napari_vafa._attack_widget import BLOCK_SIZES
+from napari_vafa._model_picker import ModelPicker, path_or_none
+from napari_vafa._tooltips import tooltip
+from napari_vafa._worker_widget import (
+    WorkerWidget,
+    image_layer_volume,
+    labels_on_image_grid,
+    notify_error,
+    notify_info,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_vafa._train_worker import TrainDone, TrainJob, TrainProgress
+
+__all__ = ["DATA_SOURCES", "MODES", "PATCH_SIZES", "TrainWidget"]
+
+PLUGIN = "napari-vafa"
+ATTACK_WIDGET = "VAFA attack"
+CURVES_DOCK = "VAFT training curves"
+#: Mode combo entries: (label, mode of :func:`vafa.training.iter_train`).
+MODES = (
+    ("VAFA-FR (Eq. 3)", "vafa-fr"),
+    ("VAFA (adversarial only)", "vafa"),
+    ("PGD", "pgd"),
+    ("FGSM", "fgsm"),
+    ("BIM", "bim"),
+    ("GN (Gaussian noise)", "gn"),
+    ("clean (no attack)", "clean"),
+)
+DATA_SOURCES = (("image + labels layers", "layers"), ("datalist file", "datalist"))
+#: Patch sizes offered (0: the base model card's ``roi_size``).
+PATCH_SIZES = (("model card's", 0), ("32³", 32), ("48³", 48), ("64³", 64), ("96³", 96),
+               ("128³", 128), ("160³", 160))  # fmt: skip
+#: Controls shown for each mode (the other attack controls are hidden).
+MODE_CONTROLS = {
+    "vafa-fr": ("q_range", "vafa_steps", "block_size", "lambda_fr"),
+    "vafa": ("q_range", "vafa_steps", "block_size"),
+    "pgd": ("eps", "alpha", "voxel_steps"),
+    "bim": ("eps", "alpha", "voxel_steps"),
+    "fgsm": ("eps",),
+    "gn": ("std",),
+    "clean": (),
+}
+#: Least seconds between two progress records from the worker (GUI updates ≤ 5 per second).
+PROGRESS_INTERVAL = 0.2
+
+
+class TrainWidget(WorkerWidget):
+    """Dock widget fine-tuning a segmentation model by VAFT in the background.
+
+    Args:
+        napari_viewer: the viewer (injected by napari).
+
+    Attributes:
+        model_picker: the base model and device controls (also reachable as ``model_source``,
+            ``weights``, ``card_file``, ``device``).
+        plots: the :class:`napari_vafa._train_plots.TrainingPlot` of the curves dock.
+        last_result: the :class:`napari_vafa._train_worker.TrainDone` of the last run that
+            ended with a checkpoint (None before).
+    """
+
+    TITLE = "VAFT training"
+    PLOTS_DOCK = CURVES_DOCK
+    CANCEL_TEXT = "cancelling: saving the latest checkpoint…"
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        from napari_vafa._train_plots import TrainingPlot
+        from vafa.devices import available_devices
+
+        super().__init__(napari_viewer, TrainingPlot())
+        self.last_result: TrainDone | None = None
+        self._last_loss = float("nan")
+
+        self._build_controls(available_devices())
+        self.data_source.changed.connect(self._update_visibility)
+        self.mode.changed.connect(self._update_visibility)
+        self.use_button.changed.connect(self.use_in_attack_widget)
+        self._connect()
+
+    # ------------------------------------------------------------------ construction
+    def _build_controls(self, devices: list[str]) -> None:
+        self.data_source = ComboBox(label="data", choices=DATA_SOURCES, value="layers")
+        self.image_layer = ComboBox(label="image", choices=self._image_choices)
+        self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
+        self.datalist = FileEdit(label="datalist", mode="r", filter="*.json")
+        self.model_picker = ModelPicker(devices)
+        for name, control in zip(ModelPicker.NAMES, self.model_picker.widgets, strict=True):
+            setattr(self, name, control)
+        self.model_source.label = "base model"
+        self.mode = ComboBox(label="mode", choices=MODES, value="vafa-fr")
+        self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=5)
+        self.iterations = SpinBox(label="iterations / epoch", min=0, max=1_000_000, value=5)
+        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
+        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-4)
+        self.lr.native.setDecimals(6)
+        self.val_every = SpinBox(label="validate every", min=1, max=100_000, value=1)
+        self.patch_size = ComboBox(label="patch size", choices=PATCH_SIZES, value=0)
+        self.q_range = FloatRangeSlider(
+            label="q_min – q_max", min=1, max=100, step=1, value=(5, 20)
+        )
+        self.vafa_steps = Slider(label="attack steps", min=1, max=100, value=10)
+        self.block_size = ComboBox(label="block size", choices=BLOCK_SIZES, value=32)
+        self.lambda_fr = FloatSpinBox(label="λ (L_fr)", min=0.0, max=100.0, step=0.1, value=1.0)
+        self.eps = FloatSlider(label="ε (/255)", min=0.0, max=16.0, step=0.5, value=4.0)
+        self.alpha = FloatSpinBox(label="step α", min=0.0001, max=1.0, step=0.001, value=0.01)
+        self.voxel_steps = Slider(label="attack steps", min=1, max=100, value=10)
+        self.std = FloatSlider(label="σ (/255)", min=0.0, max=16.0, step=0.5, value=4.0)
+        self.out_dir = FileEdit(label="output folder", mode="d")
+        self.overwrite = CheckBox(text="overwrite an earlier run", value=False)
+        buttons = self._make_run_controls()
+        self.use_button = PushButton(text="Use in attack widget", enabled=False)
+        for name in (*self._input_names(), "run_button", "cancel_button", "status", "use_button"):
+            getattr(self, name).tooltip = tooltip("train", name)
+        self.extend([
+            self.data_source, self.image_layer, self.labels_layer, self.datalist,
+            self.model_source, self.weights, self.card_file, self.device, self.mode,
+            self.epochs, self.iterations, self.batch_size, self.lr, self.val_every,
+            self.patch_size, self.q_range, self.vafa_steps, self.block_size, self.lambda_fr,
+            self.eps, self.alpha, self.voxel_steps, self.std, self.out_dir, self.overwrite,
+            buttons, self.status, self.use_button,
+        ])  # fmt: skip
+
+    @staticmethod
+    def _input_names() -> tuple[str, ...]:
+        return (
+            "data_source", "image_layer", "labels_layer", "datalist", "model_source", "weights",
+            "card_file", "device", "mode", "epochs", "iterations", "batch_size", "lr",
+            "val_every", "patch_size", "q_range", "vafa_steps", "block_size", "lambda_fr", "eps",
+            "alpha", "voxel_steps", "std", "out_dir", "overwrite",
+        )  # fmt: skip
+
+    def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        from napari.layers import Image
+
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        from napari.layers import Labels
+
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Labels)]
+
+    def _update_visibility(self, *_: Any) -> None:
+        self.model_picker.update_visibility()
+        from_layers = self.data_source.value == "layers"
+        self.image_layer.visible = self.labels_layer.visible = from_layers
+        self.datalist.visible = not from_layers
+        shown = set(MODE_CONTROLS[self.mode.value])
+        for name in {n for names in MODE_CONTROLS.values() for n in names}:
+            getattr(self, name).visible = name in shown
+
+    # ------------------------------------------------------------------ state
+    def _set_running(self, running: bool) -> None:
+        super()._set_running(running)
+        checkpoint = self.last_result.checkpoint if self.last_result is not None else None
+        self.use_button.enabled = not running and checkpoint is not None
+
+    # ------------------------------------------------------------------ run
+    def _make_job(self) -> TrainJob:
+        import torch
+
+        from napari_vafa._train_worker import TrainJob
+        from vafa.training import TrainingConfig
+
+        out_dir = path_or_none(self.out_dir.value)
+        if out_dir is None:
+            raise ValueError("choose an output folder for the checkpoints and the log")
+        model = self.model_picker.spec()
+        if self.data_source.value == "layers":
+            image, labels = self._layer_volumes()
+            train_data: Any = [(image, labels)]
+            val_data = [(image, labels)]  # one case: validated on itself (a demo, not a test)
+        else:
+            datalist = path_or_none(self.datalist.value)
+            if datalist is None:
+                raise ValueError("choose a datalist file (or train on layers)")
+            if not datalist.is_file():
+                raise ValueError(f"datalist file not found: {datalist}")
+            train_data, val_data = datalist, None
+        mode = self.mode.value
+        config = TrainingConfig(
+            mode=mode,
+            epochs=int(self.epochs.value),
+            iterations_per_epoch=int(self.iterations.value) or None,
+            batch_size=int(self.batch_size.value),
+            lr=float(self.lr.value),
+            lambda_fr=float(self.lambda_fr.value),
+            attack_options=self._attack_options(),
+            val_every=int(self.val_every.value),
+        )
+        self._check_out_dir(out_dir, model)
+        patch = int(self.patch_size.value)
+        return TrainJob(
+            model=model,
+            train_data=train_data,
+            val_data=val_data,
+            out_dir=out_dir,
+            config=config,
+            overwrite=bool(self.overwrite.value),
+            roi=(patch,) * 3 if patch else None,
+            threads=torch.get_num_threads(),
+            interval=PROGRESS_INTERVAL,
+        )
+
+    def _layer_volumes(self):
+        layer = self.image_layer.value
+        image, _ = image_layer_volume(self.viewer, layer, "training")
+        labels = self.labels_layer.value
+        if labels is None:
+            raise ValueError(
+                "no labels layer: training needs ground-truth labels on the image's grid"
+            )
+        hint = "choose labels on the image's grid"
+        return image, labels_on_image_grid(self.viewer, labels, layer, image, hint)
+
+    def _attack_options(self) -> dict[str, Any]:
+        mode = self.mode.value
+        if mode in ("vafa-fr", "vafa"):
+            q_min, q_max = (float(v) for v in self.q_range.value)
+            return {
+                "steps": int(self.vafa_steps.value),
+                "q_min": q_min,
+                "q_max": q_max,
+                "block_size": int(self.block_size.value),
+            }
+        if mode in ("pgd", "bim"):
+            return {
+                "eps": float(self.eps.value),
+                "alpha": float(self.alpha.value),
+                "steps": int(self.voxel_steps.value),
+            }
+        if mode == "fgsm":
+            return {"eps": float(self.eps.value)}
+        if mode == "gn":
+            return {"std": float(self.std.value)}
+        return {}
+
+    def _check_out_dir(self, out_dir: Path, model) -> None:
+        """Writable (created if needed), and no earlier run there unless "overwrite"; the base
+        weights must not be among the files a run replaces."""
+        from vafa.training_io import TRAINING_FILES, check_out_dir
+
+        overwrite = bool(self.overwrite.value)
+        if model.weights is not None and any(
+            _same(model.weights, out_dir / name) for name in TRAINING_FILES
+        ):
+            raise ValueError(
+                f"the base model {model.weights} is a checkpoint of the run in {out_dir}, "
+                "which training replaces: choose another output folder"
+            )
+        try:
+            check_out_dir(out_dir, resume=False, overwrite=overwrite, writer=True)
+        except FileExistsError:
+            raise FileExistsError(
+                f"output folder {out_dir} already holds a training run: tick 'overwrite an "
+                "earlier run' to replace it, or choose another folder"
+            ) from None
+
+    def _start(self, job: TrainJob) -> None:
+        from napari_vafa._train_worker import run_training
+
+        self._last_loss = float("nan")
+        label = dict((v, k) for k, v in MODES)[job.config.mode]
+        total = (job.config.iterations_per_epoch or 0) * job.config.epochs
+        base = job.model.weights.name if job.model.weights else job.model.source
+        self.plots.start(f"VAFT {label} · {base}", total or None, job.config.mode)
+        self.status.value = f"loading {job.model.describe()} and the data…"
+        worker = self._start_worker(
+            run_training, job, progress=f"VAFT: {label}", worker_class=_train_worker_class()
+        )
+        worker.cancel_event = self._cancel
+
+    # ------------------------------------------------------------------ worker → GUI
+    def _on_progress(self, p: TrainProgress) -> None:
+        if self._closed:
+            return
+        self._add_points(p)
+        if self._pbar is not None:
+            if self._pbar.total != p.total:
+                self._pbar.total = p.total
+            self._pbar.set_description(f"VAFT epoch {p.epoch}/{p.epochs}")
+            self._pbar.update(p.iteration - self._pbar.n)
+        self.status.value = self._status_text(p)
+
+    def _add_points(self, p: TrainProgress) -> None:
+        self.plots.set_total(p.total)
+        for iteration, losses in p.losses:
+            self.plots.add_losses(iteration, losses)
+        for iteration, validation in p.validations:
+            self.plots.add_validation(iteration, validation)
+        if p.losses:
+            self._last_loss = p.loss
+
+    def _status_text(self, p: TrainProgress) -> str:
+        from vafa.training import validation_summary
+
+        text = f"epoch {p.epoch}/{p.epochs} · iteration {p.iteration}/{p.total}"
+        if np.isfinite(self._last_loss):
+            text += f" · loss {self._last_loss:.4f}"
+        if p.stage == "validation" and p.case is not None:
+            text += f"\nvalidating case {p.case}/{p.cases}"
+            if p.attack_step is not None:
+                text += f" · attack step {p.attack_step}/{p.attack_steps}"
+        elif p.stage == "attack" and p.attack_step is not None:
+            text += f"\nattacking the batch: step {p.attack_step}/{p.attack_steps}"
+        if p.validations:
+            text += "\n" + validation_summary(p.validations[-1][1])
+        if self.cancelling:
+            text = f"{self.CANCEL_TEXT} {text}"
+        return text
+
+    def _on_returned(self, result) -> None:
+        from napari_vafa._train_worker import JobCancelled, TrainDone
+
+        if self._closed:
+            return
+        if isinstance(result, TrainDone):
+            if result.tail is not None:
+                self._add_points(result.tail)
+            self.plots.flush()
+            self._show_done(result)
+            return
+        if isinstance(result, JobCancelled):
+            self.status.value = "cancelled before training started (nothing written)"
+            return
+        notify_error(f"VAFT training failed: {result.message}")
+        self.status.value = f"failed: {result.message}"
+
+    def _show_done(self, done: TrainDone) -> None:
+        from vafa.training import validation_summary
+
+        if done.checkpoint is not None:
+            self.last_result = done
+        result = done.result
+        head = "cancelled after" if result.cancelled else f"done in {self._elapsed():.0f} s:"
+        lines = [f"{head} {result.iterations} iterations, {result.epochs_done} epoch(s)"]
+        if result.validation is not None:
+            lines.append(validation_summary(result.validation))
+        if done.checkpoint is not None:
+            lines.append(f"saved {done.checkpoint.name} in {result.out_dir}")
+            notify_info(f"VAFT training: saved {done.checkpoint}")
+        self.status.value = "\n".join(lines)
+
+    # ------------------------------------------------------------------ hand-over
+    def use_in_attack_widget(self, *_: Any):
+        """Select the last run's checkpoint (best, else latest) in the "VAFA attack" widget,
+        docking that widget if needed.
+
+        Returns:
+            The attack widget, or None (no checkpoint yet, or it could not be docked).
+        """
+        from vafa.checkpoints import card_path_for
+
+        path = self.last_result.checkpoint if self.last_result is not None else None
+        if path is None:
+            notify_error("VAFT training: no trained model yet; run a training first")
+            return None
+        try:
+            _, attack = self.viewer.window.add_plugin_dock_widget(PLUGIN, ATTACK_WIDGET)
+        except Exception as err:  # the viewer is closing, or the plugin is not registered
+            notify_error(f"VAFT training: could not open the {ATTACK_WIDGET!r} widget: {err}")
+            return None
+        card = card_path_for(path)
+        attack.model_picker.use_weights(path, card if card.is_file() else None)
+        self.status.value = f"{path.name} selected in the {ATTACK_WIDGET!r} widget"
+        return attack
+
+
+@functools.cache
+def _train_worker_class():
+    """napari's generator worker, with ``quit()`` turned into a cancel.
+
+    napari's ``quit()`` (also sent to every worker when the application quits) makes the worker
+    stop calling the generator at its next yield: a training abandoned there would lose the
+    ``latest`` checkpoint that a cancel saves. Here ``quit()`` sets the run's cancel event: the
+    generator stops yielding, lets the trainer save within one iteration and returns, and the
+    worker ends normally (napari waits for it when quitting).
+    """
+    from napari.qt.threading import GeneratorWorker
+
+    class TrainWorker(GeneratorWorker):
+        cancel_event: threading.Event | None = None
+
+        def quit(self) -> None:
+            if self.cancel_event is None:
+                super().quit()
+            else:
+                self.cancel_event.set()
+
+    return TrainWorker
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
