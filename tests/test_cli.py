@@ -56,7 +56,7 @@ def _labels(tmp_path, like, name="labels.nii.gz", values=3):
 
 
 def test_help_on_every_command(capsys):
-    for command in ("demo", "attack", "evaluate", "info", "gui"):
+    for command in ("demo", "attack", "evaluate", "info", "gui", "train", "report"):
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0

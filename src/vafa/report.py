@@ -319,7 +319,12 @@ def iter_grid(
     skip = set(skip)
     todo = [e for e in _unique(entries) if e.key not in skip]
     rows: list[dict[str, Any]] = []
-    view = _SliceView(model, card, image, labels) if slices else None
+    view = None
+    if slices:
+        try:
+            view = _SliceView(model, card, image, labels)
+        except Exception:  # the entries meet (and record) the same error
+            view = None
     for index, entry in enumerate(todo, 1):
 
         def progress(step=None, row=None, entry=entry, index=index):
@@ -772,7 +777,9 @@ def _in_scope(rows, model_names, case_names) -> list[dict[str, Any]]:
         old = latest.get(ident)
         if old is None or row["status"] == "ok" or old["status"] != "ok":
             latest[ident] = row
-    return list(latest.values())
+    loaded = {(m, c) for (m, c, key) in latest if key != "case"}
+    # a case that failed to load once and ran later is no longer a failure
+    return [r for (m, c, key), r in latest.items() if key != "case" or (m, c) not in loaded]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -851,7 +858,8 @@ def plot_setting_curves(axes, rows, entries: Sequence[GridEntry], table: str, mo
         ax.set_xticks([x for x, _ in points])
         ax.set_xticklabels([_format_option(x) for x, _ in points])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
 
 
 def plot_attack_bars(ax, rows, entries: Sequence[GridEntry], models, metric="dice_fg") -> None:
@@ -866,10 +874,11 @@ def plot_attack_bars(ax, rows, entries: Sequence[GridEntry], models, metric="dic
         ax.bar(x + (n - (len(models) - 1) / 2) * width, heights, width, label=model)
     ax.set_xticks(x)
     ax.set_xticklabels([e.label for e in entries], rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.15)  # room for the legend above the bars
     ax.set_ylabel({"dice_fg": "foreground Dice", "dice": "DSC", "ssim": "SSIM"}.get(metric, metric))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper right", ncol=len(models))
 
 
 def _figure(*args, **kwargs):
@@ -943,11 +952,11 @@ def _qualitative(out_dir, rows, entries, models, case) -> Path | None:
     if not panels:
         return None
     columns = [e for e in entries if any((m, e.key) in panels for m in models)]
-    truth = next((p["labels"] for p in panels.values() if "labels" in p), None)
-    n_cols = len(columns) + (truth is not None)
-    n_classes = 1 + max(int(p["prediction"].max()) for p in panels.values())
-    if truth is not None:
-        n_classes = max(n_classes, int(truth.max()) + 1)
+    has_truth = any("labels" in p for p in panels.values())
+    n_cols = len(columns) + has_truth
+    n_classes = 1 + max(
+        int(p[k].max()) for p in panels.values() for k in ("prediction", "labels") if k in p
+    )
     cmap = ListedColormap(label_colors(max(n_classes, 2)))
     style = dict(cmap=cmap, vmin=0, vmax=max(n_classes, 2) - 1, interpolation="nearest")
     fig = _figure(figsize=(1.9 * n_cols, 2.0 * 2 * len(models) + 0.6), dpi=90)
@@ -960,14 +969,14 @@ def _qualitative(out_dir, rows, entries, models, case) -> Path | None:
         image_ax, pred_ax = axes[2 * m], axes[2 * m + 1]
         image_ax[0].set_ylabel(f"{model}\nimage", fontsize=8)
         pred_ax[0].set_ylabel(f"{model}\nprediction", fontsize=8)
-        if truth is not None:
-            clean = panels.get((model, "clean"))
-            if clean is not None:
-                image_ax[0].imshow(clean["image"].T, cmap="gray", vmin=0, vmax=1, origin="lower")
-                pred_ax[0].imshow(clean["image"].T, cmap="gray", vmin=0, vmax=1, origin="lower")
-            pred_ax[0].imshow(np.ma.masked_equal(truth.T, 0), origin="lower", alpha=0.8, **style)
+        clean = panels.get((model, "clean"))
+        if clean is not None and "labels" in clean:
+            image_ax[0].imshow(clean["image"].T, cmap="gray", vmin=0, vmax=1, origin="lower")
+            pred_ax[0].imshow(clean["image"].T, cmap="gray", vmin=0, vmax=1, origin="lower")
+            truth = np.ma.masked_equal(clean["labels"].T, 0)
+            pred_ax[0].imshow(truth, origin="lower", alpha=0.8, **style)
             image_ax[0].set_title("ground truth", fontsize=8)
-        for j, entry in enumerate(columns, int(truth is not None)):
+        for j, entry in enumerate(columns, int(has_truth)):
             panel = panels.get((model, entry.key))
             if panel is None:
                 continue
@@ -1041,10 +1050,15 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         "",
         "**Data**:",
     ]
+    from vafa.data import sample_paths
+
+    sample = Path(sample_paths()[0]).resolve()
     for name, image, labels in cases:
         reference = (
             f"labels `{labels}`" if labels else "no labels: Dice against the clean prediction"
         )
+        if Path(image).resolve() == sample:
+            reference += "; the bundled CT sample, whose labels are TotalSegmentator's output"
         out.append(f"- `{name}`: `{image}` ({reference})")
     out += ["", "**Models**:"]
     out += [f"- `{name}`: {text}" for name, text in models]
@@ -1146,7 +1160,8 @@ def _trends(rows, names, sweep_models, table1, sweeps, settings) -> list[str]:
             )
         lines.append(line)
     if settings.sweeps:
-        for table, (title, xlabel, _) in SWEEP_TITLES.items():
+        for table, (title, _, _) in SWEEP_TITLES.items():
+            xlabel = {"qmax": "q_max", "steps": "steps", "block": "block size"}[table]
             points = sorted((_sweep_value(e, table), e.key) for e in sweeps if e.table == table)
             for model in sweep_models:
                 values = [(x, get(model, k)) for x, k in points if get(model, k) is not None]

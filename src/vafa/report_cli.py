@@ -112,7 +112,7 @@ def _cmd_report(args) -> int:
             bar.close()
         print(
             f"vafa report: interrupted; finished entries are in {out / 'results.csv'} "
-            "(run the same command again to resume; no report.md was written)",
+            "(run the same command again to resume; report.md was not updated)",
             file=sys.stderr,
         )
         return 130
@@ -213,36 +213,30 @@ def _dedupe(items):
 
 
 class _ReportProgress:
-    """A tqdm bar per grid entry (attack steps × tiles), and one line per finished entry."""
+    """A step bar per grid entry (``vafa.cli._progress``) and one line per finished entry."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.steps = None
 
     def __call__(self, event) -> None:
-        from tqdm.auto import tqdm
+        from vafa.cli import _progress
 
         title = f"{event.model} · {event.case} [{event.index}/{event.total}] {event.entry.label}"
         if event.step is None and event.row is None:
             self.close()
-            self.bar = tqdm(desc=title, unit="step", leave=False, file=sys.stderr)
-        elif event.step is not None and self.bar is not None:
-            step = event.step
-            total = step.total * (step.tiles or 1)
-            if self.bar.total != total:
-                self.bar.total = total
-            self.bar.update(1)
-            postfix = {"dice": f"{step.dice:.3f}"}
-            if step.ssim is not None:
-                postfix["ssim"] = f"{step.ssim:.3f}"
-            self.bar.set_postfix(postfix, refresh=False)
+            self.steps = _progress(title)
+        elif event.step is not None and self.steps is not None:
+            self.steps(event.step)
         elif event.row is not None:
+            from tqdm.auto import tqdm
+
             self.close()
             tqdm.write(f"{title}: {_row_text(event.row)}", file=sys.stderr)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        if self.steps is not None:
+            self.steps.close()
+            self.steps = None
 
 
 def _row_text(row) -> str:
