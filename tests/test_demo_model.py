@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from vafa.data import DATA_DIR, SAMPLE_CLASS_NAMES, demo_model_path, load_demo_model, load_sample
+from vafa.checkpoints import load_model
+from vafa.data import (
+    DATA_DIR,
+    SAMPLE_CLASS_NAMES,
+    bundled_model_path,
+    bundled_models,
+    demo_model_path,
+    load_demo_model,
+    load_sample,
+)
 from vafa.intensity import mapping_from_dict
 from vafa.metrics import dice_per_class
 
@@ -29,8 +38,11 @@ def report():
 
 @pytest.fixture(scope="module")
 def prediction(demo):
+    return predict(*demo)
+
+
+def predict(model, card) -> tuple[np.ndarray, np.ndarray]:
     """Class map of the whole sample: window, zero-pad (centred) to 128³, one pass, crop back."""
-    model, card = demo
     ct, labels = load_sample()
     image = mapping_from_dict(card.intensity).forward(ct.array)
     pads = [((r - s) // 2, r - s - (r - s) // 2) for s, r in zip(image.shape, ROI, strict=True)]
@@ -97,3 +109,23 @@ def test_dice_on_the_sample_matches_report(prediction, report):
     k0, k1 = slab["start"], slab["stop"]
     held, _ = fg_dice(pred[..., k0:k1], ref[..., k0:k1])
     assert held == pytest.approx(report["results"]["heldout_slab"]["dice_fg_mean"], abs=0.01)
+
+
+# ----------------------------------------------------------------------------- robust model
+def test_robust_model_is_the_demo_model_fine_tuned_by_vaft(demo, prediction):
+    assert set(bundled_models()) == {"demo", "robust-demo"}
+    path = bundled_model_path("robust-demo")
+    assert path.stat().st_size < 5_000_000
+    model, card = load_model(path, device="cpu")
+    _, demo_card = demo
+    for field in ("architecture", "kwargs", "class_names", "roi_size", "intensity", "spacing"):
+        assert getattr(card, field) == getattr(demo_card, field), field
+    assert card.training["mode"] == "vafa-fr" and card.training["lambda_fr"] == 1.0
+    assert card.training["initialised_from"] == demo_card.training  # fine-tuned, not scratch
+    assert card.provenance["fine_tuned_from"].startswith("the bundled demo model")
+    robust, _ = fg_dice(*predict(model, card))
+    clean, _ = fg_dice(*prediction)
+    assert robust == pytest.approx(clean, abs=0.02)  # VAFT kept the clean Dice
+    assert robust == pytest.approx(
+        card.training["metrics"]["validation"]["dice_fg_clean"], abs=0.02
+    )
