@@ -44,6 +44,7 @@ from napari_vafa._worker_widget import (
 if TYPE_CHECKING:
     import napari
 
+    from napari_vafa._compare import CompareProgress
     from napari_vafa._worker import JobDone, Progress
 
 __all__ = ["ATTACKS", "BLOCK_SIZES", "AttackWidget"]
@@ -99,6 +100,9 @@ class AttackWidget(WorkerWidget):
         super().__init__(napari_viewer, MetricsPlot())
         self.last_outcome = None
         self.last_result: JobDone | None = None
+        #: the :class:`napari_vafa._compare.CompareDone` of the last "Compare attacks" run
+        self.last_comparison = None
+        self._comparison_rows: list[dict[str, Any]] = []
         self.results = ResultLayers(napari_viewer, self.reset_choices)
         self._cache = ModelCache()
         self._applying: list[str] | None = None
@@ -106,6 +110,7 @@ class AttackWidget(WorkerWidget):
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)
         self.export_button.changed.connect(self.export)
+        self.compare_button.changed.connect(self.compare)
         self._connect()
 
     # ------------------------------------------------------------------ construction
@@ -136,12 +141,15 @@ class AttackWidget(WorkerWidget):
         self.export_predictions = CheckBox(text="predictions", value=False)
         self.export_q_table = CheckBox(text="q table", value=False)
         self.export_button = PushButton(text="Export NIfTI…", enabled=False)
+        self.quick_compare = CheckBox(text="quick grid", value=True)
+        self.compare_button = PushButton(text="Compare attacks")
         for name in (
             *self._input_names(),
             "run_button",
             "cancel_button",
             "status",
             "export_button",
+            "compare_button",
         ):
             getattr(self, name).tooltip = tooltip("attack", name)
         extras = Container(
@@ -150,12 +158,18 @@ class AttackWidget(WorkerWidget):
             label="also export",
             widgets=[self.export_perturbation, self.export_predictions, self.export_q_table],
         )
+        comparison = Container(
+            layout="horizontal",
+            labels=False,
+            label="Table 1",
+            widgets=[self.compare_button, self.quick_compare],
+        )
         self.extend([
             self.image_layer, self.labels_layer, self.model_source, self.weights,
             self.card_file, self.device, self.attack, self.q_range, self.vafa_steps,
             self.block_size, self.use_ssim, self.ssim_weight, self.normalize, self.eps,
             self.alpha, self.voxel_steps, self.std, self.seed, buttons, self.status, extras,
-            self.export_button,
+            self.export_button, comparison,
         ])  # fmt: skip
 
     @staticmethod
@@ -164,7 +178,7 @@ class AttackWidget(WorkerWidget):
             "image_layer", "labels_layer", "model_source", "weights", "card_file", "device",
             "attack", "q_range", "vafa_steps", "block_size", "use_ssim", "ssim_weight",
             "normalize", "eps", "alpha", "voxel_steps", "std", "seed", "export_perturbation",
-            "export_predictions", "export_q_table",
+            "export_predictions", "export_q_table", "quick_compare", "compare_button",
         )  # fmt: skip
 
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
@@ -209,11 +223,8 @@ class AttackWidget(WorkerWidget):
         self.export_button.enabled = not running and self.last_outcome is not None
 
     # ------------------------------------------------------------------ run
-    def _make_job(self):
-        import torch
-
-        from napari_vafa._worker import AttackJob
-
+    def _inputs(self):
+        """``(layer, image, data, labels)`` of the chosen layers (``ValueError`` when bad)."""
         layer = self.image_layer.value
         image, data = image_layer_volume(self.viewer, layer, "the attack")
         choice = self.labels_layer.value
@@ -221,6 +232,14 @@ class AttackWidget(WorkerWidget):
         if choice is not None and not isinstance(choice, str):
             hint = f"choose labels on the image's grid or '{USE_PREDICTION}'"
             labels = labels_on_image_grid(self.viewer, choice, layer, image, hint)
+        return layer, image, data, labels
+
+    def _make_job(self):
+        import torch
+
+        from napari_vafa._worker import AttackJob
+
+        layer, image, data, labels = self._inputs()
         job = AttackJob(
             image=image,
             labels=labels,
@@ -234,6 +253,36 @@ class AttackWidget(WorkerWidget):
         source = None if image.source is None else str(image.source)
         self.results.begin_run(source_of(layer, source), data)
         return job
+
+    def compare(self, *_: Any) -> bool:
+        """Run the paper's Table-1 attacks on the current volume and model in the background;
+        the table and bars grow in the metrics dock (returns False when it did not start)."""
+        import torch
+
+        from napari_vafa._compare import CompareJob, run_comparison
+
+        if self.is_running:
+            return False
+        try:
+            layer, image, _, labels = self._inputs()
+            job = CompareJob(
+                image=image,
+                labels=labels,
+                model=self.model_picker.spec(),
+                quick=bool(self.quick_compare.value),
+                seed=int(self.seed.value),
+                threads=torch.get_num_threads(),
+            )
+        except (ValueError, TypeError, OSError) as err:
+            notify_error(f"{self.TITLE}: {err}")
+            self.status.value = f"not started: {err}"
+            return False
+        self.last_comparison = None
+        self._comparison_rows = []
+        self.plots.start(f"Table 1 on {layer.name}")
+        self.status.value = f"loading {job.model.describe()}…"
+        self._start_worker(run_comparison, job, self._cache, progress="VAFA: compare attacks")
+        return True
 
     def _attack_options(self) -> dict[str, Any]:
         name = self.attack.value
@@ -270,8 +319,13 @@ class AttackWidget(WorkerWidget):
         self._start_worker(run_job, job, self._cache, progress=f"VAFA: {label}")
 
     # ------------------------------------------------------------------ worker → GUI
-    def _on_progress(self, p: Progress) -> None:
+    def _on_progress(self, p: Progress | CompareProgress) -> None:
+        from napari_vafa._compare import CompareProgress
+
         if self._closed:
+            return
+        if isinstance(p, CompareProgress):
+            self._on_compare_progress(p)
             return
         steps = max(p.total, 1)
         if self._pbar is not None:
@@ -291,10 +345,35 @@ class AttackWidget(WorkerWidget):
         if p.preview is not None:
             self.results.paste_preview(p.preview)
 
+    def _on_compare_progress(self, p: CompareProgress) -> None:
+        if self._pbar is not None:
+            if self._pbar.total != p.total:
+                self._pbar.total = p.total
+            self._pbar.set_description(f"VAFA compare: {p.label}")
+            self._pbar.n = p.index - 1
+            self._pbar.refresh()
+        if p.row is not None:
+            self._comparison_rows.append(p.row)
+            self.plots.show_comparison(self._comparison_rows, p.row["model"])
+        text = f"comparing attacks: {p.index}/{p.total} {p.label}"
+        if p.steps:
+            text += f" · step {p.step}/{p.steps}"
+        self.status.value = f"{self.CANCEL_TEXT} {text}" if self.cancelling else text
+
     def _on_returned(self, result) -> None:
+        from napari_vafa._compare import CompareDone
         from napari_vafa._worker import JobCancelled, JobDone
 
         if self._closed:
+            return
+        if isinstance(result, CompareDone):
+            self.last_comparison = result
+            self.plots.show_comparison(result.rows, result.model_name)
+            done = sum(row["status"] == "ok" for row in result.rows)
+            head = "comparison cancelled" if result.cancelled else "comparison done"
+            self.status.value = (
+                f"{head} in {self._elapsed():.0f} s: {done}/{len(result.entries)} attacks"
+            )
             return
         if isinstance(result, JobDone):
             self.results.keep_preview()

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.ticker import MaxNLocator
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
-__all__ = ["MetricsPlot", "summary_text"]
+__all__ = ["COMPARISON_COLUMNS", "MetricsPlot", "summary_text"]
 
 CLEAN_COLOR = "#4477aa"
 ADVERSARIAL_COLOR = "#ee6677"
 LOSS_COLOR = "#228833"
+
+
+#: Columns of the comparison table: (row key, header, format).
+COMPARISON_COLUMNS = (
+    ("dice_fg", "fg Dice", "{:.3f}"),
+    ("dice", "DSC", "{:.3f}"),
+    ("hd95", "HD95 mm", "{:.1f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("psnr", "PSNR dB", "{:.1f}"),
+    ("linf", "L∞ /255", "{:.1f}"),
+)
 
 
 class MetricsPlot(QWidget):
@@ -44,6 +55,13 @@ class MetricsPlot(QWidget):
             canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
             canvas.setMinimumHeight(height)
             layout.addWidget(canvas, stretch=height)
+        self.table = QTableWidget(0, len(COMPARISON_COLUMNS) + 1, self)
+        self.table.setHorizontalHeaderLabels(["attack", *(t for _, t, _ in COMPARISON_COLUMNS)])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setMinimumHeight(120)
+        self.table.hide()  # shown by show_comparison
+        layout.addWidget(self.table, stretch=120)
         self.ax_curve = self.curve_figure.add_subplot()
         self.ax_dice = self.ax_curve.twinx()
         self.ax_bars = self.result_figure.add_subplot()
@@ -74,6 +92,7 @@ class MetricsPlot(QWidget):
     # ------------------------------------------------------------------ updates
     def start(self, title: str = "", total_steps: int | None = None) -> None:
         """Clear the panels for a new run (``total_steps``: x range, if known)."""
+        self.table.hide()
         self.steps.clear()
         self.losses.clear()
         self.dices.clear()
@@ -104,9 +123,43 @@ class MetricsPlot(QWidget):
 
     def show_outcome(self, metrics: Mapping[str, Any]) -> None:
         """Dice bars per class and the perturbation numbers of a finished run."""
+        self.table.hide()
         self._draw_bars(metrics)
         self._set_text(summary_text(metrics))
         self.result_canvas.draw_idle()
+
+    def show_comparison(self, rows: Sequence[Mapping[str, Any]], model_name: str) -> None:
+        """The "Compare attacks" result: foreground Dice per attack (bars) and a table of
+        Dice, HD95, SSIM, PSNR and L∞ (rows of :func:`vafa.report.iter_grid` with ``label``;
+        failed rows show their status)."""
+        ok = [row for row in rows if row.get("status") == "ok"]
+        ax = self.ax_bars
+        ax.clear()
+        x = range(len(ok))
+        colors = [CLEAN_COLOR if row["attack"] == "clean" else ADVERSARIAL_COLOR for row in ok]
+        ax.bar(x, [row.get("dice_fg") or 0.0 for row in ok], 0.7, color=colors)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([row["label"] for row in ok], rotation=40, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.0)
+        ax.set_ylabel("fg Dice", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(f"Table 1 · {model_name}", fontsize=8)
+        self._set_text("")
+        self.result_canvas.draw_idle()
+        self.table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            cells = [row["label"]]
+            for key, _, fmt in COMPARISON_COLUMNS:
+                value = row.get(key)
+                if key == "linf" and _finite(value):
+                    value = value * 255
+                cells.append(fmt.format(value) if _finite(value) else "–")
+            if row.get("status") != "ok":
+                cells[1] = str(row.get("status"))
+            for c, text in enumerate(cells):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        self.table.show()
 
     # ------------------------------------------------------------------ drawing
     def set_total(self, total: int) -> None:

@@ -21,13 +21,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_vafa._worker import JobCancelled, JobFailed, ModelSpec, _load_model, _message
+from napari_vafa._worker import JobCancelled, JobFailed, ModelSpec, _load_model
 
 if TYPE_CHECKING:
     from vafa.training import TrainingConfig, TrainingEvent, TrainingResult
@@ -165,7 +164,7 @@ def run_training(
         timings["train"] = time.perf_counter() - start
         return TrainDone(result, tail, timings)
     except Exception as err:  # every failure becomes a notification, never a crash
-        return JobFailed(err, _message(err), traceback.format_exc())
+        return JobFailed.from_exception(err)
 
 
 def load_base_model(spec: ModelSpec):

@@ -157,6 +157,11 @@ class JobFailed:
     message: str
     traceback: str
 
+    @classmethod
+    def from_exception(cls, err: BaseException) -> JobFailed:
+        """Call inside the ``except`` block (the traceback is the one being handled)."""
+        return cls(err, _message(err), traceback.format_exc())
+
 
 @dataclass
 class JobCancelled:
@@ -223,7 +228,7 @@ def run_job(
         timings["layers"] = time.perf_counter() - start
         return JobDone(outcome, layers, limits, block, notes, timings)
     except Exception as err:  # every failure becomes a notification, never a crash
-        return JobFailed(err, _message(err), traceback.format_exc())
+        return JobFailed.from_exception(err)
 
 
 def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):

@@ -421,3 +421,52 @@ def test_main_opens_sample_and_closing_napari_stops_the_worker(
         viewer.close()  # as the make_napari_viewer fixture does: keep the user's settings
     qtbot.waitUntil(lambda: not worker.is_running, timeout=RUN_TIMEOUT_MS)
     assert len(widget.plots.steps) < 20  # stopped within a step or two
+
+
+@pytest.mark.gui
+def test_compare_attacks_fills_table_and_bars_and_cancels(
+    make_napari_viewer, qtbot, monkeypatch, errors
+):
+    import vafa.report
+    from napari_vafa._layers import layer_to_volume
+    from vafa.pipeline import evaluate
+    from vafa.report import GridEntry
+
+    grid = [
+        GridEntry("table1", "clean", {}, ""),
+        GridEntry("table1", "pgd", {"eps": 8, "alpha": 0.01, "steps": 2}, "ε=8"),
+        GridEntry("table1", "vafa", {"q_max": 30, "steps": 2}, "q_max=30"),
+    ]
+    asked = []
+    monkeypatch.setattr(vafa.report, "table1_grid", lambda quick: asked.append(quick) or grid)
+    _, widget, ct, seg = _viewer_with_sample(make_napari_viewer)
+    widget.labels_layer.value = seg
+    widget.quick_compare.value = False
+    widget.compare_button.native.click()
+    assert widget.is_running and not widget.compare_button.enabled
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    assert errors == [] and asked == [False]
+    done = widget.last_comparison
+    assert [row["label"] for row in done.rows] == ["clean", "PGD ε=8", "VAFA q_max=30"]
+    assert all(row["status"] == "ok" for row in done.rows)
+    clean, pgd, vafa_row = done.rows
+    model, card = widget._cache.get(widget.model_picker.spec())
+    image, labels = (layer_to_volume(np.asarray(layer.data, np.float32), layer.metadata)
+                     for layer in (ct, seg))  # fmt: skip
+    reference = evaluate(model, card, image, labels)["dice_fg"]["clean"]
+    assert clean["dice_fg"] == pytest.approx(reference, abs=1e-6)
+    assert pgd["dice_fg"] < clean["dice_fg"] and vafa_row["ssim"] < 1.0
+    table = widget.plots.table
+    assert not table.isHidden() and table.rowCount() == 3
+    assert table.item(1, 0).text() == "PGD ε=8"
+    assert float(table.item(1, 1).text()) == pytest.approx(pgd["dice_fg"], abs=5e-4)
+    heights = [bar.get_height() for bar in widget.plots.ax_bars.patches]
+    assert heights == pytest.approx([r["dice_fg"] for r in done.rows])
+    assert "comparison done" in widget.status.value and widget.run_button.enabled
+
+    widget.compare_button.native.click()  # cancel during the second entry: rows so far kept
+    qtbot.waitUntil(lambda: len(widget._comparison_rows) >= 1, timeout=RUN_TIMEOUT_MS)
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
+    assert widget.last_comparison.cancelled and len(widget.last_comparison.rows) < 3
+    assert "cancelled" in widget.status.value and widget.compare_button.enabled

@@ -1,0 +1,115 @@
+"""Background work of the attack widget's "Compare attacks" button (no Qt).
+
+:func:`run_comparison` runs the paper's Table-1 grid (:func:`vafa.report.table1_grid`: clean,
+PGD/FGSM/BIM, GN, VAFA-2D, VAFA; trimmed with ``quick``) on the widget's volume and model with
+:func:`vafa.report.iter_grid`, yielding a small :class:`CompareProgress` per attack step and a
+finished row after every entry, so that the metrics dock can grow its table and bars live.
+Cancelling (the ``cancel`` event) stops within one attack step; the rows done so far are kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from napari_vafa._worker import JobCancelled, JobFailed, ModelCache, ModelSpec
+
+if TYPE_CHECKING:
+    from vafa.report import GridEntry
+    from vafa.volume import Volume
+
+__all__ = ["CompareDone", "CompareJob", "CompareProgress", "run_comparison"]
+
+
+@dataclass
+class CompareJob:
+    """A comparison run: the volume (file units), optional labels, the model, the grid size."""
+
+    image: Volume
+    labels: Volume | None
+    model: ModelSpec
+    quick: bool = True
+    seed: int | None = 0
+    threads: int | None = None
+
+
+@dataclass
+class CompareProgress:
+    """One attack step of entry ``index``/``total``; ``row`` (with ``label``) is set when the
+    entry ends."""
+
+    index: int
+    total: int
+    label: str
+    step: int = 0
+    steps: int = 0
+    row: dict[str, Any] | None = None
+
+
+@dataclass
+class CompareDone:
+    """The rows of the grid (:data:`vafa.report.RESULT_FIELDS` and the entry's ``label``);
+    ``cancelled`` if stopped."""
+
+    rows: list[dict[str, Any]]
+    entries: list[GridEntry]
+    model_name: str
+    cancelled: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_comparison(
+    job: CompareJob, cancel: threading.Event, cache: ModelCache | None = None
+) -> Generator[CompareProgress, Any, CompareDone | JobFailed | JobCancelled]:
+    """Run the grid: yields :class:`CompareProgress`, returns the result (never raises)."""
+    timings: dict[str, float] = {}
+    try:
+        import torch
+
+        from vafa.report import iter_grid, table1_grid
+
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        start = time.perf_counter()
+        model, card = (cache or ModelCache()).get(job.model)
+        timings["load"] = time.perf_counter() - start
+        if cancel.is_set():
+            return JobCancelled(timings)
+        entries = table1_grid(quick=job.quick)
+        name = job.model.describe()
+        grid = iter_grid(
+            model,
+            card,
+            job.image,
+            job.labels,
+            entries,
+            model_name=name,
+            case_name=job.image.source.name if job.image.source else "layer",
+            device=job.model.device,
+            seed=job.seed or 0,
+        )
+        start = time.perf_counter()
+        try:
+            event = next(grid)
+            while True:
+                step = event.step
+                row = None if event.row is None else {**event.row, "label": event.entry.label}
+                yield CompareProgress(
+                    index=event.index,
+                    total=event.total,
+                    label=event.entry.label,
+                    step=0 if step is None else step.step,
+                    steps=0 if step is None else step.total,
+                    row=row,
+                )
+                event = grid.send(False if cancel.is_set() else None)
+        except StopIteration as stop:
+            labels = {entry.key: entry.label for entry in entries}
+            rows = [{**row, "label": labels.get(row["key"], row["key"])} for row in stop.value]
+        timings["grid"] = time.perf_counter() - start
+        return CompareDone(rows, entries, name, cancelled=cancel.is_set(), timings=timings)
+    except Exception as err:  # every failure becomes a notification, never a crash
+        return JobFailed.from_exception(err)
