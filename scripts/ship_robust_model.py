@@ -2,9 +2,8 @@
 """Ship a VAFT fine-tuned demo model as the bundled "robust-demo" model.
 
 Takes a checkpoint written by ``vafa train`` (by default the ``vafa-fr`` run of
-``scripts/vaft_evidence.sh``), gives its card the demo model's tile size (the fine-tuning used
-96³ patches; the bundled models are both run on the whole sample in one 128³ tile, so that
-attacks and evaluation are the same for both) and a provenance entry, and writes
+``scripts/vaft_evidence.sh``), keeps its card (the roi is the 96³ patch size it was fine-tuned
+and validated with) and adds a provenance entry, and writes
 ``src/vafa/data/robust_demo_model.safetensors`` + card.
 
 Usage: ``python scripts/ship_robust_model.py [CHECKPOINT]``
@@ -34,15 +33,13 @@ def main(argv: list[str] | None = None) -> Path:
         "fine_tuned_by": "scripts/vaft_evidence.sh (vafa train), shipped by "
         "scripts/ship_robust_model.py",
         "fine_tuned_from": "the bundled demo model (demo_model.safetensors)",
-        "training_patch_size": list(card.roi_size),
-        "roi_size_note": "set to the demo model's roi so both bundled models run identically",
+        "roi_note": "the 96³ patch size of the fine-tuning (the demo model runs in one 128³ "
+        "tile); measured with 128³ tiles its clean Dice is 0.01–0.02 lower",
         "data": demo_card.provenance.get("data"),
         "note": "a demo model fitted to one scan and fine-tuned on it; not a clinical or "
         "general-purpose segmenter",
     }
-    shipped = dataclasses.replace(
-        card, roi_size=demo_card.roi_size, provenance=provenance, training=training
-    )
+    shipped = dataclasses.replace(card, provenance=provenance, training=training)
     path = DATA_DIR / BUNDLED_MODELS["robust-demo"]
     save_model(model, shipped, path)
     print(f"wrote {path} (+ card)")

@@ -118,14 +118,16 @@ def test_robust_model_is_the_demo_model_fine_tuned_by_vaft(demo, prediction):
     assert path.stat().st_size < 5_000_000
     model, card = load_model(path, device="cpu")
     _, demo_card = demo
-    for field in ("architecture", "kwargs", "class_names", "roi_size", "intensity", "spacing"):
+    for field in ("architecture", "kwargs", "class_names", "intensity", "spacing"):
         assert getattr(card, field) == getattr(demo_card, field), field
     assert card.training["mode"] == "vafa-fr" and card.training["lambda_fr"] == 1.0
     assert card.training["initialised_from"] == demo_card.training  # fine-tuned, not scratch
     assert card.provenance["fine_tuned_from"].startswith("the bundled demo model")
-    robust, _ = fg_dice(*predict(model, card))
+    from vafa.pipeline import evaluate
+
+    image, labels = load_sample()
+    robust = evaluate(model, card, image, labels)["dice_fg"]["clean"]  # sliding window, its roi
     clean, _ = fg_dice(*prediction)
     assert robust == pytest.approx(clean, abs=0.02)  # VAFT kept the clean Dice
-    assert robust == pytest.approx(
-        card.training["metrics"]["validation"]["dice_fg_clean"], abs=0.02
-    )
+    validated = card.training["metrics"]["validation"]["dice_fg_clean"]  # the trainer's own
+    assert robust == pytest.approx(validated, abs=0.005)
