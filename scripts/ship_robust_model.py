@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Ship a VAFT fine-tuned demo model as the bundled "robust-demo" model.
 
-Takes a checkpoint written by ``vafa train`` (by default the ``vafa-fr`` run of
+Takes a checkpoint written by ``vafa train`` (by default the ``vafa-fr-long`` run of
 ``scripts/vaft_evidence.sh``), keeps its card (the roi is the 96³ patch size it was fine-tuned
 and validated with) and adds a provenance entry, and writes
 ``src/vafa/data/robust_demo_model.safetensors`` + card.
 
 Usage: ``python scripts/ship_robust_model.py [CHECKPOINT]``
-(default ``runs/vaft-evidence/vafa-fr/best.safetensors``).
+(default ``runs/vaft-evidence/vafa-fr-long/best.safetensors``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from vafa.data import BUNDLED_MODELS, DATA_DIR, load_demo_model
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "checkpoint", nargs="?", default="runs/vaft-evidence/vafa-fr/best.safetensors"
+        "checkpoint", nargs="?", default="runs/vaft-evidence/vafa-fr-long/best.safetensors"
     )
     args = parser.parse_args(argv)
     model, card = load_model(args.checkpoint, device="cpu")
