@@ -440,6 +440,22 @@ def test_pickled_module_needs_trust(tmp_path):
     assert torch.equal(outputs(loaded), outputs(model))
 
 
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_trust_still_refuses_code_outside_torch_and_monai(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "x": _Payload()}, path)
+    with pytest.raises(ValueError, match=r"outside torch.*(posix|os)\.system"):
+        load_model(path, card=tiny_card(), device="cpu", trust=True)
+    assert not (tmp_path / "pwned").exists()  # nothing of the file was executed
+
+
 @pytest.mark.parametrize(
     ("name", "content", "error", "pattern"),
     [

@@ -25,6 +25,7 @@ Card file convention: the card of ``model.safetensors`` is ``model.safetensors.j
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -266,8 +267,10 @@ def _read_torch_file(path: Path, trust: bool) -> object:
     try:
         if not trust:
             return torch.load(path, map_location="cpu", weights_only=True)
-        # trust=True / --trust-checkpoint: the user vouched for this file; full unpickling
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # trust=True / --trust-checkpoint: still the restricted unpickler, but it may also
+        # rebuild classes of torch and MONAI (a whole model saved with torch.save(model))
+        with torch.serialization.safe_globals(_trusted_globals(path)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not trust and "unsupported global" in str(err).lower():
             raise ValueError(
@@ -280,6 +283,34 @@ def _read_torch_file(path: Path, trust: bool) -> object:
         raise ValueError(f"checkpoint {path} is not a readable PyTorch file: {reason}") from err
     except (RuntimeError, KeyError, EOFError, ValueError, AttributeError, ImportError) as err:
         raise ValueError(f"checkpoint {path} is not a readable PyTorch file: {err!r}") from err
+
+
+#: Packages whose classes a trusted checkpoint may rebuild (nothing else is ever imported).
+TRUSTED_PACKAGES = ("torch", "monai", "collections", "builtins")
+
+
+def _trusted_globals(path: Path) -> list[object]:
+    """The classes and functions ``path`` needs, if all come from :data:`TRUSTED_PACKAGES`.
+
+    Raises:
+        ValueError: the file names anything else (listed); nothing of it is imported.
+    """
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    foreign = sorted(n for n in names if n.split(".")[0] not in TRUSTED_PACKAGES)
+    if foreign:
+        raise ValueError(
+            f"checkpoint {path} would run code outside {', '.join(TRUSTED_PACKAGES)} when "
+            f"loaded ({', '.join(foreign[:5])}{' …' if len(foreign) > 5 else ''}); it is "
+            "refused even with trust: load it in its own project and save the state dict"
+        )
+    found = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        try:
+            found.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"checkpoint {path} needs {name}, which is not available") from err
+    return found
 
 
 def _state_dict_from(obj: object, path: Path) -> dict[str, torch.Tensor]:
