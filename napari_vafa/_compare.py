@@ -15,7 +15,13 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from napari_vafa._worker import JobCancelled, JobFailed, ModelCache, ModelSpec
+from napari_vafa._worker import (
+    JobCancelled,
+    JobFailed,
+    ModelCache,
+    ModelSpec,
+    load_in_worker,
+)
 
 if TYPE_CHECKING:
     from vafa.report import GridEntry
@@ -67,15 +73,9 @@ def run_comparison(
     """Run the grid: yields :class:`CompareProgress`, returns the result (never raises)."""
     timings: dict[str, float] = {}
     try:
-        import torch
-
         from vafa.report import iter_grid, table1_grid
 
-        if job.threads:
-            torch.set_num_threads(job.threads)
-        start = time.perf_counter()
-        model, card = (cache or ModelCache()).get(job.model)
-        timings["load"] = time.perf_counter() - start
+        model, card = load_in_worker(job.threads, (cache or ModelCache()).get, job.model, timings)
         if cancel.is_set():
             return JobCancelled(timings)
         entries = table1_grid(quick=job.quick)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_vafa._worker import JobCancelled, JobFailed, ModelSpec, _load_model
+from napari_vafa._worker import JobCancelled, JobFailed, ModelSpec, _load_model, load_in_worker
 
 if TYPE_CHECKING:
     from vafa.training import TrainingConfig, TrainingEvent, TrainingResult
@@ -148,15 +148,9 @@ def run_training(
     """
     timings: dict[str, float] = {}
     try:
-        import torch
-
-        if job.threads:
-            torch.set_num_threads(job.threads)
-        start = time.perf_counter()
-        model, card = load_base_model(job.model)
+        model, card = load_in_worker(job.threads, load_base_model, job.model, timings)
         if job.roi is not None:
             card = replace(card, roi_size=tuple(job.roi))
-        timings["load"] = time.perf_counter() - start
         if cancel.is_set():
             return JobCancelled(timings)
         start = time.perf_counter()

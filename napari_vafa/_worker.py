@@ -41,6 +41,7 @@ __all__ = [
     "Progress",
     "TilePreview",
     "display_limits",
+    "load_in_worker",
     "result_layer_data",
     "run_job",
 ]
@@ -209,13 +210,7 @@ def run_job(
     """
     timings: dict[str, float] = {}
     try:
-        import torch
-
-        if job.threads:
-            torch.set_num_threads(job.threads)
-        start = time.perf_counter()
-        model, card = (cache or ModelCache()).get(job.model)
-        timings["load"] = time.perf_counter() - start
+        model, card = load_in_worker(job.threads, (cache or ModelCache()).get, job.model, timings)
         if cancel.is_set():
             return JobCancelled(timings)
         start = time.perf_counter()
@@ -229,6 +224,19 @@ def run_job(
         return JobDone(outcome, layers, limits, block, notes, timings)
     except Exception as err:  # every failure becomes a notification, never a crash
         return JobFailed.from_exception(err)
+
+
+def load_in_worker(threads: int | None, load, spec: ModelSpec, timings: dict[str, float]):
+    """Worker-thread set-up shared by the plugin's jobs: the GUI's torch thread count (a new
+    thread may default to another), then ``load(spec)`` timed into ``timings["load"]``."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    value = load(spec)
+    timings["load"] = time.perf_counter() - start
+    return value
 
 
 def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
