@@ -113,6 +113,12 @@ def labels_on_image_grid(viewer, labels, image_layer, image: Volume, hint: str) 
     return image.with_array(np.transpose(values, (2, 1, 0)).astype(np.float32), dtype=values.dtype)
 
 
+def _unfreeze() -> None:
+    from napari_vafa._gc import unfreeze_old_objects
+
+    unfreeze_old_objects()
+
+
 class WorkerWidget(Container):
     """Base of a dock widget running one background job at a time.
 
@@ -127,6 +133,8 @@ class WorkerWidget(Container):
     TITLE = ""
     PLOTS_DOCK = ""
     CANCEL_TEXT = "cancelling…"
+    #: ms between the click and the worker's start (the GUI settles first)
+    START_DELAY_MS = 50
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, plots) -> None:
         super().__init__(labels=True)
@@ -254,8 +262,18 @@ class WorkerWidget(Container):
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._set_running(True)
-        worker.start()
+        # start on a later event-loop turn: what the click just changed (a new preview layer,
+        # the disabled controls) is painted while the CPU is still free of the job
+        QTimer.singleShot(self.START_DELAY_MS, lambda: self._launch(worker))
         return worker
+
+    def _launch(self, worker) -> None:
+        from napari_vafa._gc import freeze_old_objects
+
+        if self._worker is worker and not self._closed:
+            freeze_old_objects()
+            worker.finished.connect(_unfreeze)
+            worker.start()
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started

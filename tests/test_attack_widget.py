@@ -7,6 +7,7 @@ Set ``NAPARI_VAFA_SCREENSHOT=docs/screenshot_attack_widget.png`` to refresh the 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import subprocess
@@ -343,11 +344,13 @@ def test_cancel_keeps_best_result_and_layer_deletion_is_harmless(make_napari_vie
     widget.vafa_steps.value = 20
     widget.run_button.native.click()
     qtbot.waitUntil(lambda: len(widget.plots.steps) >= 1, timeout=RUN_TIMEOUT_MS)
+    assert gc.get_freeze_count() > 0  # old objects frozen while the job runs (napari_vafa._gc)
     viewer.layers.remove(ct)  # the source goes away mid-run
     widget.cancel_button.native.click()
     assert not widget.cancel_button.enabled
     qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
     assert errors == []
+    assert gc.get_freeze_count() == 0
     outcome = widget.last_outcome
     assert outcome.cancelled and outcome.metrics["steps_run"] < 20
     assert "cancelled" in widget.status.value
@@ -421,6 +424,24 @@ def test_main_opens_sample_and_closing_napari_stops_the_worker(
         viewer.close()  # as the make_napari_viewer fixture does: keep the user's settings
     qtbot.waitUntil(lambda: not worker.is_running, timeout=RUN_TIMEOUT_MS)
     assert len(widget.plots.steps) < 20  # stopped within a step or two
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5000)  # unfrozen though closed
+
+
+def test_gc_freeze_nests_across_jobs():
+    from napari_vafa._gc import freeze_old_objects, unfreeze_old_objects
+
+    assert gc.get_freeze_count() == 0
+    freeze_old_objects()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    freeze_old_objects()  # a second job (e.g. VAFT beside an attack) does not re-freeze
+    assert gc.get_freeze_count() == frozen
+    unfreeze_old_objects()
+    assert gc.get_freeze_count() == frozen  # one job still runs
+    unfreeze_old_objects()
+    assert gc.get_freeze_count() == 0
+    unfreeze_old_objects()  # an extra call is harmless
+    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.gui
