@@ -472,6 +472,8 @@ def test_cli_report_datalist_and_paper(models, tmp_path, small_grid, capsys, mon
         (["--labels", "LAB"], "--labels needs IMAGE"),
         (["IMG", "--datalist", "DATA"], "not both"),
         (["--datalist", "DATA", "--split", "training"], "no list of cases"),
+        (["IMG", "--lpips-weights", "MISSING"], "--lpips-weights"),
+        (["IMG", "--lpips-weights", "LAB"], "LPIPS"),  # a file, but not weights
     ],
 )
 def test_cli_report_bad_inputs_exit_2_and_write_nothing(
@@ -537,3 +539,69 @@ def test_cli_report_defaults_to_bundled_models_and_sample(tmp_path, monkeypatch,
     assert seen["cases"] == [("sample_ct", ct, labels)]
     assert seen["quick"] and seen["sweep_models"] == "all" and seen["sweeps"]
     assert not seen["paper"] and seen["seed"] == 0 and seen["device"] == "auto"
+
+
+def test_cli_report_fills_lpips_from_local_weights(models, tmp_path, small_grid, capsys):
+    """--lpips-weights: the column holds LPIPS between the clean and the attacked model input."""
+    from safetensors.torch import save_file
+
+    from vafa.lpips import LPIPS, load_lpips, volume_lpips
+
+    rng = np.random.default_rng(7)
+    shape = (40, 36, 6)  # axial slices of at least 31² (AlexNet's smallest input)
+    ct, seg = tmp_path / "big.nii.gz", tmp_path / "big_seg.nii.gz"
+    hu = rng.normal(40, 60, shape).astype(np.int16)
+    lab = np.zeros(shape, np.uint8)
+    lab[10:30, 8:28, 1:5] = 1
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), ct)
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), seg)
+    torch.manual_seed(3)
+    metric = LPIPS()
+    for head in metric.heads:  # LPIPS's learned heads are non-negative
+        head.weight.abs_()
+    weights = tmp_path / "lpips.safetensors"
+    save_file(metric.state_dict(), str(weights))
+    out = tmp_path / "rep"
+    argv = ["report", str(ct), "--labels", str(seg), "--model", str(models[0]), "--no-sweeps"]
+    argv += ["--lpips-weights", str(weights), "--out", str(out), "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = {r["key"]: r for r in _csv_rows(out / "results.csv")}
+    assert float(rows["clean"]["lpips"]) == 0.0
+    gn = next(e for e in SMALL_TABLE1 if e.attack == "gn")
+    for entry in SMALL_TABLE1[1:]:
+        assert float(rows[entry.key]["lpips"]) > 0, entry.key
+    # the GN row (seeded) against LPIPS of an independent run of the same attack
+    model, card = load_model(models[0], device="cpu")
+    image = load_volume(ct)
+    outcome = run_attack(
+        model, card, image, load_labels(seg, image, 3), attack="gn", options=gn.options, seed=0
+    )
+    adversarial01 = outcome.model_input.mapping.forward(outcome.adversarial.array)
+    expected = volume_lpips(
+        load_lpips(weights),
+        outcome.model_input.tensor,
+        torch.from_numpy(np.asarray(adversarial01, np.float32))[None, None],
+    )
+    assert float(rows[gn.key]["lpips"]) == pytest.approx(float(expected[0]), rel=1e-4)
+    text = (out / "report.md").read_text()
+    assert "AlexNet LPIPS" in text and "| LPIPS |" in text.split("## Table 1/5")[1]
+
+
+def test_lpips_column_stays_empty_for_slices_too_small(models, case, tmp_path, small_grid):
+    from safetensors.torch import save_file
+
+    from vafa.lpips import LPIPS
+
+    weights = tmp_path / "lpips.safetensors"
+    save_file(LPIPS().state_dict(), str(weights))
+    result = R.run_report(
+        [("tiny", models[0])],
+        [("case", *case)],
+        tmp_path / "r",
+        sweeps=False,
+        lpips_weights=weights,
+    )
+    lpips = {r["key"]: r["lpips"] for r in result.rows}
+    assert lpips["clean"] == 0.0  # 16² slices: no LPIPS for the attacks, but no failure either
+    assert all(v is None for k, v in lpips.items() if k != "clean")
+    assert {r["status"] for r in result.rows} == {"ok"}

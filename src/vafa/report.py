@@ -121,6 +121,7 @@ _METRIC_COLUMNS = (
     ("ssim", "SSIM", 3),
     ("psnr", "PSNR (dB)", 1),
     ("linf", "L∞", 3),
+    ("lpips", "LPIPS", 3),
 )
 RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"
@@ -290,6 +291,7 @@ def iter_grid(
     seed: int = 0,
     skip: Iterable[str] = frozenset(),
     slices: bool = False,
+    lpips=None,
 ) -> Generator[GridProgress, bool | None, list[dict[str, Any]]]:
     """Run ``entries`` on one model and one case, as a generator.
 
@@ -305,6 +307,9 @@ def iter_grid(
         slices: keep in every row (``row["slice"]``) the middle axial slice (of the labelled
             extent, when labels exist) of the attacked image in [0, 1] and of its prediction;
             the clean row also holds the reference labels' slice.
+        lpips: a :class:`vafa.lpips.LPIPS` metric (:func:`vafa.lpips.load_lpips`): fills the
+            ``lpips`` column (mean over the axial slices of the model input; 0 for the clean
+            row; empty when slices are smaller than :data:`vafa.lpips.MIN_SLICE`).
 
     Yields:
         :class:`GridProgress` events; ``gen.send(False)`` cancels (within one attack step).
@@ -339,6 +344,8 @@ def iter_grid(
             if entry.attack == "clean":
                 metrics = evaluate(model, card, image, labels, device=device)
                 row.update(_clean_values(metrics))
+                if lpips is not None:
+                    row["lpips"] = 0.0
                 if view is not None:
                     row["slice"] = view.clean()
             else:
@@ -355,6 +362,8 @@ def iter_grid(
                 outcome, stopped = yield from _relay(gen, progress)
                 row.update(_attack_values(outcome.metrics))
                 row["status"] = "cancelled" if stopped or outcome.cancelled else "ok"
+                if lpips is not None:
+                    row["lpips"] = _lpips_of(lpips, outcome)
                 if view is not None:
                     row["slice"] = view.attacked(outcome)
         except Exception as err:  # one failing entry must not stop the grid
@@ -366,6 +375,20 @@ def iter_grid(
         if (yield progress(row=row)) is False:
             break
     return rows
+
+
+def _lpips_of(metric, outcome) -> float | None:
+    """LPIPS between the clean and the attacked model input (None: slices too small)."""
+    import torch
+
+    from vafa.lpips import MIN_SLICE, volume_lpips
+
+    clean = outcome.model_input.tensor
+    if min(clean.shape[2:4]) < MIN_SLICE:
+        return None
+    adversarial01 = outcome.model_input.mapping.forward(outcome.adversarial.array)
+    adversarial = torch.as_tensor(np.asarray(adversarial01, dtype=np.float32))[None, None]
+    return float(volume_lpips(metric, clean, adversarial)[0])
 
 
 def _relay(gen, progress) -> Generator[GridProgress, bool | None, tuple[Any, bool]]:
@@ -485,7 +508,8 @@ class ReportSettings:
     Attributes:
         quick: the trimmed grid. paper: VAFA as the published code (:data:`PAPER_VAFA`).
         sweeps: run Tables 2–4. sweep_models: ``"first"`` (sweeps on the first model only,
-            the default, to save time) or ``"all"``. device, seed: as given.
+            the default, to save time) or ``"all"``. device, seed: as given. lpips: LPIPS
+            weights were given.
     """
 
     quick: bool = False
@@ -494,6 +518,7 @@ class ReportSettings:
     sweep_models: str = "first"
     device: str = "auto"
     seed: int = 0
+    lpips: bool = False
 
     def grid(self, model_index: int) -> list[GridEntry]:
         """The entries run on the ``model_index``-th model."""
@@ -539,6 +564,7 @@ def run_report(
     device: str = "auto",
     seed: int = 0,
     trust: bool = False,
+    lpips_weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     callback: Callable[[GridProgress], bool | None] | None = None,
 ) -> ReportResult:
     """Run the report grid on every model × case and write the report into ``out_dir``.
@@ -555,6 +581,8 @@ def run_report(
         quick, paper, sweeps, sweep_models: see :class:`ReportSettings`.
         device: where the models run. seed: seed of every attack.
         trust: allow pickled checkpoints (:func:`vafa.checkpoints.load_model`).
+        lpips_weights: local LPIPS/AlexNet weight file(s) (:func:`vafa.lpips.load_lpips`):
+            fills the ``lpips`` column of the entries run now.
         callback: receives every :class:`GridProgress`; returning False cancels (the rows done
             stay in ``results.csv``; no report is written).
 
@@ -563,13 +591,16 @@ def run_report(
     recorded as ``failed`` rows; the rest continue (re-running retries them).
 
     Raises:
-        ValueError, TypeError, FileNotFoundError: bad names, missing files, models that do
-            not load, a ``results.csv`` with other columns — all before anything is written.
+        ValueError, TypeError, FileNotFoundError: bad names, missing files, models or LPIPS
+            weights that do not load, a ``results.csv`` with other columns — all before
+            anything is written.
     """
     from vafa.checkpoints import load_model
     from vafa.data import BUNDLED_MODELS, bundled_model_path
 
-    settings = ReportSettings(quick, paper, sweeps, sweep_models, str(device), seed)
+    settings = ReportSettings(
+        quick, paper, sweeps, sweep_models, str(device), seed, lpips=lpips_weights is not None
+    )
     if sweep_models not in ("first", "all"):
         raise ValueError(f"sweep_models must be 'first' or 'all', got {sweep_models!r}")
     model_names = _unique_names([m[0] for m in models], "model")
@@ -593,6 +624,12 @@ def run_report(
             path = Path(weights)
             model, card = load_model(path, device=device, trust=trust)
         loaded.append((name, path, model, card))
+    metric = None
+    if lpips_weights is not None:
+        from vafa.devices import resolve_device
+        from vafa.lpips import load_lpips
+
+        metric = load_lpips(lpips_weights, device=resolve_device(device))
 
     done = {(r["model"], r["case"], r["key"]) for r in previous if r["status"] == "ok"}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -625,6 +662,7 @@ def run_report(
                     seed=seed,
                     skip=skip,
                     slices=c == 0,
+                    lpips=metric,
                 )
                 for event in _drive_events(gen, callback, result):
                     if event.row is not None:
@@ -1069,8 +1107,13 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         "Dice fg: mean over the foreground classes present in the reference; DSC: over all "
         "classes including background (the paper's DSC); HD95 in mm; SSIM, PSNR and L∞ ([0, 1] "
         "units) between the clean and the attacked model input. Values are means over cases. "
-        "LPIPS (column `lpips` of results.csv) is left empty: it needs local AlexNet weights "
-        "and is not implemented.",
+        + (
+            "LPIPS: AlexNet LPIPS (local weights) between the clean and the attacked model "
+            "input, mean over axial slices (`vafa.lpips`)."
+            if settings.lpips
+            else "LPIPS (column `lpips` of results.csv) is empty: give `--lpips-weights` (local "
+            "AlexNet and LPIPS weights; nothing is downloaded) to fill it."
+        ),
         "",
         "## Trends observed",
         "",
@@ -1083,8 +1126,11 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         "## Table 1/5: attacks",
         "",
     ]
+    metrics = ("dice_fg", "dice", "hd95", "ssim", "psnr", "linf")
+    if settings.lpips or any(r.get("lpips") is not None for r in rows):
+        metrics += ("lpips",)
     for name in names:
-        out += [f"### {name}", "", format_table(rows, table1, [name]), ""]
+        out += [f"### {name}", "", format_table(rows, table1, [name], metrics=metrics), ""]
     if "table1_bars" in plots:
         out += ["![Table 1 bars](table1_bars.png)", ""]
     if settings.sweeps:
@@ -1096,7 +1142,7 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
                     rows,
                     entries,
                     sweep_models,
-                    metrics=("dice_fg", "dice", "ssim"),
+                    metrics=("dice_fg", "dice", "ssim", *metrics[6:]),
                     setting_header="setting",
                 ),
                 "",

@@ -75,6 +75,14 @@ def add_report_parser(subparsers, common_parents) -> argparse.ArgumentParser:
     p.add_argument("--no-sweeps", action="store_true", help="Table 1/5 and 6 only")
     p.add_argument("--sweep-all", action="store_true", help="run the sweeps on every model")
     p.add_argument(
+        "--lpips-weights",
+        nargs="+",
+        metavar="FILE",
+        help="fill the LPIPS column from local weights (nothing is downloaded): torchvision's "
+        "alexnet-owt-7be5be79.pth and the lpips package's weights/v0.1/alex.pth, or one file "
+        "holding both",
+    )
+    p.add_argument(
         "--trust-checkpoint",
         action="store_true",
         help="allow pickled checkpoints (can execute code: only for trusted files)",
@@ -89,6 +97,9 @@ def _cmd_report(args) -> int:
 
     models = _models(args)
     cases = _report_cases(args)
+    for path in args.lpips_weights or []:
+        if not Path(path).is_file():
+            raise CLIError(f"--lpips-weights {path}: no such file")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {out}: exists and is not a folder")
@@ -105,6 +116,7 @@ def _cmd_report(args) -> int:
             device=args.device,
             seed=args.seed,
             trust=args.trust_checkpoint,
+            lpips_weights=args.lpips_weights,
             callback=bar,
         )
     except KeyboardInterrupt:
