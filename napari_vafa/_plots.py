@@ -195,9 +195,12 @@ class MetricsPlot(QWidget):
         self.ax_dice.draw_artist(self._dice_line)
 
     def _blit(self) -> None:
+        """Redraw only the lines into the canvas buffer; shown with the next paint (``update``,
+        not matplotlib's ``blit``, whose synchronous ``repaint`` makes Qt compose the whole
+        window once more per step — costly under software OpenGL)."""
         self.canvas.restore_region(self._background)
         self._draw_lines()
-        self.canvas.blit(self.curve_figure.bbox)
+        self.canvas.update()
 
     def _draw_bars(self, metrics: Mapping[str, Any]) -> None:
         ax = self.ax_bars

@@ -491,3 +491,39 @@ def test_compare_attacks_fills_table_and_bars_and_cancels(
     qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
     assert widget.last_comparison.cancelled and len(widget.last_comparison.rows) < 3
     assert "cancelled" in widget.status.value and widget.compare_button.enabled
+
+
+@pytest.mark.gui
+def test_metrics_curve_shows_steps_without_full_redraws(qtbot):
+    """Live steps are drawn into the canvas buffer (no full redraw per step) and painted."""
+    from napari_vafa._plots import ADVERSARIAL_COLOR, LOSS_COLOR, MetricsPlot
+
+    plots = MetricsPlot()
+    qtbot.addWidget(plots)
+    plots.resize(400, 500)
+    plots.show()
+    plots.start("test", 10)
+    qtbot.waitUntil(lambda: plots.full_redraws >= 1, timeout=5000)
+
+    def pixels(hex_color):
+        image = plots.canvas.grab().toImage().convertToFormat(image_format())
+        ptr = image.constBits()
+        ptr.setsize(image.height() * image.bytesPerLine())
+        rgba = np.frombuffer(ptr, np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
+        rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(rgba[..., :3].astype(int) - rgb).max(-1) <= 24).sum())
+
+    before = pixels(LOSS_COLOR), pixels(ADVERSARIAL_COLOR)  # the axis labels' colours
+    redraws = plots.full_redraws
+    for step, (loss, dice) in enumerate([(1.0, 0.9), (0.5, 0.7), (0.2, 0.5), (0.1, 0.4)], 1):
+        plots.add_step(step, loss, dice)
+        qtbot.wait(30)
+    assert plots.full_redraws == redraws  # blitted into the buffer, not redrawn
+    qtbot.wait(100)
+    assert pixels(LOSS_COLOR) > before[0] + 40 and pixels(ADVERSARIAL_COLOR) > before[1] + 40
+
+
+def image_format():
+    from qtpy.QtGui import QImage
+
+    return QImage.Format.Format_RGBA8888
