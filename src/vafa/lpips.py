@@ -10,7 +10,8 @@ Nothing is downloaded here (the machine may be offline): :func:`load_lpips` read
 from files the user has — the torchvision AlexNet checkpoint (``alexnet-owt-7be5be79.pth``, keys
 ``features.*``) and the linear heads shipped with the ``lpips`` package (``weights/v0.1/alex.pth``,
 keys ``lin{n}.model.1.weight``), or one file holding both (e.g. a full ``lpips.LPIPS`` state dict,
-or :meth:`LPIPS.state_dict` saved as safetensors). Files are read with ``weights_only=True``.
+or :meth:`LPIPS.state_dict` saved as safetensors). Files are read like checkpoints
+(:func:`vafa.checkpoints.read_state_dict`: ``weights_only``, never arbitrary unpickling).
 
 Volumes are compared slice by slice along their last (axial) axis: each slice in [0, 1] is
 mapped to LPIPS's [-1, 1] range and repeated over the three colour channels
@@ -103,23 +104,31 @@ class LPIPS(nn.Module):
 
 
 def load_lpips(
-    paths: str | os.PathLike | Iterable[str | os.PathLike], device: str | torch.device = "cpu"
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    device: str | torch.device = "cpu",
+    *,
+    trust: bool = False,
 ) -> LPIPS:
-    """An :class:`LPIPS` metric from local weight files (never downloads, never unpickles).
+    """An :class:`LPIPS` metric from local weight files (never downloads).
 
     Args:
         paths: one file, or several whose tensors are merged: torchvision's AlexNet checkpoint
             (``features.N.weight/bias``; its ``classifier.*`` is ignored) and the ``lpips``
             package's ``alex.pth`` (``lin{n}.model.1.weight``); a full ``lpips.LPIPS`` state
             dict (``net.slice{n}.N.*``, ``lin{n}.*``/``lins.{n}.*``) or this class's own state
-            dict work as one file. ``.safetensors`` or torch files.
+            dict work as one file. Read by :func:`vafa.checkpoints.read_state_dict`
+            (``.safetensors`` or torch files, ``weights_only``).
         device: where the metric runs.
+        trust: as for :func:`vafa.checkpoints.read_state_dict` (a torch file holding pickled
+            torch objects, not only tensors).
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: a file is not a tensor state dict, or weights are missing or mis-shaped
+        ValueError: a file is not a readable state dict, or weights are missing or mis-shaped
             (the message names them).
     """
+    from vafa.checkpoints import read_state_dict
+
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [Path(p) for p in paths]
@@ -127,7 +136,11 @@ def load_lpips(
         raise ValueError("no LPIPS weight files given")
     merged: dict[str, torch.Tensor] = {}
     for path in paths:
-        merged.update(_lpips_keys(_read_tensors(path), path))
+        try:
+            tensors = read_state_dict(path, trust=trust)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"LPIPS weights: {err}") from err
+        merged.update(_lpips_keys(tensors, path))
     metric = LPIPS()
     expected = metric.state_dict()
     missing = sorted(set(expected) - set(merged))
@@ -148,35 +161,13 @@ def load_lpips(
     return metric.to(device)
 
 
-def _read_tensors(path: Path) -> Mapping[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"LPIPS weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as err:
-            raise ValueError(f"LPIPS weights {path}: not a readable safetensors file") from err
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"LPIPS weights {path}: not a torch file of tensors (read with weights_only=True, "
-            "so pickled objects are refused)"
-        ) from err
-    if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
-        data = data["state_dict"]
-    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ValueError(f"LPIPS weights {path}: not a state dict of tensors")
-    return data
-
-
+#: Key layouts of the files :func:`load_lpips` reads → this module's keys (``module.``
+#: prefixes are already stripped by ``read_state_dict``).
 _KEY_FORMS = (
-    (re.compile(r"^(?:module\.)?features\.(\d+)\.(weight|bias)$"), "features.{0}.{1}"),
-    (re.compile(r"^(?:module\.)?net\.slice\d\.(\d+)\.(weight|bias)$"), "features.{0}.{1}"),
-    (re.compile(r"^(?:module\.)?lins?\.?(\d)\.model\.1\.weight$"), "heads.{0}.weight"),
-    (re.compile(r"^(?:module\.)?heads\.(\d)\.weight$"), "heads.{0}.weight"),
+    (re.compile(r"^features\.(\d+)\.(weight|bias)$"), "features.{0}.{1}"),
+    (re.compile(r"^net\.slice\d\.(\d+)\.(weight|bias)$"), "features.{0}.{1}"),
+    (re.compile(r"^lins?\.?(\d)\.model\.1\.weight$"), "heads.{0}.weight"),
+    (re.compile(r"^heads\.(\d)\.weight$"), "heads.{0}.weight"),
 )
 
 

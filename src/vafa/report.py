@@ -580,7 +580,8 @@ def run_report(
             ``qualitative.png`` and ``slices/`` (the figure's slices, kept for resumed runs).
         quick, paper, sweeps, sweep_models: see :class:`ReportSettings`.
         device: where the models run. seed: seed of every attack.
-        trust: allow pickled checkpoints (:func:`vafa.checkpoints.load_model`).
+        trust: allow pickled checkpoints (:func:`vafa.checkpoints.load_model`), LPIPS weight
+            files included.
         lpips_weights: local LPIPS/AlexNet weight file(s) (:func:`vafa.lpips.load_lpips`):
             fills the ``lpips`` column of the entries run now.
         callback: receives every :class:`GridProgress`; returning False cancels (the rows done
@@ -629,7 +630,7 @@ def run_report(
         from vafa.devices import resolve_device
         from vafa.lpips import load_lpips
 
-        metric = load_lpips(lpips_weights, device=resolve_device(device))
+        metric = load_lpips(lpips_weights, device=resolve_device(device), trust=trust)
 
     done = {(r["model"], r["case"], r["key"]) for r in previous if r["status"] == "ok"}
     out_dir.mkdir(parents=True, exist_ok=True)
