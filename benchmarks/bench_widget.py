@@ -285,19 +285,23 @@ def _widget_run(widget, activity: bool | None = None) -> dict:
     }
 
 
-def _max_gap(ticks: list[float], start: float, end: float) -> float:
-    """Largest interval (ms) between timer ticks in [start, end], counting the edges."""
+def _gaps(ticks: list[float], start: float, end: float) -> list[tuple[float, float]]:
+    """``(seconds, began)`` of every interval between timer ticks in [start, end], largest
+    first (the window's edges count as ticks)."""
     inside = [start, *[t for t in ticks if start < t < end], end]
-    return 1000.0 * max(b - a for a, b in itertools.pairwise(inside))
+    return sorted(((b - a, a) for a, b in itertools.pairwise(inside)), reverse=True)
+
+
+def _max_gap(ticks: list[float], start: float, end: float) -> float:
+    """Largest interval (ms) between timer ticks in [start, end]."""
+    return 1000.0 * _gaps(ticks, start, end)[0][0]
 
 
 def _worst_gaps(
     ticks: list[float], start: float, end: float, origin: float, n: int = 4
 ) -> list[list[float]]:
     """The ``n`` largest gaps in [start, end] as ``[seconds after origin it began, ms]``."""
-    inside = [start, *[t for t in ticks if start < t < end], end]
-    gaps = sorted(((b - a, a) for a, b in itertools.pairwise(inside)), reverse=True)[:n]
-    return [[round(a - origin, 2), round(1000.0 * g)] for g, a in gaps]
+    return [[round(a - origin, 2), round(1000.0 * g)] for g, a in _gaps(ticks, start, end)[:n]]
 
 
 def _run_until(done, poll_ms: int = 20) -> None:

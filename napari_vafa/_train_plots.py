@@ -185,16 +185,7 @@ class TrainingPlot(QWidget):
         from matplotlib.lines import Line2D
 
         if len(self._terms) > 1:
-            handles = [Line2D([], [], **TERM_STYLE[t]) for t in self._terms]
-            self.ax_loss.legend(
-                handles=handles,
-                fontsize=6,
-                loc="lower left",
-                ncol=4,
-                bbox_to_anchor=(0.0, 1.0),
-                frameon=False,
-                borderaxespad=0.1,
-            )
+            _legend_above(self.ax_loss, [Line2D([], [], **TERM_STYLE[t]) for t in self._terms], 4)
         elif self.ax_loss.get_legend() is not None:
             self.ax_loss.get_legend().remove()
         lines = [self._clean_line] + ([self._adv_line] if self._adv_line.get_visible() else [])
@@ -202,15 +193,7 @@ class TrainingPlot(QWidget):
             Line2D([], [], color=line.get_color(), marker="o", ms=4, label=line.get_label())
             for line in lines
         ]
-        self.ax_dice.legend(
-            handles=handles,
-            fontsize=6,
-            loc="lower left",
-            ncol=2,
-            bbox_to_anchor=(0.0, 1.0),
-            frameon=False,
-            borderaxespad=0.1,
-        )
+        _legend_above(self.ax_dice, handles, 2)
 
     def _on_full_draw(self, _event) -> None:
         self.full_redraws += 1
@@ -237,3 +220,16 @@ def _xlim(total: float) -> tuple[float, float]:
 
 def _value(value: Any) -> float:
     return float(value) if _finite(value) else math.nan
+
+
+def _legend_above(ax, handles, ncol: int) -> None:
+    """A small frameless legend in one row above the axes."""
+    ax.legend(
+        handles=handles,
+        fontsize=6,
+        loc="lower left",
+        ncol=ncol,
+        bbox_to_anchor=(0.0, 1.0),
+        frameon=False,
+        borderaxespad=0.1,
+    )

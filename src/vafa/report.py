@@ -1127,9 +1127,8 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         "## Table 1/5: attacks",
         "",
     ]
-    metrics = ("dice_fg", "dice", "hd95", "ssim", "psnr", "linf")
-    if settings.lpips or any(r.get("lpips") is not None for r in rows):
-        metrics += ("lpips",)
+    lpips = ("lpips",) if settings.lpips or any(r.get("lpips") is not None for r in rows) else ()
+    metrics = ("dice_fg", "dice", "hd95", "ssim", "psnr", "linf", *lpips)
     for name in names:
         out += [f"### {name}", "", format_table(rows, table1, [name], metrics=metrics), ""]
     if "table1_bars" in plots:
@@ -1143,7 +1142,7 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
                     rows,
                     entries,
                     sweep_models,
-                    metrics=("dice_fg", "dice", "ssim", *metrics[6:]),
+                    metrics=("dice_fg", "dice", "ssim", *lpips),
                     setting_header="setting",
                 ),
                 "",
