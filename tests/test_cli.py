@@ -7,33 +7,15 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
+from tiny_unet import save_tiny_model
 
-from vafa.checkpoints import save_model
 from vafa.cli import main
-from vafa.models import ModelCard, build_model
-
-CLASSES = ["background", "organ", "lesion"]
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny UNet card + safetensors (random weights, deterministic)."""
-    folder = tmp_path_factory.mktemp("model")
-    card = ModelCard.from_preset(
-        "unet",
-        out_channels=3,
-        class_names=CLASSES,
-        roi_size=(16, 16, 16),
-        spacing=None,
-        orientation=None,
-        kwargs={"channels": (4, 8), "strides": (2,), "num_res_units": 0},
-    )
-    torch.manual_seed(0)
-    model = build_model(card).eval()
-    path = folder / "tiny.safetensors"
-    save_model(model, card, path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def _ct(tmp_path, name="ct.nii.gz", shape=(20, 18, 16), seed=0):

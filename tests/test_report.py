@@ -8,40 +8,25 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from tiny_unet import save_tiny_model
 
 from vafa import report as R
 from vafa.attacks.base import drive
-from vafa.checkpoints import load_model, save_model
+from vafa.checkpoints import load_model
 from vafa.cli import main
-from vafa.models import ModelCard, build_model
 from vafa.pipeline import evaluate, run_attack
 from vafa.volume import load_labels, load_volume
 
-CLASSES = ["background", "organ", "lesion"]
 SHAPE = (16, 16, 16)  # one 16³ tile: fast
 ORGAN_SLICES = (4, 11)  # labelled k range [4, 11): the middle slice is 7
-
-
-def _tiny(folder, name, seed):
-    card = ModelCard.from_preset(
-        "unet",
-        out_channels=3,
-        class_names=CLASSES,
-        roi_size=(16, 16, 16),
-        spacing=None,
-        orientation=None,
-        kwargs={"channels": (4, 8), "strides": (2,), "num_res_units": 0},
-    )
-    torch.manual_seed(seed)
-    path = folder / f"{name}.safetensors"
-    save_model(build_model(card).eval(), card, path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    return _tiny(folder, "tiny", 0), _tiny(folder, "tiny2", 1)
+    return save_tiny_model(folder / "tiny.safetensors", 0), save_tiny_model(
+        folder / "tiny2.safetensors", 1
+    )
 
 
 def _case(folder, name="case", seed=0):

@@ -12,11 +12,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from tiny_unet import tiny_card, tiny_model
 
 from vafa.checkpoints import card_path_for, load_card, load_model
 from vafa.cli import main
 from vafa.losses import DiceCELoss, FrequencyConsistencyLoss
-from vafa.models import ModelCard, build_model
+from vafa.models import ModelCard
 from vafa.training import (
     MODES,
     TrainingConfig,
@@ -36,7 +37,6 @@ from vafa.training_data import (
 from vafa.training_io import BEST, LATEST, LOG, PLOT, STATE, TRAINING_FILES, save_state
 from vafa.volume import Volume
 
-CLASSES = ["background", "organ", "lesion"]
 AFFINE = np.diag([1.5, 1.5, 2.0, 1.0])
 #: Cheap attack settings per mode (1 step, 8³ VAFA blocks).
 ATTACK = {
@@ -49,23 +49,6 @@ ATTACK = {
     "clean": {},
 }
 NO_AUG = Augmentation(rotate_degrees=0, scale_intensity=0, shift_intensity=0)
-
-
-def tiny_card(channels=(4, 8), strides=(2,)) -> ModelCard:
-    return ModelCard.from_preset(
-        "unet",
-        out_channels=3,
-        class_names=CLASSES,
-        roi_size=(16, 16, 16),
-        spacing=None,
-        orientation=None,
-        kwargs={"channels": list(channels), "strides": list(strides), "num_res_units": 0},
-    )
-
-
-def tiny_model(card: ModelCard, seed: int = 0):
-    torch.manual_seed(seed)
-    return build_model(card)
 
 
 def config(mode: str = "clean", **overrides) -> TrainingConfig:
