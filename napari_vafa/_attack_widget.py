@@ -21,15 +21,13 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FloatRangeSlider,
-    FloatSlider,
     FloatSpinBox,
     PushButton,
-    Slider,
     SpinBox,
 )
 from qtpy.QtCore import QTimer
 
+from napari_vafa._attack_controls import AttackControls
 from napari_vafa._model_picker import ModelPicker
 from napari_vafa._result_layers import LAYER_ORDER, ResultLayers, source_of
 from napari_vafa._tooltips import tooltip
@@ -47,7 +45,7 @@ if TYPE_CHECKING:
     from napari_vafa._compare import CompareProgress
     from napari_vafa._worker import JobDone, Progress
 
-__all__ = ["ATTACKS", "BLOCK_SIZES", "AttackWidget"]
+__all__ = ["ATTACKS", "AttackWidget"]
 
 #: Attack combo entries: (label, name for :func:`vafa.build_attack`).
 ATTACKS = (
@@ -58,7 +56,6 @@ ATTACKS = (
     ("BIM", "bim"),
     ("GN", "gn"),
 )
-BLOCK_SIZES = (4, 8, 16, 32, 48, 96)
 USE_PREDICTION = "use model prediction"
 METRICS_DOCK = "VAFA metrics"
 #: Least seconds between two live refreshes of the 3D "adversarial" layer.
@@ -121,20 +118,14 @@ class AttackWidget(WorkerWidget):
         for name, control in zip(ModelPicker.NAMES, self.model_picker.widgets, strict=True):
             setattr(self, name, control)
         self.attack = ComboBox(label="attack", choices=ATTACKS, value="vafa")
-        self.q_range = FloatRangeSlider(
-            label="q_min – q_max", min=1, max=100, step=1, value=(5, 20)
-        )
-        self.vafa_steps = Slider(label="steps", min=1, max=100, value=20)
-        self.block_size = ComboBox(label="block size", choices=BLOCK_SIZES, value=32)
+        self.attack_controls = AttackControls(steps_label="steps", steps=20)
+        for name, control in zip(AttackControls.NAMES, self.attack_controls.widgets, strict=True):
+            setattr(self, name, control)
         self.use_ssim = CheckBox(label="SSIM loss", value=True)
         self.ssim_weight = FloatSpinBox(
             label="SSIM weight", min=0.0, max=100.0, step=0.1, value=1.0
         )
         self.normalize = ComboBox(label="normalize", choices=["clip", "slice"], value="clip")
-        self.eps = FloatSlider(label="ε (/255)", min=0.0, max=16.0, step=0.5, value=4.0)
-        self.alpha = FloatSpinBox(label="step α", min=0.0001, max=1.0, step=0.001, value=0.01)
-        self.voxel_steps = Slider(label="steps", min=1, max=100, value=20)
-        self.std = FloatSlider(label="σ (/255)", min=0.0, max=16.0, step=0.5, value=4.0)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         buttons = self._make_run_controls()
         self.export_perturbation = CheckBox(text="perturbation", value=False)
@@ -287,12 +278,9 @@ class AttackWidget(WorkerWidget):
     def _attack_options(self) -> dict[str, Any]:
         name = self.attack.value
         if name in ("vafa", "vafa2d"):
-            q_min, q_max = (float(v) for v in self.q_range.value)
             block = int(self.block_size.value)
             options = {
-                "steps": int(self.vafa_steps.value),
-                "q_min": q_min,
-                "q_max": q_max,
+                **self.attack_controls.vafa_options(),
                 "block_size": (block,) * (3 if name == "vafa" else 2),
                 "normalize": self.normalize.value,
             }
@@ -300,15 +288,7 @@ class AttackWidget(WorkerWidget):
                 options["use_ssim_loss"] = bool(self.use_ssim.value)
                 options["ssim_weight"] = float(self.ssim_weight.value)
             return options
-        if name in ("pgd", "bim"):
-            return {
-                "eps": float(self.eps.value),
-                "alpha": float(self.alpha.value),
-                "steps": int(self.voxel_steps.value),
-            }
-        if name == "fgsm":
-            return {"eps": float(self.eps.value)}
-        return {"std": float(self.std.value)}
+        return self.attack_controls.voxel_options(name)
 
     def _start(self, job) -> None:
         from napari_vafa._worker import run_job

@@ -30,15 +30,12 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     FileEdit,
-    FloatRangeSlider,
-    FloatSlider,
     FloatSpinBox,
     PushButton,
-    Slider,
     SpinBox,
 )
 
-from napari_vafa._attack_widget import BLOCK_SIZES
+from napari_vafa._attack_controls import AttackControls
 from napari_vafa._model_picker import ModelPicker, path_or_none
 from napari_vafa._tooltips import tooltip
 from napari_vafa._worker_widget import (
@@ -137,16 +134,10 @@ class TrainWidget(WorkerWidget):
         self.lr.native.setDecimals(6)
         self.val_every = SpinBox(label="validate every", min=1, max=100_000, value=1)
         self.patch_size = ComboBox(label="patch size", choices=PATCH_SIZES, value=0)
-        self.q_range = FloatRangeSlider(
-            label="q_min – q_max", min=1, max=100, step=1, value=(5, 20)
-        )
-        self.vafa_steps = Slider(label="attack steps", min=1, max=100, value=10)
-        self.block_size = ComboBox(label="block size", choices=BLOCK_SIZES, value=32)
+        self.attack_controls = AttackControls(steps_label="attack steps", steps=10)
+        for name, control in zip(AttackControls.NAMES, self.attack_controls.widgets, strict=True):
+            setattr(self, name, control)
         self.lambda_fr = FloatSpinBox(label="λ (L_fr)", min=0.0, max=100.0, step=0.1, value=1.0)
-        self.eps = FloatSlider(label="ε (/255)", min=0.0, max=16.0, step=0.5, value=4.0)
-        self.alpha = FloatSpinBox(label="step α", min=0.0001, max=1.0, step=0.001, value=0.01)
-        self.voxel_steps = Slider(label="attack steps", min=1, max=100, value=10)
-        self.std = FloatSlider(label="σ (/255)", min=0.0, max=16.0, step=0.5, value=4.0)
         self.out_dir = FileEdit(label="output folder", mode="d")
         self.overwrite = CheckBox(text="overwrite an earlier run", value=False)
         buttons = self._make_run_controls()
@@ -257,24 +248,8 @@ class TrainWidget(WorkerWidget):
     def _attack_options(self) -> dict[str, Any]:
         mode = self.mode.value
         if mode in ("vafa-fr", "vafa"):
-            q_min, q_max = (float(v) for v in self.q_range.value)
-            return {
-                "steps": int(self.vafa_steps.value),
-                "q_min": q_min,
-                "q_max": q_max,
-                "block_size": int(self.block_size.value),
-            }
-        if mode in ("pgd", "bim"):
-            return {
-                "eps": float(self.eps.value),
-                "alpha": float(self.alpha.value),
-                "steps": int(self.voxel_steps.value),
-            }
-        if mode == "fgsm":
-            return {"eps": float(self.eps.value)}
-        if mode == "gn":
-            return {"std": float(self.std.value)}
-        return {}
+            return {**self.attack_controls.vafa_options(), "block_size": int(self.block_size.value)}
+        return self.attack_controls.voxel_options(mode)
 
     def _check_out_dir(self, out_dir: Path, model) -> None:
         """Writable (created if needed), and no earlier run there unless "overwrite"; the base

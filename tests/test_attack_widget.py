@@ -527,3 +527,24 @@ def image_format():
     from qtpy.QtGui import QImage
 
     return QImage.Format.Format_RGBA8888
+
+
+def test_attack_controls_make_the_library_options(qtbot):
+    """The controls both widgets share turn into the options of vafa.attacks, per attack."""
+    from napari_vafa._attack_controls import BLOCK_SIZES, AttackControls
+
+    controls = AttackControls(steps_label="attack steps", steps=10)
+    assert [c.label for c in (controls.vafa_steps, controls.voxel_steps)] == ["attack steps"] * 2
+    assert list(controls.block_size.choices) == list(BLOCK_SIZES)
+    controls.q_range.value = (7, 30)
+    controls.vafa_steps.value = 12
+    controls.eps.value = 8.0
+    controls.alpha.value = 0.02
+    controls.voxel_steps.value = 5
+    controls.std.value = 2.5
+    assert controls.vafa_options() == {"steps": 12, "q_min": 7.0, "q_max": 30.0}
+    voxel = {"eps": 8.0, "alpha": 0.02, "steps": 5}
+    assert controls.voxel_options("pgd") == controls.voxel_options("bim") == voxel
+    assert controls.voxel_options("fgsm") == {"eps": 8.0}
+    assert controls.voxel_options("gn") == {"std": 2.5}
+    assert controls.voxel_options("clean") == {}
