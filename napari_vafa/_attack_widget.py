@@ -62,8 +62,17 @@ METRICS_DOCK = "VAFA metrics"
 PREVIEW_INTERVAL = 0.4
 #: Controls shown for each attack (the others are hidden).
 ATTACK_CONTROLS = {
-    "vafa": ("q_range", "vafa_steps", "block_size", "use_ssim", "ssim_weight", "normalize"),
-    "vafa2d": ("q_range", "vafa_steps", "block_size", "normalize"),
+    "vafa": (
+        "q_range",
+        "vafa_steps",
+        "block_size",
+        "use_ssim",
+        "ssim_weight",
+        "normalize",
+        "hard_round",
+        "paper",
+    ),
+    "vafa2d": ("q_range", "vafa_steps", "block_size", "normalize", "hard_round", "paper"),
     "pgd": ("eps", "alpha", "voxel_steps"),
     "bim": ("eps", "alpha", "voxel_steps"),
     "fgsm": ("eps",),
@@ -106,6 +115,7 @@ class AttackWidget(WorkerWidget):
 
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)
+        self.paper.changed.connect(self._apply_paper)
         self.export_button.changed.connect(self.export)
         self.compare_button.changed.connect(self.compare)
         self._connect()
@@ -126,6 +136,8 @@ class AttackWidget(WorkerWidget):
             label="SSIM weight", min=0.0, max=100.0, step=0.1, value=1.0
         )
         self.normalize = ComboBox(label="normalize", choices=["clip", "slice"], value="clip")
+        self.hard_round = CheckBox(label="hard rounding", value=False)
+        self.paper = CheckBox(label="published algorithm", value=False)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         buttons = self._make_run_controls()
         self.export_perturbation = CheckBox(text="perturbation", value=False)
@@ -158,7 +170,8 @@ class AttackWidget(WorkerWidget):
         self.extend([
             self.image_layer, self.labels_layer, self.model_source, self.weights,
             self.card_file, self.device, self.attack, self.q_range, self.vafa_steps,
-            self.block_size, self.use_ssim, self.ssim_weight, self.normalize, self.eps,
+            self.block_size, self.use_ssim, self.ssim_weight, self.normalize,
+            self.hard_round, self.paper, self.eps,
             self.alpha, self.voxel_steps, self.std, self.seed, buttons, self.status, extras,
             self.export_button, comparison,
         ])  # fmt: skip
@@ -168,7 +181,8 @@ class AttackWidget(WorkerWidget):
         return (
             "image_layer", "labels_layer", "model_source", "weights", "card_file", "device",
             "attack", "q_range", "vafa_steps", "block_size", "use_ssim", "ssim_weight",
-            "normalize", "eps", "alpha", "voxel_steps", "std", "seed", "export_perturbation",
+            "normalize", "hard_round", "paper", "eps", "alpha", "voxel_steps", "std", "seed",
+            "export_perturbation",
             "export_predictions", "export_q_table", "quick_compare", "compare_button",
         )  # fmt: skip
 
@@ -202,6 +216,19 @@ class AttackWidget(WorkerWidget):
         for name in {n for names in ATTACK_CONTROLS.values() for n in names}:
             getattr(self, name).visible = name in shown
         self.export_q_table.enabled = self.attack.value in ("vafa", "vafa2d")
+
+    def _apply_paper(self, *_: Any) -> None:
+        """'published algorithm' shows the settings it fixes and locks them."""
+        from vafa.attacks.vafa import PAPER_SETTINGS
+
+        paper = bool(self.paper.value)
+        if paper:
+            self.normalize.value = PAPER_SETTINGS["normalize"]
+            self.hard_round.value = PAPER_SETTINGS["hard_round"]
+            self.use_ssim.value = True
+            self.ssim_weight.value = PAPER_SETTINGS["ssim_weight"]
+        for control in (self.normalize, self.hard_round, self.use_ssim, self.ssim_weight):
+            control.enabled = not paper
 
     # ------------------------------------------------------------------ state
     @property
@@ -287,6 +314,11 @@ class AttackWidget(WorkerWidget):
             if name == "vafa":
                 options["use_ssim_loss"] = bool(self.use_ssim.value)
                 options["ssim_weight"] = float(self.ssim_weight.value)
+            if self.paper.value:  # the published algorithm fixes the rest (vafa.PAPER_SETTINGS)
+                return {k: options[k] for k in ("steps", "q_min", "q_max", "block_size")} | {
+                    "paper": True
+                }
+            options["hard_round"] = bool(self.hard_round.value)
             return options
         return self.attack_controls.voxel_options(name)
 

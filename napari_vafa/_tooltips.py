@@ -50,6 +50,15 @@ ATTACK_WIDGET: dict[str, str] = {
         "clamp. 'slice': min–max of every axial slice, as the published code — itself a "
         "contrast change that inflates the attack's effect."
     ),
+    "hard_round": (
+        "Return the kept quantization table hard-rounded (a real quantization) instead of the "
+        "soft-rounded volume the attack evaluated: usually stronger and more visible."
+    ),
+    "paper": (
+        "Run VAFA exactly as the published code: per-slice min–max ('slice'), the volume of "
+        "the last step, q from q_max in unit steps within the bounds, SSIM term (3D) of "
+        "weight 1. Locks the controls it fixes."
+    ),
     "eps": "L∞ budget in [0, 255] units (4 means 4/255 of the [0, 1] range).",
     "alpha": "Step size of PGD/BIM in [0, 1] units (0.01 in the paper).",
     "voxel_steps": "Number of PGD/BIM steps (20 in the paper).",

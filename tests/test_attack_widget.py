@@ -548,3 +548,35 @@ def test_attack_controls_make_the_library_options(qtbot):
     assert controls.voxel_options("fgsm") == {"eps": 8.0}
     assert controls.voxel_options("gn") == {"std": 2.5}
     assert controls.voxel_options("clean") == {}
+
+
+@pytest.mark.gui
+def test_published_algorithm_checkbox_locks_its_settings_and_runs_them(
+    make_napari_viewer, qtbot, errors
+):
+    _viewer, widget, _ct, seg = _viewer_with_sample(make_napari_viewer)
+    widget.attack.value = "vafa2d"
+    assert _shown(widget.paper) and _shown(widget.hard_round) and not _shown(widget.use_ssim)
+    widget.attack.value = "pgd"
+    assert not _shown(widget.paper) and not _shown(widget.hard_round)
+    widget.attack.value = "vafa"
+    widget.hard_round.value = True
+    widget.normalize.value = "clip"
+    widget.paper.native.click()  # as a user: tick "published algorithm"
+    assert widget.paper.value
+    assert widget.normalize.value == "slice" and not widget.hard_round.value
+    locked = (widget.normalize, widget.hard_round, widget.use_ssim, widget.ssim_weight)
+    assert not any(control.enabled for control in locked)
+    widget.labels_layer.value = seg
+    widget.vafa_steps.value = 2
+    _run_and_wait(qtbot, widget)
+    assert errors == []
+    settings = widget.last_outcome.settings["attack"]
+    assert settings["paper"] and settings["normalize"] == "slice" and settings["keep"] == "last"
+    assert {row["step"] for row in widget.last_outcome.history if row["returned"]} == {2}
+    widget.paper.native.click()  # untick: the controls are the user's again
+    assert all(control.enabled for control in locked)
+    widget.hard_round.value = True
+    assert (
+        widget._attack_options()["hard_round"] is True and "paper" not in widget._attack_options()
+    )

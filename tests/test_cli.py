@@ -78,6 +78,24 @@ def test_attack_single_file_writes_volume_and_json(tiny_model, tmp_path, capsys)
     assert np.all((air == -1000) | (air >= -175)) and (air == -1000).any()
 
 
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--paper"], {"paper": True, "normalize": "slice", "keep": "last", "hard_round": False}),
+        (["--keep", "last", "--hard-round"], {"paper": False, "keep": "last", "hard_round": True}),
+    ],
+)
+def test_attack_paper_and_hard_round_flags(flags, expected, tiny_model, tmp_path):
+    ct = _ct(tmp_path)
+    out = tmp_path / "adv.nii.gz"
+    argv = ["attack", str(ct), "--model", str(tiny_model), "--out", str(out), "--steps", "2"]
+    assert main([*argv, "--block-size", "8", "--quiet", *flags]) == 0
+    doc = json.loads((tmp_path / "adv.json").read_text())
+    assert expected.items() <= doc["settings"]["attack"].items()
+    returned = {row["step"] for row in doc["history"] if row["returned"]}
+    assert returned == ({"hard"} if "--hard-round" in flags else {2})
+
+
 def test_attack_pgd_prints_table_and_json(tiny_model, tmp_path, capsys):
     ct = _ct(tmp_path)
     code = main(
@@ -179,6 +197,11 @@ def test_attack_datalist(tiny_model, tmp_path):
             "nocard.json",
         ),
         (["evaluate", "{ct}", "--adversarial", "{other}"], "grid"),
+        (["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--attack", "pgd", "--paper"], "paper"),
+        (
+            ["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--paper", "--normalize", "clip"],
+            "paper=True fixes normalize='slice'",
+        ),
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_write_nothing(

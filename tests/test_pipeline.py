@@ -209,7 +209,8 @@ def test_run_attack_outputs_shapes_dtypes_and_grids(outcome):
     assert q.min() >= 5.0 and q.max() <= 20.0  # every voxel has its tile's q
     assert not outcome.cancelled
     assert {"batch", "tiles", "step", "loss", "dice", "ssim", "alpha"} <= set(outcome.history[0])
-    assert len(outcome.history) == 18 * 3  # 18 tiles × (2 steps + final)
+    assert len(outcome.history) == 18 * 2  # 18 tiles × 2 steps (VAFA evaluates no "final")
+    assert {row["returned"] for row in outcome.history} == {True, False}
 
 
 def test_run_attack_metrics(outcome):

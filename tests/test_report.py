@@ -11,6 +11,7 @@ import torch
 from tiny_unet import save_tiny_model
 
 from vafa import report as R
+from vafa.attacks import build_attack
 from vafa.attacks.base import drive
 from vafa.checkpoints import load_model
 from vafa.cli import main
@@ -131,8 +132,9 @@ def test_paper_switches_every_vafa_entry_to_the_published_code():
         vafa = [e for e in grid if e.attack in ("vafa", "vafa2d")]
         assert len(vafa) >= 3
         for e in vafa:
-            assert (e.options["normalize"], e.options["keep"]) == ("slice", "last")
-            assert (e.options["q_min"], e.options["q_init"]) == (5, "max")
+            assert e.options == {**e.options, "paper": True, "q_min": 5}
+            built = build_attack(e.attack, torch.nn.Conv3d(1, 2, 1), **e.options)
+            assert (built.normalize, built.keep, built.q_init) == ("slice", "last", "max")
         voxel = [e for e in grid if e.attack in ("pgd", "fgsm", "bim", "gn")]
         assert all("normalize" not in e.options for e in voxel)
     default_keys = {e.key for e in R.report_grid()}

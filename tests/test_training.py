@@ -473,3 +473,16 @@ def test_no_warnings_from_a_plain_run(card, datalist, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train(tiny_model(card), card, datalist, [], out_dir=tmp_path, config=config("bim"))
+
+
+def test_training_samples_are_the_published_last_iterate_unless_keep_is_given():
+    assert TrainingConfig(mode="vafa-fr").attack_options == {"keep": "last"}
+    assert TrainingConfig(mode="pgd", attack_options={"eps": 2}).attack_options == {
+        "keep": "last",
+        "eps": 2,
+    }
+    assert TrainingConfig(mode="vafa", attack_options={"keep": "best"}).attack_options == {
+        "keep": "best"
+    }
+    assert TrainingConfig(mode="gn").attack_options == {}  # noise has no iterates
+    assert TrainingConfig(mode="clean").attack_options == {}

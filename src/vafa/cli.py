@@ -32,7 +32,11 @@ ATTACK_OPTIONS = {
         str,
         "VAFA: clip (default) | slice (published per-slice min-max)",
     ),
-    "keep": (("--keep",), str, "best | last iterate"),
+    "keep": (
+        ("--keep",),
+        str,
+        "best (default: the step with the highest objective) | last (the last step's volume)",
+    ),
     "eps": (("--eps",), float, "PGD/FGSM/BIM: L-inf budget in [0,255] units (default 4)"),
     "alpha": (("--alpha",), float, "PGD/BIM: step in [0,1] units (default 0.01)"),
     "std": (("--std",), float, "GN: noise std in [0,255] units (default 4)"),
@@ -183,6 +187,20 @@ def _attack_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--no-ssim", dest="use_ssim_loss", action="store_false", help="VAFA: drop the SSIM term"
+    )
+    group.add_argument(
+        "--paper",
+        action="store_true",
+        default=None,
+        help="VAFA as the published code: normalize=slice, the last step's volume (keep=last), "
+        "q from q_max in signed unit steps within [q_min, q_max]",
+    )
+    group.add_argument(
+        "--hard-round",
+        action="store_true",
+        default=None,
+        help="VAFA: return the kept table hard-rounded (a real quantization) instead of the "
+        "soft-rounded iterate",
     )
     for dest, (flags, kind, text) in ATTACK_OPTIONS.items():
         group.add_argument(*flags, dest=dest, type=kind, default=None, help=text)
@@ -360,7 +378,7 @@ def _run(args, model, card, image, labels, title: str):
 
 def _attack_options(args) -> dict[str, Any]:
     options = {key: getattr(args, key) for key in ATTACK_OPTIONS}
-    options["use_ssim_loss"] = args.use_ssim_loss
+    options.update(use_ssim_loss=args.use_ssim_loss, paper=args.paper, hard_round=args.hard_round)
     if args.block_size:
         sizes = [int(v) for v in _split_ints(args.block_size, "--block-size")]
         options["block_size"] = (

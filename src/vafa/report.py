@@ -58,9 +58,9 @@ __all__ = [
     "write_report",
 ]
 
-#: VAFA options of the published code (``--paper``): per-slice min-max, last iterate, q in
-#: [5, q_max] starting at q_max.
-PAPER_VAFA: dict[str, Any] = {"normalize": "slice", "keep": "last", "q_min": 5, "q_init": "max"}
+#: VAFA options of the published code (``--paper``): the attack's ``paper=True``
+#: (:data:`vafa.attacks.vafa.PAPER_SETTINGS`) with the published q_min.
+PAPER_VAFA: dict[str, Any] = {"paper": True, "q_min": 5}
 #: The library's VAFA defaults, written out so that the result keys say what ran.
 LIBRARY_VAFA: dict[str, Any] = {"normalize": "clip", "keep": "best", "q_min": 5, "q_init": "max"}
 #: Attack steps of the iterative attacks in a ``quick`` grid (the full grid: 20, the paper's).
@@ -1063,11 +1063,13 @@ def write_report(
 
 
 def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
+    from vafa.attacks.vafa import PAPER_SETTINGS
+
     names = [m[0] for m in models]
     table1 = table1_grid(quick=settings.quick, paper=settings.paper)
     sweeps = sweep_grid(quick=settings.quick, paper=settings.paper)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    vafa_mode = PAPER_VAFA if settings.paper else LIBRARY_VAFA
+    vafa_mode = {**PAPER_SETTINGS, "q_min": 5} if settings.paper else LIBRARY_VAFA
     mode = "published code (`--paper`)" if settings.paper else "library defaults"
     out = [
         "# VAFA robustness report",

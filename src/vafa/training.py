@@ -75,6 +75,9 @@ MODE_ATTACKS: dict[str, str | None] = {
     "clean": None,
 }
 
+#: Attacks whose iterate can be chosen (``keep``); training uses their last one by default.
+ITERATIVE_ATTACKS = ("vafa", "pgd", "fgsm", "bim")
+
 
 # ----------------------------------------------------------------------------- settings
 @dataclass
@@ -93,8 +96,10 @@ class TrainingConfig:
         grad_clip: maximum gradient norm (None: no clipping).
         lambda_fr: weight λ of the frequency-consistency term (``"vafa-fr"``; paper: 1).
         attack_options: options of the mode's attack (e.g. ``{"q_max": 20, "block_size": 32,
-            "steps": 20}`` for VAFA, ``{"eps": 4}`` for PGD); the attack's defaults otherwise.
-            Must be empty for ``"clean"``; ``seed`` and ``device`` are set by the trainer.
+            "steps": 20}`` for VAFA, ``{"eps": 4}`` for PGD); the attack's defaults otherwise,
+            except ``keep``: the samples are the attack's last iterate (``keep="last"``, the
+            published VAFA and PGD samples) unless ``keep`` is given. Must be empty for
+            ``"clean"``; ``seed`` and ``device`` are set by the trainer.
         val_every: validate every this many epochs (and after the last epoch).
         tile_batch: tiles attacked together during validation.
         amp: mixed precision on CUDA (bfloat16 where supported, else float16 with a grad
@@ -148,6 +153,8 @@ class TrainingConfig:
             raise ValueError(
                 f"attack_options must be empty in mode 'clean', got {sorted(self.attack_options)}"
             )
+        if self.attack in ITERATIVE_ATTACKS:
+            self.attack_options = {"keep": "last", **self.attack_options}
 
     @property
     def attack(self) -> str | None:

@@ -64,8 +64,11 @@ class AttackResult:
         clean_prediction: ``[B, 1, H, W, D]`` int64 class map of the clean input.
         adversarial_prediction: ``[B, 1, H, W, D]`` int64 class map of ``adversarial``.
         labels: ``[B, 1, H, W, D]`` int64, the labels attacked (ground truth or pseudo-labels).
-        history: one dict per evaluated iterate: ``step``, ``loss``, ``dice``, ``ssim``, ``alpha``
-            (VAFA) — the last entry (``final``) is the iterate after the last update.
+        history: one dict per evaluated iterate: ``step`` (1-based; ``"final"`` for the
+            evaluation after the last update of attacks that make one, ``"hard"`` for VAFA's
+            hard-rounded output), ``loss``, ``dice``, ``ssim``, ``alpha`` (VAFA) and
+            ``returned`` (True for the evaluation whose volume was returned, for any sample).
+        returned_steps: per sample, the ``step`` of the history entry that was returned.
         steps_run: gradient steps done (fewer than asked when cancelled).
         cancelled: True when a callback stopped the attack.
         q_tables: VAFA only, ``[B, C, N, *block_size]`` quantization tables of ``adversarial``.
@@ -80,6 +83,7 @@ class AttackResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     steps_run: int = 0
     cancelled: bool = False
+    returned_steps: list[int | str] = field(default_factory=list)
     q_tables: torch.Tensor | None = None
     objective: torch.Tensor | None = None
     settings: dict[str, Any] = field(default_factory=dict)
@@ -92,7 +96,7 @@ class Attack:
         model: segmentation network mapping ``[B, C, H, W, D]`` to logits ``[B, K, H, W, D]``.
         steps: number of gradient steps (0 for attacks without gradient).
         keep: ``"best"`` returns, per sample, the evaluated iterate with the highest objective;
-            ``"last"`` the iterate after the last update.
+            ``"last"`` the last evaluated iterate (see :attr:`evaluates_final`).
         targeted: minimise the loss towards ``labels`` instead of maximising it.
         seed: seed of the attack's own random generator (random starts, noise, random tables);
             None draws one from torch's global generator.
@@ -101,6 +105,10 @@ class Attack:
     """
 
     name = "attack"
+    #: Whether the iterate after the last update is evaluated (and offered to ``keep``). Voxel
+    #: attacks: yes (PGD returns the point after its last step). VAFA: no — the published code
+    #: returns the volume of its last step, made before the last update, which it never uses.
+    evaluates_final = True
 
     def __init__(
         self,
@@ -234,6 +242,14 @@ class Attack:
     def _finish(self, result: AttackResult, kept: dict[str, torch.Tensor], state: dict) -> None:
         """Fill attack-specific result fields from the kept snapshot."""
 
+    def _rework(self, kept: dict[str, torch.Tensor], state: dict):
+        """Optionally remake the kept volume from the kept snapshot (VAFA's hard rounding).
+
+        Returns ``(step_label, x_adv, extra, ssim)`` for the new evaluation, or None to return
+        the kept iterate as it is.
+        """
+        return None
+
     # ------------------------------------------------------------------ the loop
     def _run(self, model, images, labels, device):
         generator = torch.Generator(device="cpu")
@@ -254,19 +270,23 @@ class Attack:
         cancelled = False
         steps_run = 0
         for step in range(self.steps):
-            with _grad_mode(True):
+            # The last update only matters when the point after it is evaluated.
+            update = self.evaluates_final or step + 1 < self.steps
+            with _grad_mode(update):
                 x_adv, extra, ssim = self._perturb(state, step)
                 logits = _forward(model, x_adv)
                 objective = self._objective(logits, target, extra)
-                grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
+                if update:
+                    grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
             with _grad_mode(False):
                 row, prediction = self._record(
                     step + 1, logits, objective, ssim, target, num_classes, state
                 )
-                tracker.offer(objective, x_adv, prediction, self._snapshot(state))
+                tracker.offer(objective, x_adv, prediction, self._snapshot(state), step + 1)
                 del logits
                 history.append(row)
-                self._update(state, grad, step)
+                if update:
+                    self._update(state, grad, step)
             steps_run = step + 1
             event = StepEvent(
                 step + 1, self.steps, row["loss"], row["dice"], row["ssim"], x_adv.detach()
@@ -274,7 +294,7 @@ class Attack:
             if (yield event) is False:
                 cancelled = True
                 break
-        if not cancelled:
+        if not cancelled and (self.evaluates_final or self.steps == 0):
             with _grad_mode(False):
                 x_adv, extra, ssim = self._perturb(state, self.steps)
                 logits = _forward(model, x_adv)
@@ -282,9 +302,24 @@ class Attack:
                 row, prediction = self._record(
                     "final", logits, objective, ssim, target, num_classes, state
                 )
-                tracker.offer(objective, x_adv, prediction, self._snapshot(state))
+                tracker.offer(objective, x_adv, prediction, self._snapshot(state), "final")
                 history.append(row)
         kept = tracker.result()
+        with _grad_mode(False):
+            rework = self._rework(kept, state)
+            if rework is not None:
+                label, x_adv, extra, ssim = rework
+                logits = _forward(model, x_adv)
+                objective = self._objective(logits, target, extra)
+                row, prediction = self._record(
+                    label, logits, objective, ssim, target, num_classes, state
+                )
+                kept.update(objective=objective, x=x_adv, prediction=prediction)
+                kept["steps"] = [label] * len(kept["steps"])
+                history.append(row)
+        returned = set(kept["steps"])
+        for row in history:
+            row["returned"] = row["step"] in returned
         result = AttackResult(
             adversarial=kept["x"].to(device=images.device, dtype=images.dtype),
             clean_prediction=clean_pred.to(images.device),
@@ -293,6 +328,7 @@ class Attack:
             history=history,
             steps_run=steps_run,
             cancelled=cancelled,
+            returned_steps=list(kept["steps"]),
             objective=kept["objective"].cpu(),
             settings=self.settings(),
         )
@@ -338,8 +374,9 @@ class _BestTracker:
     def __init__(self, keep: str) -> None:
         self.keep = keep
         self.kept: dict[str, torch.Tensor] | None = None
+        self.steps: list[int | str] = []
 
-    def offer(self, objective, x_adv, prediction, extras: dict[str, torch.Tensor]) -> None:
+    def offer(self, objective, x_adv, prediction, extras: dict[str, torch.Tensor], step) -> None:
         candidate = {
             "objective": objective.detach(),
             "x": x_adv.detach(),
@@ -348,6 +385,7 @@ class _BestTracker:
         }
         if self.kept is None or self.keep == "last":
             self.kept = {k: v.clone() for k, v in candidate.items()}
+            self.steps = [step] * objective.shape[0]
             return
         better = candidate["objective"] > self.kept["objective"]
         if bool(better.all()):
@@ -356,10 +394,12 @@ class _BestTracker:
             for key, value in candidate.items():
                 mask = better.view(-1, *([1] * (value.dim() - 1)))
                 self.kept[key] = torch.where(mask, value, self.kept[key])
+        self.steps = [step if b else s for b, s in zip(better.tolist(), self.steps, strict=True)]
 
-    def result(self) -> dict[str, torch.Tensor]:
+    def result(self) -> dict[str, Any]:
+        """The kept tensors, plus ``"steps"``: per sample, the step label of the kept iterate."""
         assert self.kept is not None  # the loop always offers at least one iterate
-        return self.kept
+        return {**self.kept, "steps": list(self.steps)}
 
 
 def drive(

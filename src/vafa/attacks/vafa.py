@@ -6,10 +6,17 @@ table ``q`` (one entry per block and frequency) through a differentiable roundin
 DCT and maps the result back to [0, 1]. The attack maximises ``L_seg(M(X'), Y) − w·(1 − SSIM)``
 over ``q`` by signed steps, clipped to ``[q_min, q_max]``.
 
-Implementation notes (see DESIGN.md §1): the DCT of the clean volume and the SSIM statistics of
-the clean blocks are computed once per call; each step costs one inverse block DCT, the
-quantization, a three-map SSIM and the model. After the last update one more evaluation with
-hard rounding (α = 0, a real quantization) is made.
+The loop is the published one: step ``i`` (0-based) builds the volume from the current table with
+the soft rounding at ``α_i = 0.1 − i·0.1/steps``, runs the model, then updates the table. The
+volume of the last step (table after ``steps − 1`` updates, ``α = 0.1/steps``) is what the
+published code returns, so the last update is never made. ``keep="last"`` returns exactly that
+volume; ``keep="best"`` the evaluated step with the highest objective. ``hard_round=True`` then
+re-makes the returned volume from the kept table with hard rounding (``α = 0``, a real
+quantization; the history marks it ``"hard"``).
+
+Implementation notes: the DCT of the clean volume and the SSIM statistics of the clean blocks
+are computed once per call; each step costs one inverse block DCT, the quantization, a three-map
+SSIM and the model.
 """
 
 from __future__ import annotations
@@ -32,11 +39,25 @@ from vafa.frequency import (
 from vafa.quantization import ROUNDINGS, AlphaSchedule, quantize, validate_bounds
 from vafa.ssim import BlockSSIM
 
-__all__ = ["NORMALIZE_MODES", "Q_INIT_MODES", "VAFA", "VAFA2D"]
+__all__ = ["NORMALIZE_MODES", "PAPER_SETTINGS", "Q_INIT_MODES", "VAFA", "VAFA2D"]
 
 NORMALIZE_MODES = ("clip", "slice")
 Q_INIT_MODES = ("max", "min", "random")
 _SLICE_EPS = 1e-8
+
+#: What ``paper=True`` fixes: the published code's algorithm (per-slice min–max, the volume of
+#: the last step, the table starting at q_max and moved by signed unit steps in [q_min, q_max],
+#: soft tanh rounding, the SSIM term with weight 1; the SSIM term is on in 3D and off in 2D, as
+#: published). q_min, q_max, steps and block size stay free (the paper varies them).
+PAPER_SETTINGS = {
+    "normalize": "slice",
+    "keep": "last",
+    "q_init": "max",
+    "q_step": 1.0,
+    "rounding": "tanh",
+    "ssim_weight": 1.0,
+    "hard_round": False,
+}
 
 
 class VAFA(Attack):
@@ -57,8 +78,15 @@ class VAFA(Attack):
             - ``"clip"``: divide by 255 and clamp (default; a pure frequency perturbation).
             - ``"slice"``: min–max of every axial (H, W) slice, as the published code (with an
               epsilon guard); adds a contrast change wherever a slice does not span [0, 1].
-        rounding: ``"tanh"`` (published, annealed α from 0.1 to 0) or ``"cubic"``.
-        keep: ``"best"`` (default) or ``"last"`` (published code) iterate.
+        rounding: ``"tanh"`` (published, annealed α from 0.1 towards 0) or ``"cubic"``.
+        keep: ``"best"`` (default: the step with the highest objective among the ``steps``
+            evaluated ones) or ``"last"`` (the volume of the last step, as the published code).
+        hard_round: re-make the returned volume from the kept table with hard rounding
+            (``α = 0``): a real quantization, usually a stronger and more visible change than
+            the soft-rounded iterate the published code returns.
+        paper: the published algorithm (:data:`PAPER_SETTINGS`): ``normalize`` and ``keep``
+            default to ``"slice"`` and ``"last"``; a conflicting value of a fixed option is an
+            error.
         targeted, seed, device, clamp_inputs: see :class:`~vafa.attacks.base.Attack`.
 
     ``attack(images [B, C, H, W, D] in [0, 1], labels [B, 1, H, W, D] | None)`` returns an
@@ -69,6 +97,7 @@ class VAFA(Attack):
 
     name = "VAFA"
     spatial_dims = 3
+    evaluates_final = False
 
     def __init__(
         self,
@@ -82,14 +111,36 @@ class VAFA(Attack):
         block_size: int | Sequence[int] = (32, 32, 32),
         use_ssim_loss: bool = True,
         ssim_weight: float = 1.0,
-        normalize: str = "clip",
+        normalize: str | None = None,
         rounding: str = "tanh",
-        keep: str = "best",
+        keep: str | None = None,
+        hard_round: bool = False,
+        paper: bool = False,
         targeted: bool = False,
         seed: int | None = None,
         device: str | torch.device = "auto",
         clamp_inputs: bool = False,
     ) -> None:
+        self.paper = bool(paper)
+        if self.paper:
+            normalize = PAPER_SETTINGS["normalize"] if normalize is None else normalize
+            keep = PAPER_SETTINGS["keep"] if keep is None else keep
+            given = dict(
+                normalize=normalize,
+                keep=keep,
+                q_init=q_init,
+                q_step=q_step,
+                rounding=rounding,
+                ssim_weight=ssim_weight,
+                hard_round=hard_round,
+            )
+            fixed = {**PAPER_SETTINGS, "use_ssim_loss": self.spatial_dims == 3}
+            given["use_ssim_loss"] = use_ssim_loss
+            for key, value in given.items():
+                if value != fixed[key]:
+                    raise ValueError(f"paper=True fixes {key}={fixed[key]!r}, got {key}={value!r}")
+        normalize = "clip" if normalize is None else normalize
+        keep = "best" if keep is None else keep
         super().__init__(
             model,
             steps=steps,
@@ -125,6 +176,7 @@ class VAFA(Attack):
         self.ssim_weight = float(ssim_weight)
         self.normalize = normalize
         self.rounding = rounding
+        self.hard_round = bool(hard_round)
 
     def _hyper_parameters(self) -> dict[str, Any]:
         return {
@@ -137,6 +189,8 @@ class VAFA(Attack):
             "ssim_weight": self.ssim_weight,
             "normalize": self.normalize,
             "rounding": self.rounding,
+            "hard_round": self.hard_round,
+            "paper": self.paper,
         }
 
     # ------------------------------------------------------------------ hooks
@@ -160,13 +214,16 @@ class VAFA(Attack):
         }
 
     def _perturb(self, state: dict, step: int):
-        alpha = state["schedule"].alpha(step)
+        return self._reconstruct(state, state["q"], state["schedule"].alpha(step))
+
+    def _reconstruct(self, state: dict, q: torch.Tensor, alpha: float):
+        """``(x_adv, extra, ssim)`` of table ``q`` (layout of the coefficients) at rounding ``alpha``."""
         # De-quantized coefficients already in [0,1] units with the +128 carried by the DC terms,
         # so the inverse DCT gives the reconstruction directly (one fused pass, see quantize()).
         scale = 1.0 / 255.0 if self.normalize == "clip" else 1.0
         dequantized = quantize(
             state["coeffs"],
-            state["q"],
+            q,
             alpha,
             self.rounding,
             scale=scale,
@@ -210,8 +267,12 @@ class VAFA(Attack):
         return {"q": state["q"].detach()}
 
     def _history_extras(self, state: dict, step) -> dict[str, Any]:
-        index = self.steps if step == "final" else step - 1
-        return {"alpha": state["schedule"].alpha(index)}
+        return {"alpha": 0.0 if step == "hard" else state["schedule"].alpha(step - 1)}
+
+    def _rework(self, kept: dict[str, torch.Tensor], state: dict):
+        if not self.hard_round:
+            return None
+        return ("hard", *self._reconstruct(state, kept["q"], 0.0))
 
     def _finish(self, result: AttackResult, kept: dict[str, torch.Tensor], state: dict) -> None:
         result.q_tables = to_blocks(kept["q"], self.block_size).cpu()
