@@ -90,7 +90,7 @@ class AttackWidget(WorkerWidget):
         last_outcome: the :class:`vafa.pipeline.AttackOutcome` of the last finished run.
         results: the :class:`napari_vafa._result_layers.ResultLayers` of this widget.
         model_picker: the model and device controls (also reachable as ``model_source``,
-            ``weights``, ``card_file``, ``device``).
+            ``weights``, ``card_preset``, ``card_file``, ``device``).
         plots: the :class:`napari_vafa._plots.MetricsPlot` shown in the "VAFA metrics" dock.
     """
 
@@ -115,6 +115,7 @@ class AttackWidget(WorkerWidget):
 
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)
+        self.image_layer.changed.connect(self._prefer_labels_on_grid)
         self.paper.changed.connect(self._apply_paper)
         self.export_button.changed.connect(self.export)
         self.compare_button.changed.connect(self.compare)
@@ -169,8 +170,8 @@ class AttackWidget(WorkerWidget):
         )
         self.extend([
             self.image_layer, self.labels_layer, self.model_source, self.weights,
-            self.card_file, self.device, self.attack, self.q_range, self.vafa_steps,
-            self.block_size, self.use_ssim, self.ssim_weight, self.normalize,
+            self.card_preset, self.card_file, self.device, self.attack, self.q_range,
+            self.vafa_steps, self.block_size, self.use_ssim, self.ssim_weight, self.normalize,
             self.hard_round, self.paper, self.eps,
             self.alpha, self.voxel_steps, self.std, self.seed, buttons, self.status, extras,
             self.export_button, comparison,
@@ -179,7 +180,8 @@ class AttackWidget(WorkerWidget):
     @staticmethod
     def _input_names() -> tuple[str, ...]:
         return (
-            "image_layer", "labels_layer", "model_source", "weights", "card_file", "device",
+            "image_layer", "labels_layer", "model_source", "weights", "card_preset", "card_file",
+            "device",
             "attack", "q_range", "vafa_steps", "block_size", "use_ssim", "ssim_weight",
             "normalize", "hard_round", "paper", "eps", "alpha", "voxel_steps", "std", "seed",
             "export_perturbation",
@@ -199,11 +201,27 @@ class AttackWidget(WorkerWidget):
         from napari.layers import Labels
 
         layers = [
-            (layer.name, layer)
+            layer
             for layer in self.viewer.layers
             if isinstance(layer, Labels) and not self.results.is_result(layer)
         ]
-        return [(USE_PREDICTION, USE_PREDICTION), *layers]
+        image = getattr(self, "image_layer", None)
+        shape = None if image is None or image.value is None else image.value.data.shape
+        on_grid = [(layer.name, layer) for layer in layers if layer.data.shape == shape]
+        others = [(layer.name, layer) for layer in layers if layer.data.shape != shape]
+        # labels on the image's grid come first, so that they are the default
+        return [*on_grid, (USE_PREDICTION, USE_PREDICTION), *others]
+
+    def _prefer_labels_on_grid(self, *_: Any) -> None:
+        """A new image picks labels on its grid when the current choice does not fit it."""
+        current = self.labels_layer.value
+        self.labels_layer.reset_choices()
+        image = self.image_layer.value
+        fits = isinstance(current, str) or (
+            current is not None and image is not None and current.data.shape == image.data.shape
+        )
+        if not fits:
+            self.labels_layer.value = self.labels_layer.choices[0]
 
     @property
     def result_layers(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Model choice shared by the plugin's widgets: a bundled model or a weights file, and a device.
 
-:class:`ModelPicker` owns four magicgui controls (``model_source``, ``weights``, ``card_file``,
-``device``) that a host widget places in its own form, and turns them into a
+:class:`ModelPicker` owns five magicgui controls (``model_source``, ``weights``, ``card_file``,
+``card_preset``, ``device``) that a host widget places in its own form, and turns them into a
 :class:`napari_vafa._worker.ModelSpec`. ``use_weights`` selects a file in one call (how the
 VAFT widget hands a freshly trained model to the attack widget).
 """
@@ -24,6 +24,8 @@ BUNDLED_LABELS = {
     "robust-demo": "bundled robust demo model (VAFT)",
 }
 WEIGHTS_FILE = "weights file"
+#: Card combo entry meaning "the card file beside the weights, or the file chosen below".
+CARD_FILE = "card file (beside the weights or chosen)"
 WEIGHT_SUFFIXES = "*.safetensors *.pt *.pth *.ckpt *.bin"
 
 
@@ -37,20 +39,29 @@ class ModelPicker:
     Attributes:
         model_source: combo of the installed bundled models and ``"weights file"``.
         weights, card_file: file pickers shown for ``"weights file"``.
+        card_preset: ``"file"`` (the card file) or a preset name (e.g. ``"unetr-btcv"``): the card of a
+            preset instead of a file, for checkpoints that come without one.
         device: device combo.
     """
 
-    NAMES = ("model_source", "weights", "card_file", "device")
+    NAMES = ("model_source", "weights", "card_preset", "card_file", "device")
 
     def __init__(self, devices: list[str]) -> None:
         from vafa.data import bundled_models
+        from vafa.models import list_presets
 
         sources = [(BUNDLED_LABELS.get(n, n), n) for n in bundled_models()]
         self.model_source = ComboBox(label="model", choices=[*sources, (WEIGHTS_FILE, "file")])
         self.weights = FileEdit(label="weights", mode="r", filter=WEIGHT_SUFFIXES)
+        self.card_preset = ComboBox(
+            label="card",
+            choices=[(CARD_FILE, "file"), *((name, name) for name in list_presets())],
+            value="file",
+        )
         self.card_file = FileEdit(label="card (optional)", mode="r", filter="*.json")
         self.device = ComboBox(label="device", choices=devices, value=devices[0])
         self.model_source.changed.connect(self.update_visibility)
+        self.card_preset.changed.connect(self.update_visibility)
         self.update_visibility()
 
     @property
@@ -61,11 +72,13 @@ class ModelPicker:
     def update_visibility(self, *_: Any) -> None:
         from_file = self.model_source.value == "file"
         self.weights.visible = from_file
-        self.card_file.visible = from_file
+        self.card_preset.visible = from_file
+        self.card_file.visible = from_file and self.card_preset.value == "file"
 
     def use_weights(self, weights: str | Path, card: str | Path | None = None) -> None:
         """Select a weights file (and optionally its card) as the model."""
         self.model_source.value = "file"
+        self.card_preset.value = "file"
         self.weights.value = Path(weights)
         if card is None:  # FileEdit.value = "" would mean the current folder
             self.card_file.line_edit.value = ""
@@ -89,6 +102,8 @@ class ModelPicker:
             raise ValueError("choose a weights file, or a bundled model")
         if not weights.is_file():
             raise ValueError(f"weights file not found: {weights}")
+        if self.card_preset.value != "file":
+            return ModelSpec("file", weights=weights, card=self.card_preset.value, device=device)
         card = path_or_none(self.card_file.value)
         if card is not None and not card.is_file():
             raise ValueError(f"model card file not found: {card}")

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 __all__ = ["ATTACK_WIDGET", "TRAIN_WIDGET", "tooltip"]
 
+_CARD_PRESET = (
+    "Which model card describes the checkpoint: its card file (beside the weights, or chosen "
+    "below), or a preset such as 'unetr-btcv' for the paper's UNETR checkpoints, which come "
+    "without a card."
+)
+
 #: Tooltips of :class:`napari_vafa._attack_widget.AttackWidget`, by control attribute name.
 ATTACK_WIDGET: dict[str, str] = {
     "image_layer": (
@@ -23,6 +29,7 @@ ATTACK_WIDGET: dict[str, str] = {
         "Checkpoint file (.safetensors preferred; .pt/.pth/.ckpt/.bin are read with "
         "torch.load(weights_only=True), never unpickling objects)."
     ),
+    "card_preset": _CARD_PRESET,
     "card_file": (
         "Model card JSON. Leave empty to use the card beside the weights "
         "(<weights>.json or <weights without suffix>.json)."
@@ -113,6 +120,7 @@ TRAIN_WIDGET: dict[str, str] = {
         "Checkpoint to fine-tune (.safetensors preferred; .pt/.pth/.ckpt/.bin are read with "
         "torch.load(weights_only=True), never unpickling objects)."
     ),
+    "card_preset": _CARD_PRESET,
     "card_file": (
         "Model card JSON. Leave empty to use the card beside the weights "
         "(<weights>.json or <weights without suffix>.json)."

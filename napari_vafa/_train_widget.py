@@ -92,7 +92,7 @@ class TrainWidget(WorkerWidget):
 
     Attributes:
         model_picker: the base model and device controls (also reachable as ``model_source``,
-            ``weights``, ``card_file``, ``device``).
+            ``weights``, ``card_preset``, ``card_file``, ``device``).
         plots: the :class:`napari_vafa._train_plots.TrainingPlot` of the curves dock.
         last_result: the :class:`napari_vafa._train_worker.TrainDone` of the last run that
             ended with a checkpoint (None before).
@@ -146,7 +146,8 @@ class TrainWidget(WorkerWidget):
             getattr(self, name).tooltip = tooltip("train", name)
         self.extend([
             self.data_source, self.image_layer, self.labels_layer, self.datalist,
-            self.model_source, self.weights, self.card_file, self.device, self.mode,
+            self.model_source, self.weights, self.card_preset, self.card_file, self.device,
+            self.mode,
             self.epochs, self.iterations, self.batch_size, self.lr, self.val_every,
             self.patch_size, self.q_range, self.vafa_steps, self.block_size, self.lambda_fr,
             self.eps, self.alpha, self.voxel_steps, self.std, self.out_dir, self.overwrite,
@@ -157,7 +158,8 @@ class TrainWidget(WorkerWidget):
     def _input_names() -> tuple[str, ...]:
         return (
             "data_source", "image_layer", "labels_layer", "datalist", "model_source", "weights",
-            "card_file", "device", "mode", "epochs", "iterations", "batch_size", "lr",
+            "card_preset", "card_file", "device", "mode", "epochs", "iterations", "batch_size",
+            "lr",
             "val_every", "patch_size", "q_range", "vafa_steps", "block_size", "lambda_fr", "eps",
             "alpha", "voxel_steps", "std", "out_dir", "overwrite",
         )  # fmt: skip

@@ -68,11 +68,13 @@ class ModelSpec:
     Attributes:
         source: a name of :data:`vafa.data.BUNDLED_MODELS` (``"demo"``, ``"robust-demo"``)
             or ``"file"``.
+        card: with ``"file"``: a card file, a preset name, or None (the card beside the
+            weights).
     """
 
     source: str = "demo"
     weights: Path | None = None
-    card: Path | None = None
+    card: Path | str | None = None  # a card file, or a preset name
     device: str = "auto"
 
     def describe(self) -> str:

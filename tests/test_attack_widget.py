@@ -247,6 +247,7 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     for name in ATTACK_WIDGET:
         assert getattr(widget, name).tooltip == ATTACK_WIDGET[name], name
     assert widget.image_layer.value is ct
+    assert widget.labels_layer.value is seg  # the organ labels on the image's grid by default
     widget.attack.value = "pgd"
     assert _shown(widget.eps) and _shown(widget.alpha) and not _shown(widget.q_range)
     widget.attack.value = "gn"
@@ -263,8 +264,8 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     layers = dict(widget.result_layers)
     assert [layer.name for layer in widget.image_layer.choices] == [ct.name]  # not ours
     assert [getattr(c, "name", c) for c in widget.labels_layer.choices] == [
-        USE_PREDICTION,
         seg.name,
+        USE_PREDICTION,
     ]
     assert [layers[k].name for k in RESULT_LAYERS] == list(RESULT_LAYERS.values())
     for key, layer in layers.items():
@@ -580,3 +581,20 @@ def test_published_algorithm_checkbox_locks_its_settings_and_runs_them(
     assert (
         widget._attack_options()["hard_round"] is True and "paper" not in widget._attack_options()
     )
+
+
+def test_model_picker_offers_preset_cards_for_checkpoints_without_one(qtbot, tmp_path):
+    from napari_vafa._model_picker import ModelPicker
+
+    picker = ModelPicker(["cpu"])
+    weights = tmp_path / "model_best.pt"
+    weights.write_bytes(b"weights")
+    picker.model_source.value = "file"
+    picker.weights.value = weights
+    assert picker.card_preset.value == "file" and _shown(picker.card_file)
+    assert picker.spec().card is None  # the card beside the weights
+    picker.card_preset.value = "unetr-btcv"
+    assert not _shown(picker.card_file) and _shown(picker.card_preset)
+    assert picker.spec().card == "unetr-btcv"
+    picker.use_weights(weights, tmp_path / "card.json")  # a hand-over resets to the file
+    assert picker.card_preset.value == "file" and _shown(picker.card_file)

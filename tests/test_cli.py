@@ -7,9 +7,12 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from tiny_unet import save_tiny_model
 
+from vafa.checkpoints import save_card
 from vafa.cli import main
+from vafa.models import ModelCard, build_model
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +97,24 @@ def test_attack_paper_and_hard_round_flags(flags, expected, tiny_model, tmp_path
     assert expected.items() <= doc["settings"]["attack"].items()
     returned = {row["step"] for row in doc["history"] if row["returned"]}
     assert returned == ({"hard"} if "--hard-round" in flags else {2})
+
+
+def test_attack_creates_missing_output_folders_and_takes_a_preset_card(tmp_path):
+    ct = _ct(tmp_path)
+    bare = tmp_path / "weights" / "model_best.pt"  # a checkpoint without a card
+    bare.parent.mkdir()
+    card = ModelCard.from_preset("segresnet", roi_size=(16, 16, 16), spacing=None)
+    torch.save({"state_dict": build_model(card).state_dict()}, bare)
+    out = tmp_path / "new" / "deeper" / "adv.nii.gz"
+    argv = ["attack", str(ct), "--model", str(bare), "--out", str(out), "--quiet"]
+    assert main([*argv, "--card", "segresnet", "--steps", "1", "--block-size", "8"]) == 0
+    assert out.is_file() and out.with_name("adv.json").is_file()
+    # a card file still works the same way
+    save_card(card, tmp_path / "card.json")
+    out_dir = tmp_path / "batch" / "out"
+    argv = ["attack", str(ct.parent), "--model", str(bare), "--card", str(tmp_path / "card.json")]
+    assert main([*argv, "--out-dir", str(out_dir), "--steps", "1", "--block-size", "8", "-q"]) == 0
+    assert (out_dir / "ct_adv.nii.gz").is_file()
 
 
 def test_attack_pgd_prints_table_and_json(tiny_model, tmp_path, capsys):
@@ -191,7 +212,8 @@ def test_attack_datalist(tiny_model, tmp_path):
         (["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--q-min", "30", "--q-max", "5"], "q_min"),
         (["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--block-size", "0"], "block-size"),
         (["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--labels", "{bad_labels}"], "classes"),
-        (["attack", "{ct}", "--out", "{tmp}/nofolder/x.nii.gz"], "does not exist"),
+        (["attack", "{ct}", "--out", "{ct}/x.nii.gz"], "not a folder"),
+        (["attack", "{ct}", "--out", "{tmp}/new/x.nii.gz", "--card", "unetr"], "a preset"),
         (
             ["attack", "{ct}", "--out", "{tmp}/x.nii.gz", "--card", "{tmp}/nocard.json"],
             "nocard.json",

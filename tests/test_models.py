@@ -551,3 +551,21 @@ def test_legacy_checkpoint_with_other_differences_fails(tmp_path, change, patter
     torch.save({"model_state_dict": state}, path)
     with pytest.raises(ValueError, match=pattern):
         load_model(path, card=card, device="cpu")
+
+
+def test_card_may_be_a_preset_name_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
+    card = ModelCard.from_preset("segresnet")
+    model = build_model(card)
+    path = tmp_path / "model_best.pt"  # e.g. a checkpoint that came without a card
+    torch.save({"state_dict": model.state_dict()}, path)
+    loaded, used = load_model(path, card="segresnet", device="cpu")
+    assert used == card
+    x = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+    monkeypatch.chdir(tmp_path)
+    save_card(tiny_card(), tmp_path / "segresnet")  # a file named like the preset
+    with pytest.raises(ValueError, match=r"does not match the card's network \(demo-unet"):
+        load_model(path, card="segresnet", device="cpu")
+    with pytest.raises(FileNotFoundError, match=r"nor is 'unetr' a preset: .*unetr-btcv"):
+        load_model(path, card="unetr", device="cpu")

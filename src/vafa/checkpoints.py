@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from vafa.devices import resolve_device
-from vafa.models import ModelCard, build_model
+from vafa.models import ModelCard, build_model, list_presets
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
@@ -47,6 +47,7 @@ __all__ = [
     "card_path_for",
     "find_card",
     "load_card",
+    "load_card_or_preset",
     "load_model",
     "read_state_dict",
     "save_card",
@@ -73,7 +74,8 @@ def load_model(
         path: weights file, one of :data:`CHECKPOINT_SUFFIXES`. PyTorch files may hold
             ``{"model_state_dict": ...}``, ``{"state_dict": ...}`` or a bare state dict;
             ``module.`` prefixes (DataParallel/DDP) are removed.
-        card: a :class:`ModelCard`, a path to a card JSON file, or None to use the card beside
+        card: a :class:`ModelCard`, a path to a card JSON file, the name of a preset (e.g.
+            ``"unetr-btcv"``, :func:`vafa.models.list_presets`), or None to use the card beside
             the weights: ``<path>.json`` (e.g. ``model.safetensors.json``), else
             ``<path without suffix>.json`` (e.g. ``model.json``).
         device: ``"auto"`` (cuda → mps → cpu), ``"cpu"``, ``"cuda:N"``, ``"mps"`` or a
@@ -247,7 +249,7 @@ def _resolve_card(path: Path, card: ModelCard | str | os.PathLike | None) -> Mod
     if isinstance(card, ModelCard):
         return card
     if isinstance(card, (str, os.PathLike)):
-        return load_card(card)
+        return load_card_or_preset(card)
     if card is not None:
         raise TypeError(
             f"card must be a ModelCard, a card file path or None, got {type(card).__name__}"
@@ -261,6 +263,23 @@ def _resolve_card(path: Path, card: ModelCard | str | os.PathLike | None) -> Mod
             "save_card(ModelCard.from_preset('unetr-btcv'), 'model.safetensors.json')"
         )
     return load_card(found)
+
+
+def load_card_or_preset(card: str | os.PathLike) -> ModelCard:
+    """A card file, or else the name of a preset (``"unetr-btcv"``): a file of that name wins.
+
+    Raises:
+        FileNotFoundError: neither a file nor a preset (the presets are listed).
+        ValueError: an invalid card file.
+    """
+    if Path(card).exists() or str(card) not in list_presets():
+        try:
+            return load_card(card)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"{err} (nor is {str(card)!r} a preset: {', '.join(list_presets())})"
+            ) from None
+    return ModelCard.from_preset(str(card))
 
 
 def _read_torch_file(path: Path, trust: bool) -> object:

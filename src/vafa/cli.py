@@ -218,7 +218,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         help="weights (.safetensors, .pt), or a bundled model: 'demo', 'robust-demo'",
     )
     parser.add_argument(
-        "--card", help="model card JSON (default: <weights>.json beside the weights)"
+        "--card",
+        help="model card JSON, or a preset name such as unetr-btcv "
+        "(default: <weights>.json beside the weights)",
     )
     parser.add_argument(
         "--trust-checkpoint",
@@ -482,14 +484,15 @@ def _check_target(target: Path, inputs, overwrite: bool) -> None:
             raise CLIError(f"refusing to overwrite the input {src}")
     if target.exists() and not overwrite:
         raise CLIError(f"{target} exists (pass --overwrite to replace it)")
-    if not target.parent.exists():
-        raise CLIError(f"{target.parent}: output folder does not exist")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise CLIError(f"{target.parent}: not a folder")
 
 
 def _write_adversarial(outcome, target: Path, overwrite: bool) -> None:
     """The adversarial volume and its JSON (metrics, settings, history), both or neither."""
     from vafa.volume import save_volume
 
+    target.parent.mkdir(parents=True, exist_ok=True)  # made only once there is a result
     sidecar = target.with_name(target.name.removesuffix(".gz").removesuffix(".nii") + ".json")
     tmp_json = sidecar.with_name(f".{sidecar.name}.partial")
     doc = {"metrics": outcome.metrics, "settings": outcome.settings, "history": outcome.history}

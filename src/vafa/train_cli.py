@@ -79,7 +79,9 @@ def add_train_parser(subparsers, common_parents) -> argparse.ArgumentParser:
     )
     data.add_argument("--preset", choices=list_presets(), help="train this preset from scratch")
     data.add_argument(
-        "--card", help="model card JSON: of --model, or alone to train that model from scratch"
+        "--card",
+        help="model card JSON or preset name: of --model, or alone to train that model from "
+        "scratch",
     )
     data.add_argument(
         "--trust-checkpoint",
@@ -187,9 +189,9 @@ def _train_model(args, out_dir: Path):
     """``(model, card)`` from --model / --preset / --card (or the defaults, see --help)."""
     import torch
 
-    from vafa.checkpoints import card_path_for, load_card, load_model
+    from vafa.checkpoints import card_path_for, load_card, load_card_or_preset, load_model
     from vafa.cli import CLIError
-    from vafa.models import ModelCard, build_model
+    from vafa.models import build_model
     from vafa.training_io import LATEST, TRAINING_FILES
 
     if args.model and args.preset:
@@ -210,7 +212,7 @@ def _train_model(args, out_dir: Path):
             raise CLIError(f"--model {path} lies in --out-dir and would be overwritten")
         return load_model(path, card=args.card, device="cpu", trust=args.trust_checkpoint)
     if args.preset or args.card:
-        card = load_card(args.card) if args.card else ModelCard.from_preset(args.preset)
+        card = load_card_or_preset(args.card or args.preset)
     elif args.resume:
         card = load_card(card_path_for(out_dir / LATEST))
     elif args.datalist is None:
