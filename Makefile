@@ -4,6 +4,8 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+WHEEL_DIR  ?= build/wheel-check
 PYTEST_ARGS ?=
 
 # Debian packages that a headless Qt/napari test session needs (Xvfb + xcb + GL).
@@ -11,13 +13,14 @@ APT_PACKAGES := xvfb xauth libgl1 libegl1 libgl1-mesa-dri libxkbcommon-x11-0 lib
 	libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-randr0 libxcb-shape0 libxcb-xkb1 \
 	libxcb-cursor0 libdbus-1-3 libfontconfig1
 
-.PHONY: help venv sysdeps demo test test-fast bench lint gui clean
+.PHONY: help venv sysdeps demo test test-fast bench lint gui wheel-check clean
 
 help:
 	@echo "make demo   - create .venv, install, run 'vafa demo' on the bundled sample"
 	@echo "make test   - create .venv, install system + test dependencies, run pytest"
 	@echo "make bench  - run the performance benchmarks in benchmarks/"
 	@echo "make lint   - ruff"
+	@echo "make wheel-check - build the wheel, install it in a fresh venv as users do, try it"
 	@echo "make gui    - open napari with the sample and the VAFA widget"
 
 venv: $(STAMP)
@@ -42,7 +45,15 @@ sysdeps:
 		echo "warning: missing system packages for GUI tests:$$missing (install them with apt-get)"; \
 	fi
 
-demo: $(STAMP)
+# The demo needs the package alone (no test tools, no GUI).
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/vafa demo
 
 test: sysdeps $(STAMP)
@@ -60,6 +71,11 @@ lint: $(STAMP)
 
 gui: $(STAMP)
 	$(BIN)/vafa gui
+
+# What a user gets from `pip install napari-vafa`: the wheel, no extras, in a fresh venv (then
+# the napari extra for the plugin manifest). Run by CI after the tests.
+wheel-check: $(STAMP)
+	bash scripts/check_wheel.sh "$(WHEEL_DIR)" "$(TORCH)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

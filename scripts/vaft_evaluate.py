@@ -13,6 +13,9 @@ Foreground Dice is reported three ways: on the attacked tiles (the stitched per-
 predictions the attack optimised against), with sliding-window prediction (overlap 0.5) of the
 whole adversarial volume, and with sliding-window prediction on the held-out axial slab of the
 demo model's report (k in [76, 92)). Writes ``--out`` (JSON) and a Markdown table beside it.
+Each model's rows are kept in ``RUNS/eval/<model>.json`` with the weights' SHA-256 and the
+steps, so a re-run (or a second process started early) only evaluates what is missing;
+``--models`` restricts a run to some models.
 
 Usage: ``python scripts/vaft_evaluate.py --runs runs/vaft-matched --out runs/vaft-matched/matched.json``
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -91,6 +95,64 @@ def evaluate_model(name, weights, image, labels, slab, steps):
     return rows
 
 
+def training_costs(runs: Path, time_log: Path | None) -> list[dict]:
+    """Per mode: updates, median and fastest-50 seconds per update (from the training log's
+    cumulative ``seconds``; rows right after a validation are left out), wall time and peak
+    RSS (from the ``/usr/bin/time`` lines of ``vaft_evidence.sh``, when ``time_log`` is given)."""
+    import csv
+    import re
+
+    timed = {}
+    if time_log is not None and time_log.is_file():
+        for m in re.finditer(
+            r"^(\S+): ([\d.]+) s wall, (\d+) KiB peak", time_log.read_text(), re.M
+        ):
+            timed[m.group(1)] = (float(m.group(2)), int(m.group(3)))
+    out = []
+    for mode in MODES:
+        log = runs / mode / "training_log.csv"
+        if not log.is_file():
+            continue
+        rows = list(csv.DictReader(log.open()))
+        steps, previous = [], None
+        for row in rows:
+            if row["stage"] == "train" and previous is not None and previous["stage"] == "train":
+                steps.append(float(row["seconds"]) - float(previous["seconds"]))
+            previous = row
+        windows = [sum(steps[i : i + 50]) / 50 for i in range(0, max(len(steps) - 49, 1))]
+        wall, rss = timed.get(mode, (None, None))
+        out.append(
+            {
+                "mode": mode,
+                "updates": sum(r["stage"] == "train" for r in rows),
+                "s_per_update_median": round(float(np.median(steps)), 3),
+                "s_per_update_fastest50": round(min(windows), 3),
+                "wall_s": wall,
+                "peak_rss_gib": None if rss is None else round(rss / 2**20, 2),
+            }
+        )
+    return out
+
+
+def cost_table(costs: list[dict]) -> str:
+    lines = [
+        "| mode | updates | s/update (median) | s/update (fastest 50) | wall | peak RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in costs:
+        wall = "" if c["wall_s"] is None else f"{c['wall_s'] / 60:.1f} min"
+        rss = "" if c["peak_rss_gib"] is None else f"{c['peak_rss_gib']:.2f} GiB"
+        lines.append(
+            f"| {c['mode']} | {c['updates']} | {c['s_per_update_median']:.2f} | "
+            f"{c['s_per_update_fastest50']:.2f} | {wall} | {rss} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def markdown(rows) -> str:
     models = list(dict.fromkeys(r["model"] for r in rows))
     entries = ["clean"] + [e[0] for e in ENTRIES]
@@ -127,21 +189,35 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--steps", type=int, default=20, help="attack steps (20; less: a smoke run)"
     )
+    parser.add_argument("--models", nargs="+", help="only these (demo, clean, vafa-fr, …)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
+    parser.add_argument("--time-log", help="output of vaft_evidence.sh (wall time, peak RSS)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     runs = Path(args.runs)
     out = Path(args.out or runs / "matched.json")
     image, labels = load_sample()
     slab = slab_range()
     models = [("demo", bundled_model_path("demo"))]
     models += [(mode, runs / mode / args.weights) for mode in MODES]
+    if args.models:
+        models = [(name, weights) for name, weights in models if name in args.models]
     rows = []
     start = time.perf_counter()
     for name, weights in models:
         if not Path(weights).is_file():
             print(f"skipping {name}: {weights} not found")
             continue
-        rows += evaluate_model(name, weights, image, labels, slab, args.steps)
+        cache = runs / "eval" / f"{name}.json"
+        key = {"sha256": _sha256(weights), "steps": args.steps, "roi": ROI, "seed": SEED}
+        if cache.is_file() and json.loads(cache.read_text())["key"] == key:
+            rows += json.loads(cache.read_text())["rows"]
+            print(f"{name}: rows from {cache}")
+            continue
+        model_rows = evaluate_model(name, weights, image, labels, slab, args.steps)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "rows": model_rows}, indent=1) + "\n")
+        rows += model_rows
     result = {
         "roi": ROI,
         "seed": SEED,
@@ -149,10 +225,11 @@ def main(argv=None) -> None:
         "entries": [{"label": e[0], "attack": e[1], "options": e[2]} for e in ENTRIES],
         "heldout_slab": list(slab),
         "rows": rows,
+        "training": training_costs(runs, Path(args.time_log) if args.time_log else None),
         "seconds": round(time.perf_counter() - start, 1),
     }
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    table = markdown(rows)
+    table = markdown(rows) + "\n" + cost_table(result["training"])
     out.with_suffix(".md").write_text(table, encoding="utf-8")
     print(table)
     print(f"evaluation: {result['seconds']} s")

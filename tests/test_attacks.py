@@ -69,7 +69,7 @@ def test_vafa_optimised_table_beats_random_tables_and_its_first_step(trained_mod
     x, y = synthetic_data
     block = (8, 8, 8)
     # q_step 2 lets 10 steps cross the whole [5, 20] range (with steps of 1 from q_max the
-    # optimiser could only explore [10, 20]; see DESIGN.md §1).
+    # optimiser could only explore [10, 20], the published update's reach).
     attack = vafa.VAFA(
         trained_model,
         steps=10,

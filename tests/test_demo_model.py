@@ -112,7 +112,7 @@ def test_dice_on_the_sample_matches_report(prediction, report):
 
 
 # ----------------------------------------------------------------------------- robust model
-def test_robust_model_is_the_demo_model_fine_tuned_by_vaft(demo, prediction):
+def test_robust_model_is_the_matched_vafa_fr_fine_tune(demo, prediction):
     assert set(bundled_models()) == {"demo", "robust-demo"}
     path = bundled_model_path("robust-demo")
     assert path.stat().st_size < 5_000_000
@@ -121,13 +121,15 @@ def test_robust_model_is_the_demo_model_fine_tuned_by_vaft(demo, prediction):
     for field in ("architecture", "kwargs", "class_names", "intensity", "spacing"):
         assert getattr(card, field) == getattr(demo_card, field), field
     assert card.training["mode"] == "vafa-fr" and card.training["lambda_fr"] == 1.0
+    assert card.training["iterations_done"] >= 1000  # the matched-compute run
     assert card.training["initialised_from"] == demo_card.training  # fine-tuned, not scratch
     assert card.provenance["fine_tuned_from"].startswith("the bundled demo model")
     from vafa.pipeline import evaluate
 
     image, labels = load_sample()
     robust = evaluate(model, card, image, labels)["dice_fg"]["clean"]  # sliding window, its roi
+    rows = card.provenance["matched_table"]["rows"]
+    claimed = next(r["sw_clean"] for r in rows if r["model"] == "vafa-fr")
+    assert robust == pytest.approx(claimed, abs=1e-3)  # the card's table is this model's
     clean, _ = fg_dice(*prediction)
-    assert robust == pytest.approx(clean, abs=0.02)  # VAFT kept the clean Dice
-    validated = card.training["metrics"]["validation"]["dice_fg_clean"]  # the trainer's own
-    assert robust == pytest.approx(validated, abs=0.005)
+    assert robust >= clean - 0.02  # VAFT kept the clean Dice

@@ -1,7 +1,7 @@
 """``keep="last"`` is the published VAFA iterate: a naive re-derivation of the published loop.
 
-The reference below is written from the equations and the published order of work only
-(DESIGN notes of the method): scipy's ``dctn``/``dct`` for the block transforms, one block at a
+The reference below is written from the equations and the published order of work only:
+scipy's ``dctn``/``dct`` for the block transforms, one block at a
 time in Python loops, the tanh rounding typed from its equation, pytorch-msssim for the SSIM
 term, MONAI's DiceCELoss with the published arguments, and the loop "evaluate with α_i, then
 update" whose result is the volume of the last step. It shares no code with ``vafa``.
