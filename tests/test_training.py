@@ -172,9 +172,10 @@ def test_attack_runs_in_eval_mode_and_update_in_train_mode(card, datalist, tmp_p
     model.register_forward_hook(spy)
     cfg = config("vafa-fr", iterations_per_epoch=1)
     train(model, card, datalist, [], out_dir=tmp_path, config=cfg)
-    # VAFA, 1 step: clean + 1 step + final evaluation, all frozen in eval mode; then the two
-    # training forwards (clean and adversarial) in train mode with trainable parameters.
-    assert seen == [(False, False)] * 3 + [(True, True)] * 2
+    # VAFA, 1 step: clean + the one step (the published loop evaluates nothing after its last
+    # step), frozen in eval mode; then the two training forwards (clean and adversarial) in
+    # train mode with trainable parameters.
+    assert seen == [(False, False)] * 2 + [(True, True)] * 2
     assert not model.training  # returned in eval mode
     assert all(p.requires_grad for p in model.parameters())
 
