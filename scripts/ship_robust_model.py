@@ -23,10 +23,11 @@ from vafa.data import BUNDLED_MODELS, DATA_DIR, load_demo_model
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/vaft-matched", help="vaft_evidence.sh output")
+    parser.add_argument("--table", help="vaft_evaluate.py JSON (default RUNS/matched.json)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
     model, card = load_model(runs / "vafa-fr" / "latest.safetensors", device="cpu")
-    matched = json.loads((runs / "matched.json").read_text(encoding="utf-8"))
+    matched = json.loads(Path(args.table or runs / "matched.json").read_text(encoding="utf-8"))
     _, demo_card = load_demo_model(device="cpu")
     training = dict(card.training or {})
     roi = matched["roi"]
