@@ -149,6 +149,56 @@ def cost_table(costs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_evidence(runs: Path, rows: list[dict], path: Path) -> Path:
+    """Two panels: validation foreground Dice (clean, dashed; under the training attack, solid)
+    of every run against updates, and the Dice drop on the attacked tiles per model and attack."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"demo": "C7", **{mode: f"C{i}" for i, mode in enumerate(MODES)}}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in MODES:
+        log = runs / mode / "training_log.csv"
+        if not log.is_file():
+            continue
+        val = [r for r in csv.DictReader(log.open()) if r["stage"] == "validation"]
+        if not val:
+            continue
+        its = [int(r["iteration"]) for r in val]
+        colour = colours[mode]
+        left.plot(its, [float(r["val_dice_fg_clean"]) for r in val], "--", color=colour)
+        if val[0]["val_dice_fg_adv"]:
+            adv = [float(r["val_dice_fg_adv"]) for r in val]
+            left.plot(its, adv, "o-", color=colour, label=f"{mode} (under its attack)")
+        else:
+            left.plot([], [], "--", color=colour, label=f"{mode} (clean only)")
+    left.set(xlabel="updates", ylabel="validation fg Dice", title="training runs (dashed: clean)")
+    left.legend(fontsize=8)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    entries = [e[0] for e in ENTRIES if e[0] != "VAFA paper"]
+    width = 0.8 / max(len(models), 1)
+    for j, model in enumerate(models):
+        drops = [
+            100 * (r["tiles_clean"] - r["tiles_adv"])
+            for e in entries
+            for r in rows
+            if r["model"] == model and r["entry"] == e
+        ]
+        xs = [k + j * width for k in range(len(drops))]
+        right.bar(xs, drops, width, label=model, color=colours.get(model))
+    right.set_xticks([k + 0.4 - width / 2 for k in range(len(entries))], entries)
+    right.set(ylabel="fg Dice drop on attacked tiles (points)", title="matched evaluation")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -192,6 +242,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", help="only these (demo, clean, vafa-fr, …)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     parser.add_argument("--time-log", help="output of vaft_evidence.sh (wall time, peak RSS)")
+    parser.add_argument("--figure", help="also draw the curves and drops into this PNG")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
@@ -229,6 +280,8 @@ def main(argv=None) -> None:
         "seconds": round(time.perf_counter() - start, 1),
     }
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.figure:
+        print(f"wrote {plot_evidence(runs, rows, Path(args.figure))}")
     table = markdown(rows) + "\n" + cost_table(result["training"])
     out.with_suffix(".md").write_text(table, encoding="utf-8")
     print(table)
