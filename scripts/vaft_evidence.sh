@@ -6,8 +6,9 @@
 #
 # Usage: scripts/vaft_evidence.sh [OUT_ROOT]          (default runs/vaft-matched)
 #   UPDATES=1000 STEPS=5 ROI=64 LR=5e-4 VAFA="python -m vafa" scripts/vaft_evidence.sh
-# CPU, 2 threads (measured 2026-11-30): about 1.6 s per vafa-fr update at 64³ → the four runs
-# take about 85 minutes, the evaluation about 15.
+# CPU, 2 threads (measured 2026-11-30): 1.3–1.6 s per vafa-fr/vafa/pgd update at 64³; the whole
+# script took 2 h 21 min (runs and evaluation; part of it shared the cores with other jobs).
+# Then: scripts/ship_robust_model.py (robust-demo + its card) and the README tables.
 set -euo pipefail
 OUT=${1:-runs/vaft-matched}
 UPDATES=${UPDATES:-1000}     # updates per run (epochs × iterations per epoch)
@@ -18,6 +19,8 @@ LR=${LR:-5e-4}
 VAFA=${VAFA:-.venv/bin/vafa}
 PY=${PY:-.venv/bin/python}
 start=$(date +%s)
+mkdir -p "$OUT"
+: > "$OUT/times.log"
 COMMON=(--model demo --epochs "$EPOCHS" --iterations-per-epoch $((UPDATES / EPOCHS))
         --val-every 1 --batch-size 2 --roi "$ROI" --lr "$LR" --seed 0 --quiet --overwrite)
 for mode in ${MODES:-clean vafa-fr vafa pgd}; do
@@ -25,9 +28,10 @@ for mode in ${MODES:-clean vafa-fr vafa pgd}; do
   # The training attack returns its last iterate (the published VAFA/PGD sample).
   attack=(--steps "$STEPS" --keep last)
   [ "$mode" = clean ] && attack=()
-  /usr/bin/time -f "$mode: %e s wall, %M KiB peak RSS" \
+  /usr/bin/time -a -o "$OUT/times.log" -f "$mode: %e s wall, %M KiB peak RSS" \
     $VAFA train "${COMMON[@]}" "${attack[@]}" --mode "$mode" --out-dir "$OUT/$mode"
 done
 echo "== evaluate $(date +%T)"
-$PY scripts/vaft_evaluate.py --runs "$OUT" --out "$OUT/matched.json"
+$PY scripts/vaft_evaluate.py --runs "$OUT" --out "$OUT/matched.json" \
+  --time-log "$OUT/times.log" --figure "$OUT/vaft_matched.png"
 echo "== done: $(( $(date +%s) - start )) s wall in all"
