@@ -261,8 +261,9 @@ def main(argv=None) -> None:
             continue
         cache = runs / "eval" / f"{name}.json"
         key = {"sha256": _sha256(weights), "steps": args.steps, "roi": ROI, "seed": SEED}
-        if cache.is_file() and json.loads(cache.read_text())["key"] == key:
-            rows += json.loads(cache.read_text())["rows"]
+        cached = json.loads(cache.read_text()) if cache.is_file() else {}
+        if cached.get("key") == key:
+            rows += cached["rows"]
             print(f"{name}: rows from {cache}")
             continue
         model_rows = evaluate_model(name, weights, image, labels, slab, args.steps)

@@ -294,29 +294,29 @@ class Attack:
             if (yield event) is False:
                 cancelled = True
                 break
-        if not cancelled and (self.evaluates_final or self.steps == 0):
-            with _grad_mode(False):
-                x_adv, extra, ssim = self._perturb(state, self.steps)
-                logits = _forward(model, x_adv)
-                objective = self._objective(logits, target, extra)
-                row, prediction = self._record(
-                    "final", logits, objective, ssim, target, num_classes, state
-                )
-                tracker.offer(objective, x_adv, prediction, self._snapshot(state), "final")
-                history.append(row)
-        kept = tracker.result()
+
+        def evaluate(label, x_adv, extra, ssim):
+            """One gradient-free evaluation, recorded in the history."""
+            logits = _forward(model, x_adv)
+            objective = self._objective(logits, target, extra)
+            row, prediction = self._record(
+                label, logits, objective, ssim, target, num_classes, state
+            )
+            history.append(row)
+            return objective, prediction
+
         with _grad_mode(False):
+            if not cancelled and self.evaluates_final:
+                x_adv, extra, ssim = self._perturb(state, self.steps)
+                objective, prediction = evaluate("final", x_adv, extra, ssim)
+                tracker.offer(objective, x_adv, prediction, self._snapshot(state), "final")
+            kept = tracker.result()
             rework = self._rework(kept, state)
             if rework is not None:
                 label, x_adv, extra, ssim = rework
-                logits = _forward(model, x_adv)
-                objective = self._objective(logits, target, extra)
-                row, prediction = self._record(
-                    label, logits, objective, ssim, target, num_classes, state
-                )
+                objective, prediction = evaluate(label, x_adv, extra, ssim)
                 kept.update(objective=objective, x=x_adv, prediction=prediction)
                 kept["steps"] = [label] * len(kept["steps"])
-                history.append(row)
         returned = set(kept["steps"])
         for row in history:
             row["returned"] = row["step"] in returned
