@@ -19,7 +19,7 @@ help:
 	@echo "make demo   - create .venv, install, run 'vafa demo' on the bundled sample"
 	@echo "make test   - create .venv, install system + test dependencies, run pytest"
 	@echo "make bench  - run the performance benchmarks in benchmarks/"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and the import layers (import-linter)"
 	@echo "make wheel-check - build the wheel, install it in a fresh venv as users do, try it"
 	@echo "make gui    - open napari with the sample and the VAFA widget"
 
@@ -57,6 +57,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/vafa demo
 
 test: sysdeps $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
@@ -68,6 +69,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src napari_vafa tests benchmarks scripts
 	$(BIN)/ruff format --check src napari_vafa tests benchmarks scripts
+	$(BIN)/lint-imports
 
 gui: $(STAMP)
 	$(BIN)/vafa gui

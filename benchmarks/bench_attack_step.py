@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from vafa.devices import keep_freed_memory
+from vafa.ops.devices import keep_freed_memory
 
 
 def build_model(out_channels: int = 4) -> torch.nn.Module:
@@ -57,7 +57,7 @@ def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
 
 
 def bare_step(model, x, labels):
-    from vafa.losses import DiceCELoss
+    from vafa.ops.losses import DiceCELoss
 
     loss_fn = DiceCELoss()
 
@@ -80,8 +80,8 @@ def attack_step_times(model, x, labels, block, steps: int) -> list[float]:
 
 
 def fpm_times(size: int, block: int) -> dict[str, float]:
-    from vafa.frequency import layout_idct
-    from vafa.quantization import quantize
+    from vafa.ops.frequency import layout_idct
+    from vafa.ops.quantization import quantize
 
     c = torch.randn(1, 1, size, size, size) * 50
     q = torch.full_like(c, 20.0, requires_grad=True)
@@ -115,7 +115,7 @@ import resource, sys, torch
 sys.path.insert(0, 'benchmarks')
 from bench_attack_step import build_model, volume, bare_step
 torch.set_num_threads({threads})
-from vafa.devices import keep_freed_memory; keep_freed_memory()
+from vafa.ops.devices import keep_freed_memory; keep_freed_memory()
 model, x = build_model(), volume({size})
 labels = torch.zeros(1, 1, {size}, {size}, {size}, dtype=torch.long)
 if '{what}' == 'bare':

@@ -4,7 +4,7 @@ One run measures, each in a fresh child process (so that ``ru_maxrss`` is that j
 
 * ``base``: imports, the demo UNet (random weights) and the synthetic volume — the floor;
 * ``tile``: the same plus one VAFA attack of a single ``roi`` tile of the volume;
-* ``volume``: the same plus :func:`vafa.tiling.attack_volume` over the whole volume, then one
+* ``volume``: the same plus :func:`vafa.run.tiling.attack_volume` over the whole volume, then one
   sliding-window prediction (overlap 0.5) of the result.
 
 The volume is a synthetic CT-like 256×256×128 scan (smooth random blobs in HU, mapped by the
@@ -55,8 +55,8 @@ def synthetic_ct(shape: tuple[int, int, int], seed: int = 0):
 def _setup(args):
     import torch
 
-    from vafa.intensity import CTWindow
-    from vafa.models import build_model
+    from vafa.io.intensity import CTWindow
+    from vafa.io.models import build_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def _attack(model, args):
 def child(args) -> dict:
     """Run one job and return its timings and peak RSS."""
     from vafa.attacks import build_attack
-    from vafa.tiling import attack_volume, sliding_window_labels, tile_grid
+    from vafa.run.tiling import attack_volume, sliding_window_labels, tile_grid
 
     model, image = _setup(args)
     roi = (args.roi,) * 3

@@ -3,12 +3,12 @@
 One run measures, in one process with a shown napari viewer (under Xvfb when there is no
 display; the script re-executes itself with ``xvfb-run -a`` if needed):
 
-* ``library``: :func:`vafa.pipeline.run_attack` on the GUI thread — VAFA, bundled sample,
+* ``library``: :func:`vafa.run.pipeline.run_attack` on the GUI thread — VAFA, bundled sample,
   bundled demo model (or the demo-unet preset with random weights if the weights are missing),
   pseudo-labels, ``resample_back=True``;
 * ``widget``: the same attack started with the widget's Run button and run by its napari
   generator worker (live curve every step, live 3D layer refresh at most every 0.4 s). Its
-  ``attack`` time is the worker's own timing of :func:`vafa.pipeline.iter_run_attack`;
+  ``attack`` time is the worker's own timing of :func:`vafa.run.pipeline.iter_run_attack`;
   ``end to end`` runs from the click until the result layers are shown (it adds the result
   layers' computation — DCT pictures, zeroed mask — and the layer updates).
 
@@ -84,14 +84,14 @@ def _parse() -> argparse.Namespace:
 
 def _load_model():
     try:
-        from vafa.data import load_demo_model
+        from vafa.io.data import load_demo_model
 
         model, card = load_demo_model("cpu")
         return model, card, "bundled demo model"
     except (ImportError, FileNotFoundError, ValueError):
         import torch
 
-        from vafa.models import ModelCard, build_model
+        from vafa.io.models import ModelCard, build_model
 
         card = ModelCard.from_preset("demo-unet", roi_size=(128, 128, 128))
         torch.manual_seed(0)
@@ -102,7 +102,7 @@ def run(args) -> dict:
     import napari
     import torch
 
-    from vafa.data import load_sample
+    from vafa.io.data import load_sample
 
     torch.set_num_threads(args.threads)
     model, card, model_name = _load_model()
@@ -184,7 +184,7 @@ def _prepare_widget(widget, model, card, steps: int) -> None:
 
 
 def _library(model, card, image, options) -> dict:
-    from vafa.pipeline import run_attack
+    from vafa.run.pipeline import run_attack
 
     stamps: list[float] = []
     cpu = time.process_time()

@@ -87,7 +87,7 @@ class AttackWidget(WorkerWidget):
         napari_viewer: the viewer (injected by napari).
 
     Attributes:
-        last_outcome: the :class:`vafa.pipeline.AttackOutcome` of the last finished run.
+        last_outcome: the :class:`vafa.run.pipeline.AttackOutcome` of the last finished run.
         results: the :class:`napari_vafa._result_layers.ResultLayers` of this widget.
         model_picker: the model and device controls (also reachable as ``model_source``,
             ``weights``, ``card_preset``, ``card_file``, ``device``).
@@ -101,7 +101,7 @@ class AttackWidget(WorkerWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         from napari_vafa._plots import MetricsPlot
         from napari_vafa._worker import ModelCache
-        from vafa.devices import available_devices
+        from vafa.ops.devices import available_devices
 
         super().__init__(napari_viewer, MetricsPlot())
         self.last_outcome = None

@@ -24,8 +24,8 @@ from napari_vafa._worker import (
 )
 
 if TYPE_CHECKING:
+    from vafa.io.volume import Volume
     from vafa.report import GridEntry
-    from vafa.volume import Volume
 
 __all__ = ["CompareDone", "CompareJob", "CompareProgress", "run_comparison"]
 

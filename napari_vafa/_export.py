@@ -50,7 +50,7 @@ def write_exports(outcome, targets: dict[str, Path], protect: Iterable[str | Pat
         ValueError: a target is an input file (nothing written).
         OSError: a write failed (the files written before it stay; each write is atomic).
     """
-    from vafa.volume import same_file, save_volume
+    from vafa.io.volume import same_file, save_volume
 
     protect = [Path(p) for p in protect if p]
     for target in targets.values():

@@ -1,4 +1,4 @@
-"""Conversions between :class:`vafa.volume.Volume` and napari layer data.
+"""Conversions between :class:`vafa.io.volume.Volume` and napari layer data.
 
 napari shows a NIfTI volume as ``(k, j, i)`` — the axial slider first — with
 ``scale = (dz, dy, dx)``. The NIfTI affine and header travel in the layer's ``metadata`` so that
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from vafa.volume import Volume
+from vafa.io.volume import Volume
 
 META_AFFINE = "affine"
 META_HEADER = "nifti_header"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BUNDLED_LABELS", "WEIGHTS_FILE", "ModelPicker", "path_or_none"]
 
-#: Combo label of each bundled model (keys of :data:`vafa.data.BUNDLED_MODELS`).
+#: Combo label of each bundled model (keys of :data:`vafa.io.data.BUNDLED_MODELS`).
 BUNDLED_LABELS = {
     "demo": "bundled demo model",
     "robust-demo": "bundled robust demo model (VAFT)",
@@ -34,7 +34,7 @@ class ModelPicker:
 
     Args:
         devices: the device names to offer (first is the default), e.g.
-            :func:`vafa.devices.available_devices`.
+            :func:`vafa.ops.devices.available_devices`.
 
     Attributes:
         model_source: combo of the installed bundled models and ``"weights file"``.
@@ -47,8 +47,8 @@ class ModelPicker:
     NAMES = ("model_source", "weights", "card_preset", "card_file", "device")
 
     def __init__(self, devices: list[str]) -> None:
-        from vafa.data import bundled_models
-        from vafa.models import list_presets
+        from vafa.io.data import bundled_models
+        from vafa.io.models import list_presets
 
         sources = [(BUNDLED_LABELS.get(n, n), n) for n in bundled_models()]
         self.model_source = ComboBox(label="model", choices=[*sources, (WEIGHTS_FILE, "file")])

@@ -22,7 +22,7 @@ def napari_get_reader(path):
 
 def read_nifti(path):
     """Read NIfTI file(s) into layer data tuples: Image layers, or Labels for label maps."""
-    from vafa.volume import load_volume
+    from vafa.io.volume import load_volume
 
     paths = [path] if isinstance(path, (str, Path)) else path
     layers = []

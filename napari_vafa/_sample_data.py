@@ -9,7 +9,7 @@ CT_WINDOW = (-175.0, 250.0)
 
 def abdominal_ct():
     """Layer data for the bundled CT (HU, window [−175, 250]) and its 14-class organ labels."""
-    from vafa.data import SAMPLE_CLASS_NAMES, load_sample
+    from vafa.io.data import SAMPLE_CLASS_NAMES, load_sample
 
     ct, labels = load_sample()
     image = (

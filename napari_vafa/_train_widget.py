@@ -1,7 +1,7 @@
 """The "VAFT fine-tuning" dock widget: adversarial training of a segmentation model in napari.
 
 Fine-tunes a base model (a bundled model or a weights file, :class:`~napari_vafa._model_picker.
-ModelPicker`) by VAFT (:mod:`vafa.training`) on an image + labels layer pair or on a datalist
+ModelPicker`) by VAFT (:mod:`vafa.training.config`) on an image + labels layer pair or on a datalist
 file, in a napari generator worker (:func:`napari_vafa._train_worker.run_training`). The GUI
 thread only receives small, throttled progress records: a status line, a progress bar in the
 activity dock where it is cheap (:mod:`napari_vafa._progress`) and the live curves of the "VAFT training curves" dock
@@ -104,7 +104,7 @@ class TrainWidget(WorkerWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         from napari_vafa._train_plots import TrainingPlot
-        from vafa.devices import available_devices
+        from vafa.ops.devices import available_devices
 
         super().__init__(napari_viewer, TrainingPlot())
         self.last_result: TrainDone | None = None
@@ -258,7 +258,7 @@ class TrainWidget(WorkerWidget):
     def _check_out_dir(self, out_dir: Path, model) -> None:
         """Writable (created if needed), and no earlier run there unless "overwrite"; the base
         weights must not be among the files a run replaces."""
-        from vafa.training_io import TRAINING_FILES, check_out_dir
+        from vafa.training.files import TRAINING_FILES, check_out_dir
 
         overwrite = bool(self.overwrite.value)
         if model.weights is not None and any(
@@ -369,7 +369,7 @@ class TrainWidget(WorkerWidget):
         Returns:
             The attack widget, or None (no checkpoint yet, or it could not be docked).
         """
-        from vafa.checkpoints import card_path_for
+        from vafa.io.checkpoints import card_path_for
 
         path = self.last_result.checkpoint if self.last_result is not None else None
         if path is None:

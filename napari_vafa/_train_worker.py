@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from napari_vafa._worker import JobCancelled, JobFailed, ModelSpec, _load_model, load_in_worker
 
 if TYPE_CHECKING:
+    from vafa.io.volume import Volume
     from vafa.training import TrainingConfig, TrainingEvent, TrainingResult
-    from vafa.volume import Volume
 
 __all__ = [
     "JobCancelled",

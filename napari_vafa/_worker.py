@@ -1,6 +1,6 @@
 """Background work of the attack widget: a plain generator (no Qt) that napari runs in a thread.
 
-:func:`run_job` loads the model, iterates :func:`vafa.pipeline.iter_run_attack` and yields one
+:func:`run_job` loads the model, iterates :func:`vafa.run.pipeline.iter_run_attack` and yields one
 :class:`Progress` per attack step. Everything heavy happens here, off the GUI thread: the live
 preview tile is cut, mapped back to the image's units and transposed to napari's ``(k, j, i)``
 order at most every ``preview_interval`` seconds (the GUI only pastes it), and after the attack
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from vafa.models import ModelCard
-    from vafa.pipeline import AttackOutcome
-    from vafa.volume import Volume
+    from vafa.io.models import ModelCard
+    from vafa.io.volume import Volume
+    from vafa.run.pipeline import AttackOutcome
 
 __all__ = [
     "DISPLAY_BLOCK",
@@ -66,7 +66,7 @@ class ModelSpec:
     """Which model to use: a bundled model, or weights (+ optional card) on disk.
 
     Attributes:
-        source: a name of :data:`vafa.data.BUNDLED_MODELS` (``"demo"``, ``"robust-demo"``)
+        source: a name of :data:`vafa.io.data.BUNDLED_MODELS` (``"demo"``, ``"robust-demo"``)
             or ``"file"``.
         card: with ``"file"``: a card file, a preset name, or None (the card beside the
             weights).
@@ -135,7 +135,7 @@ class JobDone:
     """A finished (possibly cancelled) run.
 
     Attributes:
-        outcome: the :class:`vafa.pipeline.AttackOutcome`.
+        outcome: the :class:`vafa.run.pipeline.AttackOutcome`.
         layers: data of the result layers (keys of :data:`RESULT_LAYERS`), ``(k, j, i)``.
         limits: contrast limits of the image result layers: ``{key: (low, high)}`` and, for
             the perturbation, ``"perturbation_range"`` (±max, so that users can widen).
@@ -242,7 +242,7 @@ def load_in_worker(threads: int | None, load, spec: ModelSpec, timings: dict[str
 
 
 def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
-    from vafa.pipeline import iter_run_attack
+    from vafa.run.pipeline import iter_run_attack
 
     previewer = _Previewer(job.image, card, job.preview_interval)
     steps = iter_run_attack(
@@ -283,8 +283,8 @@ class _Previewer:
     """
 
     def __init__(self, image: Volume, card: ModelCard, interval: float) -> None:
-        from vafa.intensity import mapping_from_dict
-        from vafa.tiling import tile_grid
+        from vafa.io.intensity import mapping_from_dict
+        from vafa.run.tiling import tile_grid
 
         self.image = image
         self.interval = interval
@@ -296,7 +296,7 @@ class _Previewer:
             self.mapping = mapping_from_dict(card.intensity).fit(image.array)
 
     def offer(self, event) -> TilePreview | None:
-        from vafa.tiling import crop_tile
+        from vafa.run.tiling import crop_tile
 
         now = time.perf_counter()
         if not self.enabled or now - self.last < self.interval:
@@ -321,7 +321,7 @@ def result_layer_data(
     ``block_size``; the zeroed-coefficient mask needs the attack's own grid and is left out
     (with a note) when the image was resampled for the model.
     """
-    from vafa.figures import dct_log_magnitude
+    from vafa.report.figures import dct_log_magnitude
 
     def kji(array: np.ndarray, dtype) -> np.ndarray:
         return np.ascontiguousarray(np.transpose(array, (2, 1, 0)), dtype=dtype)
@@ -382,7 +382,7 @@ def display_limits(layers: dict[str, np.ndarray]) -> dict[str, tuple[float, floa
 def _zeroed(outcome: AttackOutcome, block_size: tuple[int, ...]) -> np.ndarray:
     import torch
 
-    from vafa.metrics import quantized_to_zero_layout
+    from vafa.run.tiling import quantized_to_zero_layout
 
     q = torch.from_numpy(outcome.q_table.array)[None, None]
     mask = quantized_to_zero_layout(
@@ -412,10 +412,10 @@ def _same_grid(image: Volume, card: ModelCard) -> bool:
 
 
 def _load_model(spec: ModelSpec):
-    from vafa.checkpoints import load_model
+    from vafa.io.checkpoints import load_model
 
     if spec.source != "file":
-        from vafa.data import bundled_model_path
+        from vafa.io.data import bundled_model_path
 
         return load_model(bundled_model_path(spec.source), device=spec.device)
     if spec.weights is None:

@@ -27,7 +27,7 @@ from qtpy.QtCore import QTimer
 if TYPE_CHECKING:
     import napari
 
-    from vafa.volume import Volume
+    from vafa.io.volume import Volume
 
 __all__ = [
     "WorkerWidget",
@@ -48,7 +48,7 @@ def notify_info(message: str) -> None:
 
 
 def image_layer_volume(viewer, layer, purpose: str) -> tuple[Volume, np.ndarray]:
-    """The 3D image ``layer`` as a :class:`~vafa.volume.Volume` in file order and units.
+    """The 3D image ``layer`` as a :class:`~vafa.io.volume.Volume` in file order and units.
 
     Args:
         viewer: the viewer the layer must still belong to.

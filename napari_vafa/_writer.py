@@ -20,7 +20,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
 
 
 def _write(path: str, data, meta: dict, dtype) -> str:
-    from vafa.volume import save_volume
+    from vafa.io.volume import save_volume
 
     if not str(path).lower().endswith((".nii", ".nii.gz")):
         path = f"{path}.nii.gz"

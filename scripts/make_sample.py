@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the bundled sample CT and organ labels (src/vafa/data/) from TotalSegmentator 2.18.0.
+"""Build the bundled sample CT and organ labels (src/vafa/io/data/) from TotalSegmentator 2.18.0.
 
 Source: the TotalSegmentator 2.18.0 source distribution on PyPI (Apache-2.0), which holds a real
 abdominal/pelvic CT (``tests/reference_files/example_ct.nii.gz``, HU, 3 mm, RAS; native phase,
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vafa.models import BTCV_CLASSES
-from vafa.volume import load_labels, load_volume, save_volume
+from vafa.io.models import BTCV_CLASSES
+from vafa.io.volume import load_labels, load_volume, save_volume
 
 PACKAGE, VERSION = "TotalSegmentator", "2.18.0"
 SDIST_NAME = "totalsegmentator-2.18.0.tar.gz"

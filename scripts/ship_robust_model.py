@@ -4,7 +4,7 @@
 Takes the ``vafa-fr`` run of ``scripts/vaft_evidence.sh`` (its final weights, after the same
 number of updates as the other modes) and the table of ``scripts/vaft_evaluate.py``, sets the
 card's roi to the 96³ tiles the table was measured with, adds a provenance entry that carries
-the matched table, and writes ``src/vafa/data/robust_demo_model.safetensors`` + card.
+the matched table, and writes ``src/vafa/io/data/robust_demo_model.safetensors`` + card.
 
 Usage: ``python scripts/ship_robust_model.py [--runs runs/vaft-matched]``
 """
@@ -16,8 +16,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from vafa.checkpoints import load_model, save_model
-from vafa.data import BUNDLED_MODELS, DATA_DIR, load_demo_model
+from vafa.io.checkpoints import load_model, save_model
+from vafa.io.data import BUNDLED_MODELS, DATA_DIR, load_demo_model
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Train the bundled demo model (src/vafa/data/demo_model.safetensors) on the bundled sample CT.
+"""Train the bundled demo model (src/vafa/io/data/demo_model.safetensors) on the bundled sample CT.
 
 The demo model is the small MONAI ``UNet`` of the ``demo-unet`` preset (see
-:mod:`vafa.models`), trained on CPU for a few minutes on the one bundled abdominal CT
+:mod:`vafa.io.models`), trained on CPU for a few minutes on the one bundled abdominal CT
 (TotalSegmentator 2.18.0's example CT, 122×101×112 voxels at 3 mm, RAS) against the organ labels
 that TotalSegmentator predicted for it (renumbered to Synapse/BTCV, 14 classes; esophagus is not
 in the sample). It is a *demo* model: it has seen one scan, and it is only meant to segment that
@@ -21,20 +21,20 @@ What the script does:
   so that crops can hang over its border;
 * augmentation: intensity scale/shift, and with probability ``--spatial-prob`` a small rotation
   (±10°) and zoom (0.9–1.1) of the crop. No flips: left/right organs are lateralised;
-* loss: :class:`vafa.losses.DiceCELoss` (the paper's DiceCE) on the voxels outside the slab;
+* loss: :class:`vafa.ops.losses.DiceCELoss` (the paper's DiceCE) on the voxels outside the slab;
 * optimiser: AdamW, linear warm-up then cosine decay. The number of iterations is fixed after
   timing the first ones so that training ends within ``--minutes`` of wall clock (or exactly
   ``--iters``); a wall-clock guard stops earlier if the machine slows down, and training stops
   early once the loss has converged;
 * evaluation: whole-volume inference (the volume zero-padded to the card's 128³ ROI, one tile),
-  Dice per class on the whole sample and on the held-out slab (:func:`vafa.metrics.dice_per_class`);
+  Dice per class on the whole sample and on the held-out slab (:func:`vafa.ops.metrics.dice_per_class`);
   foreground mean = mean over the foreground classes present in the reference;
 * output: ``demo_model.safetensors`` + its card (``save_model``) and ``demo_model_report.json``
   in ``--out``; nothing is written with ``--no-save``.
 
 Usage::
 
-    python scripts/train_demo_model.py --out src/vafa/data/             # re-train (14 min, 2 threads)
+    python scripts/train_demo_model.py --out src/vafa/io/data/             # re-train (14 min, 2 threads)
     python scripts/train_demo_model.py --minutes 5 --threads 1 --no-save  # a quick experiment
 """
 
@@ -55,13 +55,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vafa.checkpoints import save_model
-from vafa.data import SAMPLE_CLASS_NAMES, load_sample
-from vafa.devices import keep_freed_memory
-from vafa.intensity import mapping_from_dict
-from vafa.losses import DiceCELoss
-from vafa.metrics import dice_per_class
-from vafa.models import ModelCard, build_model, count_parameters
+from vafa.io.checkpoints import save_model
+from vafa.io.data import SAMPLE_CLASS_NAMES, load_sample
+from vafa.io.intensity import mapping_from_dict
+from vafa.io.models import ModelCard, build_model, count_parameters
+from vafa.ops.devices import keep_freed_memory
+from vafa.ops.losses import DiceCELoss
+from vafa.ops.metrics import dice_per_class
 
 ROI = (128, 128, 128)
 WEIGHTS_NAME = "demo_model.safetensors"
@@ -71,7 +71,7 @@ SCRIPT = "scripts/train_demo_model.py"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("src/vafa/data"), help="output folder")
+    p.add_argument("--out", type=Path, default=Path("src/vafa/io/data"), help="output folder")
     p.add_argument("--minutes", type=float, default=14.0, help="wall-clock training budget")
     p.add_argument(
         "--iters",
@@ -136,9 +136,9 @@ def predict_volume(
 
     ``pad="zeros"`` (the evaluation): zero padding split evenly before/after each axis (the
     extra voxel after), which is what MONAI's ``sliding_window_inference`` (and so
-    :func:`vafa.tiling.sliding_window_predict`) does to a volume smaller than its window; one
+    :func:`vafa.run.tiling.sliding_window_predict`) does to a volume smaller than its window; one
     window covers it. ``pad="replicate"``: padding at the high end by edge replication, as
-    :func:`vafa.tiling.attack_volume` builds its tile (the attack's clean prediction)."""
+    :func:`vafa.run.tiling.attack_volume` builds its tile (the attack's clean prediction)."""
     if any(s > r for s, r in zip(image.shape, roi, strict=True)):
         raise ValueError(f"volume {image.shape} larger than roi {roi}")
     x = torch.from_numpy(image)[None, None].float()
@@ -208,7 +208,7 @@ class PatchSampler:
         m = patch // 2
         self.margin = m
         # two paddings of the volume, as the library pads it: zeros (air; MONAI's sliding
-        # window) and edge replication (vafa.tiling.attack_volume). Zero padding is known air
+        # window) and edge replication (vafa.run.tiling.attack_volume). Zero padding is known air
         # (background, in the loss); replicated voxels have no label (out of the loss).
         self.images = (np.pad(image, m), np.pad(image, m, mode="edge"))
         self.labels = np.pad(labels, m)
@@ -339,7 +339,7 @@ def model_out(model) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    malloc_tuned = keep_freed_memory()  # vafa.devices
+    malloc_tuned = keep_freed_memory()  # vafa.ops.devices
     torch.set_num_threads(args.threads)
     from monai.utils import set_determinism
 
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation_equals_monai_sliding_window": same_as_monai,
         "attack_tile_padding": {
             "what": "the sample padded at the high end to 128³ by edge replication, as "
-            "vafa.tiling.attack_volume builds its tile (the attack's clean prediction)",
+            "vafa.run.tiling.attack_volume builds its tile (the attack's clean prediction)",
             "whole_sample": whole_rep,
             "heldout_slab": held_rep,
         },
@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "schedule_iterations": total,
         "stop_reason": stop_reason,
         "data": (
-            "bundled sample (src/vafa/data/sample_ct.nii.gz: TotalSegmentator 2.18.0 example "
+            "bundled sample (src/vafa/io/data/sample_ct.nii.gz: TotalSegmentator 2.18.0 example "
             "abdominal CT, 3 mm, RAS); labels sample_labels.nii.gz = TotalSegmentator model "
             "output renumbered to Synapse/BTCV (not manual annotation); esophagus absent"
         ),
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation": (
             "whole sample zero-padded (centred) to 128³ in model space, one forward "
             "pass (= MONAI sliding_window_inference with roi 128³), argmax; Dice "
-            "by vafa.metrics.dice_per_class; foreground mean over the classes present "
+            "by vafa.ops.metrics.dice_per_class; foreground mean over the classes present "
             "in the reference (12 on the whole sample; esophagus absent)"
         ),
         "dice_fg_whole": whole["dice_fg_mean"],
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "a demo model fitted to one scan; not a clinical or general-purpose segmenter",
     }
     training = {
-        "loss": "vafa.losses.DiceCELoss (DiceCE, squared_pred, smooth_nr 0, smooth_dr 1e-6)",
+        "loss": "vafa.ops.losses.DiceCELoss (DiceCE, squared_pred, smooth_nr 0, smooth_dr 1e-6)",
         "optimizer": f"AdamW lr {args.lr:g} weight_decay {args.weight_decay:g}",
         "schedule": f"linear warm-up {args.warmup} iterations, cosine decay to 1% of peak",
         "patch": [args.patch] * 3,

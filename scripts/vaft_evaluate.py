@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vafa.checkpoints import load_model
-from vafa.data import DATA_DIR, bundled_model_path, load_sample
-from vafa.metrics import dice_per_class, dice_summary
-from vafa.pipeline import run_attack
+from vafa.io.checkpoints import load_model
+from vafa.io.data import DATA_DIR, bundled_model_path, load_sample
+from vafa.ops.metrics import dice_per_class, dice_summary
+from vafa.run.pipeline import run_attack
 
 ROI = 96
 SEED = 0

@@ -6,6 +6,7 @@
 #
 # Usage: scripts/vaft_evidence.sh [OUT_ROOT]          (default runs/vaft-matched)
 #   UPDATES=1000 STEPS=5 ROI=64 LR=5e-4 VAFA="python -m vafa" scripts/vaft_evidence.sh
+#   MODES="vafa-fr" ATTACK_ARGS="--q-step 3" scripts/vaft_evidence.sh runs/x   (one variant)
 # CPU, 2 threads (measured 2026-11-30): 1.3–1.6 s per vafa-fr/vafa/pgd update at 64³; the whole
 # script took 2 h 21 min (runs and evaluation; part of it shared the cores with other jobs).
 # Then: scripts/ship_robust_model.py (robust-demo + its card) and the README tables.
@@ -26,7 +27,7 @@ COMMON=(--model demo --epochs "$EPOCHS" --iterations-per-epoch $((UPDATES / EPOC
 for mode in ${MODES:-clean vafa-fr vafa pgd}; do
   echo "== train $mode $(date +%T)"
   # The training attack returns its last iterate (the published VAFA/PGD sample).
-  attack=(--steps "$STEPS" --keep last)
+  attack=(--steps "$STEPS" --keep last ${ATTACK_ARGS:-})
   [ "$mode" = clean ] && attack=()
   /usr/bin/time -a -o "$OUT/times.log" -f "$mode: %e s wall, %M KiB peak RSS" \
     $VAFA train "${COMMON[@]}" "${attack[@]}" --mode "$mode" --out-dir "$OUT/$mode"

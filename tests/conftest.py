@@ -45,7 +45,7 @@ def trained_model():
     """A tiny MONAI UNet (3 classes) trained for a few seconds; returned in eval mode."""
     from monai.networks.nets import UNet
 
-    from vafa.losses import DiceCELoss
+    from vafa.ops.losses import DiceCELoss
 
     torch.manual_seed(0)
     model = UNet(

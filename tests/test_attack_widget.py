@@ -30,8 +30,8 @@ from napari_vafa._worker import (
     ModelSpec,
     run_job,
 )
-from vafa.models import ModelCard, build_model
-from vafa.volume import Volume
+from vafa.io.models import ModelCard, build_model
+from vafa.io.volume import Volume
 
 PLUGIN, WIDGET = "napari-vafa", "VAFA attack"
 RUN_TIMEOUT_MS = 600_000  # the demo model at 128³ on a loaded 2-core machine
@@ -96,9 +96,15 @@ def _drain(gen, on_event=None):
 # ----------------------------------------------------------------------------- library helper
 @pytest.mark.parametrize("block", [(8, 8, 8), (8, 8)])
 def test_zeroed_layout_matches_per_tile_quantized_to_zero(block):
-    from vafa.frequency import block_dct, from_blocks, padded_shape
-    from vafa.metrics import quantized_to_zero, quantized_to_zero_layout
-    from vafa.tiling import crop_tile, extract_tile, q_table_layout, tile_grid
+    from vafa.ops.frequency import block_dct, from_blocks, padded_shape
+    from vafa.ops.metrics import quantized_to_zero
+    from vafa.run.tiling import (
+        crop_tile,
+        extract_tile,
+        q_table_layout,
+        quantized_to_zero_layout,
+        tile_grid,
+    )
 
     torch.manual_seed(0)
     shape, roi = (20, 18, 12), (16, 16, 16)
@@ -188,7 +194,7 @@ def test_run_job_cancel_returns_the_best_result_so_far():
 
 
 def test_run_job_reports_failures_instead_of_raising(tmp_path):
-    from vafa.checkpoints import save_model
+    from vafa.io.checkpoints import save_model
 
     job, _ = _job()
     job.model = ModelSpec("file", weights=tmp_path / "missing.safetensors", device="cpu")
@@ -241,7 +247,7 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     from napari_vafa._attack_widget import USE_PREDICTION
     from napari_vafa._layers import META_AFFINE
     from napari_vafa._tooltips import ATTACK_WIDGET
-    from vafa.data import sample_paths
+    from vafa.io.data import sample_paths
 
     viewer, widget, ct, seg = _viewer_with_sample(make_napari_viewer, show=True)
     for name in ATTACK_WIDGET:
@@ -451,8 +457,8 @@ def test_compare_attacks_fills_table_and_bars_and_cancels(
 ):
     import vafa.report
     from napari_vafa._layers import layer_to_volume
-    from vafa.pipeline import evaluate
     from vafa.report import GridEntry
+    from vafa.run.pipeline import evaluate
 
     grid = [
         GridEntry("table1", "clean", {}, ""),

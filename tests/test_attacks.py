@@ -4,11 +4,11 @@ import pytest
 import torch
 
 import vafa
-from vafa.frequency import from_blocks, layout_dct, layout_idct, pad_to_blocks, padded_shape
-from vafa.losses import DiceCELoss
-from vafa.metrics import dice_per_class
-from vafa.quantization import quantize
-from vafa.ssim import BlockSSIM
+from vafa.ops.frequency import from_blocks, layout_dct, layout_idct, pad_to_blocks, padded_shape
+from vafa.ops.losses import DiceCELoss
+from vafa.ops.metrics import dice_per_class
+from vafa.ops.quantization import quantize
+from vafa.ops.ssim import BlockSSIM
 
 VOXEL = [
     (vafa.PGD, {"eps": 4, "steps": 5}),

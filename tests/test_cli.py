@@ -10,9 +10,9 @@ import pytest
 import torch
 from tiny_unet import save_tiny_model
 
-from vafa.checkpoints import save_card
 from vafa.cli import main
-from vafa.models import ModelCard, build_model
+from vafa.io.checkpoints import save_card
+from vafa.io.models import ModelCard, build_model
 
 
 @pytest.fixture(scope="module")

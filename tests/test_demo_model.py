@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vafa.checkpoints import load_model
-from vafa.data import (
+from vafa.io.checkpoints import load_model
+from vafa.io.data import (
     DATA_DIR,
     SAMPLE_CLASS_NAMES,
     bundled_model_path,
@@ -18,8 +18,8 @@ from vafa.data import (
     load_demo_model,
     load_sample,
 )
-from vafa.intensity import mapping_from_dict
-from vafa.metrics import dice_per_class
+from vafa.io.intensity import mapping_from_dict
+from vafa.ops.metrics import dice_per_class
 
 REPORT = DATA_DIR / "demo_model_report.json"
 ROI = (128, 128, 128)
@@ -124,7 +124,7 @@ def test_robust_model_is_the_matched_vafa_fr_fine_tune(demo, prediction):
     assert card.training["iterations_done"] >= 1000  # the matched-compute run
     assert card.training["initialised_from"] == demo_card.training  # fine-tuned, not scratch
     assert card.provenance["fine_tuned_from"].startswith("the bundled demo model")
-    from vafa.pipeline import evaluate
+    from vafa.run.pipeline import evaluate
 
     image, labels = load_sample()
     robust = evaluate(model, card, image, labels)["dice_fg"]["clean"]  # sliding window, its roi

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from vafa.figures import attack_figure, dct_log_magnitude
+from vafa.report.figures import attack_figure, dct_log_magnitude
 
 
 def test_dct_log_magnitude_matches_block_dct():
     import torch
 
-    from vafa.frequency import block_dct
+    from vafa.ops.frequency import block_dct
 
     x = np.random.default_rng(0).random((16, 16, 8)).astype(np.float32)
     lay = dct_log_magnitude(x, 8)

@@ -8,7 +8,7 @@ import torch_dct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vafa.frequency import (
+from vafa.ops.frequency import (
     block_dct,
     block_idct,
     dct_matrix,

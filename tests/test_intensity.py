@@ -1,4 +1,4 @@
-"""Tests for vafa.intensity: windows, percentile scaling, exact inverse, JSON round trip."""
+"""Tests for vafa.io.intensity: windows, percentile scaling, exact inverse, JSON round trip."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vafa.intensity import CTWindow, IntensityMapping, PercentileScaling, mapping_from_dict
+from vafa.io.intensity import CTWindow, IntensityMapping, PercentileScaling, mapping_from_dict
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@ import torch
 from monai.losses import DiceCELoss as MonaiDiceCE
 from pytorch_msssim import ssim as msssim
 
-from vafa.frequency import to_blocks
-from vafa.losses import DiceCELoss, FrequencyConsistencyLoss, SSIMLoss
-from vafa.ssim import BlockSSIM, block_ssim, ssim3d
+from vafa.ops.frequency import to_blocks
+from vafa.ops.losses import DiceCELoss, FrequencyConsistencyLoss, SSIMLoss
+from vafa.ops.ssim import BlockSSIM, block_ssim, ssim3d
 
 
 def _reference_block_ssim(x, y, block):

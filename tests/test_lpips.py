@@ -1,4 +1,4 @@
-"""``vafa.lpips``: LPIPS from local weight files, checked against a functional re-derivation.
+"""``vafa.io.lpips``: LPIPS from local weight files, checked against a functional re-derivation.
 
 No pretrained weights can be downloaded here, so the weights are random but saved in the
 layouts users have on disk: torchvision's AlexNet checkpoint (``features.N.*`` plus a
@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from vafa.lpips import LPIPS, MIN_SLICE, load_lpips, volume_lpips
+from vafa.io.lpips import LPIPS, MIN_SLICE, load_lpips, volume_lpips
 
 CONVS = {  # torchvision AlexNet features index: (out, in, kernel)
     0: (64, 3, 11),

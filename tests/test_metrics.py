@@ -4,8 +4,8 @@ import pytest
 import torch
 from monai.metrics import DiceMetric, compute_hausdorff_distance
 
-from vafa.losses import one_hot
-from vafa.metrics import (
+from vafa.ops.losses import one_hot
+from vafa.ops.metrics import (
     dice_per_class,
     dice_summary,
     flip_rate,
@@ -91,7 +91,7 @@ def test_label_map_shape_checks():
 
 
 def test_predict_labels_equals_argmax_including_ties():
-    from vafa.metrics import predict_labels
+    from vafa.ops.metrics import predict_labels
 
     g = torch.Generator().manual_seed(3)
     for k in (1, 2, 4, 14):

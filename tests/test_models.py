@@ -1,4 +1,4 @@
-"""Presets, model cards and safe checkpoint loading/saving (vafa.models, vafa.checkpoints)."""
+"""Presets, model cards and safe checkpoint loading/saving (vafa.io.models, vafa.io.checkpoints)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from vafa import checkpoints
-from vafa.checkpoints import LegacyCheckpointWarning, card_path_for, find_card
-from vafa.devices import resolve_device
-from vafa.models import (
-    BTCV_CLASSES,
-    ModelCard,
-    build_model,
-    count_parameters,
-    list_presets,
+from vafa.io import checkpoints
+from vafa.io.checkpoints import (
+    LegacyCheckpointWarning,
+    card_path_for,
+    find_card,
     load_card,
     load_model,
     save_card,
     save_model,
 )
+from vafa.io.models import BTCV_CLASSES, ModelCard, build_model, count_parameters, list_presets
+from vafa.ops.devices import resolve_device
 
 # --------------------------------------------------------------------------------- fixtures
 
@@ -151,7 +149,7 @@ def test_build_model_rejects_unknown_preset_and_types():
 
 
 def test_register_preset_for_a_custom_network(tmp_path):
-    from vafa import models
+    from vafa.io import models
 
     def pointwise(in_channels, out_channels, kernel_size=1):
         return nn.Conv3d(in_channels, out_channels, kernel_size)

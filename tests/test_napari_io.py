@@ -6,7 +6,7 @@ import pytest
 
 from napari_vafa._reader import napari_get_reader
 from napari_vafa._writer import write_image, write_labels
-from vafa.data import sample_paths
+from vafa.io.data import sample_paths
 
 
 def _nifti(tmp_path, name, array, affine=None, dtype=np.int16):

@@ -1,4 +1,4 @@
-"""Tests for vafa.pipeline: model space round trips, run_attack, evaluate, write_outcome."""
+"""Tests for vafa.run.pipeline: model space round trips, run_attack, evaluate, write_outcome."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from vafa import pipeline
-from vafa.intensity import CTWindow
-from vafa.models import ModelCard, build_model
-from vafa.pipeline import (
+from vafa.io.intensity import CTWindow
+from vafa.io.models import ModelCard, build_model
+from vafa.io.volume import Volume
+from vafa.run import pipeline
+from vafa.run.pipeline import (
     OUTCOME_FILES,
     evaluate,
     from_model_space,
@@ -22,7 +23,6 @@ from vafa.pipeline import (
     to_model_space,
     write_outcome,
 )
-from vafa.volume import Volume
 
 CLASSES = ["background", "soft tissue", "bone"]
 
@@ -268,7 +268,7 @@ def test_run_attack_cancel(model, card):
 
 
 def test_iter_run_attack_generator_cancels_by_send(model, card):
-    from vafa.pipeline import iter_run_attack
+    from vafa.run.pipeline import iter_run_attack
 
     image, _ = _ct(shape=(32, 32, 16))
     gen = iter_run_attack(model, card, image, attack="pgd", options={"steps": 2}, seed=1)

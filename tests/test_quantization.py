@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from vafa.quantization import AlphaSchedule, cubic_round, quantize, tanh_round, validate_bounds
+from vafa.ops.quantization import AlphaSchedule, cubic_round, quantize, tanh_round, validate_bounds
 
 
 def _tanh_round_reference(x: float, alpha: float) -> float:

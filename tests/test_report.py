@@ -10,16 +10,25 @@ import pytest
 import torch
 from tiny_unet import save_tiny_model
 
-from vafa import report as R
+import vafa.report as R
 from vafa.attacks import build_attack
 from vafa.attacks.base import drive
-from vafa.checkpoints import load_model
 from vafa.cli import main
-from vafa.pipeline import evaluate, run_attack
-from vafa.volume import load_labels, load_volume
+from vafa.io.checkpoints import load_model
+from vafa.io.volume import load_labels, load_volume
+from vafa.run.pipeline import evaluate, run_attack
 
 SHAPE = (16, 16, 16)  # one 16³ tile: fast
 ORGAN_SLICES = (4, 11)  # labelled k range [4, 11): the middle slice is 7
+
+
+def _patch_grid(monkeypatch, name, replacement):
+    """Replace a grid function wherever the report modules look it up."""
+    from vafa.report import grid, markdown, render, runner
+
+    for module in (grid, runner, render, markdown):
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, replacement)
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +82,23 @@ SMALL_SWEEPS = [
 @pytest.fixture
 def small_grid(monkeypatch):
     """Replace the paper grids by 4 + 4 entries (3 new sweep keys) of 1–2 steps."""
-    monkeypatch.setattr(R, "table1_grid", lambda quick=False, paper=False: list(SMALL_TABLE1))
-    monkeypatch.setattr(R, "sweep_grid", lambda quick=False, paper=False: list(SMALL_SWEEPS))
+    _patch_grid(monkeypatch, "table1_grid", lambda quick=False, paper=False: list(SMALL_TABLE1))
+    _patch_grid(monkeypatch, "sweep_grid", lambda quick=False, paper=False: list(SMALL_SWEEPS))
 
 
 @pytest.fixture
 def count_attacks(monkeypatch):
-    """Count the calls of ``vafa.pipeline.iter_run_attack`` (the attack runs)."""
-    import vafa.pipeline
+    """Count the calls of ``vafa.run.pipeline.iter_run_attack`` (the attack runs)."""
+    import vafa.run.pipeline
 
     calls = []
-    original = vafa.pipeline.iter_run_attack
+    original = vafa.run.pipeline.iter_run_attack
 
     def counted(*args, **kwargs):
         calls.append(kwargs.get("attack"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(vafa.pipeline, "iter_run_attack", counted)
+    monkeypatch.setattr(vafa.run.pipeline, "iter_run_attack", counted)
     return calls
 
 
@@ -343,7 +352,7 @@ def test_run_report_resumes(models, case, tmp_path, small_grid, count_attacks):
 def test_run_report_records_failures_and_continues(models, case, tmp_path, monkeypatch):
     bad = R.GridEntry("table1", "pgd", {"eps": -1, "steps": 1}, "ε=-1")
     grid = [SMALL_TABLE1[0], bad, SMALL_TABLE1[2]]
-    monkeypatch.setattr(R, "table1_grid", lambda quick=False, paper=False: list(grid))
+    _patch_grid(monkeypatch, "table1_grid", lambda quick=False, paper=False: list(grid))
     broken = _case(tmp_path, "broken")
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), broken[1])  # wrong grid
     cases = [("case", case[0], case[1]), ("broken", broken[0], broken[1])]
@@ -487,9 +496,9 @@ def test_cli_report_bad_inputs_exit_2_and_write_nothing(
 def test_cli_report_ctrl_c_keeps_finished_rows(
     models, case, tmp_path, small_grid, monkeypatch, capsys
 ):
-    import vafa.pipeline
+    import vafa.run.pipeline
 
-    original = vafa.pipeline.iter_run_attack
+    original = vafa.run.pipeline.iter_run_attack
     calls = []
 
     def interrupt_second(*args, **kwargs):
@@ -498,7 +507,7 @@ def test_cli_report_ctrl_c_keeps_finished_rows(
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(vafa.pipeline, "iter_run_attack", interrupt_second)
+    monkeypatch.setattr(vafa.run.pipeline, "iter_run_attack", interrupt_second)
     out = tmp_path / "rep"
     code = main(
         ["report", str(case[0]), "--model", str(models[0]), "--out", str(out), "--no-sweeps"]
@@ -511,7 +520,7 @@ def test_cli_report_ctrl_c_keeps_finished_rows(
 
 
 def test_cli_report_defaults_to_bundled_models_and_sample(tmp_path, monkeypatch, capsys):
-    from vafa.data import bundled_models, sample_paths
+    from vafa.io.data import bundled_models, sample_paths
 
     seen = {}
 
@@ -532,7 +541,7 @@ def test_cli_report_fills_lpips_from_local_weights(models, tmp_path, small_grid,
     """--lpips-weights: the column holds LPIPS between the clean and the attacked model input."""
     from safetensors.torch import save_file
 
-    from vafa.lpips import LPIPS, load_lpips, volume_lpips
+    from vafa.io.lpips import LPIPS, load_lpips, volume_lpips
 
     rng = np.random.default_rng(7)
     shape = (40, 36, 6)  # axial slices of at least 31² (AlexNet's smallest input)
@@ -577,7 +586,7 @@ def test_cli_report_fills_lpips_from_local_weights(models, tmp_path, small_grid,
 def test_lpips_column_stays_empty_for_slices_too_small(models, case, tmp_path, small_grid):
     from safetensors.torch import save_file
 
-    from vafa.lpips import LPIPS
+    from vafa.io.lpips import LPIPS
 
     weights = tmp_path / "lpips.safetensors"
     save_file(LPIPS().state_dict(), str(weights))

@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vafa.data import SAMPLE_CLASS_NAMES, load_sample, sample_paths
+from vafa.io.data import SAMPLE_CLASS_NAMES, load_sample, sample_paths
 
-DATA = Path(__file__).resolve().parents[1] / "src" / "vafa" / "data"
+DATA = Path(__file__).resolve().parents[1] / "src" / "vafa" / "io" / "data"
 SHAPE = (122, 101, 112)
 # affine of TotalSegmentator's tests/reference_files/example_ct.nii.gz (3 mm, RAS)
 AFFINE = np.array(

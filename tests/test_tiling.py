@@ -1,4 +1,4 @@
-"""Tests for vafa.tiling: tile grid, fast argmax, sliding-window inference, tiled attacks."""
+"""Tests for vafa.run.tiling: tile grid, fast argmax, sliding-window inference, tiled attacks."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vafa.attacks import build_attack
-from vafa.metrics import predict_labels
-from vafa.tiling import (
+from vafa.ops.metrics import predict_labels
+from vafa.run.tiling import (
     attack_volume,
     owned_slices,
     q_table_layout,
@@ -328,7 +328,7 @@ def test_attack_volume_rejects_non_attack(tiny_model):
 
 
 def test_short_tiles_are_padded_like_sliding_window_inference():
-    from vafa.tiling import crop_tile, extract_tile, tile_padding
+    from vafa.run.tiling import crop_tile, extract_tile, tile_padding
 
     sl = (slice(0, 10), slice(0, 16), slice(0, 13))
     assert tile_padding(sl, (16, 16, 16)) == [(3, 3), (0, 0), (1, 2)]

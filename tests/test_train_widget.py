@@ -27,9 +27,9 @@ from napari_vafa._train_worker import (
     run_training,
 )
 from napari_vafa._worker import ModelSpec
-from vafa.checkpoints import card_path_for
-from vafa.training_io import BEST, LATEST, LOG, PLOT, STATE, TRAINING_FILES
-from vafa.volume import Volume
+from vafa.io.checkpoints import card_path_for
+from vafa.io.volume import Volume
+from vafa.training.files import BEST, LATEST, LOG, PLOT, STATE, TRAINING_FILES
 
 PLUGIN, WIDGET, ATTACK = "napari-vafa", "VAFT fine-tuning", "VAFA attack"
 RUN_TIMEOUT_MS = 120_000
@@ -38,7 +38,7 @@ SHAPE = (24, 20, 16)
 
 # ----------------------------------------------------------------------------- helpers
 def _tiny_card():
-    from vafa.models import ModelCard
+    from vafa.io.models import ModelCard
 
     return ModelCard.from_preset(
         "unet",
@@ -55,8 +55,8 @@ def weights(tmp_path_factory) -> Path:
     """A tiny untrained UNet as safetensors + card (``base.safetensors[.json]``)."""
     import torch
 
-    from vafa.checkpoints import save_model
-    from vafa.models import build_model
+    from vafa.io.checkpoints import save_model
+    from vafa.io.models import build_model
 
     card = _tiny_card()
     torch.manual_seed(0)
@@ -255,7 +255,7 @@ def test_train_widget_runs_plots_and_hands_the_model_to_the_attack_widget(
     make_napari_viewer, qtbot, tmp_path, errors
 ):
     from napari_vafa._tooltips import TRAIN_WIDGET
-    from vafa.training_io import read_log
+    from vafa.training.files import read_log
 
     shot = os.environ.get("NAPARI_VAFA_TRAIN_SCREENSHOT")
     viewer, widget, (ct, seg) = _docked(
@@ -321,8 +321,8 @@ def weights_path(tmp_path) -> Path:
     """A fresh copy of the tiny model in ``tmp_path`` (each GUI test owns its files)."""
     import torch
 
-    from vafa.checkpoints import save_model
-    from vafa.models import build_model
+    from vafa.io.checkpoints import save_model
+    from vafa.io.models import build_model
 
     card = _tiny_card()
     torch.manual_seed(0)

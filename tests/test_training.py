@@ -1,4 +1,4 @@
-"""VAFT training (vafa.training, vafa.training_data, vafa.training_io, ``vafa train``) on a tiny
+"""VAFT training (vafa.training.config, vafa.training.data, vafa.training.files, ``vafa train``) on a tiny
 MONAI UNet and synthetic 24³ volumes; every run is 1–4 iterations."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pytest
 import torch
 from tiny_unet import tiny_card, tiny_model
 
-from vafa.checkpoints import card_path_for, load_card, load_model
 from vafa.cli import main
-from vafa.losses import DiceCELoss, FrequencyConsistencyLoss
-from vafa.models import ModelCard
+from vafa.io.checkpoints import card_path_for, load_card, load_model
+from vafa.io.models import ModelCard
+from vafa.io.volume import Volume
+from vafa.ops.losses import DiceCELoss, FrequencyConsistencyLoss
 from vafa.training import (
     MODES,
     TrainingConfig,
@@ -27,15 +28,14 @@ from vafa.training import (
     iter_train,
     train,
 )
-from vafa.training_data import (
+from vafa.training.data import (
     Augmentation,
     PatchSampler,
     load_cases,
     read_datalist,
     resolve_flip_axes,
 )
-from vafa.training_io import BEST, LATEST, LOG, PLOT, STATE, TRAINING_FILES, save_state
-from vafa.volume import Volume
+from vafa.training.files import BEST, LATEST, LOG, PLOT, STATE, TRAINING_FILES, save_state
 
 AFFINE = np.diag([1.5, 1.5, 2.0, 1.0])
 #: Cheap attack settings per mode (1 step, 8³ VAFA blocks).
@@ -418,7 +418,7 @@ def test_train_help(capsys):
 
 
 def test_train_command_writes_checkpoints_log_and_plot(card, datalist, tmp_path, capsys):
-    from vafa.checkpoints import save_card
+    from vafa.io.checkpoints import save_card
 
     card_file = save_card(card, tmp_path / "tiny.json")
     out = tmp_path / "run"
@@ -439,7 +439,7 @@ def test_train_command_writes_checkpoints_log_and_plot(card, datalist, tmp_path,
 
 
 def test_train_command_errors_are_one_line(card, datalist, tmp_path, capsys):
-    from vafa.checkpoints import save_card
+    from vafa.io.checkpoints import save_card
 
     card_file = save_card(card, tmp_path / "tiny.json")
     base = ["train", "--datalist", str(datalist), "--card", str(card_file)]
@@ -462,7 +462,7 @@ def test_training_modules_do_not_import_qt():
     import sys
 
     code = (
-        "import sys, vafa.training, vafa.training_run, vafa.train_cli; "
+        "import sys, vafa.training.config, vafa.training.trainer, vafa.cli.train, vafa.cli; "
         "print([m for m in sys.modules if m.split('.')[0] in "
         "('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy', 'napari', 'magicgui')])"
     )

@@ -41,9 +41,9 @@ def _worker(rank: int, port: int, datalist: str, folder: str) -> None:
     os.environ.update(_loopback(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
-    from vafa.models import build_model
+    from vafa.io.models import build_model
     from vafa.training import TrainingConfig, train
-    from vafa.training_data import Augmentation
+    from vafa.training.data import Augmentation
 
     card = tiny_card()
     torch.manual_seed(100 + rank)  # different initial weights: DDP starts from rank 0's
@@ -96,7 +96,7 @@ def test_two_gloo_processes_end_with_identical_weights_and_learn(datalist, tmp_p
 
 @pytest.mark.slow
 def test_torchrun_runs_the_train_command(datalist, tmp_path):
-    from vafa.checkpoints import save_card
+    from vafa.io.checkpoints import save_card
 
     card_file = save_card(tiny_card(), tmp_path / "tiny.json")
     out = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""Tests for vafa.volume: NIfTI load/save (checked with nibabel directly) and resampling."""
+"""Tests for vafa.io.volume: NIfTI load/save (checked with nibabel directly) and resampling."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vafa.volume import Volume, load_labels, load_volume, resample_like, resample_to, save_volume
+from vafa.io.volume import Volume, load_labels, load_volume, resample_like, resample_to, save_volume
 
 AFFINE = np.array(
     [

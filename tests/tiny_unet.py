@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from vafa.checkpoints import save_model
-from vafa.models import ModelCard, build_model
+from vafa.io.checkpoints import save_model
+from vafa.io.models import ModelCard, build_model
 
 CLASSES = ["background", "organ", "lesion"]
 

@@ -20,7 +20,7 @@ from vafa.attacks import (
     StepEvent,
     build_attack,
 )
-from vafa.frequency import block_dct, block_idct
+from vafa.ops.frequency import block_dct, block_idct
 
 __version__ = "0.1.0"
 

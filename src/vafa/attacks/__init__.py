@@ -1,6 +1,9 @@
 """All attacks share one API: ``Attack(model, **hyper_parameters).attack(images, labels)``."""
 
+import difflib
+
 from vafa.attacks.base import Attack, AttackResult, Callback, StepEvent, drive
+from vafa.attacks.options import Option, validate_options
 from vafa.attacks.vafa import NORMALIZE_MODES, Q_INIT_MODES, VAFA, VAFA2D
 from vafa.attacks.voxel import BIM, FGSM, PGD, GaussianNoise
 
@@ -11,13 +14,16 @@ __all__ = [
     "NORMALIZE_MODES",
     "PGD",
     "Q_INIT_MODES",
+    "RUNTIME_KEYWORDS",
     "VAFA",
     "VAFA2D",
     "Attack",
     "AttackResult",
     "Callback",
     "GaussianNoise",
+    "Option",
     "StepEvent",
+    "attack_class",
     "build_attack",
     "drive",
 ]
@@ -32,28 +38,28 @@ ATTACKS: dict[str, type[Attack]] = {
 }
 
 
+#: Keywords of every attack that are about how it runs, not what it does (not in the schemas).
+RUNTIME_KEYWORDS = ("targeted", "seed", "device", "clamp_inputs")
+
+
 def build_attack(name: str, model, **options) -> Attack:
-    """Build an attack by name (``vafa``, ``vafa2d``, ``pgd``, ``fgsm``, ``bim``, ``gn``).
+    """Build an attack by name (a key of :data:`ATTACKS`: ``vafa``, ``vafa2d``, ``pgd``, …).
 
-    Options that the chosen attack does not take are ignored only when they are None, so that
-    CLI and GUI code can pass one dict of settings; any other unknown option is an error.
+    ``options`` are checked against the attack's schema (:attr:`Attack.options`, see
+    :mod:`vafa.attacks.options`) plus :data:`RUNTIME_KEYWORDS`. None values mean "the
+    attack's default" and are dropped, so that CLI and GUI code can pass one dict of settings;
+    any other option the attack does not take is an error.
     """
-    import difflib
-    import inspect
+    cls = attack_class(name)
+    runtime = {k: options.pop(k) for k in RUNTIME_KEYWORDS if options.get(k) is not None}
+    return cls(model, **validate_options(cls.options, options, cls.name), **runtime)
 
-    key = name.lower().replace("-", "").replace("_", "")
+
+def attack_class(name: str) -> type[Attack]:
+    """The attack class registered as ``name`` (case, ``-`` and ``_`` ignored)."""
+    key = str(name).lower().replace("-", "").replace("_", "")
     if key not in ATTACKS:
         hint = difflib.get_close_matches(key, ATTACKS, n=1)
         extra = f" — did you mean {hint[0]!r}?" if hint else ""
         raise ValueError(f"attack must be one of {sorted(ATTACKS)}, got {name!r}{extra}")
-    cls = ATTACKS[key]
-    accepted = set()
-    for klass in cls.__mro__:
-        if klass is object:
-            continue
-        accepted |= set(inspect.signature(klass.__init__).parameters)
-    options = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise ValueError(f"{cls.name} does not take option(s) {unknown}")
-    return cls(model, **options)
+    return ATTACKS[key]

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from vafa.devices import resolve_device
-from vafa.losses import DiceCELoss
-from vafa.metrics import dice_per_class, predict_labels
+from vafa.attacks.options import Option
+from vafa.ops.devices import resolve_device
+from vafa.ops.losses import DiceCELoss
+from vafa.ops.metrics import dice_per_class, predict_labels
 
 __all__ = ["Attack", "AttackResult", "Callback", "StepEvent"]
 
@@ -105,6 +106,11 @@ class Attack:
     """
 
     name = "attack"
+    #: Name in GUI lists (e.g. ``"VAFA-3D"``).
+    label = "attack"
+    #: The user-facing hyper-parameters, one :class:`~vafa.attacks.options.Option` each:
+    #: the CLI flags, GUI controls and tooltips are generated from them.
+    options: tuple[Option, ...] = ()
     #: Whether the iterate after the last update is evaluated (and offered to ``keep``). Voxel
     #: attacks: yes (PGD returns the point after its last step). VAFA: no — the published code
     #: returns the volume of its last step, made before the last update, which it never uses.
@@ -139,6 +145,12 @@ class Attack:
         self.loss_fn = DiceCELoss(reduction="none")
 
     # ------------------------------------------------------------------ public API
+    @classmethod
+    def check_options(cls, **values: Any) -> dict[str, Any]:
+        """``values`` checked and converted by their options (:meth:`Option.check`)."""
+        schema = {o.name: o for o in cls.options}
+        return {name: schema[name].check(value) for name, value in values.items()}
+
     def settings(self) -> dict[str, Any]:
         """Name and hyper-parameters (JSON-friendly)."""
         return {

@@ -28,16 +28,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from vafa.attacks.base import Attack, AttackResult, _finite
-from vafa.frequency import (
+from vafa.attacks.base import Attack, AttackResult
+from vafa.attacks.options import BLOCK_SIZES, KEEP, STEPS, Option, block_size, with_default
+from vafa.ops.frequency import (
     layout_dct,
     layout_idct,
     normalize_block_size,
     pad_to_blocks,
     to_blocks,
 )
-from vafa.quantization import ROUNDINGS, AlphaSchedule, quantize, validate_bounds
-from vafa.ssim import BlockSSIM
+from vafa.ops.quantization import ROUNDINGS, AlphaSchedule, quantize, validate_bounds
+from vafa.ops.ssim import BlockSSIM
 
 __all__ = ["NORMALIZE_MODES", "PAPER_SETTINGS", "Q_INIT_MODES", "VAFA", "VAFA2D"]
 
@@ -58,6 +59,61 @@ PAPER_SETTINGS = {
     "ssim_weight": 1.0,
     "hard_round": False,
 }
+
+_Q_UNIT = "in [0, 255] units"
+#: The options of :class:`VAFA` (see :mod:`vafa.attacks.options`).
+VAFA_OPTIONS = (
+    STEPS,
+    Option(
+        "q_min", float, 5.0, "lower bound of the quantization steps", unit=_Q_UNIT,
+        positive=True, widget="range", group="q_range", gui=(1, 100, 1),
+        label="q_min – q_max", training=True,
+    ),
+    Option(
+        "q_max", float, 20.0,
+        "upper bound of the quantization steps: larger removes more frequency content, a "
+        "stronger and more visible attack", unit=_Q_UNIT,
+        positive=True, widget="range", group="q_range", gui=(1, 100, 1),
+        label="q_min – q_max", training=True,
+    ),
+    Option("q_init", str, "max", "start of the table: max | min | random", choices=Q_INIT_MODES),
+    Option("q_step", float, 1.0, "table change per step", positive=True),
+    Option(
+        "block_size", block_size, 32,
+        "side of the DCT blocks: 32 or 32,32,32 (larger: stronger; padded when the volume is "
+        "not a multiple)", label="block size", widget="combo", gui=BLOCK_SIZES, training=True,
+    ),
+    Option(
+        "use_ssim_loss", bool, True,
+        "subtract ssim_weight × (1 − blockwise SSIM) from the objective",
+        label="SSIM loss", flags=("--ssim", "--no-ssim"), widget="check",
+    ),
+    Option(
+        "ssim_weight", float, 1.0, "weight of the SSIM term", label="SSIM weight", minimum=0.0,
+        widget="spin", gui=(0.0, 100.0, 0.1),
+    ),
+    Option(
+        "normalize", str, "clip",
+        "how the reconstruction returns to [0, 1]: clip (divide by 255 and clamp) or slice "
+        "(min–max of every axial slice, as the published code: itself a contrast change)",
+        choices=NORMALIZE_MODES, widget="combo",
+    ),
+    Option("rounding", str, "tanh", "differentiable rounding: tanh (published) | cubic",
+           choices=ROUNDINGS),
+    KEEP,
+    Option(
+        "hard_round", bool, False,
+        "return the kept table hard-rounded (a real quantization) instead of the soft-rounded "
+        "volume the attack evaluated: usually stronger and more visible",
+        label="hard rounding", flags=("--hard-round",), widget="check",
+    ),
+    Option(
+        "paper", bool, False,
+        "the published algorithm: per-slice min–max, the last step's volume, q from q_max in "
+        "signed unit steps within [q_min, q_max], SSIM term (3D) of weight 1",
+        label="published algorithm", flags=("--paper",), widget="check",
+    ),
+)  # fmt: skip
 
 
 class VAFA(Attack):
@@ -96,6 +152,8 @@ class VAFA(Attack):
     """
 
     name = "VAFA"
+    label = "VAFA-3D"
+    options = VAFA_OPTIONS
     spatial_dims = 3
     evaluates_final = False
 
@@ -121,7 +179,12 @@ class VAFA(Attack):
         device: str | torch.device = "auto",
         clamp_inputs: bool = False,
     ) -> None:
-        self.paper = bool(paper)
+        checked = self.check_options(
+            steps=steps, q_min=q_min, q_max=q_max, q_init=q_init, q_step=q_step,
+            use_ssim_loss=use_ssim_loss, ssim_weight=ssim_weight, normalize=normalize,
+            rounding=rounding, keep=keep, hard_round=hard_round, paper=paper,
+        )  # fmt: skip
+        self.paper = paper
         if self.paper:
             normalize = PAPER_SETTINGS["normalize"] if normalize is None else normalize
             keep = PAPER_SETTINGS["keep"] if keep is None else keep
@@ -134,7 +197,7 @@ class VAFA(Attack):
                 ssim_weight=ssim_weight,
                 hard_round=hard_round,
             )
-            fixed = {**PAPER_SETTINGS, "use_ssim_loss": self.spatial_dims == 3}
+            fixed = self.published_settings()
             given["use_ssim_loss"] = use_ssim_loss
             for key, value in given.items():
                 if value != fixed[key]:
@@ -150,30 +213,18 @@ class VAFA(Attack):
             device=device,
             clamp_inputs=clamp_inputs,
         )
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1 for {self.name}, got {steps!r}")
-        validate_bounds(q_min, q_max)
-        if q_init not in Q_INIT_MODES:
-            raise ValueError(f"q_init must be one of {Q_INIT_MODES}, got {q_init!r}")
-        if not _finite(q_step) or q_step <= 0:
-            raise ValueError(f"q_step must be a positive number, got {q_step!r}")
-        if not _finite(ssim_weight) or ssim_weight < 0:
-            raise ValueError(f"ssim_weight must be a non-negative number, got {ssim_weight!r}")
-        if normalize not in NORMALIZE_MODES:
-            raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        validate_bounds(checked["q_min"], checked["q_max"])
         sizes = normalize_block_size(block_size, self.spatial_dims)
         if len(sizes) != self.spatial_dims:
             raise ValueError(
                 f"block_size must have {self.spatial_dims} entries for {self.name}, got {block_size!r}"
             )
-        self.q_min, self.q_max = float(q_min), float(q_max)
+        self.q_min, self.q_max = checked["q_min"], checked["q_max"]
         self.q_init = q_init
-        self.q_step = float(q_step)
+        self.q_step = checked["q_step"]
         self.block_size = sizes
-        self.use_ssim_loss = bool(use_ssim_loss)
-        self.ssim_weight = float(ssim_weight)
+        self.use_ssim_loss = use_ssim_loss
+        self.ssim_weight = checked["ssim_weight"]
         self.normalize = normalize
         self.rounding = rounding
         self.hard_round = bool(hard_round)
@@ -192,6 +243,12 @@ class VAFA(Attack):
             "hard_round": self.hard_round,
             "paper": self.paper,
         }
+
+    @classmethod
+    def published_settings(cls) -> dict[str, Any]:
+        """The values ``paper=True`` fixes for this attack (:data:`PAPER_SETTINGS` and the SSIM
+        term: on in 3D, off in 2D, as published)."""
+        return {**PAPER_SETTINGS, "use_ssim_loss": cls.spatial_dims == 3}
 
     # ------------------------------------------------------------------ hooks
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
@@ -287,6 +344,13 @@ class VAFA2D(VAFA):
     """
 
     name = "VAFA-2D"
+    label = "VAFA-2D"
+    options = tuple(
+        with_default(o, {"block_size": (32, 32), "use_ssim_loss": False}[o.name])
+        if o.name in ("block_size", "use_ssim_loss")
+        else o
+        for o in VAFA_OPTIONS
+    )
     spatial_dims = 2
 
     def __init__(

@@ -17,10 +17,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from vafa.attacks.base import Attack, _finite
-from vafa.ssim import BlockSSIM
+from vafa.attacks.base import Attack
+from vafa.attacks.options import KEEP, STEPS, Option, with_default
+from vafa.ops.ssim import BlockSSIM
 
 __all__ = ["BIM", "FGSM", "PGD", "GaussianNoise"]
+
+_UNIT = "in [0, 255] units"
+EPS = Option(
+    "eps", float, 4.0, "L∞ budget: 4 means 4/255 of the [0, 1] range", unit=_UNIT,
+    label="ε (/255)", minimum=0.0, widget="slider", gui=(0.0, 16.0, 0.5), training=True,
+)  # fmt: skip
+ALPHA = Option(
+    "alpha", float, 0.01, "step size of PGD/BIM (the paper: 0.01)", unit="in [0, 1] units",
+    label="step α", minimum=0.0, widget="spin", gui=(0.0001, 1.0, 0.001), training=True,
+)  # fmt: skip
+RANDOM_START = Option(
+    "random_start", bool, True, "start from a uniform random point of the L∞ ball",
+    flags=("--random-start", "--no-random-start"),
+)  # fmt: skip
+STD = Option(
+    "std", float, 4.0, "standard deviation of the Gaussian noise", unit=_UNIT,
+    label="σ (/255)", minimum=0.0, widget="slider", gui=(0.0, 16.0, 0.5), training=True,
+)  # fmt: skip
+_KEEP_LAST = with_default(KEEP, "last")
 
 
 class PGD(Attack):
@@ -39,6 +59,8 @@ class PGD(Attack):
     """
 
     name = "PGD"
+    label = "PGD"
+    options = (STEPS, EPS, ALPHA, RANDOM_START, _KEEP_LAST)
 
     def __init__(
         self,
@@ -63,13 +85,9 @@ class PGD(Attack):
             device=device,
             clamp_inputs=clamp_inputs,
         )
-        if not _finite(eps) or eps < 0:
-            raise ValueError(f"eps must be a number >= 0 (in [0, 255] units), got {eps!r}")
-        if not _finite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a number >= 0 (in [0, 1] units), got {alpha!r}")
-        self.eps = float(eps)
-        self.alpha = float(alpha)
-        self.random_start = bool(random_start)
+        checked = PGD.check_options(eps=eps, alpha=alpha, random_start=random_start)
+        self.eps, self.alpha = checked["eps"], checked["alpha"]
+        self.random_start = random_start
 
     def _hyper_parameters(self) -> dict[str, Any]:
         return {"eps": self.eps, "alpha": self.alpha, "random_start": self.random_start}
@@ -109,6 +127,8 @@ class BIM(PGD):
     """Basic iterative method: :class:`PGD` without the random start."""
 
     name = "BIM"
+    label = "BIM"
+    options = (STEPS, EPS, ALPHA, _KEEP_LAST)
 
     def __init__(self, model: nn.Module, **kwargs) -> None:
         if kwargs.pop("random_start", False):
@@ -120,6 +140,8 @@ class FGSM(PGD):
     """Fast gradient sign method: one signed step of size ``eps/255``."""
 
     name = "FGSM"
+    label = "FGSM"
+    options = (EPS, _KEEP_LAST)
 
     def __init__(
         self,
@@ -132,8 +154,7 @@ class FGSM(PGD):
         device: str | torch.device = "auto",
         clamp_inputs: bool = False,
     ) -> None:
-        if not _finite(eps) or eps < 0:
-            raise ValueError(f"eps must be a number >= 0 (in [0, 255] units), got {eps!r}")
+        eps = self.check_options(eps=eps)["eps"]
         super().__init__(
             model,
             eps=eps,
@@ -161,6 +182,8 @@ class GaussianNoise(Attack):
     """
 
     name = "GN"
+    label = "GN"
+    options = (STD,)
 
     def __init__(
         self,
@@ -174,9 +197,7 @@ class GaussianNoise(Attack):
         super().__init__(
             model, steps=0, keep="last", seed=seed, device=device, clamp_inputs=clamp_inputs
         )
-        if not _finite(std) or std < 0:
-            raise ValueError(f"std must be a number >= 0 (in [0, 255] units), got {std!r}")
-        self.std = float(std)
+        self.std = self.check_options(std=std)["std"]
 
     def _hyper_parameters(self) -> dict[str, Any]:
         return {"std": self.std}

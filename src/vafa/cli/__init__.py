@@ -1,0 +1,54 @@
+"""The ``vafa`` command line: ``demo``, ``attack``, ``evaluate``, ``info``, ``train``,
+``report``, ``gui`` — one module per command, each with ``add_parser(subparsers, common)``.
+
+Errors in what the user gave (paths, files, cards, options) print one line on stderr and exit
+with status 2, never a traceback; Ctrl-C exits with 130 and leaves no partial file (every
+write is atomic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from vafa.cli import attack, demo, evaluate, gui, info, report, train
+from vafa.cli.common import common_parser, no_traceback_types, one_line
+
+__all__ = ["build_parser", "main"]
+
+#: The commands in the order ``vafa --help`` lists them.
+COMMANDS = (demo, attack, evaluate, info, gui, train, report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vafa`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from vafa.ops.devices import keep_freed_memory
+
+    keep_freed_memory()
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("vafa: interrupted (nothing partial was written)", file=sys.stderr)
+        return 130
+    except no_traceback_types() as err:
+        print(f"vafa {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vafa",
+        description="Volumetric adversarial frequency attacks (VAFA) and training (VAFT) for 3D "
+        "medical segmentation models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = common_parser()
+    for command in COMMANDS:
+        command.add_parser(sub, common)
+    return parser

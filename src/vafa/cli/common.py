@@ -1,0 +1,153 @@
+"""What every ``vafa`` command shares: the user-error type, the common and model arguments,
+and small parsers. Errors in what the user gave print one line and exit with status 2
+(:func:`vafa.cli.main`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from vafa.ops.messages import one_line
+
+__all__ = [
+    "CLIError",
+    "add_model_arguments",
+    "common_parser",
+    "datalist_cases",
+    "model_source",
+    "one_line",
+    "print_metrics",
+    "roi_triple",
+    "with_roi",
+]
+
+TRUST_HELP = "allow pickled checkpoints (can execute code: only for trusted files)"
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """The parent parser of every command: ``--device``, ``--seed``, ``--quiet``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda[:N], mps"
+    )
+    common.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
+    return common
+
+
+def add_model_arguments(parser, *, required: bool = True, card_help: str | None = None) -> None:
+    """``--model``, ``--card`` and ``--trust-checkpoint`` (read by :func:`model_source`)."""
+    parser.add_argument(
+        "--model",
+        required=required,
+        help="weights (.safetensors, .pt), or a bundled model: 'demo', 'robust-demo'",
+    )
+    parser.add_argument(
+        "--card",
+        help=card_help
+        or "model card JSON, or a preset name such as unetr-btcv "
+        "(default: <weights>.json beside the weights)",
+    )
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+
+
+def model_source(args, weights: str | None = None):
+    """The :class:`~vafa.io.handle.ModelSource` of ``--model`` (or ``weights``) and its card."""
+    from vafa.io.handle import ModelSource
+
+    return ModelSource(
+        weights if weights is not None else args.model,
+        card=getattr(args, "card", None),
+        trust=getattr(args, "trust_checkpoint", False),
+    )
+
+
+def load_model(args):
+    """``(model, card)`` of ``--model``/``--card`` on ``--device``."""
+    source = model_source(args)
+    try:
+        source.path  # noqa: B018 - resolves and checks the file before anything is built
+    except FileNotFoundError as err:
+        raise CLIError(f"--model {err}") from None
+    return source.load(device=args.device)
+
+
+def print_metrics(args, metrics, title: str) -> None:
+    """The metrics as a table (or JSON with ``--json``; nothing with ``--quiet``)."""
+    from vafa.report.tables import format_metrics_table
+
+    if getattr(args, "json", False):
+        print(json.dumps(json_ready(metrics), indent=2))
+    elif not args.quiet:
+        print(format_metrics_table(metrics, title=title))
+
+
+def json_ready(value):
+    from vafa.run.pipeline import json_ready as ready
+
+    return ready(value)
+
+
+def datalist_cases(path: Path, split: str) -> list[tuple[Path, Path | None]]:
+    """``(image, label or None)`` of a decathlon-style datalist's ``split``."""
+    from vafa.io.files import read_json
+
+    doc = read_json(path, "--datalist")
+    entries = doc.get(split) if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        keys = sorted(doc) if isinstance(doc, dict) else []
+        raise CLIError(f"--datalist {path}: no list of cases under {split!r} (keys: {keys})")
+    cases = []
+    for entry in entries:
+        image = entry.get("image") if isinstance(entry, dict) else entry
+        label = entry.get("label") if isinstance(entry, dict) else None
+        if not isinstance(image, str):
+            raise CLIError(f"--datalist {path}: every case needs an 'image' path, got {entry!r}")
+        cases.append((path.parent / image, path.parent / label if label else None))
+    return cases
+
+
+def roi_triple(text: str, flag: str = "--roi") -> tuple[int, int, int]:
+    """``"96"`` → ``(96, 96, 96)``; ``"96,96,64"`` → ``(96, 96, 64)``."""
+    try:
+        values = [int(v) for v in str(text).replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise CLIError(f"{flag} must be integers like 96 or 96,96,96, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise CLIError(f"{flag} must be positive integers, got {text!r}")
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3:
+        raise CLIError(f"{flag} needs 1 or 3 integers, got {text!r}")
+    return tuple(values)
+
+
+def with_roi(card, roi):
+    """``card`` with another tile/patch size."""
+    return replace(card, roi_size=tuple(roi))
+
+
+def same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def no_traceback_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's input, not a bug: one line, exit 2."""
+    return (
+        CLIError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        PermissionError,
+    )

@@ -1,0 +1,31 @@
+"""``vafa info``: a checkpoint's model card and parameter count."""
+
+from __future__ import annotations
+
+import json
+
+from vafa.cli.common import TRUST_HELP, load_model
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers, common) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="show a model card and parameter count",
+        description="Print the model card of a checkpoint and its parameter count.",
+    )
+    p.add_argument("weights", help="a .safetensors/.pt checkpoint, or 'demo' for the bundled model")
+    p.add_argument("--card", help="model card JSON (default: beside the weights)")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vafa.io.models import count_parameters
+
+    args.model, args.device = args.weights, "cpu"
+    model, card = load_model(args)
+    print(json.dumps(card.to_dict(), indent=2))
+    print(f"parameters: {count_parameters(model):,}")
+    return 0

@@ -1,0 +1,100 @@
+"""The attack options of the command line, generated from the attacks' schemas
+(:mod:`vafa.attacks.options`): one flag per option name, with its type, choices and a help text
+that says which attacks take it and their defaults."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from vafa.attacks import ATTACKS
+from vafa.attacks.options import Option, option_table
+
+__all__ = ["add_attack_arguments", "attack_options"]
+
+
+def _table() -> dict[str, dict[str, Option]]:
+    return option_table({key: cls.options for key, cls in ATTACKS.items()})
+
+
+def add_attack_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    choose_attack: bool = True,
+    roi_help: str = "tile size, e.g. 96 or 96,96,96 (default: the card's)",
+    tile_batch_help: str = "tiles attacked together (default 1)",
+) -> None:
+    """Add the "attack" argument group: ``--attack`` (when ``choose_attack``), every schema
+    option of every attack, ``--roi`` and ``--tile-batch``. Unset options stay None (the
+    attack's default)."""
+    group = parser.add_argument_group("attack")
+    if choose_attack:
+        group.add_argument(
+            "--attack", choices=tuple(ATTACKS), default="vafa", help="attack (default vafa)"
+        )
+    for name, by_attack in _table().items():
+        option = next(iter(by_attack.values()))
+        flags = option.cli_flags
+        if not flags:
+            continue
+        text = _help(by_attack)
+        if option.kind is bool:
+            group.add_argument(
+                flags[0], dest=name, action="store_const", const=True, default=None, help=text
+            )
+            if len(flags) > 1:
+                group.add_argument(
+                    flags[1], dest=name, action="store_const", const=False,
+                    help=f"the opposite of {flags[0]}",
+                )  # fmt: skip
+            continue
+        kind = option.kind if option.kind in (int, float) else str
+        group.add_argument(
+            *flags, dest=name, type=kind, choices=option.choices, default=None, help=text
+        )
+    group.add_argument("--roi", help=roi_help)
+    group.add_argument("--tile-batch", type=int, default=1, help=tile_batch_help)
+
+
+def attack_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The attack options given on the command line (parsed; unset ones left out).
+
+    Whether the chosen attack takes them is checked by :func:`vafa.attacks.build_attack`.
+    """
+    options = {}
+    for name, by_attack in _table().items():
+        value = getattr(args, name, None)
+        if value is not None:
+            option = next(iter(by_attack.values()))
+            try:
+                options[name] = option.check(value)
+            except ValueError as err:
+                raise ValueError(f"{option.cli_flags[0]}: {err}") from None
+    return options
+
+
+def _help(by_attack: dict[str, Option]) -> str:
+    """``"VAFA, VAFA-2D: <help> (<unit>; default 20)"``; defaults per attack when they differ."""
+    options = list(by_attack.values())
+    takers = [ATTACKS[key] for key in by_attack]
+    everyone = [cls for cls in ATTACKS.values() if cls.options]
+    prefix = "" if len(takers) == len(everyone) else ", ".join(c.name for c in takers) + ": "
+    defaults = {_shown(o.default) for o in options}
+    if len(defaults) == 1:
+        default = f"default {defaults.pop()}"
+    else:
+        default = "default " + ", ".join(
+            f"{ATTACKS[key].name} {_shown(o.default)}" for key, o in by_attack.items()
+        )
+    unit = f"{options[0].unit}; " if options[0].unit else ""
+    return f"{prefix}{options[0].help} ({unit}{default})".replace("%", "%%")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,276 @@
+"""``vafa train``: VAFT adversarial training from the command line (:mod:`vafa.training`).
+
+Under ``torchrun --nproc_per_node N -m vafa train …`` every process runs this command;
+DistributedDataParallel is set up by the trainer and only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from vafa.cli.common import CLIError, add_model_arguments, roi_triple, same_path, with_roi
+from vafa.cli.options import add_attack_arguments, attack_options
+
+__all__ = ["add_parser"]
+
+_EPILOG = """\
+examples:
+  vafa train                                  # fine-tune the demo model on the bundled sample
+  vafa train --datalist data.json --preset unetr-btcv --mode vafa-fr --q-max 20 \\
+      --block-size 32 --epochs 100 --out-dir runs/vaft
+  vafa train --datalist data.json --model model.safetensors --mode pgd --eps 4
+  vafa train --resume --out-dir runs/vaft --epochs 200   # continue (and extend) a run
+  torchrun --nproc_per_node 4 -m vafa train --datalist data.json --preset unetr-btcv
+
+modes: vafa-fr = Eq. 3 (Dice-CE clean + Dice-CE on VAFA samples + lambda * frequency
+consistency, Eq. 4); vafa = Dice-CE on VAFA samples only; pgd/fgsm/bim/gn = Dice-CE on voxel
+adversarial samples only; clean = normal training. The best checkpoint has the highest
+validation foreground Dice under the training attack (clean Dice in mode clean).
+"""
+
+
+def add_parser(subparsers, common) -> None:
+    from vafa.io.models import list_presets
+    from vafa.training import MODES
+
+    p = subparsers.add_parser(
+        "train",
+        parents=[common],
+        help="adversarial training (VAFT) of a segmentation model",
+        description="Train a segmentation model with VAFA or voxel adversarial samples\n"
+        "(VAFT, Hanif et al., MICCAI 2023) on a decathlon-style datalist, or on the\n"
+        "bundled CT sample.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--attack", help=argparse.SUPPRESS)  # only to explain that --mode decides
+    add_attack_arguments(  # the training attack follows --mode
+        p,
+        choose_attack=False,
+        roi_help="patch size, e.g. 96 or 96,96,96 (default: the card's roi_size)",
+        tile_batch_help="validation: tiles attacked together (default 1)",
+    )
+    data = p.add_argument_group("data and model")
+    data.add_argument(
+        "--datalist",
+        help="JSON with 'training'/'validation' lists of {image, label} (paths relative to it); "
+        "default: the bundled CT sample for training and validation",
+    )
+    add_model_arguments(
+        data,
+        required=False,
+        card_help="model card JSON or preset name: of --model, or alone to train that model "
+        "from scratch",
+    )
+    data.add_argument("--preset", choices=list_presets(), help="train this preset from scratch")
+    training = p.add_argument_group("training")
+    training.add_argument("--mode", choices=MODES, default="vafa-fr", help="objective (vafa-fr)")
+    training.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    training.add_argument(
+        "--iterations-per-epoch", type=int, help="batches per epoch (default: cases / batch)"
+    )
+    training.add_argument("--batch-size", type=int, default=2, help="patches per batch (default 2)")
+    training.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (1e-4)")
+    training.add_argument("--weight-decay", type=float, default=1e-5, help="AdamW decay (1e-5)")
+    training.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction (0.05)")
+    training.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm, 0: off (1)")
+    training.add_argument(
+        "--lambda-fr", type=float, default=1.0, help="vafa-fr: weight of L_fr (default 1)"
+    )
+    training.add_argument("--val-every", type=int, default=1, help="validate every N epochs (1)")
+    training.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    training.add_argument(
+        "--flip-axes",
+        default="",
+        help="random flips: SI, AP, LR or 0,1,2 (comma-separated; default none — LR flips "
+        "swap left/right organs)",
+    )
+    training.add_argument(
+        "--crop-foreground", action="store_true", help="crop cases to the image foreground"
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--out-dir", default="vafa-train", help="output folder (vafa-train/)")
+    out.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
+    out.add_argument("--overwrite", action="store_true", help="replace a run in --out-dir")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vafa.training import MODE_ATTACKS, TrainingConfig, train
+    from vafa.training.data import Augmentation
+
+    attack = MODE_ATTACKS[args.mode]
+    if args.attack is not None and args.attack != attack:
+        raise CLIError(
+            f"--attack {args.attack} does not apply here: the training attack follows --mode "
+            f"({args.mode} uses {attack or 'no attack'})"
+        )
+    if args.resume and args.overwrite:
+        raise CLIError("give --resume or --overwrite, not both")
+    options = attack_options(args)
+    out_dir = Path(args.out_dir)
+    model, card = _train_model(args, out_dir)
+    if args.roi:
+        card = with_roi(card, roi_triple(args.roi))
+    train_data, val_data, note = _train_data(args)
+    config = TrainingConfig(
+        mode=args.mode,
+        epochs=args.epochs,
+        iterations_per_epoch=args.iterations_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        grad_clip=args.grad_clip if args.grad_clip > 0 else None,
+        lambda_fr=args.lambda_fr,
+        attack_options=options,
+        val_every=args.val_every,
+        tile_batch=args.tile_batch,
+        amp=not args.no_amp,
+        seed=args.seed,
+        augmentation=Augmentation(
+            crop_foreground=args.crop_foreground, flip_axes=_flip_axes(args.flip_axes)
+        ),
+    )
+    quiet = args.quiet or int(os.environ.get("RANK", "0") or 0) != 0
+    if note and not quiet:
+        print(f"note: {note}", file=sys.stderr)
+    bar = None if quiet else _TrainProgress(args.mode)
+    try:
+        result = train(
+            model,
+            card,
+            train_data,
+            val_data,
+            out_dir=out_dir,
+            config=config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            device=args.device,
+            callback=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if not quiet:
+        _summary(result, attack)
+    return 0
+
+
+def _train_model(args, out_dir: Path):
+    """``(model, card)`` from --model / --preset / --card (or the defaults, see --help)."""
+    import torch
+
+    from vafa.io.checkpoints import card_path_for, load_card, load_card_or_preset, load_model
+    from vafa.io.models import build_model
+    from vafa.training.files import LATEST, TRAINING_FILES
+
+    if args.model and args.preset:
+        raise CLIError("give --model (weights to fine-tune) or --preset (from scratch), not both")
+    if args.preset and args.card:
+        raise CLIError("give --preset or --card for a model from scratch, not both")
+    from vafa.io.data import BUNDLED_MODELS, bundled_model_path
+
+    if args.model in BUNDLED_MODELS:
+        if args.card:
+            raise CLIError(f"--card does not go with --model {args.model} (it has its own card)")
+        return load_model(bundled_model_path(args.model), device="cpu")
+    if args.model:
+        path = Path(args.model)
+        if not path.is_file():
+            raise CLIError(f"--model {path}: no such file")
+        if not args.resume and any(same_path(path, out_dir / n) for n in TRAINING_FILES):
+            raise CLIError(f"--model {path} lies in --out-dir and would be overwritten")
+        return load_model(path, card=args.card, device="cpu", trust=args.trust_checkpoint)
+    if args.preset or args.card:
+        card = load_card_or_preset(args.card or args.preset)
+    elif args.resume:
+        card = load_card(card_path_for(out_dir / LATEST))
+    elif args.datalist is None:
+        from vafa.io.data import load_demo_model
+
+        return load_demo_model(device="cpu")
+    else:
+        raise CLIError("give the model: --model WEIGHTS|demo, --preset NAME or --card CARD.json")
+    torch.manual_seed(args.seed)
+    return build_model(card), card
+
+
+def _train_data(args) -> tuple[Any, Any, str | None]:
+    if args.datalist:
+        return Path(args.datalist), None, None
+    from vafa.io.data import load_sample
+
+    image, labels = load_sample()
+    note = (
+        "no --datalist: training on the bundled CT sample and validating on the same case "
+        "(a demo of the workflow, not a measure of generalisation)"
+    )
+    return [(image, labels)], [(image, labels)], note
+
+
+def _flip_axes(text: str) -> tuple[int | str, ...]:
+    axes: list[int | str] = []
+    for item in (t.strip() for t in (text or "").split(",")):
+        if item:
+            axes.append(int(item) if item.isdigit() else item.upper())
+    return tuple(axes)
+
+
+class _TrainProgress:
+    """A tqdm bar over the training iterations, fed by :class:`vafa.training.TrainingEvent` s."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.bar = None  # created at the first event: errors before training stay one line
+        self.postfix: dict[str, str] = {}
+
+    def __call__(self, event) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(desc=f"train {self.mode}", unit="it", leave=False, file=sys.stderr)
+            self.bar.update(event.iteration)
+        if self.bar.total != event.total:
+            self.bar.total = event.total
+        if event.stage == "train":
+            self.bar.update(event.iteration - self.bar.n)
+            self.postfix = {
+                "epoch": f"{event.epoch}/{event.epochs}",
+                "loss": f"{event.losses.get('loss', float('nan')):.4f}",
+                "lr": f"{event.lr:.2e}",
+            }
+            self.bar.set_postfix(self.postfix, refresh=True)
+        elif event.validation is not None:
+            from vafa.training import validation_summary
+
+            self.bar.write(f"epoch {event.epoch}: {validation_summary(event.validation)}")
+        elif event.stage == "validation":
+            where = f"validating {event.case}/{event.cases}"
+            if event.attack_step is not None:
+                where += f" attack {event.attack_step}/{event.attack_steps}"
+            self.bar.set_postfix({**self.postfix, "now": where}, refresh=False)
+        elif event.stage == "attack":
+            step = f"attack {event.attack_step}/{event.attack_steps}"
+            self.bar.set_postfix({**self.postfix, "now": step}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary(result, attack: str | None) -> None:
+    from vafa.training import validation_summary
+
+    state = "cancelled after" if result.cancelled else "done:"
+    print(f"{state} {result.iterations} iterations, {result.epochs_done} epoch(s)")
+    if result.validation is not None:
+        print(validation_summary(result.validation) + (f" ({attack})" if attack else ""))
+    if result.best is not None:
+        print(f"best {result.selection} = {result.best_metric:.4f} → {result.best}")
+    names = [p.name for p in (result.latest, result.best, result.log, result.plot) if p]
+    print(f"wrote {', '.join(names)} (+ cards, training_state.pt) to {result.out_dir}/")

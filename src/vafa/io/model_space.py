@@ -1,0 +1,211 @@
+"""File units ↔ model space: a volume prepared for the model a card describes.
+
+* :func:`to_model_space` turns a :class:`~vafa.io.volume.Volume` (e.g. CT in HU) into the model's
+  input: resampled/reoriented to the card's spacing and orientation (when they differ), mapped
+  to [0, 1] by the card's intensity mapping fitted on this volume — a :class:`ModelInput`.
+* :func:`labels_to_model_space` brings a label map onto the same grid.
+* :func:`from_model_space` maps a [0, 1] model-space tensor back to file units, on the model
+  grid or on the input's grid. Voxels the tensor leaves unchanged get their exact input values.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vafa.io.intensity import CTWindow, mapping_from_dict
+from vafa.io.models import ModelCard
+from vafa.io.volume import Volume, resample_like, resample_to
+
+__all__ = [
+    "ModelInput",
+    "back_to_source",
+    "check_label_classes",
+    "from_model_space",
+    "labels_to_model_space",
+    "to_model_space",
+    "units_on_grid",
+]
+
+
+@dataclass(eq=False)
+class ModelInput:
+    """A volume prepared for a model (see :func:`to_model_space`).
+
+    Attributes:
+        tensor: ``[1, 1, H, W, D]`` float32 CPU tensor in [0, 1] on the model grid.
+        grid: the model-grid volume in file units (e.g. HU); ``source`` itself when no
+            resampling was needed.
+        source: the input volume.
+        mapping: the intensity window fitted on ``grid`` (a :class:`~vafa.io.intensity.CTWindow`;
+            for percentile scaling, the window of this volume's percentiles).
+        resampled: whether ``grid`` differs from ``source`` (spacing or orientation).
+        card: the model card used.
+    """
+
+    tensor: torch.Tensor
+    grid: Volume
+    source: Volume
+    mapping: CTWindow
+    resampled: bool
+    card: ModelCard
+
+
+def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) -> ModelInput:
+    """Prepare a volume for the model a card describes.
+
+    Args:
+        volume: single-channel image in file units (e.g. HU).
+        card: the model card; ``spacing``/``orientation`` (if set) give the model grid and
+            ``intensity`` the mapping to [0, 1].
+        resample: reorient/resample (trilinear) to the card's grid when it differs; False uses
+            the volume as it is (with a warning when its spacing or orientation differ).
+
+    Returns:
+        :class:`ModelInput`.
+
+    Raises:
+        TypeError: ``volume`` is not a Volume or ``card`` not a ModelCard.
+        ValueError: the card expects more than one input channel, or the intensity mapping
+            cannot be fitted (e.g. percentile scaling of a constant volume).
+    """
+    if not isinstance(volume, Volume):
+        raise TypeError(f"volume must be a vafa.io.volume.Volume, got {type(volume).__name__}")
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"card must be a vafa.io.models.ModelCard, got {type(card).__name__}")
+    if card.in_channels != 1:
+        raise ValueError(f"card.in_channels must be 1 for a single volume, got {card.in_channels}")
+    grid = volume
+    if resample:
+        grid = resample_to(volume, spacing=card.spacing, orientation=card.orientation)
+    elif _grid_differs(volume, card):
+        warnings.warn(
+            f"volume spacing {_fmt(volume.spacing)} mm / orientation {volume.orientation} "
+            f"differ from the card's {card.spacing} / {card.orientation}; resample=False uses "
+            "the volume as it is",
+            UserWarning,
+            stacklevel=2,
+        )
+    mapping = mapping_from_dict(card.intensity).fit(grid.array)
+    tensor = torch.from_numpy(mapping.forward(grid.array))[None, None]
+    return ModelInput(tensor, grid, volume, mapping, grid is not volume, card)
+
+
+def labels_to_model_space(labels: Volume, model_input: ModelInput) -> torch.Tensor:
+    """Bring a label map of the input volume onto the model grid.
+
+    Args:
+        labels: class-index map on ``model_input.source``'s grid (same shape and affine).
+        model_input: from :func:`to_model_space`.
+
+    Returns:
+        ``[1, 1, H, W, D]`` int64 CPU tensor on the model grid (nearest-neighbour resampling).
+
+    Raises:
+        TypeError: ``labels`` is not a Volume.
+        ValueError: another grid, negative or non-integer values, or a class index
+            ``>= card.out_channels`` (the file is named).
+    """
+    if not isinstance(labels, Volume):
+        raise TypeError(f"labels must be a vafa.io.volume.Volume, got {type(labels).__name__}")
+    name = str(labels.source) if labels.source is not None else "labels"
+    source, card = model_input.source, model_input.card
+    if labels.shape != source.shape:
+        raise ValueError(f"{name} must have the image's shape {source.shape}, got {labels.shape}")
+    if not np.allclose(labels.affine, source.affine, atol=1e-3):
+        raise ValueError(
+            f"{name} must have the image's affine {source.affine.tolist()}, got "
+            f"{labels.affine.tolist()}"
+        )
+    check_label_classes(labels, card, name)
+    if model_input.resampled:
+        grid = model_input.grid
+        labels = resample_to(
+            labels, spacing=card.spacing, orientation=card.orientation, mode="nearest"
+        )
+        if labels.shape != grid.shape or not np.allclose(labels.affine, grid.affine, atol=1e-3):
+            raise ValueError(f"{name} resampled to shape {labels.shape}, model grid {grid.shape}")
+    return torch.from_numpy(np.rint(labels.array).astype(np.int64))[None, None]
+
+
+def from_model_space(
+    tensor01: torch.Tensor | np.ndarray, model_input: ModelInput, *, resample_back: bool = False
+) -> Volume:
+    """Map a model-space volume (e.g. adversarial, in [0, 1]) back to file units.
+
+    The window's inverse is applied with the model-grid volume's original values
+    (:meth:`~vafa.io.intensity.CTWindow.inverse`); voxels equal to the model input keep their
+    exact original value, so ``from_model_space(model_input.tensor, model_input)`` returns the
+    model-grid volume bit for bit, clipped voxels included.
+
+    Args:
+        tensor01: ``[1, 1, H, W, D]`` or ``[H, W, D]`` on the model grid.
+        model_input: from :func:`to_model_space`.
+        resample_back: return the result on the input's grid: the difference to the model-grid
+            volume is resampled (trilinear) and added to the input, so unchanged voxels keep
+            the input's exact values and resampling blur is not counted as a change.
+
+    Returns:
+        A float32 :class:`~vafa.io.volume.Volume` with the model grid's (or the input's) affine.
+
+    Raises:
+        ValueError: wrong shape.
+    """
+    on_grid = units_on_grid(_as_grid_array(tensor01, model_input.grid.shape), model_input)
+    return back_to_source(on_grid, model_input) if resample_back else on_grid
+
+
+def units_on_grid(arr: np.ndarray, model_input: ModelInput) -> Volume:
+    """[0, 1] model-grid array → file units on the model grid (unchanged voxels exact)."""
+    grid = model_input.grid
+    units = model_input.mapping.inverse(arr, grid.array)
+    same = arr == model_input.tensor[0, 0].numpy()
+    units[same] = grid.array[same]
+    return grid.with_array(units)
+
+
+def back_to_source(on_grid: Volume, model_input: ModelInput) -> Volume:
+    """Model-grid volume in file units → input grid: the input plus the resampled change."""
+    if not model_input.resampled:
+        return on_grid
+    source = model_input.source
+    delta = resample_like(on_grid.with_array(on_grid.array - model_input.grid.array), source)
+    return source.with_array(source.array + delta.array)
+
+
+def _as_grid_array(value, shape: tuple[int, int, int], name: str = "tensor01") -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value)}")
+    if value.shape == (1, 1, *shape):
+        value = value[0, 0]
+    if value.shape != shape:
+        raise ValueError(f"{name} must have shape [1, 1, {shape}] or {shape}, got {value.shape}")
+    return np.asarray(value, dtype=np.float32)
+
+
+def _grid_differs(volume: Volume, card: ModelCard) -> bool:
+    if card.orientation is not None and volume.orientation != card.orientation:
+        return True
+    return card.spacing is not None and not np.allclose(volume.spacing, card.spacing, atol=1e-3)
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def check_label_classes(labels: Volume, card: ModelCard, name: str) -> None:
+    """Labels must be non-negative whole numbers below ``card.out_channels`` (``name`` in errors)."""
+    arr = labels.array
+    if float(arr.min()) < 0 or not np.array_equal(arr, np.round(arr)):
+        raise ValueError(f"{name} must hold non-negative integer class indices")
+    high = int(arr.max())
+    if high >= card.out_channels:
+        raise ValueError(
+            f"{name} holds class {high} but the model ({card.architecture}) predicts "
+            f"{card.out_channels} classes (0..{card.out_channels - 1})"
+        )

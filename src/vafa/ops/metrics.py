@@ -1,0 +1,192 @@
+"""Segmentation and perturbation metrics.
+
+Segmentation (class-index maps ``[B, 1, H, W, D]``):
+* :func:`dice_per_class` — ``[B, K]``, ``nan`` where the class is absent from the ground truth
+  (MONAI's ``ignore_empty=True``);
+* :func:`dice_summary` — mean over all classes (the paper's DSC, background included) and over
+  the foreground classes only;
+* :func:`hd95_per_class` — 95th-percentile Hausdorff distance via MONAI, in voxels or mm;
+* :func:`flip_rate` — fraction of voxels whose predicted class changed.
+
+Perturbation (volumes ``[B, C, H, W, D]`` in ``[0, 1]``): :func:`ssim` (3D, window 3),
+:func:`psnr`, :func:`linf`, :func:`l2`, and :func:`zeroed_fraction` — the share of DCT
+coefficients that a quantization table sends to zero.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from vafa.ops.frequency import block_dct, normalize_block_size
+from vafa.ops.ssim import ssim3d
+
+__all__ = [
+    "confusion_matrix",
+    "dice_per_class",
+    "dice_summary",
+    "flip_rate",
+    "hd95_per_class",
+    "l2",
+    "linf",
+    "predict_labels",
+    "psnr",
+    "quantized_to_zero",
+    "ssim",
+    "zeroed_fraction",
+]
+
+
+def predict_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Class map ``[B, 1, ...]`` (int64) of logits ``[B, K, ...]``: ``argmax`` over channels.
+
+    Equal to ``logits.argmax(1, keepdim=True)`` (ties and NaN alike: the first maximal channel
+    wins) but uses ``torch.max(dim=1)``, whose CPU kernel is much faster than argmax's generic
+    reduction over the channel axis of a volume (measured at ``[1, 4, 96³]``, one thread:
+    131 ms vs 16 ms; ``[1, 14, 96³]``: 284 ms vs 62 ms).
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if (
+        logits.dim() < 2
+        or logits.shape[1] == 0
+        or logits.is_complex()
+        or logits.dtype == torch.bool
+    ):
+        raise ValueError(f"logits must be a real tensor [B, K, ...], got {tuple(logits.shape)}")
+    return torch.max(logits, dim=1, keepdim=True).indices
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-sample confusion matrices ``[B, K, K]`` (rows: ground truth, columns: prediction)."""
+    _check_maps(pred, target)
+    b = pred.shape[0]
+    offset = (torch.arange(b, device=pred.device) * num_classes * num_classes).view(b, 1)
+    flat = target.reshape(b, -1).long() * num_classes + pred.reshape(b, -1).long() + offset
+    counts = torch.bincount(flat.flatten(), minlength=b * num_classes * num_classes)
+    return counts.view(b, num_classes, num_classes)
+
+
+def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Dice of every class ``[B, K]`` (float64); ``nan`` where the ground truth lacks the class."""
+    cm = confusion_matrix(pred, target, num_classes).double()
+    tp = torch.diagonal(cm, dim1=1, dim2=2)
+    gt = cm.sum(2)
+    pr = cm.sum(1)
+    dice = 2 * tp / (gt + pr).clamp_min(1)
+    return torch.where(gt > 0, dice, torch.full_like(dice, float("nan")))
+
+
+def dice_summary(dice: torch.Tensor) -> dict[str, float]:
+    """Means of a ``[B, K]`` or ``[K]`` Dice table: ``{"dice": all classes, "dice_fg": K ≥ 1}``.
+
+    ``nan`` entries (absent classes) are left out of the means.
+    """
+    d = dice.reshape(-1, dice.shape[-1]).double()
+    return {
+        "dice": float(torch.nanmean(d).item()),
+        "dice_fg": float(torch.nanmean(d[:, 1:]).item()) if d.shape[1] > 1 else float("nan"),
+    }
+
+
+def hd95_per_class(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    spacing: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """95th-percentile Hausdorff distance ``[B, K]`` (MONAI), in mm when ``spacing`` is given.
+
+    ``nan`` where the class is absent from the ground truth; ``inf`` where it is present in the
+    ground truth but missing from the prediction.
+    """
+    from monai.metrics import compute_hausdorff_distance
+
+    from vafa.ops.losses import one_hot
+
+    _check_maps(pred, target)
+    p1h = one_hot(pred, num_classes)
+    t1h = one_hot(target, num_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI warns for every empty class
+        hd = compute_hausdorff_distance(
+            p1h,
+            t1h,
+            include_background=True,
+            percentile=95,
+            spacing=list(spacing) if spacing else None,
+        ).double()
+    gt_present = t1h.flatten(2).sum(2) > 0
+    pred_present = p1h.flatten(2).sum(2) > 0
+    hd = torch.where(gt_present & ~pred_present, torch.full_like(hd, float("inf")), hd)
+    return torch.where(gt_present, hd, torch.full_like(hd, float("nan")))
+
+
+def flip_rate(pred_a: torch.Tensor, pred_b: torch.Tensor) -> float:
+    """Fraction of voxels whose predicted class differs between two maps."""
+    _check_maps(pred_a, pred_b)
+    return float((pred_a != pred_b).double().mean().item())
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = 3) -> torch.Tensor:
+    """3D SSIM per sample ``[B]`` of volumes in [0, 1] (Gaussian window, σ 1.5)."""
+    with torch.no_grad():
+        return ssim3d(x.float(), y.float(), win_size=win_size)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per sample ``[B]`` in dB (``inf`` for identical volumes)."""
+    mse = ((x.double() - y.double()) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(data_range**2 / mse)
+
+
+def linf(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Largest absolute difference per sample ``[B]``."""
+    return (x.double() - y.double()).abs().flatten(1).amax(1)
+
+
+def l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of the difference per sample ``[B]``."""
+    return (x.double() - y.double()).flatten(1).norm(dim=1)
+
+
+def zeroed_fraction(
+    images: torch.Tensor, q_tables: torch.Tensor, block_size: int | Sequence[int]
+) -> torch.Tensor:
+    """Share of block-DCT coefficients of ``images`` that ``q_tables`` quantize to zero.
+
+    Args:
+        images: ``[B, C, H, W, D]`` in [0, 1] (the clean volume the attack quantized).
+        q_tables: ``[B, C, N, *block_size]`` (:attr:`vafa.AttackResult.q_tables`).
+        block_size: the attack's block size.
+
+    Returns:
+        ``[B]`` fractions in [0, 1]; counts the DC term too (centred at 128 as in the attack).
+    """
+    mask = quantized_to_zero(images, q_tables, block_size)
+    return mask.flatten(1).double().mean(1)
+
+
+def quantized_to_zero(
+    images: torch.Tensor, q_tables: torch.Tensor, block_size: int | Sequence[int]
+) -> torch.Tensor:
+    """Boolean ``[B, C, N, *block_size]``: coefficients with ``round(c / q) == 0``."""
+    sizes = normalize_block_size(block_size)
+    coeffs = block_dct(images.float() * 255.0 - 128.0, sizes)
+    if coeffs.shape != q_tables.shape:
+        raise ValueError(
+            f"q_tables must have shape {tuple(coeffs.shape)} for these images and block_size "
+            f"{sizes}, got {tuple(q_tables.shape)}"
+        )
+    return torch.floor(coeffs / q_tables.to(coeffs) + 0.5) == 0
+
+
+def _check_maps(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"label maps must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.dim() != 5 or a.shape[1] != 1:
+        raise ValueError(f"label maps must have shape [B, 1, H, W, D], got {tuple(a.shape)}")

@@ -1,0 +1,57 @@
+"""Robustness reports in the form of the paper's tables: attack grids, ``results.csv``,
+``report.md`` and plots.
+
+* Grids (:mod:`vafa.report.grid`: :func:`table1_grid`, :func:`sweep_grid`,
+  :func:`report_grid`) are lists of :class:`GridEntry`: one attack with explicit options
+  (Table 1/5 rows, the q_max / steps / block-size sweeps of Tables 2–4). ``paper=True``
+  switches every VAFA entry (3D and 2D) to the published code's behaviour; ``quick=True``
+  trims the grid (:data:`QUICK_STEPS` steps, fewer settings).
+* :func:`iter_grid` (:mod:`vafa.report.runner`) runs a grid on one model × one case as a
+  generator of :class:`GridProgress` events (``gen.send(False)`` cancels) and returns the rows.
+* :func:`run_report` runs models × cases, appends rows to ``results.csv``
+  (:mod:`vafa.report.results`, resumable), then writes ``report.md`` and the plots
+  (:func:`write_report`, :mod:`vafa.report.markdown`).
+* :func:`format_table`, :func:`summarize`, :func:`plot_setting_curves`,
+  :func:`plot_attack_bars` (:mod:`vafa.report.render`) render rows (for the napari widget as
+  well as the files).
+
+Numbers are measured with :func:`vafa.run.pipeline.run_attack` (whole volume, tiled attack,
+sliding-window evaluation with overlap 0.5) and :func:`vafa.run.pipeline.evaluate` (clean row).
+"""
+
+from vafa.report.grid import (
+    LIBRARY_VAFA,
+    PAPER_VAFA,
+    QUICK_STEPS,
+    GridEntry,
+    ReportSettings,
+    report_grid,
+    sweep_grid,
+    table1_grid,
+)
+from vafa.report.markdown import write_report
+from vafa.report.render import format_table, plot_attack_bars, plot_setting_curves, summarize
+from vafa.report.results import RESULT_FIELDS, read_results
+from vafa.report.runner import GridProgress, ReportResult, iter_grid, run_report
+
+__all__ = [
+    "LIBRARY_VAFA",
+    "PAPER_VAFA",
+    "QUICK_STEPS",
+    "RESULT_FIELDS",
+    "GridEntry",
+    "GridProgress",
+    "ReportResult",
+    "ReportSettings",
+    "format_table",
+    "iter_grid",
+    "plot_attack_bars",
+    "plot_setting_curves",
+    "read_results",
+    "report_grid",
+    "run_report",
+    "summarize",
+    "sweep_grid",
+    "table1_grid",
+    "write_report",
+]

@@ -1,0 +1,162 @@
+"""Matplotlib figures of an attack (headless: the Agg backend, never a window)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vafa.io.files import save_figure
+from vafa.ops.frequency import layout_dct, normalize_block_size, pad_to_blocks
+
+__all__ = ["attack_figure", "dct_log_magnitude", "label_colors"]
+
+
+def dct_log_magnitude(volume01: np.ndarray, block_size: int | Sequence[int] = 32) -> np.ndarray:
+    """``log(1 + |c|)`` of the block DCT of a ``[I, J, K]`` volume in [0, 1], in block layout.
+
+    Every block's coefficients sit in place of its voxels (DC at the block's first corner), the
+    picture of the per-block frequency content. Same shape as the input (padding cropped).
+    """
+    sizes = normalize_block_size(block_size)
+    x = torch.as_tensor(np.asarray(volume01, dtype=np.float32))[None, None]
+    coeffs = layout_dct(pad_to_blocks(x * 255.0 - 128.0, sizes), sizes)
+    i, j, k = volume01.shape
+    return torch.log1p(coeffs.abs())[0, 0, :i, :j, :k].numpy()
+
+
+def label_colors(n: int) -> np.ndarray:
+    """``[n, 4]`` RGBA colours: transparent background, a qualitative colour per class."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    colors = np.array([cmap(i % 20) for i in range(n)], dtype=float)
+    colors[0, 3] = 0.0
+    return colors
+
+
+def attack_figure(
+    clean01: np.ndarray,
+    adversarial01: np.ndarray,
+    clean_prediction: np.ndarray,
+    adversarial_prediction: np.ndarray,
+    metrics: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    block_size: int | Sequence[int] = 32,
+    amplify: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG: axial and coronal slices of clean, adversarial, amplified perturbation, DCT
+    log-magnitude clean vs adversarial, both predictions over the image; Dice bars per class.
+
+    Arrays are ``[I, J, K]`` in file voxel order (model grid): images in [0, 1], predictions
+    as class indices. ``metrics`` is a :func:`vafa.run.pipeline.run_attack` metrics dict.
+    The figure is written atomically (temporary file, then rename).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    clean01, adversarial01 = np.asarray(clean01), np.asarray(adversarial01)
+    perturbation = adversarial01 - clean01
+    # scale so that the bulk of the perturbation is visible (a few edge voxels may saturate)
+    limit = (
+        float(np.percentile(np.abs(perturbation), 99.5)) or float(np.abs(perturbation).max()) or 1.0
+    )
+    amplify = amplify or max(1.0, round(0.5 / limit))
+    names = list(metrics.get("class_names") or [])
+    n_classes = max(len(names), int(max(clean_prediction.max(), adversarial_prediction.max())) + 1)
+    cmap = ListedColormap(label_colors(n_classes))
+    dct_clean = dct_log_magnitude(clean01, block_size)
+    dct_adv = dct_log_magnitude(adversarial01, block_size)
+    dct_max = float(np.percentile(dct_clean, 99.9))
+    fg = np.argwhere(clean_prediction > 0)
+    centre = fg.mean(0).round().astype(int) if len(fg) else np.array(clean01.shape) // 2
+    views = {"axial": lambda a: a[:, :, centre[2]].T, "coronal": lambda a: a[:, centre[1], :].T}
+
+    fig = plt.figure(figsize=(21, 9.5), dpi=90)
+    grid = fig.add_gridspec(3, 7, height_ratios=[1, 1, 0.8])
+    columns = [
+        ("clean", clean01, dict(cmap="gray", vmin=0, vmax=1)),
+        ("adversarial", adversarial01, dict(cmap="gray", vmin=0, vmax=1)),
+        (
+            f"perturbation ×{amplify:g}",
+            perturbation * amplify,
+            dict(cmap="RdBu_r", vmin=-1, vmax=1),
+        ),
+        ("DCT log|c| clean", dct_clean, dict(cmap="magma", vmin=0, vmax=dct_max)),
+        ("DCT log|c| adversarial", dct_adv, dict(cmap="magma", vmin=0, vmax=dct_max)),
+        ("clean prediction", None, clean_prediction),
+        ("adversarial prediction", None, adversarial_prediction),
+    ]
+    for row, (view, cut) in enumerate(views.items()):
+        for col, (name, data, style) in enumerate(columns):
+            ax = fig.add_subplot(grid[row, col])
+            if data is None:
+                ax.imshow(cut(clean01), cmap="gray", vmin=0, vmax=1, origin="lower")
+                ax.imshow(
+                    cut(style),
+                    cmap=cmap,
+                    vmin=0,
+                    vmax=n_classes - 1,
+                    origin="lower",
+                    interpolation="nearest",
+                    alpha=0.8,
+                )
+            else:
+                ax.imshow(cut(data), origin="lower", **style)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=10)
+            if col == 0:
+                ax.set_ylabel(view)
+    _dice_bars(fig.add_subplot(grid[2, :]), metrics)
+    fig.suptitle(title or _summary_title(metrics), fontsize=12)
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _dice_bars(ax, metrics: Mapping[str, Any]) -> None:
+    per_class = metrics.get("dice_per_class") or {}
+    clean, adv = per_class.get("clean") or {}, per_class.get("adversarial") or {}
+    names = [
+        n
+        for n in (metrics.get("class_names") or clean)
+        if n != "background" and clean.get(n) is not None
+    ]
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [clean.get(n) or 0 for n in names], 0.4, label="clean", color="#4477aa")
+    ax.bar(x + 0.2, [adv.get(n) or 0 for n in names], 0.4, label="adversarial", color="#ee6677")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Dice")
+    ax.legend(loc="upper right")
+
+
+def _summary_title(metrics: Mapping[str, Any]) -> str:
+    def get(key, part):
+        value = metrics.get(key)
+        return value.get(part) if isinstance(value, Mapping) else value
+
+    parts = [str(metrics.get("attack") or "attack")]
+    if get("dice_fg", "clean") is not None and get("dice_fg", "adversarial") is not None:
+        parts.append(
+            f"foreground Dice {get('dice_fg', 'clean'):.3f} → {get('dice_fg', 'adversarial'):.3f}"
+        )
+    if metrics.get("ssim") is not None:
+        parts.append(f"SSIM {metrics['ssim']:.3f}")
+    if metrics.get("normalize"):
+        parts.append(f"normalize={metrics['normalize']}")
+    return " · ".join(parts)

@@ -1,0 +1,179 @@
+"""The attack grids of a report: the paper's Table 1/5 rows and the VAFA sweeps of Tables 2–4
+(:class:`GridEntry` lists), full, quick or with the published VAFA."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vafa.attacks import ATTACKS
+
+#: VAFA options of the published code (``--paper``): the attack's ``paper=True``
+#: (:data:`vafa.attacks.vafa.PAPER_SETTINGS`) with the published q_min.
+PAPER_VAFA: dict[str, Any] = {"paper": True, "q_min": 5}
+#: The library's VAFA defaults, written out so that the result keys say what ran.
+LIBRARY_VAFA: dict[str, Any] = {"normalize": "clip", "keep": "best", "q_min": 5, "q_init": "max"}
+#: Attack steps of the iterative attacks in a ``quick`` grid (the full grid: 20, the paper's).
+QUICK_STEPS = 10
+FULL_STEPS = 20
+#: The sweeps of Tables 2–4 (full and quick): q_max, steps, block size (VAFA 3D).
+SWEEPS = {
+    "qmax": ((10, 20, 30, 40, 50, 60, 70, 80), (10, 20, 30)),
+    "steps": ((10, 20, 30, 40, 50, 60), (2, 5, 10)),
+    "block": ((4, 8, 16, 32, 48, 96), (8, 32, 96)),
+}
+SWEEP_TITLES = {
+    "qmax": ("Table 2: VAFA vs q_max", "q_max", "dice_vs_qmax.png"),
+    "steps": ("Table 3: VAFA vs attack steps", "steps", "dice_vs_steps.png"),
+    "block": ("Table 4: VAFA vs block size", "block size (voxels per side)", "dice_vs_block.png"),
+}
+
+
+# ----------------------------------------------------------------------------- grids
+@dataclass(frozen=True)
+class GridEntry:
+    """One attack setting of a report grid.
+
+    Attributes:
+        table: the table it belongs to: ``"table1"``, ``"qmax"``, ``"steps"`` or ``"block"``.
+        attack: ``"clean"`` or a name of :func:`vafa.attacks.build_attack`.
+        options: the attack's options, explicit (e.g. ``{"eps": 4, "alpha": 0.01, "steps": 20}``).
+        setting: a short label (``"ε=4"``, ``"q_max=30"``, ``"32³"``).
+    """
+
+    table: str
+    attack: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    setting: str = ""
+
+    @property
+    def key(self) -> str:
+        """Stable id of what runs (attack and sorted options), e.g. ``"pgd|alpha=0.01,eps=4,steps=20"``;
+        the same setting in two tables has one key."""
+        if self.attack == "clean":
+            return "clean"
+        parts = ",".join(f"{k}={format_option(v)}" for k, v in sorted(self.options.items()))
+        return f"{self.attack}|{parts}"
+
+    @property
+    def label(self) -> str:
+        """``"PGD ε=4"``, ``"clean"``."""
+        name = ATTACKS[self.attack].name if self.attack in ATTACKS else self.attack
+        return f"{name} {self.setting}".strip()
+
+
+def table1_grid(*, quick: bool = False, paper: bool = False) -> list[GridEntry]:
+    """The rows of the paper's Table 1/5.
+
+    Full: clean; PGD, FGSM, BIM at ε 4 and 8 ([0, 255] units, α 0.01, 20 steps); GN σ 4 and 8;
+    VAFA-2D (q_max 20, 32² blocks, 20 steps); VAFA q_max 20 and 30 (32³ blocks, 20 steps, SSIM
+    term on). Quick: clean, PGD ε 4, FGSM ε 4, GN σ 4, VAFA-2D, VAFA q_max 20 and 30, with
+    :data:`QUICK_STEPS` steps.
+    """
+    steps = QUICK_STEPS if quick else FULL_STEPS
+    budgets = (4,) if quick else (4, 8)
+    entries = [GridEntry("table1", "clean", {}, "")]
+    for attack in ("pgd", "fgsm") if quick else ("pgd", "fgsm", "bim"):
+        for eps in budgets:
+            options: dict[str, Any] = {"eps": eps}
+            if attack != "fgsm":
+                options.update(alpha=0.01, steps=steps)
+            entries.append(GridEntry("table1", attack, options, f"ε={eps}"))
+    entries += [GridEntry("table1", "gn", {"std": s}, f"σ={s}") for s in budgets]
+    mode = PAPER_VAFA if paper else LIBRARY_VAFA
+    entries.append(
+        GridEntry(
+            "table1",
+            "vafa2d",
+            {"q_max": 20, "steps": steps, "block_size": (32, 32), **mode},
+            "q_max=20, 32²",
+        )
+    )
+    entries += [_vafa("table1", paper, q_max=q, steps=steps) for q in (20, 30)]
+    return entries
+
+
+def sweep_grid(*, quick: bool = False, paper: bool = False) -> list[GridEntry]:
+    """VAFA sweeps of Tables 2–4 (32³ blocks, q_max 20, the grid's steps unless swept).
+
+    Full: q_max 10…80 (step 10), steps 10…60 (step 10), block size 4, 8, 16, 32, 48, 96.
+    Quick (:data:`QUICK_STEPS` steps): q_max 10, 20, 30; steps 2, 5, 10; blocks 8, 32, 96.
+    """
+    steps = QUICK_STEPS if quick else FULL_STEPS
+    pick = 1 if quick else 0
+    entries = [_vafa("qmax", paper, q_max=q, steps=steps) for q in SWEEPS["qmax"][pick]]
+    entries += [_vafa("steps", paper, steps=s) for s in SWEEPS["steps"][pick]]
+    entries += [_vafa("block", paper, steps=steps, block_size=b) for b in SWEEPS["block"][pick]]
+    return entries
+
+
+def report_grid(
+    *, quick: bool = False, paper: bool = False, sweeps: bool = True
+) -> list[GridEntry]:
+    """:func:`table1_grid` then (``sweeps``) :func:`sweep_grid`, without repeated keys (a
+    setting shared by two tables runs once; tables look results up by key)."""
+    entries = table1_grid(quick=quick, paper=paper)
+    if sweeps:
+        entries += sweep_grid(quick=quick, paper=paper)
+    return unique_entries(entries)
+
+
+def _vafa(table: str, paper: bool, *, q_max=20, steps=FULL_STEPS, block_size=32) -> GridEntry:
+    options = {"q_max": q_max, "steps": steps, "block_size": block_size}
+    options.update(PAPER_VAFA if paper else LIBRARY_VAFA)
+    setting = {
+        "qmax": f"q_max={q_max}",
+        "steps": f"steps={steps}",
+        "block": f"{block_size}³",
+        "table1": f"q_max={q_max}",
+    }[table]
+    return GridEntry(table, "vafa", options, setting)
+
+
+def unique_entries(entries: Iterable[GridEntry]) -> list[GridEntry]:
+    seen: set[str] = set()
+    out = []
+    for entry in entries:
+        if entry.key not in seen:
+            seen.add(entry.key)
+            out.append(entry)
+    return out
+
+
+def format_option(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(format_option(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def sweep_value(entry: GridEntry, table: str) -> float:
+    option = {"qmax": "q_max", "steps": "steps", "block": "block_size"}[table]
+    return float(entry.options[option])
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """How a report was run (stated in ``report.md``).
+
+    Attributes:
+        quick: the trimmed grid. paper: VAFA as the published code (:data:`PAPER_VAFA`).
+        sweeps: run Tables 2–4. sweep_models: ``"first"`` (sweeps on the first model only,
+            the default, to save time) or ``"all"``. device, seed: as given. lpips: LPIPS
+            weights were given.
+    """
+
+    quick: bool = False
+    paper: bool = False
+    sweeps: bool = True
+    sweep_models: str = "first"
+    device: str = "auto"
+    seed: int = 0
+    lpips: bool = False
+
+    def grid(self, model_index: int) -> list[GridEntry]:
+        """The entries run on the ``model_index``-th model."""
+        sweeps = self.sweeps and (self.sweep_models == "all" or model_index == 0)
+        return report_grid(quick=self.quick, paper=self.paper, sweeps=sweeps)

@@ -1,0 +1,518 @@
+"""The attack workflow shared by the CLI, the napari plugin and the reports.
+
+File units ↔ model space live in :mod:`vafa.io.model_space` (re-exported here): :class:`ModelInput`,
+:func:`to_model_space`, :func:`labels_to_model_space`, :func:`from_model_space`.
+
+Attack and evaluation:
+
+* :func:`run_attack` — tiled attack of the whole volume (:func:`vafa.run.tiling.attack_volume`),
+  sliding-window predictions of clean and adversarial volumes (overlap 0.5, the published
+  protocol), and the metrics, as an :class:`AttackOutcome`;
+* :func:`evaluate` — the same metrics for a clean (and optionally an adversarial) volume;
+* :func:`write_outcome` — all result files, atomically.
+
+Metrics are always computed on the model grid (the grid the model saw), with HD95 in mm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vafa.attacks import build_attack
+from vafa.attacks.base import Callback, StepEvent, drive
+from vafa.io.files import atomic_write
+from vafa.io.model_space import (
+    ModelInput,
+    back_to_source,
+    from_model_space,
+    labels_to_model_space,
+    to_model_space,
+    units_on_grid,
+)
+from vafa.io.models import ModelCard
+from vafa.io.volume import Volume, resample_like, resample_to, same_file, save_volume
+from vafa.run.tiling import sliding_window_labels
+
+__all__ = [
+    "OUTCOME_FILES",
+    "PREDICTION_OVERLAP",
+    "AttackOutcome",
+    "ModelInput",
+    "evaluate",
+    "from_model_space",
+    "iter_run_attack",
+    "json_ready",
+    "labels_to_model_space",
+    "run_attack",
+    "to_model_space",
+    "write_outcome",
+]
+
+#: Overlap of the sliding-window predictions (the published evaluation protocol).
+PREDICTION_OVERLAP = 0.5
+#: Files written by :func:`write_outcome`, by outcome field.
+OUTCOME_FILES = {
+    "adversarial": "adversarial.nii.gz",
+    "perturbation": "perturbation.nii.gz",
+    "clean_prediction": "clean_prediction.nii.gz",
+    "adversarial_prediction": "adversarial_prediction.nii.gz",
+    "q_table": "q_table.nii.gz",
+    "metrics": "metrics.json",
+}
+
+
+# ----------------------------------------------------------------------------- attack
+@dataclass(eq=False)
+class AttackOutcome:
+    """Everything :func:`run_attack` produces (volumes in file units).
+
+    Attributes:
+        adversarial: the attacked image (float32), on the model grid, or on the input grid
+            with ``resample_back=True``.
+        perturbation: ``adversarial − clean`` on the same grid (float32, file units).
+        clean_prediction, adversarial_prediction: sliding-window class maps (whole numbers,
+            ``original_dtype`` uint8) on the same grid.
+        q_table: VAFA: the quantization step of every voxel's (block, frequency) position
+            (:func:`vafa.run.tiling.q_table_layout`; 0 in tiles left clean by a cancel); None for
+            other attacks.
+        metrics: JSON-ready dict (see :func:`run_attack`).
+        settings: attack settings, tiling, card, device, seed.
+        history: one row per attack step and tile batch: ``batch``, ``tiles`` (its 1-based
+            tile indices), ``step``, ``loss``, ``dice``, ``ssim`` (+ ``alpha`` for VAFA).
+        cancelled: the callback stopped the attack (later tiles are clean).
+        model_input: the :class:`ModelInput` attacked.
+        inputs: files the outcome was made from (never overwritten by :func:`write_outcome`).
+    """
+
+    adversarial: Volume
+    perturbation: Volume
+    clean_prediction: Volume
+    adversarial_prediction: Volume
+    q_table: Volume | None
+    metrics: dict[str, Any]
+    settings: dict[str, Any]
+    history: list[dict[str, Any]]
+    cancelled: bool
+    model_input: ModelInput
+    inputs: tuple[Path, ...] = field(default_factory=tuple)
+
+
+def run_attack(
+    model: nn.Module,
+    card: ModelCard,
+    image: Volume,
+    labels: Volume | None = None,
+    *,
+    attack: str = "vafa",
+    options: Mapping[str, Any] | None = None,
+    tile_batch: int = 1,
+    device: str | torch.device = "auto",
+    seed: int | None = None,
+    callback: Callback | None = None,
+    resample_back: bool = False,
+) -> AttackOutcome:
+    """Attack a whole volume and measure the damage.
+
+    Steps: :func:`to_model_space`; ``build_attack(attack, model, **options, seed, device)``;
+    :func:`vafa.run.tiling.attack_volume` with ``roi = card.roi_size``; sliding-window predictions
+    (overlap 0.5) of the clean and adversarial volumes; metrics; back to file units.
+
+    Args:
+        model: the network of ``card`` (e.g. from :func:`vafa.io.checkpoints.load_model`).
+        card: its model card.
+        image: the volume to attack, in file units.
+        labels: ground truth on ``image``'s grid, or None: the attack uses per-tile
+            pseudo-labels and Dice is measured against the clean prediction.
+        attack: ``"vafa"``, ``"vafa2d"``, ``"pgd"``, ``"fgsm"``, ``"bim"`` or ``"gn"``.
+        options: hyper-parameters of the attack (e.g. ``{"q_max": 20, "steps": 20}``); None
+            values are ignored; ``seed`` and ``device`` are separate arguments.
+        tile_batch: tiles attacked together.
+        device: ``"auto"`` runs where the model is; a name moves the model there.
+        seed: seed of the attack's random generator.
+        callback: progress/cancel callback, see :func:`vafa.run.tiling.attack_volume`.
+        resample_back: return the volumes on the input's grid instead of the model grid.
+
+    Returns:
+        :class:`AttackOutcome`. ``metrics`` holds: ``reference`` (``"labels"`` or
+        ``"clean_prediction"``), ``class_names``, ``dice_per_class``/``hd95_per_class``
+        (``{"clean": {name: value}, "adversarial": {...}}``; None where the class is absent
+        from the reference — or, for HD95, missing from the prediction, listed in
+        ``hd95_missed``), ``dice``, ``dice_fg``, ``hd95`` (mm, mean over finite values) as
+        ``{"clean", "adversarial"}``; ``ssim``, ``psnr`` (dB), ``linf`` and ``l2`` ([0, 1]
+        units), ``linf_original_units`` (``linf`` × the window width, e.g. HU), ``flip_rate``, ``zeroed_fraction`` (VAFA),
+        ``per_tile`` (Dice of the stitched per-tile predictions the attack optimised against;
+        None after a cancel), ``attack``, ``normalize``, ``steps``, ``steps_run``,
+        ``cancelled``, ``tiles_done``, ``tiles_total``, ``protocol``.
+
+    Raises:
+        TypeError, ValueError: invalid inputs or options (named).
+    """
+    return drive(
+        iter_run_attack(
+            model,
+            card,
+            image,
+            labels,
+            attack=attack,
+            options=options,
+            tile_batch=tile_batch,
+            device=device,
+            seed=seed,
+            resample_back=resample_back,
+        ),
+        callback,
+    )
+
+
+def iter_run_attack(
+    model: nn.Module,
+    card: ModelCard,
+    image: Volume,
+    labels: Volume | None = None,
+    *,
+    attack: str = "vafa",
+    options: Mapping[str, Any] | None = None,
+    tile_batch: int = 1,
+    device: str | torch.device = "auto",
+    seed: int | None = None,
+    resample_back: bool = False,
+) -> Generator[StepEvent, bool | None, AttackOutcome]:
+    """:func:`run_attack` as a generator (for GUI workers): yields every step event,
+    ``gen.send(False)`` cancels within one step, returns the :class:`AttackOutcome`."""
+    from vafa.run.tiling import iter_attack_volume
+
+    _check_model(model)
+    options = dict(options or {})
+    for key in ("seed", "device"):
+        if key in options:
+            raise ValueError(f"options must not contain {key!r}: pass {key}= to run_attack")
+    model_input = to_model_space(image, card)
+    target = None if labels is None else labels_to_model_space(labels, model_input)
+    built = build_attack(attack, model, **options, seed=seed, device=device)
+    if device != "auto":
+        model.to(built.device)
+    result = yield from iter_attack_volume(
+        built, model_input.tensor, target, roi=card.roi_size, tile_batch=tile_batch
+    )
+    adv01 = result.adversarial
+    adv_grid = units_on_grid(adv01[0, 0].cpu().numpy(), model_input)
+    clean_pred = _predict(model, model_input.tensor, card)
+    adv_pred = _predict(model, adv01, card)
+    reference = clean_pred if target is None else target
+    metrics = _metrics(card, model_input, clean_pred, reference, labels)
+    _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, adv_pred, reference)
+    metrics.update(_attack_metrics(result, reference, card))
+    q_layout = result.q_layout()
+    adversarial = back_to_source(adv_grid, model_input) if resample_back else adv_grid
+    clean = model_input.source if resample_back else model_input.grid
+    settings = {
+        "attack": result.settings,
+        "card": card.architecture,
+        "class_names": list(card.class_names),
+        "intensity": model_input.mapping.to_dict(),
+        "model_spacing": list(model_input.grid.spacing),
+        "resampled": model_input.resampled,
+        "resample_back": bool(resample_back),
+        "device": str(_device_of(model)),
+        "seed": seed,
+    }
+    return AttackOutcome(
+        adversarial=adversarial,
+        perturbation=adversarial.with_array(adversarial.array - clean.array),
+        clean_prediction=_label_volume(clean_pred, model_input, resample_back),
+        adversarial_prediction=_label_volume(adv_pred, model_input, resample_back),
+        q_table=None if q_layout is None else _q_volume(q_layout, model_input, resample_back),
+        metrics=metrics,
+        settings=settings,
+        history=_history(result.tile_results),
+        cancelled=result.cancelled,
+        model_input=model_input,
+        inputs=tuple(v.source for v in (image, labels) if v is not None and v.source),
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    card: ModelCard,
+    image: Volume,
+    labels: Volume | None,
+    adversarial: Volume | None = None,
+    device: str | torch.device = "auto",
+) -> dict[str, Any]:
+    """Metrics of the model on a clean volume and optionally on an adversarial version of it.
+
+    Both volumes go through the clean image's model space (same grid, same fitted window);
+    the adversarial volume must be on ``image``'s grid. Keys are those of :func:`run_attack`
+    (attack-only keys are None; ``adversarial`` entries are None without ``adversarial``).
+
+    Raises:
+        TypeError, ValueError: wrong types, or ``adversarial`` on another grid.
+    """
+    _check_model(model)
+    if device != "auto":
+        from vafa.ops.devices import resolve_device
+
+        model.to(resolve_device(device))
+    model_input = to_model_space(image, card)
+    target = None if labels is None else labels_to_model_space(labels, model_input)
+    adv01 = adv_grid = None
+    if adversarial is not None:
+        if not isinstance(adversarial, Volume):
+            raise TypeError(f"adversarial must be a Volume or None, got {type(adversarial)}")
+        if adversarial.shape != image.shape or not np.allclose(
+            adversarial.affine, image.affine, atol=1e-3
+        ):
+            raise ValueError(
+                f"adversarial must be on the image's grid (shape {image.shape}), got shape "
+                f"{adversarial.shape}"
+            )
+        grid = model_input.grid
+        if model_input.resampled:
+            adversarial = resample_to(adversarial, card.spacing, card.orientation)
+        if adversarial.shape != grid.shape:
+            raise ValueError(f"adversarial resampled to {adversarial.shape}, grid {grid.shape}")
+        adv_grid = grid.with_array(adversarial.array)
+        adv01 = torch.from_numpy(model_input.mapping.forward(adversarial.array))[None, None]
+    clean_pred = _predict(model, model_input.tensor, card)
+    reference = clean_pred if target is None else target
+    metrics = _metrics(card, model_input, clean_pred, reference, labels)
+    adv_pred = None if adv01 is None else _predict(model, adv01, card)
+    _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, adv_pred, reference)
+    for key in ("attack", "normalize", "steps", "steps_run", "zeroed_fraction", "per_tile"):
+        metrics[key] = None
+    metrics.update(cancelled=False, tiles_done=None, tiles_total=None)
+    return metrics
+
+
+def write_outcome(
+    outcome: AttackOutcome,
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    protect: Iterable[str | os.PathLike] = (),
+) -> dict[str, Path]:
+    """Write the outcome's files into ``out_dir`` (created if needed), all or nothing.
+
+    Files (:data:`OUTCOME_FILES`): ``adversarial.nii.gz``, ``perturbation.nii.gz`` (float32),
+    ``clean_prediction.nii.gz``, ``adversarial_prediction.nii.gz`` (uint8; int16 beyond 256
+    classes), ``q_table.nii.gz`` (VAFA only) and ``metrics.json`` (``metrics``, ``settings``,
+    ``history``). Everything is first written to hidden temporary files and renamed into place
+    only when all succeeded (renames within one folder do not fail in practice); on failure
+    the temporary files (and a folder this call created) are removed.
+
+    Args:
+        outcome: from :func:`run_attack`.
+        out_dir: destination folder.
+        overwrite: replace existing files (never an input file).
+        protect: more paths that must never be written.
+
+    Returns:
+        ``{field: path}`` of the written files.
+
+    Raises:
+        FileExistsError: a file exists and ``overwrite`` is False (nothing is written).
+        ValueError: a destination is an input or protected file.
+    """
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    targets = {k: out_dir / name for k, name in OUTCOME_FILES.items()}
+    if outcome.q_table is None:
+        del targets["q_table"]
+    forbidden = [Path(p) for p in (*outcome.inputs, *protect)]
+    for path in targets.values():
+        if any(same_file(path, p) for p in forbidden):
+            raise ValueError(f"refusing to write {path}: it is an input file")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_write({path: partial(_write_one, outcome, key) for key, path in targets.items()})
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    return targets
+
+
+# ----------------------------------------------------------------------------- helpers
+def _write_one(outcome: AttackOutcome, key: str, tmp: Path) -> None:
+    if key == "metrics":
+        doc = {"metrics": outcome.metrics, "settings": outcome.settings, "history": outcome.history}
+        tmp.write_text(json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n", "utf-8")
+        return
+    volume = getattr(outcome, key)
+    dtype = np.float32
+    if key.endswith("prediction"):
+        dtype = np.uint8 if float(volume.array.max()) <= 255 else np.int16
+    save_volume(volume, tmp, dtype=dtype, overwrite=True, protect=outcome.inputs)
+
+
+def _predict(model: nn.Module, tensor01: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    return sliding_window_labels(model, tensor01, card.roi_size, overlap=PREDICTION_OVERLAP)
+
+
+def _metrics(card, model_input, clean_pred, reference, labels) -> dict[str, Any]:
+    """Reference, class names, the clean entries of the segmentation metrics, protocol."""
+    out: dict[str, Any] = {
+        "reference": "clean_prediction" if labels is None else "labels",
+        "class_names": list(card.class_names),
+    }
+    for key, value in _segmentation(card, model_input, clean_pred, reference).items():
+        out[key] = {"clean": value, "adversarial": None}
+    out["protocol"] = {
+        "prediction": "sliding_window",
+        "overlap": PREDICTION_OVERLAP,
+        "mode": "constant",
+        "roi": list(card.roi_size),
+        "grid": "model",
+        "spacing_mm": list(model_input.grid.spacing),
+    }
+    return out
+
+
+def _segmentation(card, model_input, pred, reference) -> dict[str, Any]:
+    from vafa.ops import metrics as M
+
+    k, names = card.out_channels, list(card.class_names)
+    dice = M.dice_per_class(pred, reference, k)
+    hd = M.hd95_per_class(pred, reference, k, model_input.grid.spacing)[0]
+    means = M.dice_summary(dice)
+    finite = hd[torch.isfinite(hd)]
+    return {
+        "dice_per_class": dict(zip(names, _floats(dice[0]), strict=True)),
+        "hd95_per_class": dict(zip(names, _floats(hd), strict=True)),
+        "dice": _float(means["dice"]),
+        "dice_fg": _float(means["dice_fg"]),
+        "hd95": _float(finite.mean()) if finite.numel() else None,
+        "hd95_missed": [n for n, v in zip(names, hd.tolist(), strict=True) if v == math.inf],
+    }
+
+
+def _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, adv_pred, reference):
+    """Fill the adversarial entries of the segmentation metrics and the perturbation measures."""
+    from vafa.ops import metrics as M
+
+    keys = ("ssim", "psnr", "linf", "l2", "linf_original_units", "flip_rate")
+    if adv01 is None:
+        metrics.update(dict.fromkeys(keys))
+        return
+    for key, value in _segmentation(card, model_input, adv_pred, reference).items():
+        metrics[key]["adversarial"] = value
+    clean01 = model_input.tensor
+    adv01 = adv01.to(clean01)
+    metrics.update(
+        ssim=_float(M.ssim(clean01, adv01)[0]),
+        psnr=_float(M.psnr(clean01, adv01)[0]),
+        linf=_float(M.linf(clean01, adv01)[0]),
+        l2=_float(M.l2(clean01, adv01)[0]),
+        # the model input's change in file units (e.g. HU): linf × window width; a voxel outside
+        # the window that the attack moved inside changes more in the written file
+        linf_original_units=_float(
+            M.linf(clean01, adv01)[0] * (model_input.mapping.a_max - model_input.mapping.a_min)
+        ),
+        flip_rate=M.flip_rate(clean_pred, adv_pred),
+    )
+
+
+def _attack_metrics(result, reference, card) -> dict[str, Any]:
+    from vafa.ops import metrics as M
+
+    rows = result.tile_results
+    zeroed = [(r["zeroed_fraction"], r["voxels"]) for r in rows if r["zeroed_fraction"] is not None]
+    weight = sum(v for _, v in zeroed)
+    per_tile = None
+    if not result.cancelled:
+        per_tile = {"dice": {}, "dice_fg": {}}
+        for which, pred in (
+            ("clean", result.tile_clean_prediction),
+            ("adversarial", result.tile_adversarial_prediction),
+        ):
+            means = M.dice_summary(M.dice_per_class(pred, reference, card.out_channels))
+            per_tile["dice"][which] = _float(means["dice"])
+            per_tile["dice_fg"][which] = _float(means["dice_fg"])
+    settings = result.settings
+    return {
+        "attack": settings.get("attack"),
+        "normalize": settings.get("normalize"),
+        "steps": settings.get("steps"),
+        "steps_run": sum({r["batch"]: r["steps_run"] for r in rows}.values()),
+        "zeroed_fraction": sum(z * v for z, v in zeroed) / weight if zeroed else None,
+        "per_tile": per_tile,
+        "cancelled": result.cancelled,
+        "tiles_done": result.tiles_done,
+        "tiles_total": result.tiles_total,
+    }
+
+
+def _history(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per step and tile batch (tiles of a batch share their history)."""
+    batches: dict[int, list[int]] = {}
+    for r in rows:
+        batches.setdefault(r["batch"], []).append(r["tile"])
+    firsts = {tiles[0] for tiles in batches.values()}
+    return [
+        {"batch": r["batch"], "tiles": batches[r["batch"]], **row}
+        for r in rows
+        if r["tile"] in firsts
+        for row in r["history"]
+    ]
+
+
+def _label_volume(pred: torch.Tensor, model_input: ModelInput, resample_back: bool) -> Volume:
+    array = pred[0, 0].cpu().numpy().astype(np.float32)
+    return _nearest_on_output_grid(array, model_input, resample_back, np.uint8)
+
+
+def _q_volume(layout: torch.Tensor, model_input: ModelInput, resample_back: bool) -> Volume:
+    return _nearest_on_output_grid(layout[0, 0].numpy(), model_input, resample_back, None)
+
+
+def _nearest_on_output_grid(array, model_input: ModelInput, resample_back: bool, dtype) -> Volume:
+    """A model-grid map as a Volume, moved onto the input grid (nearest) when asked."""
+    vol = model_input.grid.with_array(array, dtype)
+    if resample_back and model_input.resampled:
+        vol = resample_like(vol, model_input.source, mode="nearest")
+    return vol
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _float(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _floats(values: torch.Tensor) -> list[float | None]:
+    return [_float(v) for v in values.tolist()]
+
+
+def json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return json_ready(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value

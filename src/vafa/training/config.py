@@ -1,0 +1,146 @@
+"""Training settings: the modes of VAFT and :class:`TrainingConfig` (validated on creation)."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vafa.training.data import Augmentation
+
+__all__ = ["ITERATIVE_ATTACKS", "MODES", "MODE_ATTACKS", "TrainingConfig"]
+
+#: Training modes, see the module docstring.
+MODES = ("vafa-fr", "vafa", "pgd", "fgsm", "bim", "gn", "clean")
+#: The attack that makes the adversarial samples of every mode (None: no attack).
+MODE_ATTACKS: dict[str, str | None] = {
+    "vafa-fr": "vafa",
+    "vafa": "vafa",
+    "pgd": "pgd",
+    "fgsm": "fgsm",
+    "bim": "bim",
+    "gn": "gn",
+    "clean": None,
+}
+
+#: Attacks whose iterate can be chosen (``keep``); training uses their last one by default.
+ITERATIVE_ATTACKS = ("vafa", "pgd", "fgsm", "bim")
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters of a VAFT run (defaults follow the paper where it says).
+
+    Attributes:
+        mode: one of :data:`MODES` (default ``"vafa-fr"``).
+        epochs: epochs to train (an epoch draws every training case once per process, or
+            ``iterations_per_epoch`` batches).
+        iterations_per_epoch: batches per epoch; None: ``ceil(cases per process / batch_size)``.
+        batch_size: patches per batch and process (paper: 3 patches of 96³).
+        lr: AdamW learning rate (paper: 1e-4).
+        weight_decay: AdamW weight decay (1e-5).
+        warmup: fraction of all iterations with a linear warm-up, then a cosine decay.
+        grad_clip: maximum gradient norm (None: no clipping).
+        lambda_fr: weight λ of the frequency-consistency term (``"vafa-fr"``; paper: 1).
+        attack_options: options of the mode's attack (e.g. ``{"q_max": 20, "block_size": 32,
+            "steps": 20}`` for VAFA, ``{"eps": 4}`` for PGD); the attack's defaults otherwise,
+            except ``keep``: the samples are the attack's last iterate (``keep="last"``, the
+            published VAFA and PGD samples) unless ``keep`` is given. Must be empty for
+            ``"clean"``; ``seed`` and ``device`` are set by the trainer.
+        val_every: validate every this many epochs (and after the last epoch).
+        tile_batch: tiles attacked together during validation.
+        amp: mixed precision on CUDA (bfloat16 where supported, else float16 with a grad
+            scaler); ignored on other devices.
+        seed: base seed of patches, case order and attacks.
+        augmentation: the random patch transforms (:class:`vafa.training.data.Augmentation`).
+    """
+
+    mode: str = "vafa-fr"
+    epochs: int = 10
+    iterations_per_epoch: int | None = None
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup: float = 0.05
+    grad_clip: float | None = 1.0
+    lambda_fr: float = 1.0
+    attack_options: dict[str, Any] = field(default_factory=dict)
+    val_every: int = 1
+    tile_batch: int = 1
+    amp: bool = True
+    seed: int = 0
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    def __post_init__(self) -> None:
+        self.mode = resolve_mode(self.mode)
+        for name in ("epochs", "batch_size", "val_every", "tile_batch"):
+            _positive_int(name, getattr(self, name))
+        if self.iterations_per_epoch is not None:
+            _positive_int("iterations_per_epoch", self.iterations_per_epoch)
+        for name in ("lr", "weight_decay", "lambda_fr"):
+            _finite_number(name, getattr(self, name), positive=name == "lr")
+        _finite_number("warmup", self.warmup)
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
+        if self.grad_clip is not None:
+            _finite_number("grad_clip", self.grad_clip, positive=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if not isinstance(self.augmentation, Augmentation):
+            raise TypeError(
+                f"augmentation must be an Augmentation, got {type(self.augmentation).__name__}"
+            )
+        if not isinstance(self.attack_options, Mapping):
+            raise TypeError(f"attack_options must be a dict, got {self.attack_options!r}")
+        self.attack_options = {k: v for k, v in self.attack_options.items() if v is not None}
+        for key in ("seed", "device"):
+            if key in self.attack_options:
+                raise ValueError(f"attack_options must not contain {key!r}: the trainer sets it")
+        if self.attack is None and self.attack_options:
+            raise ValueError(
+                f"attack_options must be empty in mode 'clean', got {sorted(self.attack_options)}"
+            )
+        if self.attack in ITERATIVE_ATTACKS:
+            self.attack_options = {"keep": "last", **self.attack_options}
+
+    @property
+    def attack(self) -> str | None:
+        """Name of the mode's attack (None for ``"clean"``)."""
+        return MODE_ATTACKS[self.mode]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "augmentation"}
+        out["attack_options"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.attack_options.items()
+        }
+        out["augmentation"] = self.augmentation.to_dict()
+        return out
+
+
+def resolve_mode(mode: str) -> str:
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    key = mode.strip().lower().replace("_", "-")
+    key = {"vaft": "vafa-fr", "vafafr": "vafa-fr", "normal": "clean"}.get(key, key)
+    if key not in MODES:
+        close = difflib.get_close_matches(key, MODES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}{hint}")
+    return key
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _finite_number(name: str, value: Any, positive: bool = False) -> None:
+    rule = "> 0" if positive else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")

@@ -1,0 +1,533 @@
+"""The VAFT training loop behind :func:`vafa.training.iter_train` (one process or DDP).
+
+Internal: use :func:`vafa.training.train` / :func:`vafa.training.iter_train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Generator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vafa.attacks import build_attack
+from vafa.io.models import ModelCard
+from vafa.training.config import MODES, TrainingConfig
+from vafa.training.data import PatchSampler, load_cases, read_datalist, resolve_flip_axes
+from vafa.training.events import TrainingEvent, TrainingResult
+from vafa.training.files import (
+    BEST,
+    LATEST,
+    LOG,
+    PLOT,
+    STATE,
+    STATE_FORMAT,
+    TRAINING_FILES,
+    Dist,
+    TrainingLog,
+    check_out_dir,
+    json_clean,
+    load_state,
+    plot_log,
+    save_state,
+)
+from vafa.training.objective import VAFTLoss
+
+__all__ = ["Trainer"]
+
+VALIDATION_OVERLAP = 0.5
+_OBJECTIVES = {
+    "vafa-fr": "Eq. 3: L_seg(M(X),Y) + L_seg(M(X'),Y) + lambda_fr * L_fr(M(X),M(X')) (L_fr: Eq. 4)",
+    "clean": "L_seg(M(X),Y)",
+    **{m: "L_seg(M(X'),Y)" for m in MODES if m not in ("vafa-fr", "clean")},
+}
+_ARCH_FIELDS = ("architecture", "kwargs", "in_channels", "out_channels", "class_names")
+
+
+class Trainer:
+    """State and steps of one training run (see :func:`vafa.training.iter_train`)."""
+
+    def __init__(self, model, card, config, out_dir, resume, overwrite, device) -> None:
+        self.raw: nn.Module = model
+        self.card: ModelCard = card
+        self.config: TrainingConfig = config
+        self.out_dir: Path = out_dir
+        self.resume, self.overwrite, self.device_request = bool(resume), bool(overwrite), device
+        self.stop = False
+        self.epoch = self.step = self.iteration = 0
+        self.validated_epoch = -1
+        self.best: float | None = None
+        self.best_iteration: int | None = None
+        self.last_validation: dict[str, Any] | None = None
+        self.last_lr = float(config.lr)
+        self.history: list[dict[str, Any]] = []
+        self.selection = "dice_fg_clean" if config.attack is None else "dice_fg_adv"
+        self.initialised_from = card.training  # the weights' earlier training (fine-tuning)
+        self.log: TrainingLog | None = None
+
+    # ------------------------------------------------------------------ the run
+    def run(self, train_data, val_data) -> Generator[TrainingEvent, bool | None, TrainingResult]:
+        self.started = time.monotonic()
+        self.dist = Dist.setup(self.device_request)
+        try:
+            self._setup(train_data, val_data)
+            return (yield from self._loop())
+        finally:
+            self.dist.close()
+
+    def _loop(self):
+        cfg = self.config
+        while self.epoch < cfg.epochs:
+            while self.step < self.ipe:
+                done = yield from self._iteration()
+                if not done:
+                    return self._finish(cancelled=True)
+                reply = yield self._event("train", losses=done)
+                self.stop = self.stop or reply is False
+                if self.dist.any(self.stop):
+                    return self._finish(cancelled=True)
+            last = self.epoch + 1 == cfg.epochs
+            if (
+                self.val_cases
+                and self.validated_epoch != self.epoch
+                and (last or (self.epoch + 1) % cfg.val_every == 0)
+            ):
+                validation = yield from self._validate()
+                if validation is None:
+                    return self._finish(cancelled=True)
+                self._record_validation(validation)
+                reply = yield self._event("validation", validation=validation)
+                self.stop = self.stop or reply is False
+                if self.dist.any(self.stop):
+                    return self._finish(cancelled=True)
+            self.epoch, self.step = self.epoch + 1, 0
+            self._save_latest()
+        return self._finish(cancelled=False)
+
+    def _iteration(self):
+        """One update; returns the (process-averaged) loss terms, or None when cancelled."""
+        cfg = self.config
+        x, y = self.sampler.batch(self.epoch, self.step, self.ipe)
+        x, y = x.to(self.device), y.to(self.device)
+        x_adv = None
+        if cfg.attack is not None:
+            seed = self._seed(1, self.iteration)
+            attack = build_attack(cfg.attack, self.raw, **cfg.attack_options, seed=seed)
+            result = yield from self._relay(attack.iter_attack(x, y), "attack")
+            if self.stop and self.dist.world_size == 1:
+                return None
+            x_adv = result.adversarial.detach()
+        self.last_lr = float(self.optimizer.param_groups[0]["lr"])
+        terms = self._update(x, y, x_adv)
+        self.step += 1
+        self.iteration += 1
+        losses = self.dist.mean({k: float(v) for k, v in terms.items()})
+        if not math.isfinite(losses["loss"]) and not self.scaler.is_enabled():
+            raise FloatingPointError(
+                f"the training loss is not finite at iteration {self.iteration}: {losses} "
+                "(try a smaller lr, or grad_clip)"
+            )
+        row = {"stage": "train", "epoch": self.epoch + 1, "iteration": self.iteration}
+        row.update(lr=self.last_lr, seconds=self._elapsed())
+        row.update({("loss" if k == "loss" else f"loss_{k}"): v for k, v in losses.items()})
+        self._log(row)
+        return losses
+
+    def _update(self, x, y, x_adv) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        self.raw.train()
+        with torch.inference_mode(False), torch.enable_grad():
+            with self._autocast():
+                clean = _logits(self.model(x)) if self.loss_fn.needs_clean else None
+                adv = _logits(self.model(x_adv)) if self.loss_fn.needs_adversarial else None
+            terms = self.loss_fn(y, clean, adv)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(terms["loss"]).backward()
+        if cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def _validate(self):
+        """Sliding-window Dice of this process's validation cases, clean and attacked, summed
+        over processes; None when cancelled (single process)."""
+        from vafa.ops.metrics import dice_per_class
+        from vafa.run.tiling import iter_attack_volume, sliding_window_labels
+
+        cfg, dist, card = self.config, self.dist, self.card
+        mine = list(range(dist.rank, len(self.val_cases), dist.world_size))
+        sums = torch.zeros(8, dtype=torch.float64)
+        for i, index in enumerate(mine):
+            case = self.val_cases[index]
+            x = case.image[None].to(self.device)
+            y = case.labels[None].round().long().to(self.device)
+            pred = sliding_window_labels(self.raw, x, card.roi_size, overlap=VALIDATION_OVERLAP)
+            sums[:4] += _dice_sums(dice_per_class(pred, y, card.out_channels))
+            if cfg.attack is not None:
+                attack = build_attack(
+                    cfg.attack, self.raw, **cfg.attack_options, seed=self._seed(2, index, rank=0)
+                )
+                tiles = iter_attack_volume(
+                    attack, x, y, roi=card.roi_size, tile_batch=cfg.tile_batch
+                )
+                result = yield from self._relay(tiles, "validation", case=i + 1, cases=len(mine))
+                if self.stop and dist.world_size == 1:
+                    return None
+                adv = sliding_window_labels(
+                    self.raw, result.adversarial, card.roi_size, overlap=VALIDATION_OVERLAP
+                )
+                sums[4:] += _dice_sums(dice_per_class(adv, y, card.out_channels))
+            reply = yield self._event("validation", case=i + 1, cases=len(mine))
+            self.stop = self.stop or reply is False
+            if self.stop and dist.world_size == 1:
+                return None
+        sums = dist.sum(sums)
+        return _validation_means(sums, len(self.val_cases), cfg.attack is not None)
+
+    def _relay(self, gen, stage: str, **fields):
+        """Run an attack generator, yielding a :class:`TrainingEvent` per step; a cancel stops
+        the attack at once in a single process (with DDP it waits for the iteration's end)."""
+        try:
+            event = next(gen)
+            while True:
+                reply = yield self._event(
+                    stage, attack_step=event.step, attack_steps=event.total, **fields
+                )
+                self.stop = self.stop or reply is False
+                cancel = self.stop and self.dist.world_size == 1
+                event = gen.send(False if cancel else None)
+        except StopIteration as stop:
+            return stop.value
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, train_data, val_data) -> None:
+        from vafa.io.checkpoints import _check_against_card
+
+        cfg, card, dist = self.config, self.card, self.dist
+        _check_against_card(self.raw.state_dict(), card)
+        train_pairs, val_pairs, self.datalist = _pairs(train_data, val_data)
+        self.out_dir = check_out_dir(
+            self.out_dir, resume=self.resume, overwrite=self.overwrite, writer=dist.is_writer
+        )
+        aug = cfg.augmentation
+        flip_axes = resolve_flip_axes(aug.flip_axes, card)
+        crop = aug.crop_foreground
+        self.train_cases = load_cases(train_pairs, card, crop_foreground=crop, split="training")
+        self.val_cases = load_cases(val_pairs, card, crop_foreground=crop, split="validation")
+        self.sampler = PatchSampler(
+            self.train_cases,
+            card.roi_size,
+            aug,
+            flip_axes,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )
+        self.ipe = cfg.iterations_per_epoch or self.sampler.default_iterations()
+        self.total = cfg.epochs * self.ipe
+        self.device = dist.device
+        self.raw.to(self.device)
+        self.attack_settings = None
+        if cfg.attack is not None:
+            built = build_attack(cfg.attack, self.raw, **cfg.attack_options, seed=cfg.seed)
+            self.attack_settings = {k: v for k, v in built.settings().items() if k != "seed"}
+        self.loss_fn = VAFTLoss(cfg.mode, cfg.lambda_fr)
+        self._build_optimizer()
+        if self.resume:
+            self._restore()
+        self.model = self.raw
+        if dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.raw, device_ids=ids)
+        if dist.is_writer:
+            if self.overwrite and not self.resume:
+                for name in TRAINING_FILES:
+                    (self.out_dir / name).unlink(missing_ok=True)
+            self.log = TrainingLog(
+                self.out_dir / LOG, keep_until=self.iteration if self.resume else None
+            )
+        dist.barrier()
+
+    def _build_optimizer(self) -> None:
+        cfg = self.config
+        self.optimizer = torch.optim.AdamW(
+            self.raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        warmup = round(cfg.warmup * self.total)
+        self.lr_factor = _warmup_cosine(warmup, self.total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        cuda = self.device.type == "cuda" and cfg.amp
+        self.amp_dtype = None
+        if cuda:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _restore(self) -> None:
+        from vafa.io.checkpoints import card_path_for, load_card, read_state_dict
+
+        path = self.out_dir / STATE
+        state = load_state(path)
+        ours, theirs = _arch(self.card), state.get("card")
+        if theirs != ours:
+            raise ValueError(
+                f"cannot resume from {path}: it was written for another model "
+                f"({_describe(theirs)}), the model given is {_describe(ours)}; use another "
+                "out_dir, or overwrite=True (CLI --overwrite) to start over"
+            )
+        if state.get("mode") != self.config.mode:
+            raise ValueError(
+                f"cannot resume from {path}: it was written in mode {state.get('mode')!r}, "
+                f"the mode given is {self.config.mode!r}"
+            )
+        latest = self.out_dir / LATEST
+        saved = load_card(card_path_for(latest)).training or {}
+        done = saved.get("iterations_done")
+        self.initialised_from = saved.get("initialised_from")
+        if done != state["iteration"]:
+            raise ValueError(
+                f"cannot resume: {latest} (iteration {done}) and {path} (iteration "
+                f"{state['iteration']}) disagree — a save was interrupted"
+            )
+        try:
+            self.raw.load_state_dict(read_state_dict(latest), strict=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise ValueError(f"cannot resume from {self.out_dir}: {err}") from None
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        factor = self.lr_factor(self.scheduler.last_epoch)  # epochs may have grown
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * factor
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.iteration, self.validated_epoch = (
+            int(state["iteration"]),
+            int(state["validated_epoch"]),
+        )
+        self.best, self.best_iteration = state["best_metric"], state["best_iteration"]
+        self.last_validation = json.loads(state["last_validation"])
+        self.last_lr = float(state.get("last_lr", self.last_lr))
+
+    # ------------------------------------------------------------------ records and files
+    def _record_validation(self, validation: dict[str, Any]) -> None:
+        self.validated_epoch = self.epoch
+        self.last_validation = validation
+        row = {"stage": "validation", "epoch": self.epoch + 1, "iteration": self.iteration}
+        row.update({f"val_{k}": v for k, v in validation.items()}, seconds=self._elapsed())
+        self._log(row)
+        metric = validation.get(self.selection)
+        if (
+            metric is not None
+            and math.isfinite(metric)
+            and (self.best is None or metric > self.best)
+        ):
+            self.best, self.best_iteration = float(metric), self.iteration
+            if self.dist.is_writer:
+                from vafa.io.checkpoints import save_model
+
+                save_model(self.raw, self._card(), self.out_dir / BEST)
+
+    def _save_latest(self) -> None:
+        if not self.dist.is_writer:
+            return
+        from vafa.io.checkpoints import save_model
+
+        save_model(self.raw, self._card(), self.out_dir / LATEST)
+        state = {
+            "format": STATE_FORMAT,
+            "card": _arch(self.card),
+            "mode": self.config.mode,
+            "config": json.dumps(json_clean(self.config.to_dict())),
+            "epoch": self.epoch,
+            "step": self.step,
+            "iteration": self.iteration,
+            "validated_epoch": self.validated_epoch,
+            "best_metric": self.best,
+            "best_iteration": self.best_iteration,
+            "last_validation": json.dumps(json_clean(self.last_validation)),
+            "last_lr": self.last_lr,
+            "world_size": self.dist.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+        }
+        save_state(state, self.out_dir / STATE)
+
+    def _finish(self, cancelled: bool) -> TrainingResult:
+        writer = self.dist.is_writer
+        if cancelled:
+            self._save_latest()
+        plot = None
+        if writer:
+            title = f"VAFT {self.config.mode} · {self.card.architecture}"
+            plot = plot_log(self.out_dir / LOG, self.out_dir / PLOT, title=title)
+        self.dist.barrier()
+        self.raw.eval()
+        best = self.out_dir / BEST
+        return TrainingResult(
+            model=self.raw,
+            card=self._card(),
+            out_dir=self.out_dir,
+            latest=self.out_dir / LATEST if writer else None,
+            best=best if writer and best.is_file() else None,
+            log=self.out_dir / LOG if writer else None,
+            plot=plot,
+            iterations=self.iteration,
+            epochs_done=self.epoch,
+            cancelled=cancelled,
+            best_metric=self.best,
+            selection=self.selection,
+            validation=self.last_validation,
+            history=self.history,
+        )
+
+    def _card(self) -> ModelCard:
+        cfg = self.config
+        info = {
+            "mode": cfg.mode,
+            "objective": _OBJECTIVES[cfg.mode],
+            "epochs": cfg.epochs,
+            # the best checkpoint is written after an epoch's last update, before it is counted
+            "epochs_done": self.epoch + int(self.step >= self.ipe),
+            "iterations_per_epoch": self.ipe,
+            "iterations_done": self.iteration,
+            "batch_size": cfg.batch_size,
+            "world_size": self.dist.world_size,
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
+            "optimizer": "AdamW",
+            "schedule": {"name": "warmup-cosine", "warmup": cfg.warmup},
+            "grad_clip": cfg.grad_clip,
+            "amp": None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
+            "lambda_fr": cfg.lambda_fr if cfg.mode == "vafa-fr" else None,
+            "attack": self.attack_settings,
+            "augmentation": cfg.augmentation.to_dict(),
+            "seed": cfg.seed,
+            "data": {
+                "datalist": self.datalist,
+                "training_cases": len(self.train_cases),
+                "validation_cases": len(self.val_cases),
+                "roi_size": list(self.card.roi_size),
+            },
+            "selection": {
+                "metric": self.selection,
+                "description": "validation foreground Dice "
+                + ("(clean)" if cfg.attack is None else f"under {cfg.attack} (training attack)"),
+            },
+            "metrics": {
+                "validation": self.last_validation,
+                "best": self.best,
+                "best_iteration": self.best_iteration,
+            },
+            "initialised_from": self.initialised_from,
+        }
+        return replace(self.card, training=json_clean(info))
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.log is not None:
+            self.log.write(row)
+
+    def _event(self, stage: str, **fields) -> TrainingEvent:
+        return TrainingEvent(
+            stage=stage,
+            iteration=self.iteration,
+            total=self.total,
+            epoch=min(self.epoch + 1, self.config.epochs),
+            epochs=self.config.epochs,
+            lr=self.last_lr,
+            elapsed=self._elapsed(),
+            **fields,
+        )
+
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def _seed(self, kind: int, *values: int, rank: int | None = None) -> int:
+        rank = self.dist.rank if rank is None else rank
+        words = np.random.SeedSequence([self.config.seed, kind, rank, *values]).generate_state(2)
+        return int((int(words[0]) << 30) ^ int(words[1]))
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _pairs(train_data, val_data):
+    if isinstance(train_data, (str, os.PathLike)):
+        lists = read_datalist(train_data)
+        val = lists["validation"] if val_data is None else val_data
+        return lists["training"], val, str(train_data)
+    return train_data, [] if val_data is None else val_data, None
+
+
+def _warmup_cosine(warmup: int, total: int):
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        progress = (i - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _logits(out) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def _dice_sums(dice: torch.Tensor) -> torch.Tensor:
+    """``[sum fg, count fg, sum all, count all]`` of a ``[1, K]`` Dice table (NaN skipped)."""
+    d = dice[0].double().cpu()
+    fg = d[1:]
+    return torch.stack(
+        [
+            torch.nansum(fg),
+            (~fg.isnan()).sum().double(),
+            torch.nansum(d),
+            (~d.isnan()).sum().double(),
+        ]
+    )
+
+
+def _validation_means(sums: torch.Tensor, cases: int, attacked: bool) -> dict[str, Any]:
+    def mean(total, count):
+        return float(total / count) if count > 0 else None
+
+    out = {
+        "dice_fg_clean": mean(sums[0], sums[1]),
+        "dice_clean": mean(sums[2], sums[3]),
+        "dice_fg_adv": mean(sums[4], sums[5]) if attacked else None,
+        "dice_adv": mean(sums[6], sums[7]) if attacked else None,
+        "cases": cases,
+    }
+    return out
+
+
+def _arch(card: ModelCard) -> str:
+    d = card.to_dict()
+    return json.dumps({k: d[k] for k in _ARCH_FIELDS}, sort_keys=True)
+
+
+def _describe(arch_json) -> str:
+    try:
+        d = json.loads(arch_json)
+        return f"{d['architecture']} with {d['out_channels']} classes, kwargs {d['kwargs']}"
+    except (TypeError, ValueError, KeyError):
+        return repr(arch_json)
