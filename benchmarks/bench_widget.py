@@ -175,7 +175,7 @@ def _prepare_widget(widget, model, card, steps: int) -> None:
 
     widget.labels_layer.value = USE_PREDICTION
     widget.attack.value = "vafa"
-    widget.vafa_steps.value = steps
+    widget.steps.value = steps
     widget.block_size.value = 32
     widget.q_range.value = (5, 20)
     widget.device.value = "cpu"

@@ -21,7 +21,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FloatSpinBox,
     PushButton,
     SpinBox,
 )
@@ -45,39 +44,19 @@ if TYPE_CHECKING:
     from napari_vafa._compare import CompareProgress
     from napari_vafa._worker import JobDone, Progress
 
-__all__ = ["ATTACKS", "AttackWidget"]
+__all__ = ["AttackWidget", "attack_choices"]
 
-#: Attack combo entries: (label, name for :func:`vafa.build_attack`).
-ATTACKS = (
-    ("VAFA-3D", "vafa"),
-    ("VAFA-2D", "vafa2d"),
-    ("PGD", "pgd"),
-    ("FGSM", "fgsm"),
-    ("BIM", "bim"),
-    ("GN", "gn"),
-)
 USE_PREDICTION = "use model prediction"
 METRICS_DOCK = "VAFA metrics"
 #: Least seconds between two live refreshes of the 3D "adversarial" layer.
 PREVIEW_INTERVAL = 0.4
-#: Controls shown for each attack (the others are hidden).
-ATTACK_CONTROLS = {
-    "vafa": (
-        "q_range",
-        "vafa_steps",
-        "block_size",
-        "use_ssim",
-        "ssim_weight",
-        "normalize",
-        "hard_round",
-        "paper",
-    ),
-    "vafa2d": ("q_range", "vafa_steps", "block_size", "normalize", "hard_round", "paper"),
-    "pgd": ("eps", "alpha", "voxel_steps"),
-    "bim": ("eps", "alpha", "voxel_steps"),
-    "fgsm": ("eps",),
-    "gn": ("std",),
-}
+
+
+def attack_choices() -> tuple[tuple[str, str], ...]:
+    """Attack combo entries ``(label, registry name)``, in the registry's order."""
+    from vafa.attacks import ATTACKS
+
+    return tuple((cls.label, name) for name, cls in ATTACKS.items())
 
 
 class AttackWidget(WorkerWidget):
@@ -128,17 +107,11 @@ class AttackWidget(WorkerWidget):
         self.model_picker = ModelPicker(devices)
         for name, control in zip(ModelPicker.NAMES, self.model_picker.widgets, strict=True):
             setattr(self, name, control)
-        self.attack = ComboBox(label="attack", choices=ATTACKS, value="vafa")
-        self.attack_controls = AttackControls(steps_label="steps", steps=20)
-        for name, control in zip(AttackControls.NAMES, self.attack_controls.widgets, strict=True):
+        choices = attack_choices()
+        self.attack = ComboBox(label="attack", choices=choices, value="vafa")
+        self.attack_controls = AttackControls([name for _, name in choices])
+        for name, control in self.attack_controls.controls.items():
             setattr(self, name, control)
-        self.use_ssim = CheckBox(label="SSIM loss", value=True)
-        self.ssim_weight = FloatSpinBox(
-            label="SSIM weight", min=0.0, max=100.0, step=0.1, value=1.0
-        )
-        self.normalize = ComboBox(label="normalize", choices=["clip", "slice"], value="clip")
-        self.hard_round = CheckBox(label="hard rounding", value=False)
-        self.paper = CheckBox(label="published algorithm", value=False)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         buttons = self._make_run_controls()
         self.export_perturbation = CheckBox(text="perturbation", value=False)
@@ -148,7 +121,7 @@ class AttackWidget(WorkerWidget):
         self.quick_compare = CheckBox(text="quick grid", value=True)
         self.compare_button = PushButton(text="Compare attacks")
         for name in (
-            *self._input_names(),
+            *self._own_input_names(),
             "run_button",
             "cancel_button",
             "status",
@@ -170,23 +143,22 @@ class AttackWidget(WorkerWidget):
         )
         self.extend([
             self.image_layer, self.labels_layer, self.model_source, self.weights,
-            self.card_preset, self.card_file, self.device, self.attack, self.q_range,
-            self.vafa_steps, self.block_size, self.use_ssim, self.ssim_weight, self.normalize,
-            self.hard_round, self.paper, self.eps,
-            self.alpha, self.voxel_steps, self.std, self.seed, buttons, self.status, extras,
+            self.card_preset, self.card_file, self.device, self.attack,
+            *self.attack_controls.widgets, self.seed, buttons, self.status, extras,
             self.export_button, comparison,
         ])  # fmt: skip
 
-    @staticmethod
-    def _input_names() -> tuple[str, ...]:
+    def _own_input_names(self) -> tuple[str, ...]:
+        """The inputs whose tooltips live in :mod:`napari_vafa._tooltips` (the attack
+        controls bring theirs from the schema)."""
         return (
             "image_layer", "labels_layer", "model_source", "weights", "card_preset", "card_file",
-            "device",
-            "attack", "q_range", "vafa_steps", "block_size", "use_ssim", "ssim_weight",
-            "normalize", "hard_round", "paper", "eps", "alpha", "voxel_steps", "std", "seed",
-            "export_perturbation",
-            "export_predictions", "export_q_table", "quick_compare", "compare_button",
+            "device", "attack", "seed", "export_perturbation", "export_predictions",
+            "export_q_table", "quick_compare", "compare_button",
         )  # fmt: skip
+
+    def _input_names(self) -> tuple[str, ...]:
+        return (*self._own_input_names(), *self.attack_controls.names)
 
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
         from napari.layers import Image
@@ -230,22 +202,27 @@ class AttackWidget(WorkerWidget):
 
     def _update_visibility(self, *_: Any) -> None:
         self.model_picker.update_visibility()
-        shown = set(ATTACK_CONTROLS[self.attack.value])
-        for name in {n for names in ATTACK_CONTROLS.values() for n in names}:
+        attack = self.attack.value
+        self.attack_controls.switch(attack)
+        shown = self.attack_controls.shown(attack)
+        for name in self.attack_controls.names:
             getattr(self, name).visible = name in shown
-        self.export_q_table.enabled = self.attack.value in ("vafa", "vafa2d")
+        self.export_q_table.enabled = attack in ("vafa", "vafa2d")
+        self._apply_paper()
 
     def _apply_paper(self, *_: Any) -> None:
         """'published algorithm' shows the settings it fixes and locks them."""
-        from vafa.attacks.vafa import PAPER_SETTINGS
+        from vafa.attacks import attack_class
 
-        paper = bool(self.paper.value)
-        if paper:
-            self.normalize.value = PAPER_SETTINGS["normalize"]
-            self.hard_round.value = PAPER_SETTINGS["hard_round"]
-            self.use_ssim.value = True
-            self.ssim_weight.value = PAPER_SETTINGS["ssim_weight"]
-        for control in (self.normalize, self.hard_round, self.use_ssim, self.ssim_weight):
+        cls = attack_class(self.attack.value)
+        paper = "paper" in self.attack_controls.shown(self.attack.value) and bool(self.paper.value)
+        fixed = cls.published_settings() if hasattr(cls, "published_settings") else {}
+        for name, value in fixed.items():
+            control = self.attack_controls.controls.get(name)
+            if control is None:
+                continue
+            if paper:
+                control.value = value
             control.enabled = not paper
 
     # ------------------------------------------------------------------ state
@@ -321,29 +298,12 @@ class AttackWidget(WorkerWidget):
         return True
 
     def _attack_options(self) -> dict[str, Any]:
-        name = self.attack.value
-        if name in ("vafa", "vafa2d"):
-            block = int(self.block_size.value)
-            options = {
-                **self.attack_controls.vafa_options(),
-                "block_size": (block,) * (3 if name == "vafa" else 2),
-                "normalize": self.normalize.value,
-            }
-            if name == "vafa":
-                options["use_ssim_loss"] = bool(self.use_ssim.value)
-                options["ssim_weight"] = float(self.ssim_weight.value)
-            if self.paper.value:  # the published algorithm fixes the rest (vafa.PAPER_SETTINGS)
-                return {k: options[k] for k in ("steps", "q_min", "q_max", "block_size")} | {
-                    "paper": True
-                }
-            options["hard_round"] = bool(self.hard_round.value)
-            return options
-        return self.attack_controls.voxel_options(name)
+        return self.attack_controls.options(self.attack.value)
 
     def _start(self, job) -> None:
         from napari_vafa._worker import run_job
 
-        label = dict((v, k) for k, v in ATTACKS)[job.attack]
+        label = dict((v, k) for k, v in attack_choices())[job.attack]
         self.plots.start(f"{label} on {self.results.source.name}", job.options.get("steps"))
         self.status.value = f"loading {job.model.describe()}…"
         self._start_worker(run_job, job, self._cache, progress=f"VAFA: {label}")

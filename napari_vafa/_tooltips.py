@@ -1,4 +1,8 @@
-"""Tooltip text of the plugin's widgets, in one place (looked up by widget and control name)."""
+"""Tooltip text of the plugin's widgets, in one place (looked up by widget and control name).
+
+The attack settings bring their own, from the attacks' option schemas
+(:mod:`vafa.attacks.options`, via :class:`napari_vafa._attack_controls.AttackControls`).
+"""
 
 from __future__ import annotations
 
@@ -40,36 +44,6 @@ ATTACK_WIDGET: dict[str, str] = {
         "2023). VAFA-2D: the same on 2D blocks of every axial slice. PGD/BIM/FGSM: voxel "
         "L∞ attacks. GN: Gaussian noise baseline."
     ),
-    "q_range": (
-        "Bounds [q_min, q_max] of the quantization steps (in [0, 255] units). Larger q_max "
-        "removes more frequency content: a stronger, more visible attack. The table starts "
-        "at q_max and moves by 1 per step (the published settings)."
-    ),
-    "vafa_steps": "Number of VAFA optimisation steps (20 in the paper).",
-    "block_size": (
-        "Side of the DCT blocks (cubes for VAFA-3D, squares for VAFA-2D). Larger blocks give "
-        "a stronger attack (paper: 4 → 96). Volumes that are not a multiple are padded."
-    ),
-    "use_ssim": "Subtract the SSIM loss (1 − blockwise SSIM) from the objective (VAFA-3D).",
-    "ssim_weight": "Weight of the SSIM loss term in the VAFA objective.",
-    "normalize": (
-        "How the reconstruction returns to [0, 1]. 'clip' (default): divide by 255 and "
-        "clamp. 'slice': min–max of every axial slice, as the published code — itself a "
-        "contrast change that inflates the attack's effect."
-    ),
-    "hard_round": (
-        "Return the kept quantization table hard-rounded (a real quantization) instead of the "
-        "soft-rounded volume the attack evaluated: usually stronger and more visible."
-    ),
-    "paper": (
-        "Run VAFA exactly as the published code: per-slice min–max ('slice'), the volume of "
-        "the last step, q from q_max in unit steps within the bounds, SSIM term (3D) of "
-        "weight 1. Locks the controls it fixes."
-    ),
-    "eps": "L∞ budget in [0, 255] units (4 means 4/255 of the [0, 1] range).",
-    "alpha": "Step size of PGD/BIM in [0, 1] units (0.01 in the paper).",
-    "voxel_steps": "Number of PGD/BIM steps (20 in the paper).",
-    "std": "Standard deviation of the Gaussian noise, in [0, 255] units.",
     "seed": "Seed of the attack's random generator (random starts, noise): same seed, same result.",
     "run_button": "Attack the image with these settings (runs in the background).",
     "cancel_button": "Stop after the current step and keep the best result so far.",
@@ -154,17 +128,7 @@ TRAIN_WIDGET: dict[str, str] = {
         "new model card records it as its ROI (the attack tiles). Volumes smaller than a "
         "patch are padded. Smaller patches train faster on a CPU."
     ),
-    "q_range": (
-        "Bounds [q_min, q_max] of VAFA's quantization steps (in [0, 255] units) while "
-        "making the training samples. Larger q_max: stronger samples."
-    ),
-    "vafa_steps": "VAFA steps per training batch (paper: 20; fewer train faster).",
-    "block_size": "Side of VAFA's 3D DCT blocks (cubes); larger blocks: a stronger attack.",
     "lambda_fr": "Weight λ of the frequency-consistency term L_fr in Eq. 3 (paper: 1).",
-    "eps": "L∞ budget of the training attack in [0, 255] units (4 means 4/255).",
-    "alpha": "Step size of PGD/BIM in [0, 1] units (0.01 in the paper).",
-    "voxel_steps": "PGD/BIM steps per training batch (paper: 20; fewer train faster).",
-    "std": "Standard deviation of the Gaussian noise, in [0, 255] units.",
     "out_dir": (
         "Folder for latest.safetensors, best.safetensors (+ model cards), training_state.pt, "
         "training_log.csv and training_curves.png. Created if needed; must be writable."

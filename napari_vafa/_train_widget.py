@@ -51,35 +51,27 @@ if TYPE_CHECKING:
 
     from napari_vafa._train_worker import TrainDone, TrainJob, TrainProgress
 
-__all__ = ["DATA_SOURCES", "MODES", "PATCH_SIZES", "TrainWidget"]
+__all__ = ["DATA_SOURCES", "PATCH_SIZES", "TrainWidget", "mode_choices"]
 
 PLUGIN = "napari-vafa"
 ATTACK_WIDGET = "VAFA attack"
 CURVES_DOCK = "VAFT training curves"
-#: Mode combo entries: (label, mode of :func:`vafa.training.iter_train`).
-MODES = (
-    ("VAFA-FR (Eq. 3)", "vafa-fr"),
-    ("VAFA (adversarial only)", "vafa"),
-    ("PGD", "pgd"),
-    ("FGSM", "fgsm"),
-    ("BIM", "bim"),
-    ("GN (Gaussian noise)", "gn"),
-    ("clean (no attack)", "clean"),
-)
 DATA_SOURCES = (("image + labels layers", "layers"), ("datalist file", "datalist"))
 #: Patch sizes offered (0: the base model card's ``roi_size``).
 PATCH_SIZES = (("model card's", 0), ("32³", 32), ("48³", 48), ("64³", 64), ("96³", 96),
                ("128³", 128), ("160³", 160))  # fmt: skip
-#: Controls shown for each mode (the other attack controls are hidden).
-MODE_CONTROLS = {
-    "vafa-fr": ("q_range", "vafa_steps", "block_size", "lambda_fr"),
-    "vafa": ("q_range", "vafa_steps", "block_size"),
-    "pgd": ("eps", "alpha", "voxel_steps"),
-    "bim": ("eps", "alpha", "voxel_steps"),
-    "fgsm": ("eps",),
-    "gn": ("std",),
-    "clean": (),
-}
+#: Start values of the training attack that differ from the attacks' own: the settings of the
+#: matched VAFT evidence (docs/results.md) — 5 attack steps per batch.
+ATTACK_DEFAULTS = {"steps": 5}
+
+
+def mode_choices() -> tuple[tuple[str, str], ...]:
+    """Mode combo entries ``(label, mode)`` (:data:`vafa.training.MODE_TITLES`)."""
+    from vafa.training import MODE_TITLES, MODES
+
+    return tuple((MODE_TITLES[mode], mode) for mode in MODES)
+
+
 #: Least seconds between two progress records from the worker (GUI updates ≤ 5 per second).
 PROGRESS_INTERVAL = 0.2
 
@@ -126,7 +118,7 @@ class TrainWidget(WorkerWidget):
         for name, control in zip(ModelPicker.NAMES, self.model_picker.widgets, strict=True):
             setattr(self, name, control)
         self.model_source.label = "base model"
-        self.mode = ComboBox(label="mode", choices=MODES, value="vafa-fr")
+        self.mode = ComboBox(label="mode", choices=mode_choices(), value="vafa-fr")
         # Defaults: the settings of the matched VAFT evidence (README), 300 updates: about 9
         # minutes for the bundled demo model on 2 CPU cores.
         self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=3)
@@ -136,34 +128,38 @@ class TrainWidget(WorkerWidget):
         self.lr.native.setDecimals(6)
         self.val_every = SpinBox(label="validate every", min=1, max=100_000, value=1)
         self.patch_size = ComboBox(label="patch size", choices=PATCH_SIZES, value=64)
-        self.attack_controls = AttackControls(steps_label="attack steps", steps=5)
-        for name, control in zip(AttackControls.NAMES, self.attack_controls.widgets, strict=True):
+        from vafa.training import MODE_ATTACKS
+
+        attacks = list(dict.fromkeys(a for a in MODE_ATTACKS.values() if a))
+        self.attack_controls = AttackControls(
+            attacks, training=True, defaults=ATTACK_DEFAULTS, labels={"steps": "attack steps"}
+        )
+        for name, control in self.attack_controls.controls.items():
             setattr(self, name, control)
         self.lambda_fr = FloatSpinBox(label="λ (L_fr)", min=0.0, max=100.0, step=0.1, value=1.0)
         self.out_dir = FileEdit(label="output folder", mode="d")
         self.overwrite = CheckBox(text="overwrite an earlier run", value=False)
         buttons = self._make_run_controls()
         self.use_button = PushButton(text="Use in attack widget", enabled=False)
-        for name in (*self._input_names(), "run_button", "cancel_button", "status", "use_button"):
+        own = [n for n in self._input_names() if n not in self.attack_controls.names]
+        for name in (*own, "run_button", "cancel_button", "status", "use_button"):
             getattr(self, name).tooltip = tooltip("train", name)
         self.extend([
             self.data_source, self.image_layer, self.labels_layer, self.datalist,
             self.model_source, self.weights, self.card_preset, self.card_file, self.device,
             self.mode,
             self.epochs, self.iterations, self.batch_size, self.lr, self.val_every,
-            self.patch_size, self.q_range, self.vafa_steps, self.block_size, self.lambda_fr,
-            self.eps, self.alpha, self.voxel_steps, self.std, self.out_dir, self.overwrite,
+            self.patch_size, *self.attack_controls.widgets, self.lambda_fr,
+            self.out_dir, self.overwrite,
             buttons, self.status, self.use_button,
         ])  # fmt: skip
 
-    @staticmethod
-    def _input_names() -> tuple[str, ...]:
+    def _input_names(self) -> tuple[str, ...]:
         return (
             "data_source", "image_layer", "labels_layer", "datalist", "model_source", "weights",
             "card_preset", "card_file", "device", "mode", "epochs", "iterations", "batch_size",
-            "lr",
-            "val_every", "patch_size", "q_range", "vafa_steps", "block_size", "lambda_fr", "eps",
-            "alpha", "voxel_steps", "std", "out_dir", "overwrite",
+            "lr", "val_every", "patch_size", *self.attack_controls.names, "lambda_fr",
+            "out_dir", "overwrite",
         )  # fmt: skip
 
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
@@ -181,9 +177,13 @@ class TrainWidget(WorkerWidget):
         from_layers = self.data_source.value == "layers"
         self.image_layer.visible = self.labels_layer.visible = from_layers
         self.datalist.visible = not from_layers
-        shown = set(MODE_CONTROLS[self.mode.value])
-        for name in {n for names in MODE_CONTROLS.values() for n in names}:
+        from vafa.training import MODE_ATTACKS
+
+        mode = self.mode.value
+        shown = self.attack_controls.shown(MODE_ATTACKS[mode])
+        for name in self.attack_controls.names:
             getattr(self, name).visible = name in shown
+        self.lambda_fr.visible = mode == "vafa-fr"  # the weight of Eq. 3's frequency term
 
     # ------------------------------------------------------------------ state
     def _set_running(self, running: bool) -> None:
@@ -250,10 +250,9 @@ class TrainWidget(WorkerWidget):
         return image, labels_on_image_grid(self.viewer, labels, layer, image, hint)
 
     def _attack_options(self) -> dict[str, Any]:
-        mode = self.mode.value
-        if mode in ("vafa-fr", "vafa"):
-            return {**self.attack_controls.vafa_options(), "block_size": int(self.block_size.value)}
-        return self.attack_controls.voxel_options(mode)
+        from vafa.training import MODE_ATTACKS
+
+        return self.attack_controls.options(MODE_ATTACKS[self.mode.value])
 
     def _check_out_dir(self, out_dir: Path, model) -> None:
         """Writable (created if needed), and no earlier run there unless "overwrite"; the base
@@ -280,7 +279,7 @@ class TrainWidget(WorkerWidget):
         from napari_vafa._train_worker import run_training
 
         self._last_loss = float("nan")
-        label = dict((v, k) for k, v in MODES)[job.config.mode]
+        label = dict((v, k) for k, v in mode_choices())[job.config.mode]
         total = (job.config.iterations_per_epoch or 0) * job.config.epochs
         base = job.model.weights.name if job.model.weights else job.model.source
         self.plots.start(f"VAFT {label} · {base}", total or None, job.config.mode)

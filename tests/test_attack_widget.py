@@ -259,11 +259,11 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     widget.attack.value = "gn"
     assert _shown(widget.std) and not _shown(widget.eps)
     widget.attack.value = "vafa"
-    assert _shown(widget.q_range) and _shown(widget.use_ssim) and not _shown(widget.eps)
+    assert _shown(widget.q_range) and _shown(widget.use_ssim_loss) and not _shown(widget.eps)
     assert not _shown(widget.weights)
 
     widget.labels_layer.value = USE_PREDICTION
-    widget.vafa_steps.value = 2
+    widget.steps.value = 2
     widget.block_size.value = 32
     _run_and_wait(qtbot, widget)
     assert errors == []
@@ -298,7 +298,7 @@ def test_attack_widget_runs_updates_in_place_and_exports(
 
     # re-run against the organ labels: the same layer objects, new data
     widget.labels_layer.value = seg
-    widget.vafa_steps.value = 1
+    widget.steps.value = 1
     before = {k: (layer, layer.data) for k, layer in layers.items()}
     _run_and_wait(qtbot, widget)
     assert errors == []
@@ -348,7 +348,7 @@ def _screenshot(viewer, prediction, tmp_path) -> None:
 def test_cancel_keeps_best_result_and_layer_deletion_is_harmless(make_napari_viewer, qtbot, errors):
     viewer, widget, ct, _ = _viewer_with_sample(make_napari_viewer)
     shape, scale = ct.data.shape, tuple(ct.scale)
-    widget.vafa_steps.value = 20
+    widget.steps.value = 20
     widget.run_button.native.click()
     qtbot.waitUntil(lambda: len(widget.plots.steps) >= 1, timeout=RUN_TIMEOUT_MS)
     assert gc.get_freeze_count() > 0  # old objects frozen while the job runs (napari_vafa._gc)
@@ -423,7 +423,7 @@ def test_main_opens_sample_and_closing_napari_stops_the_worker(
         "organ labels (TotalSegmentator)",
     ]
     widget = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "run_button"))
-    widget.vafa_steps.value = 20
+    widget.steps.value = 20
     widget.run_button.native.click()
     worker = widget._worker
     qtbot.waitUntil(lambda: len(widget.plots.steps) >= 1, timeout=RUN_TIMEOUT_MS)
@@ -537,24 +537,67 @@ def image_format():
 
 
 def test_attack_controls_make_the_library_options(qtbot):
-    """The controls both widgets share turn into the options of vafa.attacks, per attack."""
-    from napari_vafa._attack_controls import BLOCK_SIZES, AttackControls
+    """The controls both widgets share are generated from the schemas and turn into the
+    options of vafa.attacks, per attack."""
+    from napari_vafa._attack_controls import AttackControls
+    from vafa.attacks import build_attack
+    from vafa.attacks.options import BLOCK_SIZES
 
-    controls = AttackControls(steps_label="attack steps", steps=10)
-    assert [c.label for c in (controls.vafa_steps, controls.voxel_steps)] == ["attack steps"] * 2
-    assert list(controls.block_size.choices) == list(BLOCK_SIZES)
-    controls.q_range.value = (7, 30)
-    controls.vafa_steps.value = 12
-    controls.eps.value = 8.0
-    controls.alpha.value = 0.02
-    controls.voxel_steps.value = 5
-    controls.std.value = 2.5
-    assert controls.vafa_options() == {"steps": 12, "q_min": 7.0, "q_max": 30.0}
-    voxel = {"eps": 8.0, "alpha": 0.02, "steps": 5}
-    assert controls.voxel_options("pgd") == controls.voxel_options("bim") == voxel
-    assert controls.voxel_options("fgsm") == {"eps": 8.0}
-    assert controls.voxel_options("gn") == {"std": 2.5}
-    assert controls.voxel_options("clean") == {}
+    controls = AttackControls(["vafa", "vafa2d", "pgd", "fgsm", "bim", "gn"])
+    c = controls.controls
+    assert controls.shown("pgd") == {"steps", "eps", "alpha"} == controls.shown("bim")
+    assert controls.shown("fgsm") == {"eps"} and controls.shown("gn") == {"std"}
+    assert {"q_range", "block_size", "paper", "use_ssim_loss"} <= controls.shown("vafa")
+    assert controls.shown(None) == set()
+    assert list(c["block_size"].choices) == list(BLOCK_SIZES)
+    assert (c["q_range"].label, c["eps"].label) == ("q_min – q_max", "ε (/255)")
+    assert "[0, 255] units" in c["eps"].tooltip and c["steps"].tooltip
+    c["q_range"].value = (7, 30)
+    c["steps"].value = 12
+    c["eps"].value = 8.0
+    c["alpha"].value = 0.02
+    c["std"].value = 2.5
+    vafa = controls.options("vafa")
+    assert {k: vafa[k] for k in ("steps", "q_min", "q_max", "block_size")} == {
+        "steps": 12, "q_min": 7.0, "q_max": 30.0, "block_size": 32,
+    }  # fmt: skip
+    assert vafa["use_ssim_loss"] is True and vafa["paper"] is False
+    assert controls.options("pgd") == {"steps": 12, "eps": 8.0, "alpha": 0.02}
+    assert controls.options("fgsm") == {"eps": 8.0} and controls.options("gn") == {"std": 2.5}
+    model = torch.nn.Conv3d(1, 2, 1)
+    for name in ("vafa", "vafa2d", "pgd", "fgsm", "bim", "gn"):  # the library takes them all
+        build_attack(name, model, **controls.options(name))
+    controls.switch("vafa")
+    controls.switch("vafa2d")  # 2D: the SSIM term is off by default, as published
+    assert controls.options("vafa2d")["use_ssim_loss"] is False
+    controls.switch("pgd")
+    controls.switch("vafa")  # back in 3D (through PGD, which has no SSIM term): on again
+    assert controls.options("vafa")["use_ssim_loss"] is True
+
+    training = AttackControls(["vafa", "pgd"], training=True, defaults={"steps": 5})
+    assert set(training.names) == {"steps", "q_range", "block_size", "eps", "alpha"}
+    assert training.options("vafa") == {"steps": 5, "q_min": 5.0, "q_max": 20.0, "block_size": 32}
+
+
+def test_a_new_attack_with_a_schema_gets_controls(qtbot, monkeypatch):
+    """Adding an attack = its module and schema: the GUI offers its options unchanged."""
+    from napari_vafa._attack_controls import AttackControls
+    from vafa import attacks
+    from vafa.attacks.options import Option
+
+    class Blur(attacks.GaussianNoise):
+        name = label = "Blur"
+        options = (
+            Option("sigma", float, 1.5, "blur width", unit="voxels", label="σ (voxels)",
+                   minimum=0.0, widget="spin", gui=(0.0, 5.0, 0.5)),
+        )  # fmt: skip
+
+    monkeypatch.setitem(attacks.ATTACKS, "blur", Blur)
+    controls = AttackControls(["blur", "gn"])
+    assert controls.shown("blur") == {"sigma"}
+    assert controls.controls["sigma"].label == "σ (voxels)"
+    assert controls.controls["sigma"].value == 1.5
+    assert controls.options("blur") == {"sigma": 1.5}
 
 
 @pytest.mark.gui
@@ -563,7 +606,8 @@ def test_published_algorithm_checkbox_locks_its_settings_and_runs_them(
 ):
     _viewer, widget, _ct, seg = _viewer_with_sample(make_napari_viewer)
     widget.attack.value = "vafa2d"
-    assert _shown(widget.paper) and _shown(widget.hard_round) and not _shown(widget.use_ssim)
+    assert _shown(widget.paper) and _shown(widget.hard_round)
+    assert _shown(widget.use_ssim_loss) and not widget.use_ssim_loss.value  # 2D: off
     widget.attack.value = "pgd"
     assert not _shown(widget.paper) and not _shown(widget.hard_round)
     widget.attack.value = "vafa"
@@ -572,10 +616,10 @@ def test_published_algorithm_checkbox_locks_its_settings_and_runs_them(
     widget.paper.native.click()  # as a user: tick "published algorithm"
     assert widget.paper.value
     assert widget.normalize.value == "slice" and not widget.hard_round.value
-    locked = (widget.normalize, widget.hard_round, widget.use_ssim, widget.ssim_weight)
+    locked = (widget.normalize, widget.hard_round, widget.use_ssim_loss, widget.ssim_weight)
     assert not any(control.enabled for control in locked)
     widget.labels_layer.value = seg
-    widget.vafa_steps.value = 2
+    widget.steps.value = 2
     _run_and_wait(qtbot, widget)
     assert errors == []
     settings = widget.last_outcome.settings["attack"]
@@ -584,9 +628,8 @@ def test_published_algorithm_checkbox_locks_its_settings_and_runs_them(
     widget.paper.native.click()  # untick: the controls are the user's again
     assert all(control.enabled for control in locked)
     widget.hard_round.value = True
-    assert (
-        widget._attack_options()["hard_round"] is True and "paper" not in widget._attack_options()
-    )
+    options = widget._attack_options()
+    assert options["hard_round"] is True and options["paper"] is False
 
 
 def test_model_picker_offers_preset_cards_for_checkpoints_without_one(qtbot, tmp_path):

@@ -224,7 +224,7 @@ def _docked(make_napari_viewer, weights, tmp_path, layers=True, **kwargs):
     widget.epochs.value = 1
     widget.iterations.value = 2
     widget.batch_size.value = 1
-    widget.vafa_steps.value = 1
+    widget.steps.value = 1
     widget.block_size.value = 8
     widget.out_dir.value = tmp_path / "run"
     return viewer, widget, layer_pair
@@ -269,7 +269,7 @@ def test_train_widget_runs_plots_and_hands_the_model_to_the_attack_widget(
     assert _shown(widget.datalist) and not _shown(widget.image_layer)
     widget.data_source.value = "layers"
     widget.mode.value = "pgd"
-    assert _shown(widget.eps) and _shown(widget.voxel_steps) and not _shown(widget.q_range)
+    assert _shown(widget.eps) and _shown(widget.steps) and not _shown(widget.q_range)
     widget.mode.value = "gn"
     assert _shown(widget.std) and not _shown(widget.eps)
     widget.mode.value = "clean"

@@ -32,7 +32,13 @@ Example::
     result.best, result.card.training["metrics"]
 """
 
-from vafa.training.config import ITERATIVE_ATTACKS, MODE_ATTACKS, MODES, TrainingConfig
+from vafa.training.config import (
+    ITERATIVE_ATTACKS,
+    MODE_ATTACKS,
+    MODE_TITLES,
+    MODES,
+    TrainingConfig,
+)
 from vafa.training.data import Augmentation
 from vafa.training.events import TrainingEvent, TrainingResult, validation_summary
 from vafa.training.loop import iter_train, train
@@ -42,6 +48,7 @@ __all__ = [
     "ITERATIVE_ATTACKS",
     "MODES",
     "MODE_ATTACKS",
+    "MODE_TITLES",
     "Augmentation",
     "TrainingConfig",
     "TrainingEvent",

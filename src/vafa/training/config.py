@@ -10,7 +10,7 @@ from typing import Any
 
 from vafa.training.data import Augmentation
 
-__all__ = ["ITERATIVE_ATTACKS", "MODES", "MODE_ATTACKS", "TrainingConfig"]
+__all__ = ["ITERATIVE_ATTACKS", "MODES", "MODE_ATTACKS", "MODE_TITLES", "TrainingConfig"]
 
 #: Training modes, see the module docstring.
 MODES = ("vafa-fr", "vafa", "pgd", "fgsm", "bim", "gn", "clean")
@@ -25,6 +25,16 @@ MODE_ATTACKS: dict[str, str | None] = {
     "clean": None,
 }
 
+#: What each mode is, in a few words (GUI lists).
+MODE_TITLES = {
+    "vafa-fr": "VAFA-FR (Eq. 3)",
+    "vafa": "VAFA (adversarial only)",
+    "pgd": "PGD",
+    "fgsm": "FGSM",
+    "bim": "BIM",
+    "gn": "GN (Gaussian noise)",
+    "clean": "clean (no attack)",
+}
 #: Attacks whose iterate can be chosen (``keep``); training uses their last one by default.
 ITERATIVE_ATTACKS = ("vafa", "pgd", "fgsm", "bim")
 
