@@ -9,7 +9,6 @@ An attack is an object built from a model and its hyper-parameters and called on
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -498,7 +497,3 @@ def _check_labels(labels, images) -> None:
         raise TypeError(f"labels must be an integer class-index map, got dtype {labels.dtype}")
     if bool((labels < 0).any()):
         raise ValueError(f"labels must be >= 0, got minimum {labels.min().item()}")
-
-
-def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

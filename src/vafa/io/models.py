@@ -48,12 +48,12 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 from typing import Any
 
 from torch import nn
 
 from vafa.io.intensity import mapping_from_dict
+from vafa.ops.checks import positive_int, positive_triple
 
 __all__ = [
     "BTCV_CLASSES",
@@ -482,10 +482,10 @@ def _check_names(given: Mapping[str, Any], allowed: Any, what: str) -> None:
 
 def _validate_card(card: ModelCard) -> None:
     preset = _get_preset(card.architecture)
-    card.in_channels = _positive_int("in_channels", card.in_channels)
-    card.out_channels = _positive_int("out_channels", card.out_channels)
+    card.in_channels = positive_int("in_channels", card.in_channels)
+    card.out_channels = positive_int("out_channels", card.out_channels)
     card.class_names = _class_names(card.class_names, card.out_channels)
-    card.roi_size = _triple("roi_size", card.roi_size, int)
+    card.roi_size = positive_triple("roi_size", card.roi_size, int)
     if not isinstance(card.intensity, Mapping):
         raise TypeError(f"intensity must be a dict, got {type(card.intensity).__name__}")
     try:
@@ -498,18 +498,10 @@ def _validate_card(card: ModelCard) -> None:
         problem = preset.roi_check({**preset.kwargs, **card.kwargs}, card.roi_size)
         if problem:
             raise ValueError(problem)
-    card.spacing = None if card.spacing is None else _triple("spacing", card.spacing, float)
+    card.spacing = None if card.spacing is None else positive_triple("spacing", card.spacing, float)
     card.orientation = _orientation(card.orientation)
     card.provenance = _json_dict("provenance", card.provenance)
     card.training = None if card.training is None else _json_dict("training", card.training)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _class_names(value: Any, out_channels: int) -> list[str]:
@@ -526,18 +518,6 @@ def _class_names(value: Any, out_channels: int) -> list[str]:
     if dupes:
         raise ValueError(f"class_names must be unique, got duplicates {dupes}")
     return names
-
-
-def _triple(name: str, value: Any, kind: type) -> tuple:
-    rule = "3 positive integers" if kind is int else "3 positive finite numbers (mm)"
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 3:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, Integral if kind is int else Real):
-            raise ValueError(f"{name} must be {rule}, got {value!r}")
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be {rule}, got {value!r}")
-    return tuple(kind(v) for v in value)
 
 
 def _orientation(value: Any) -> str | None:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vafa.attacks.base import Attack, Callback, StepEvent, drive
+from vafa.ops.checks import positive_int, positive_triple
 from vafa.ops.frequency import layout_dct, normalize_block_size, pad_to_blocks
 from vafa.ops.metrics import predict_labels
 
@@ -66,7 +67,7 @@ def tile_starts(size: int, roi: int) -> list[int]:
         >>> tile_starts(100, 32), tile_starts(96, 32), tile_starts(20, 32)
         ([0, 32, 64, 68], [0, 32, 64], [0])
     """
-    size, roi = _positive_int("size", size), _positive_int("roi", roi)
+    size, roi = positive_int("size", size), positive_int("roi", roi)
     if size <= roi:
         return [0]
     starts = list(range(0, size - roi + 1, roi))
@@ -83,8 +84,8 @@ def tile_grid(shape: Sequence[int], roi: int | Sequence[int]) -> list[Slices]:
         than ``roi`` only along an axis shorter than ``roi``). The first axis varies slowest,
         as in MONAI's ``dense_patch_slices``.
     """
-    shape = _triple("shape", shape)
-    roi = _triple("roi", roi)
+    shape = positive_triple("shape", shape, cube=True)
+    roi = positive_triple("roi", roi, cube=True)
     per_axis = [
         [slice(s, min(s + r, n)) for s in tile_starts(n, r)]
         for n, r in zip(shape, roi, strict=True)
@@ -98,8 +99,8 @@ def owned_slices(shape: Sequence[int], roi: int | Sequence[int]) -> list[Slices]
     Under the "later tile wins" rule a voxel belongs to the last tile (raster order) holding
     it; the owned parts are disjoint and together cover the volume exactly.
     """
-    shape = _triple("shape", shape)
-    roi = _triple("roi", roi)
+    shape = positive_triple("shape", shape, cube=True)
+    roi = positive_triple("roi", roi, cube=True)
     per_axis = []
     for n, r in zip(shape, roi, strict=True):
         starts = tile_starts(n, r)
@@ -140,12 +141,12 @@ def sliding_window_predict(
     from monai.inferers import sliding_window_inference
 
     _check_model_image(model, image)
-    roi = _triple("roi", roi)
+    roi = positive_triple("roi", roi, cube=True)
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)):
         raise TypeError(f"overlap must be a number in [0, 1), got {overlap!r}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be >= 0 and < 1, got {overlap!r}")
-    sw_batch_size = _positive_int("sw_batch_size", sw_batch_size)
+    sw_batch_size = positive_int("sw_batch_size", sw_batch_size)
     if mode not in BLEND_MODES:
         raise ValueError(f"mode must be one of {list(BLEND_MODES)}, got {mode!r}")
     device = next((p.device for p in model.parameters()), image.device)
@@ -289,8 +290,8 @@ def iter_attack_volume(
     _check_image(image, attack.clamp_inputs)
     if labels is not None:
         _check_volume_labels(labels, image)
-    roi = _triple("roi", roi)
-    tile_batch = _positive_int("tile_batch", tile_batch)
+    roi = positive_triple("roi", roi, cube=True)
+    tile_batch = positive_int("tile_batch", tile_batch)
     shape = tuple(image.shape[2:])
     tiles = tile_grid(shape, roi)
     owned = owned_slices(shape, roi)
@@ -354,8 +355,8 @@ def q_table_layout(
     """
     from vafa.ops.frequency import from_blocks, normalize_block_size, padded_shape
 
-    shape = _triple("shape", shape)
-    roi = _triple("roi", roi)
+    shape = positive_triple("shape", shape, cube=True)
+    roi = positive_triple("roi", roi, cube=True)
     sizes = normalize_block_size(block_size)
     padded = padded_shape(roi, sizes)
     layout = torch.zeros((1, channels, *shape), dtype=torch.float32)
@@ -530,26 +531,6 @@ def crop_tile(tile: torch.Tensor, sl: Slices, roi: Sequence[int]) -> torch.Tenso
 
 def _zeros_map(image: torch.Tensor) -> torch.Tensor:
     return torch.zeros((1, 1, *image.shape[2:]), dtype=torch.uint8, device=image.device)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _triple(name: str, value: Any) -> tuple[int, int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,) * 3
-    try:
-        items = tuple(value)
-    except TypeError:
-        items = ()
-    if len(items) != 3 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items
-    ):
-        raise ValueError(f"{name} must be a positive int or 3 positive ints, got {value!r}")
-    return tuple(int(v) for v in items)  # type: ignore[return-value]
 
 
 def _check_model_image(model, image) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vafa.ops.checks import number, positive_int
 from vafa.training.data import Augmentation
 
 __all__ = ["ITERATIVE_ATTACKS", "MODES", "MODE_ATTACKS", "MODE_TITLES", "TrainingConfig"]
@@ -87,16 +87,16 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         self.mode = resolve_mode(self.mode)
         for name in ("epochs", "batch_size", "val_every", "tile_batch"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         if self.iterations_per_epoch is not None:
-            _positive_int("iterations_per_epoch", self.iterations_per_epoch)
+            positive_int("iterations_per_epoch", self.iterations_per_epoch)
         for name in ("lr", "weight_decay", "lambda_fr"):
-            _finite_number(name, getattr(self, name), positive=name == "lr")
-        _finite_number("warmup", self.warmup)
+            number(name, getattr(self, name), positive=name == "lr")
+        number("warmup", self.warmup)
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
         if self.grad_clip is not None:
-            _finite_number("grad_clip", self.grad_clip, positive=True)
+            number("grad_clip", self.grad_clip, positive=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if not isinstance(self.augmentation, Augmentation):
@@ -141,16 +141,3 @@ def resolve_mode(mode: str) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}{hint}")
     return key
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _finite_number(name: str, value: Any, positive: bool = False) -> None:
-    rule = "> 0" if positive else ">= 0"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")

@@ -29,6 +29,7 @@ import torch
 
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume
+from vafa.ops.checks import number
 
 __all__ = [
     "AXIS_NAMES",
@@ -86,12 +87,12 @@ class Augmentation:
             self.flip_axes = (self.flip_axes,)
         self.flip_axes = tuple(self.flip_axes)
         for name in ("pos", "neg", "rotate_degrees", "scale_intensity", "shift_intensity"):
-            _non_negative(name, getattr(self, name))
+            number(name, getattr(self, name))
         if self.pos + self.neg <= 0:
             raise ValueError(f"pos + neg must be > 0, got {self.pos} and {self.neg}")
         for name in ("flip_prob", "rotate_prob", "scale_prob", "shift_prob"):
             value = getattr(self, name)
-            _non_negative(name, value)
+            number(name, value)
             if value > 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         for axis in self.flip_axes:
@@ -404,10 +405,3 @@ def _check_axis(axis) -> None:
             )
     elif isinstance(axis, bool) or not isinstance(axis, int) or axis not in (0, 1, 2):
         raise ValueError(f"flip axis must be 0, 1, 2 or 'SI'/'AP'/'LR', got {axis!r}")
-
-
-def _non_negative(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
