@@ -40,11 +40,10 @@ def run(args) -> int:
     paths["clean"] = save_volume(
         clean, out / "clean.nii.gz", overwrite=True, protect=[image.source]
     )
-    mapping = outcome.model_input.mapping
     block = (outcome.settings.get("attack") or {}).get("block_size")
     paths["figure"] = attack_figure(
         outcome.model_input.tensor[0, 0].numpy(),
-        mapping.forward(outcome.adversarial.array),
+        outcome.adversarial01[0, 0].numpy(),
         outcome.clean_prediction.array,
         outcome.adversarial_prediction.array,
         outcome.metrics,

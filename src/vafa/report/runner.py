@@ -155,16 +155,13 @@ def iter_grid(
 
 def _lpips_of(metric, outcome) -> float | None:
     """LPIPS between the clean and the attacked model input (None: slices too small)."""
-    import torch
 
     from vafa.io.lpips import MIN_SLICE, volume_lpips
 
     clean = outcome.model_input.tensor
     if min(clean.shape[2:4]) < MIN_SLICE:
         return None
-    adversarial01 = outcome.model_input.mapping.forward(outcome.adversarial.array)
-    adversarial = torch.as_tensor(np.asarray(adversarial01, dtype=np.float32))[None, None]
-    return float(volume_lpips(metric, clean, adversarial)[0])
+    return float(volume_lpips(metric, clean, outcome.adversarial01)[0])
 
 
 def _relay(gen, progress) -> Generator[GridProgress, bool | None, tuple[Any, bool]]:
@@ -210,7 +207,7 @@ class _SliceView:
         return out
 
     def attacked(self, outcome) -> dict[str, Any]:
-        adv01 = outcome.model_input.mapping.forward(outcome.adversarial.array)
+        adv01 = outcome.adversarial01[0, 0].numpy()
         return self._pack(adv01, outcome.adversarial_prediction.array)
 
     def _pack(self, image01: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:

@@ -92,6 +92,8 @@ class AttackOutcome:
             tile indices), ``step``, ``loss``, ``dice``, ``ssim`` (+ ``alpha`` for VAFA).
         cancelled: the callback stopped the attack (later tiles are clean).
         model_input: the :class:`ModelInput` attacked.
+        adversarial01: the attacked model input itself, ``[1, C, H, W, D]`` float32 in [0, 1] on
+            the model grid (CPU): what the model saw, without a round trip through file units.
         inputs: files the outcome was made from (never overwritten by :func:`write_outcome`).
     """
 
@@ -105,6 +107,7 @@ class AttackOutcome:
     history: list[dict[str, Any]]
     cancelled: bool
     model_input: ModelInput
+    adversarial01: torch.Tensor | None = None
     inputs: tuple[Path, ...] = field(default_factory=tuple)
 
 
@@ -238,6 +241,7 @@ def iter_run_attack(
         history=_history(result.tile_results),
         cancelled=result.cancelled,
         model_input=model_input,
+        adversarial01=adv01.detach().to("cpu", torch.float32),
         inputs=tuple(v.source for v in (image, labels) if v is not None and v.source),
     )
 
