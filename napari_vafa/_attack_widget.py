@@ -27,6 +27,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 
 from napari_vafa._attack_controls import AttackControls
+from napari_vafa._compare_view import CompareView
 from napari_vafa._model_picker import ModelPicker
 from napari_vafa._result_layers import LAYER_ORDER, ResultLayers, source_of
 from napari_vafa._tooltips import tooltip
@@ -91,6 +92,8 @@ class AttackWidget(WorkerWidget):
         self.results = ResultLayers(napari_viewer, self.reset_choices)
         self._cache = ModelCache()
         self._applying: list[str] | None = None
+        self._compare = CompareView(napari_viewer)
+        self._source_layer = None
 
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)
@@ -98,6 +101,7 @@ class AttackWidget(WorkerWidget):
         self.paper.changed.connect(self._apply_paper)
         self.export_button.changed.connect(self.export)
         self.compare_button.changed.connect(self.compare)
+        self.compare_view.changed.connect(self._toggle_compare_view)
         self._connect()
 
     # ------------------------------------------------------------------ construction
@@ -119,6 +123,7 @@ class AttackWidget(WorkerWidget):
         self.export_q_table = CheckBox(text="q table", value=False)
         self.export_button = PushButton(text="Export NIfTI…", enabled=False)
         self.quick_compare = CheckBox(text="quick grid", value=True)
+        self.compare_view = CheckBox(text="compare view", value=False, enabled=False)
         self.compare_button = PushButton(text="Compare attacks")
         for name in (
             *self._own_input_names(),
@@ -127,6 +132,7 @@ class AttackWidget(WorkerWidget):
             "status",
             "export_button",
             "compare_button",
+            "compare_view",
         ):
             getattr(self, name).tooltip = tooltip("attack", name)
         extras = Container(
@@ -134,6 +140,11 @@ class AttackWidget(WorkerWidget):
             labels=False,
             label="also export",
             widgets=[self.export_perturbation, self.export_predictions, self.export_q_table],
+        )
+        export_row = Container(
+            layout="horizontal",
+            labels=False,
+            widgets=[self.export_button, self.compare_view],
         )
         comparison = Container(
             layout="horizontal",
@@ -145,7 +156,7 @@ class AttackWidget(WorkerWidget):
             self.image_layer, self.labels_layer, self.model_source, self.weights,
             self.card_preset, self.card_file, self.device, self.attack,
             *self.attack_controls.widgets, self.seed, buttons, self.status, extras,
-            self.export_button, comparison,
+            export_row, comparison,
         ])  # fmt: skip
 
     def _own_input_names(self) -> tuple[str, ...]:
@@ -234,6 +245,28 @@ class AttackWidget(WorkerWidget):
     def _set_running(self, running: bool) -> None:
         super()._set_running(running)
         self.export_button.enabled = not running and self.last_outcome is not None
+        self.compare_view.enabled = not running and bool(self._compared_layers())
+
+    # ------------------------------------------------------------------ compare view
+    def _compared_layers(self) -> list[Any]:
+        """Clean image, adversarial, perturbation, clean and adversarial predictions (those
+        that exist), in that order."""
+        keys = ("adversarial", "perturbation", "clean_prediction", "adversarial_prediction")
+        results = [self.results.layers[k] for k in keys if k in self.results.layers]
+        source = self._source_layer
+        clean = [source] if source is not None and source in self.viewer.layers else []
+        return [*clean, *(layer for layer in results if layer in self.viewer.layers)]
+
+    def _toggle_compare_view(self, on: bool) -> None:
+        """Show the last run side by side in napari's grid, or put the previous view back."""
+        try:
+            if on:
+                self._compare.show(self._compared_layers(), shape=(2, 3))
+            else:
+                self._compare.restore()
+        except ValueError as err:
+            notify_error(f"{self.TITLE}: {err}")
+            self.compare_view.value = False
 
     # ------------------------------------------------------------------ run
     def _inputs(self):
@@ -264,6 +297,9 @@ class AttackWidget(WorkerWidget):
             preview_interval=PREVIEW_INTERVAL,
         )
         source = None if image.source is None else str(image.source)
+        if self.compare_view.value:
+            self.compare_view.value = False  # the user's view back before layers change
+        self._source_layer = layer
         self.results.begin_run(source_of(layer, source), data)
         return job
 

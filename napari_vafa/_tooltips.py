@@ -59,6 +59,11 @@ ATTACK_WIDGET: dict[str, str] = {
         "Compare attacks on the quick grid (clean, PGD ε4, FGSM ε4, GN σ4, VAFA-2D, VAFA q_max "
         "20/30; 10 steps). Unticked: the paper's full Table 1 (ε/σ 4 and 8, BIM; 20 steps)."
     ),
+    "compare_view": (
+        "Show the last run side by side in napari's grid: clean | adversarial | perturbation | "
+        "clean and adversarial predictions, one camera and one slice for all. Untick to get "
+        "your previous view back."
+    ),
     "compare_button": (
         "Run the paper's Table-1 attacks on this volume and model, one after the other, and "
         "show Dice, SSIM, PSNR and L∞ of each in the metrics dock (minutes on a CPU)."
@@ -107,7 +112,8 @@ TRAIN_WIDGET: dict[str, str] = {
         "Training objective (Hanif et al., MICCAI 2023). VAFA-FR: Eq. 3, Dice-CE on clean and "
         "on VAFA patches + λ × frequency consistency of the logits (Eq. 4). VAFA: Dice-CE on "
         "VAFA patches only. PGD/FGSM/BIM/GN: Dice-CE on voxel-domain adversarial (or noisy) "
-        "patches. clean: ordinary fine-tuning."
+        "patches. clean: ordinary fine-tuning, validated under VAFA with the settings below "
+        "for comparison."
     ),
     "epochs": "Epochs to train; 'latest' is saved after every epoch.",
     "iterations": (

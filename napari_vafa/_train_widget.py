@@ -63,6 +63,8 @@ PATCH_SIZES = (("model card's", 0), ("32³", 32), ("48³", 48), ("64³", 64), ("
 #: Start values of the training attack that differ from the attacks' own: the settings of the
 #: matched VAFT evidence (docs/results.md) — 5 attack steps per batch.
 ATTACK_DEFAULTS = {"steps": 5}
+#: The attack a "clean" run is validated under (with the settings of its controls).
+VALIDATION_ATTACK = "vafa"
 
 
 def mode_choices() -> tuple[tuple[str, str], ...]:
@@ -180,7 +182,7 @@ class TrainWidget(WorkerWidget):
         from vafa.training import MODE_ATTACKS
 
         mode = self.mode.value
-        shown = self.attack_controls.shown(MODE_ATTACKS[mode])
+        shown = self.attack_controls.shown(MODE_ATTACKS[mode] or VALIDATION_ATTACK)
         for name in self.attack_controls.names:
             getattr(self, name).visible = name in shown
         self.lambda_fr.visible = mode == "vafa-fr"  # the weight of Eq. 3's frequency term
@@ -223,6 +225,7 @@ class TrainWidget(WorkerWidget):
             lambda_fr=float(self.lambda_fr.value),
             attack_options=self._attack_options(),
             val_every=int(self.val_every.value),
+            **self._validation_attack(),
         )
         self._check_out_dir(out_dir, model)
         patch = int(self.patch_size.value)
@@ -253,6 +256,18 @@ class TrainWidget(WorkerWidget):
         from vafa.training import MODE_ATTACKS
 
         return self.attack_controls.options(MODE_ATTACKS[self.mode.value])
+
+    def _validation_attack(self) -> dict[str, Any]:
+        """A clean run is validated under VAFA with the controls' settings, so that its curve
+        of Dice under attack compares with an adversarial run's."""
+        from vafa.training import MODE_ATTACKS
+
+        if MODE_ATTACKS[self.mode.value] is not None:
+            return {}
+        return {
+            "validation_attack": VALIDATION_ATTACK,
+            "validation_attack_options": self.attack_controls.options(VALIDATION_ATTACK),
+        }
 
     def _check_out_dir(self, out_dir: Path, model) -> None:
         """Writable (created if needed), and no earlier run there unless "overwrite"; the base

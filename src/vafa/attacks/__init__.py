@@ -26,6 +26,7 @@ __all__ = [
     "attack_class",
     "build_attack",
     "drive",
+    "validate_options",
 ]
 
 ATTACKS: dict[str, type[Attack]] = {

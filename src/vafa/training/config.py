@@ -61,6 +61,12 @@ class TrainingConfig:
             published VAFA and PGD samples) unless ``keep`` is given. Must be empty for
             ``"clean"``; ``seed`` and ``device`` are set by the trainer.
         val_every: validate every this many epochs (and after the last epoch).
+        validation_attack: the attack of the attacked validation (a name of
+            :data:`vafa.attacks.ATTACKS`); None: the mode's attack. Lets a ``"clean"`` run be
+            measured under the same attack as an adversarial one (its best checkpoint is still
+            chosen by clean Dice).
+        validation_attack_options: its options; None: ``attack_options`` (the training
+            attack's, when it is the same attack), else the attack's defaults.
         tile_batch: tiles attacked together during validation.
         amp: mixed precision on CUDA (bfloat16 where supported, else float16 with a grad
             scaler); ignored on other devices.
@@ -79,6 +85,8 @@ class TrainingConfig:
     lambda_fr: float = 1.0
     attack_options: dict[str, Any] = field(default_factory=dict)
     val_every: int = 1
+    validation_attack: str | None = None
+    validation_attack_options: dict[str, Any] | None = None
     tile_batch: int = 1
     amp: bool = True
     seed: int = 0
@@ -115,20 +123,48 @@ class TrainingConfig:
             )
         if self.attack in ITERATIVE_ATTACKS:
             self.attack_options = {"keep": "last", **self.attack_options}
+        self._validation = _validation(self)
 
     @property
     def attack(self) -> str | None:
         """Name of the mode's attack (None for ``"clean"``)."""
         return MODE_ATTACKS[self.mode]
 
+    @property
+    def validation(self) -> tuple[str | None, dict[str, Any]]:
+        """``(attack, options)`` of the attacked validation (None: clean validation only)."""
+        return self._validation
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "augmentation"}
-        out["attack_options"] = {
-            k: list(v) if isinstance(v, tuple) else v for k, v in self.attack_options.items()
-        }
+        for key in ("attack_options", "validation_attack_options"):
+            if out[key] is not None:
+                out[key] = {k: list(v) if isinstance(v, tuple) else v for k, v in out[key].items()}
         out["augmentation"] = self.augmentation.to_dict()
         return out
+
+
+def _validation(config: TrainingConfig) -> tuple[str | None, dict[str, Any]]:
+    """The checked ``(attack, options)`` of the attacked validation."""
+    from vafa.attacks import ATTACKS, attack_class, validate_options
+
+    name = config.attack
+    if config.validation_attack is not None:
+        cls = attack_class(config.validation_attack)
+        name = next(key for key, value in ATTACKS.items() if value is cls)
+    options = config.validation_attack_options
+    if options is None:
+        options = config.attack_options if name == config.attack else {}
+    elif not isinstance(options, Mapping):
+        raise TypeError(f"validation_attack_options must be a dict, got {options!r}")
+    if name is None:
+        return None, {}
+    cls = ATTACKS[name]
+    checked = validate_options(cls.options, dict(options), cls.name)
+    if name in ITERATIVE_ATTACKS:
+        checked = {"keep": "last", **checked}
+    return name, checked
 
 
 def resolve_mode(mode: str) -> str:

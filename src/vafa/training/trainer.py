@@ -167,6 +167,7 @@ class Trainer:
         from vafa.run.tiling import iter_attack_volume, sliding_window_labels
 
         cfg, dist, card = self.config, self.dist, self.card
+        val_attack, val_options = cfg.validation
         mine = list(range(dist.rank, len(self.val_cases), dist.world_size))
         sums = torch.zeros(8, dtype=torch.float64)
         for i, index in enumerate(mine):
@@ -175,9 +176,9 @@ class Trainer:
             y = case.labels[None].round().long().to(self.device)
             pred = sliding_window_labels(self.raw, x, card.roi_size, overlap=VALIDATION_OVERLAP)
             sums[:4] += _dice_sums(dice_per_class(pred, y, card.out_channels))
-            if cfg.attack is not None:
+            if val_attack is not None:
                 attack = build_attack(
-                    cfg.attack, self.raw, **cfg.attack_options, seed=self._seed(2, index, rank=0)
+                    val_attack, self.raw, **val_options, seed=self._seed(2, index, rank=0)
                 )
                 tiles = iter_attack_volume(
                     attack, x, y, roi=card.roi_size, tile_batch=cfg.tile_batch
@@ -194,7 +195,7 @@ class Trainer:
             if self.stop and dist.world_size == 1:
                 return None
         sums = dist.sum(sums)
-        return _validation_means(sums, len(self.val_cases), cfg.attack is not None)
+        return _validation_means(sums, len(self.val_cases), val_attack is not None)
 
     def _relay(self, gen, stage: str, **fields):
         """Run an attack generator, yielding a :class:`TrainingEvent` per step; a cancel stops

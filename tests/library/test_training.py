@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from tiny_unet import tiny_card, tiny_model
+from factories import tiny_card, tiny_model
 
 from vafa.cli import main
 from vafa.io.checkpoints import card_path_for, load_card, load_model
@@ -487,3 +487,21 @@ def test_training_samples_are_the_published_last_iterate_unless_keep_is_given():
     }
     assert TrainingConfig(mode="gn").attack_options == {}  # noise has no iterates
     assert TrainingConfig(mode="clean").attack_options == {}
+
+
+def test_a_clean_run_can_be_validated_under_an_attack(card, datalist, tmp_path):
+    """validation_attack: the clean run's Dice under VAFA, measured like an adversarial run's
+    (its best checkpoint is still chosen by clean Dice)."""
+    options = {"steps": 2, "block_size": 8}
+    cfg = config("clean", validation_attack="VAFA", validation_attack_options=options)
+    assert cfg.validation == ("vafa", {"keep": "last", **options})
+    result = train(tiny_model(card), card, datalist, out_dir=tmp_path, config=cfg)
+    assert result.validation["dice_fg_adv"] is not None
+    assert result.selection == "dice_fg_clean"
+    same = config("vafa", attack_options={"steps": 2, "q_max": 12})
+    assert same.validation == ("vafa", {"keep": "last", "steps": 2, "q_max": 12})
+    assert config("clean").validation == (None, {})
+    with pytest.raises(ValueError, match="attack must be one of"):
+        config("clean", validation_attack="vafa3")
+    with pytest.raises(ValueError, match="q_max must be > 0"):
+        config("clean", validation_attack="vafa", validation_attack_options={"q_max": -1})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import factories
 import pytest
 import torch
 from torch import nn
@@ -26,14 +27,10 @@ from vafa.ops.devices import resolve_device
 
 
 def tiny_card(out_channels: int = 3, **overrides) -> ModelCard:
-    """A demo-unet card shrunk to a few hundred parameters (16³ inputs)."""
-    fields = {
-        "kwargs": {"channels": [4, 8], "strides": [2]},
-        "out_channels": out_channels,
-        "class_names": ["background"] + [f"organ {i}" for i in range(1, out_channels)],
-        "roi_size": (16, 16, 16),
-    }
-    return ModelCard.from_preset("demo-unet", **{**fields, **overrides})
+    """A demo-unet card (3 mm, RAS) shrunk to a few hundred parameters (16³ inputs)."""
+    fields = {"spacing": (3.0, 3.0, 3.0), "orientation": "RAS", **overrides}
+    kwargs = fields.pop("kwargs", {"channels": [4, 8], "strides": [2]})
+    return factories.tiny_card("demo-unet", out_channels=out_channels, kwargs=kwargs, **fields)
 
 
 def tiny_model(card: ModelCard, seed: int = 0) -> nn.Module:

@@ -12,7 +12,7 @@ import pytest
 
 from vafa.io.data import SAMPLE_CLASS_NAMES, load_sample, sample_paths
 
-DATA = Path(__file__).resolve().parents[1] / "src" / "vafa" / "io" / "data"
+DATA = Path(__file__).resolve().parents[2] / "src" / "vafa" / "io" / "data"
 SHAPE = (122, 101, 112)
 # affine of TotalSegmentator's tests/reference_files/example_ct.nii.gz (3 mm, RAS)
 AFFINE = np.array(

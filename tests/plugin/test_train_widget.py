@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import tiny_card
 
 from napari_vafa._train_worker import (
     JobCancelled,
@@ -38,15 +39,10 @@ SHAPE = (24, 20, 16)
 
 # ----------------------------------------------------------------------------- helpers
 def _tiny_card():
-    from vafa.io.models import ModelCard
-
-    return ModelCard.from_preset(
-        "unet",
-        out_channels=3,
+    return tiny_card(
         class_names=["background", "soft tissue", "bone"],
-        roi_size=(16, 16, 16),
-        kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
         spacing=(3.0, 3.0, 3.0),
+        orientation="RAS",
     )
 
 
@@ -273,7 +269,8 @@ def test_train_widget_runs_plots_and_hands_the_model_to_the_attack_widget(
     widget.mode.value = "gn"
     assert _shown(widget.std) and not _shown(widget.eps)
     widget.mode.value = "clean"
-    assert not any(_shown(getattr(widget, n)) for n in ("q_range", "eps", "std", "lambda_fr"))
+    assert not any(_shown(getattr(widget, n)) for n in ("eps", "std", "lambda_fr"))
+    assert _shown(widget.q_range)  # a clean run is validated under VAFA, with these settings
     widget.mode.value = "vafa-fr"
     assert _shown(widget.q_range) and _shown(widget.lambda_fr) and not _shown(widget.eps)
     assert not widget.use_button.enabled

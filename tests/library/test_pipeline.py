@@ -9,9 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from factories import tiny_card
 
 from vafa.io.intensity import CTWindow
-from vafa.io.models import ModelCard, build_model
+from vafa.io.models import build_model
 from vafa.io.volume import Volume
 from vafa.run import pipeline
 from vafa.run.pipeline import (
@@ -28,15 +29,7 @@ CLASSES = ["background", "soft tissue", "bone"]
 
 
 def _card(spacing=(3.0, 3.0, 3.0), **overrides):
-    return ModelCard.from_preset(
-        "unet",
-        out_channels=3,
-        class_names=CLASSES,
-        roi_size=(16, 16, 16),
-        kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
-        spacing=spacing,
-        **overrides,
-    )
+    return tiny_card(class_names=CLASSES, spacing=spacing, **{"orientation": "RAS", **overrides})
 
 
 @pytest.fixture(scope="module")

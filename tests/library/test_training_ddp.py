@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training import tiny_card, write_case
+from factories import tiny_card
+from test_training import write_case
 
 WORLD = 2
 ITERATIONS = 12

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from tiny_unet import save_tiny_model
+from factories import save_tiny_model
 
 from vafa.cli import main
 from vafa.io.checkpoints import save_card

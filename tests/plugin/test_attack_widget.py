@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from factories import tiny_card
 
 from napari_vafa._worker import (
     RESULT_LAYERS,
@@ -39,14 +40,12 @@ RUN_TIMEOUT_MS = 600_000  # the demo model at 128³ on a loaded 2-core machine
 
 # ----------------------------------------------------------------------------- helpers
 def _tiny_card(in_channels: int = 1) -> ModelCard:
-    return ModelCard.from_preset(
-        "unet",
+    return tiny_card(
         in_channels=in_channels,
-        out_channels=3,
         class_names=["background", "soft tissue", "bone"],
-        roi_size=(32, 32, 32),
-        kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
+        roi=32,
         spacing=(3.0, 3.0, 3.0),
+        orientation="RAS",
     )
 
 
@@ -598,6 +597,40 @@ def test_a_new_attack_with_a_schema_gets_controls(qtbot, monkeypatch):
     assert controls.controls["sigma"].label == "σ (voxels)"
     assert controls.controls["sigma"].value == 1.5
     assert controls.options("blur") == {"sigma": 1.5}
+
+
+@pytest.mark.gui
+def test_compare_view_shows_the_run_side_by_side_and_restores_the_view(
+    make_napari_viewer, qtbot, errors
+):
+    viewer, widget, ct, seg = _viewer_with_sample(make_napari_viewer)
+    assert not widget.compare_view.enabled  # nothing to compare before a run
+    widget.labels_layer.value = seg
+    widget.steps.value = 1
+    _run_and_wait(qtbot, widget)
+    assert errors == [] and widget.compare_view.enabled
+    viewer.dims.ndisplay = 3
+    viewer.camera.zoom = 1.7
+    seg.visible = False
+    before_order = [layer.name for layer in viewer.layers]
+    before_visible = {layer.name: layer.visible for layer in viewer.layers}
+    results = widget.result_layers
+    compared = [ct, *(results[k] for k in
+                      ("adversarial", "perturbation", "clean_prediction", "adversarial_prediction"))]  # fmt: skip
+
+    widget.compare_view.native.click()  # as a user
+    grid = viewer.canvas.grid
+    assert grid.enabled and tuple(grid.shape) == (2, 3) and viewer.dims.ndisplay == 2
+    assert [layer.name for layer in viewer.layers if layer.visible] == [c.name for c in compared]
+    positions = [grid.position(viewer.layers.index(layer), viewer.layers) for layer in compared]
+    assert positions == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]  # reading order
+
+    widget.compare_view.native.click()  # off: the previous view comes back
+    assert not grid.enabled and viewer.dims.ndisplay == 3
+    assert [layer.name for layer in viewer.layers] == before_order
+    assert {layer.name: layer.visible for layer in viewer.layers} == before_visible
+    assert viewer.camera.zoom == pytest.approx(1.7)
+    assert errors == []
 
 
 @pytest.mark.gui

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from tiny_unet import save_tiny_model
+from factories import save_tiny_model
 
 import vafa.report as R
 from vafa.attacks import build_attack

@@ -12,7 +12,7 @@ import torch
 from vafa import attacks
 from vafa.cli import build_parser
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "adding_an_attack.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "adding_an_attack.md"
 
 
 @pytest.fixture

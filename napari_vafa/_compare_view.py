@@ -1,0 +1,101 @@
+"""The attack widget's *Compare view*: the clean image, the adversarial one, the perturbation and
+both predictions side by side in napari's grid (one camera, one slice for all), and the user's
+previous view back when it is switched off.
+
+napari's grid (positive stride) places the visible layers only, the lowest in the layer list
+top left; so the compared layers are shown alone and moved to the top of the list in reading
+order, and everything
+changed — grid settings, display dimensions, camera, each layer's visibility and the layer
+order — is remembered and put back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CompareView"]
+
+
+@dataclass
+class _View:
+    grid: dict[str, Any]
+    ndisplay: int
+    camera: dict[str, Any]
+    visible: list[tuple[Any, bool]]
+    order: list[Any]
+
+
+class CompareView:
+    """Side-by-side comparison of layers in one viewer.
+
+    Args:
+        viewer: the napari viewer.
+    """
+
+    def __init__(self, viewer) -> None:
+        self.viewer = viewer
+        self._saved: _View | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._saved is not None
+
+    def show(self, layers: Sequence[Any], shape: tuple[int, int] = (-1, -1)) -> None:
+        """Only ``layers`` visible, in napari's grid, first one top left, in 2D.
+
+        Raises:
+            ValueError: no layers to compare.
+        """
+        if not layers:
+            raise ValueError("nothing to compare yet: run an attack first")
+        viewer = self.viewer
+        if self._saved is None:
+            grid = viewer.canvas.grid
+            self._saved = _View(
+                grid={"enabled": grid.enabled, "stride": grid.stride, "shape": grid.shape},
+                ndisplay=viewer.dims.ndisplay,
+                camera={
+                    "center": viewer.camera.center,
+                    "zoom": viewer.camera.zoom,
+                    "angles": viewer.camera.angles,
+                },
+                visible=[(layer, layer.visible) for layer in viewer.layers],
+                order=list(viewer.layers),
+            )
+        chosen = list(layers)
+        for layer in viewer.layers:
+            layer.visible = any(layer == other for other in chosen)
+        for layer in chosen:  # to the top, in order: the first visible one is top left
+            _move(viewer.layers, layer, len(viewer.layers))
+        viewer.dims.ndisplay = 2
+        grid = viewer.canvas.grid
+        grid.stride, grid.shape, grid.enabled = 1, shape, True
+        viewer.reset_view()
+
+    def restore(self) -> None:
+        """The view from before :meth:`show` (layers removed since are skipped)."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        viewer = self.viewer
+        grid = viewer.canvas.grid
+        grid.enabled = saved.grid["enabled"]
+        grid.stride, grid.shape = saved.grid["stride"], saved.grid["shape"]
+        present = [layer for layer in saved.order if layer in viewer.layers]
+        for index, layer in enumerate(present):
+            _move(viewer.layers, layer, index)
+        for layer, visible in saved.visible:
+            if layer in viewer.layers:
+                layer.visible = visible
+        viewer.dims.ndisplay = saved.ndisplay
+        viewer.camera.update(saved.camera)
+
+
+def _move(layers, layer, index: int) -> None:
+    """Put ``layer`` at position ``index`` of the layer list (``len``: the top)."""
+    current = layers.index(layer)
+    target = min(index, len(layers))
+    if current != target and not (target == len(layers) and current == len(layers) - 1):
+        layers.move(current, target)
