@@ -12,13 +12,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vafa.cli import attack, demo, evaluate, gui, info, report, train
+from vafa.cli import attack, demo, evaluate, gui, info, report, slicer, train
 from vafa.cli.common import common_parser, no_traceback_types, one_line
 
 __all__ = ["build_parser", "main"]
 
 #: The commands in the order ``vafa --help`` lists them.
-COMMANDS = (demo, attack, evaluate, info, gui, train, report)
+COMMANDS = (demo, attack, evaluate, info, gui, train, report, slicer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -149,5 +149,6 @@ def no_traceback_types() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         FileExistsError,
         IsADirectoryError,
+        NotADirectoryError,
         PermissionError,
     )

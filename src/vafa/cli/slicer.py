@@ -1,0 +1,36 @@
+"""``vafa slicer install DIR``: the 3D Slicer CLI modules (:mod:`vafa.slicer`)."""
+
+from __future__ import annotations
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers, common) -> None:
+    p = subparsers.add_parser(
+        "slicer",
+        help="install the 3D Slicer modules (VAFA attack, VAFA evaluate, VAFT fine-tune)",
+        description="Write the 3D Slicer CLI modules into a folder; then add the folder to "
+        "Slicer's Application Settings > Modules > Additional module paths and restart Slicer.",
+    )
+    sub = p.add_subparsers(dest="slicer_command", metavar="ACTION", required=True)
+    install = sub.add_parser("install", help="write the modules into DIR")
+    install.add_argument("dir", help="folder for the modules (created if needed)")
+    install.add_argument("--python", help="interpreter the modules run (default: this one)")
+    install.add_argument("--windows", action="store_true", help="write .bat executables")
+    install.add_argument("--overwrite", action="store_true", help="replace an earlier install")
+    install.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vafa.slicer.install import install
+
+    written = install(
+        args.dir, python=args.python, windows=args.windows or None, overwrite=args.overwrite
+    )
+    for path in written:
+        print(path)
+    print(
+        f"add {args.dir} to Slicer's Application Settings > Modules > Additional module paths, "
+        "then restart Slicer: the modules appear under the category VAFA"
+    )
+    return 0

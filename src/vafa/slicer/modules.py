@@ -1,0 +1,355 @@
+"""The 3D Slicer CLI modules of vafa, described once as parameter lists.
+
+Each module is a :class:`Module`: a title, a description and groups of :class:`Param` s. The
+Slicer Execution Model XML (:func:`vafa.slicer.xml.module_xml`) and the argument parser of the
+module process (:func:`vafa.slicer.run.parse`) are both made from these lists, and the attack
+and training-attack parameters come from the attacks' option schemas
+(:mod:`vafa.attacks.options`): there is no second list of options.
+
+Building a module imports the attack schemas (and so torch): ``vafa slicer install`` writes
+each module's XML beside its executable, which Slicer reads first, and the executable answers
+``--xml`` from that file without starting Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MODULES", "Module", "Param", "attack_module", "evaluate_module", "train_module"]
+
+#: Model choices every module offers: the bundled models, or a weights file.
+MODEL_CHOICES = ("demo", "robust-demo", "file")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+NIFTI = (".nii.gz", ".nii")
+WEIGHTS = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+#: A boolean option whose default is True (or differs between attacks) is offered as this
+#: enumeration: Slicer passes a boolean only as a bare flag when it is ticked.
+TRISTATE = ("default", "on", "off")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a Slicer CLI module.
+
+    Attributes:
+        name: identifier (also the longflag, without dashes).
+        tag: Slicer XML element: ``image``, ``file``, ``integer``, ``double``, ``boolean``,
+            ``string``, ``string-enumeration``, ``integer-enumeration``, ``float``.
+        label, description: what Slicer shows.
+        default: default value (None: none).
+        channel: ``input`` or ``output`` (images and files; return parameters are outputs).
+        index: positional index (then no flag).
+        flag: False for a return parameter (neither flag nor index).
+        image_type: ``scalar`` or ``label`` (images).
+        extensions: file extensions, the first one being what Slicer writes.
+        choices: enumeration values.
+        bounds: ``(minimum, maximum, step)`` of a number.
+        option: the attack option this parameter sets (None: a module parameter).
+        advanced: shown folded in Slicer.
+    """
+
+    name: str
+    tag: str
+    label: str
+    description: str
+    default: Any = None
+    channel: str | None = None
+    index: int | None = None
+    flag: bool = True
+    image_type: str | None = None
+    extensions: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()
+    bounds: tuple[float, float, float] | None = None
+    option: str | None = None
+
+    @property
+    def returned(self) -> bool:
+        """A return parameter (written to the return parameter file)."""
+        return self.index is None and not self.flag
+
+
+@dataclass(frozen=True)
+class Group:
+    label: str
+    description: str
+    params: tuple[Param, ...]
+    advanced: bool = False
+
+
+@dataclass(frozen=True)
+class Module:
+    """A Slicer CLI module: ``name`` is also the executable's file name."""
+
+    name: str
+    title: str
+    description: str
+    groups: tuple[Group, ...] = field(default_factory=tuple)
+
+    @property
+    def params(self) -> list[Param]:
+        return [p for g in self.groups for p in g.params]
+
+
+# ----------------------------------------------------------------------------- pieces
+def _model_group() -> Group:
+    return Group(
+        "Model",
+        "The segmentation model.",
+        (
+            Param("model", "string-enumeration", "Model",
+                  "A bundled model, or 'file' for the weights file below.", "demo",
+                  choices=MODEL_CHOICES),
+            Param("weights", "file", "Weights file",
+                  "Checkpoint (.safetensors preferred; .pt read without unpickling).",
+                  channel="input", extensions=WEIGHTS),
+            Param("card", "string", "Model card",
+                  "Card JSON path, or a preset name such as unetr-btcv; empty: the card beside "
+                  "the weights.", ""),
+            Param("device", "string-enumeration", "Device",
+                  "Where the model runs: auto picks cuda, then mps, then cpu.", "auto",
+                  choices=DEVICES),
+        ),
+    )  # fmt: skip
+
+
+def _option_param(option, by_attack: Mapping[str, Any], takers: str) -> Param:
+    """The Slicer parameter of an attack option (shared by the attacks that take it)."""
+    defaults = {repr(o.default) for o in by_attack.values()}
+    text = f"{takers}: {option.text[0].upper()}{option.text[1:]}."
+    if option.kind is bool:
+        if defaults == {repr(False)}:
+            return Param(option.name, "boolean", option.label or option.name, text, False,
+                         option=option.name)  # fmt: skip
+        return Param(option.name, "string-enumeration", option.label or option.name,
+                     text + " 'default': the attack's own.", "default", choices=TRISTATE,
+                     option=option.name)  # fmt: skip
+    if option.choices:
+        if len(defaults) > 1:  # e.g. keep: best for VAFA, last for PGD
+            return Param(option.name, "string-enumeration", option.label or option.name,
+                         text + " 'default': the attack's own.", "default",
+                         choices=("default", *option.choices), option=option.name)  # fmt: skip
+        return Param(option.name, "string-enumeration", option.label or option.name,
+                     text, option.default, choices=option.choices, option=option.name)  # fmt: skip
+    if option.name == "block_size":
+        return Param(option.name, "integer-enumeration", option.label or option.name,
+                     text + " Cubes (squares for VAFA-2D).", 32, choices=option.gui,
+                     option=option.name)  # fmt: skip
+    tag = "integer" if option.kind is int else "double"
+    bounds = option.gui if option.widget in ("slider", "spin", "range") else None
+    default = option.default if len(defaults) == 1 else None
+    return Param(option.name, tag, option.label or option.name, text, default, bounds=bounds,
+                 option=option.name)  # fmt: skip
+
+
+def _attack_groups(schemas: Mapping[str, Sequence[Any]], names: Mapping[str, str],
+                   *, first: str) -> list[Group]:  # fmt: skip
+    """One group of the options of ``first`` (up front), then one per remaining attack."""
+    from vafa.attacks.options import option_table
+
+    table = option_table(schemas)
+    placed: set[str] = set()
+    groups = []
+    for attack in (first, *(a for a in schemas if a != first)):
+        params = []
+        for option in schemas[attack]:
+            if option.name in placed or not option.cli_flags:
+                continue
+            placed.add(option.name)
+            by_attack = table[option.name]
+            takers = ", ".join(names[a] for a in by_attack)
+            params.append(_option_param(option, by_attack, takers))
+        if params:
+            groups.append(
+                Group(f"{names[attack]} options", f"Settings of {names[attack]} (and the "
+                      "attacks that share them).", tuple(params), advanced=attack != first)
+            )  # fmt: skip
+    return groups
+
+
+def _schemas(training: bool = False) -> tuple[dict[str, tuple], dict[str, str]]:
+    from vafa.attacks import ATTACKS
+
+    schemas = {
+        key: tuple(o for o in cls.options if not training or o.training)
+        for key, cls in ATTACKS.items()
+    }
+    return schemas, {key: cls.name for key, cls in ATTACKS.items()}
+
+
+# ----------------------------------------------------------------------------- the modules
+def attack_module() -> Module:
+    from vafa.attacks import ATTACKS
+
+    schemas, names = _schemas()
+    io = Group(
+        "Volumes",
+        "The volume to attack and what to write (on the input's grid).",
+        (
+            Param("input", "image", "Input volume", "The image to attack (e.g. CT in HU).",
+                  channel="input", index=0, image_type="scalar", extensions=NIFTI),
+            Param("labels", "image", "Labels",
+                  "Ground truth to attack and score against; empty: the model's own prediction.",
+                  channel="input", image_type="label", extensions=NIFTI),
+            Param("adversarial", "image", "Adversarial volume",
+                  "The attacked image, in the input's units.", channel="output",
+                  image_type="scalar", extensions=NIFTI),
+            Param("perturbation", "image", "Perturbation", "Adversarial minus input.",
+                  channel="output", image_type="scalar", extensions=NIFTI),
+            Param("clean_prediction", "image", "Clean prediction",
+                  "The model's segmentation of the input.", channel="output",
+                  image_type="label", extensions=NIFTI),
+            Param("adversarial_prediction", "image", "Adversarial prediction",
+                  "The model's segmentation of the adversarial volume.", channel="output",
+                  image_type="label", extensions=NIFTI),
+        ),
+    )  # fmt: skip
+    attack = Group(
+        "Attack",
+        "Which attack, and its random seed.",
+        (
+            Param("attack", "string-enumeration", "Attack",
+                  "VAFA (3D DCT blocks), VAFA-2D, or a voxel baseline.", "vafa",
+                  choices=tuple(ATTACKS)),
+            Param("seed", "integer", "Seed", "Seed of the attack's random numbers.", 0,
+                  bounds=(0, 2**31 - 1, 1)),
+        ),
+    )  # fmt: skip
+    results = Group(
+        "Results",
+        "Measured on the attacked volume.",
+        tuple(
+            Param(name, "float", label, text, channel="output", flag=False)
+            for name, label, text in (
+                ("dice_fg_clean", "Dice (fg), clean", "Foreground Dice of the clean prediction."),
+                ("dice_fg_adversarial", "Dice (fg), adversarial",
+                 "Foreground Dice of the adversarial prediction."),
+                ("ssim", "SSIM", "Structural similarity of adversarial and input volume."),
+            )
+        ),
+    )  # fmt: skip
+    return Module(
+        "VAFAAttack",
+        "VAFA attack",
+        "Attack a segmentation model with VAFA (Hanif et al., MICCAI 2023: learnable "
+        "quantization of 3D DCT coefficients) or a voxel baseline; writes the adversarial "
+        "volume, the perturbation and both predictions.",
+        (io, _model_group(), attack, *_attack_groups(schemas, names, first="vafa"), results),
+    )
+
+
+def evaluate_module() -> Module:
+    io = Group(
+        "Volumes",
+        "The volume, its ground truth, and optionally an adversarial version of it.",
+        (
+            Param("input", "image", "Input volume", "The clean image.", channel="input",
+                  index=0, image_type="scalar", extensions=NIFTI),
+            Param("labels", "image", "Labels",
+                  "Ground truth; empty: the clean prediction is the reference.",
+                  channel="input", image_type="label", extensions=NIFTI),
+            Param("adversarial", "image", "Adversarial volume",
+                  "An attacked version of the input (same grid).", channel="input",
+                  image_type="scalar", extensions=NIFTI),
+        ),
+    )  # fmt: skip
+    results = Group(
+        "Results",
+        "Segmentation metrics (adversarial ones when an adversarial volume is given).",
+        tuple(
+            Param(name, "float", label, text, channel="output", flag=False)
+            for name, label, text in (
+                ("dice_fg", "Dice (fg)", "Foreground Dice of the clean prediction."),
+                ("dice", "Dice (mean)", "Mean Dice over the classes present."),
+                ("hd95", "HD95 (mm)", "95th percentile Hausdorff distance (mean over classes)."),
+                ("dice_fg_adversarial", "Dice (fg), adversarial",
+                 "Foreground Dice of the adversarial prediction."),
+                ("hd95_adversarial", "HD95 (mm), adversarial", "HD95 of the adversarial prediction."),
+                ("ssim", "SSIM", "Structural similarity of adversarial and input volume."),
+            )
+        ),
+    )  # fmt: skip
+    return Module(
+        "VAFAEvaluate",
+        "VAFA evaluate",
+        "Dice, foreground Dice and HD95 of a model on a volume, and on an adversarial version.",
+        (io, _model_group(), results),
+    )
+
+
+def train_module() -> Module:
+    from vafa.training import MODE_TITLES, MODES
+
+    schemas, names = _schemas(training=True)
+    io = Group(
+        "Data and output",
+        "One labelled volume to fine-tune on (validated on itself: a demo of the workflow).",
+        (
+            Param("input", "image", "Input volume", "The image to train on.", channel="input",
+                  index=0, image_type="scalar", extensions=NIFTI),
+            Param("labels", "image", "Labels", "Its ground truth (on the same grid).",
+                  channel="input", index=1, image_type="label", extensions=NIFTI),
+            Param("output_weights", "file", "Fine-tuned weights",
+                  "Where the trained weights go (.safetensors, its model card beside it).",
+                  channel="output", extensions=(".safetensors",)),
+        ),
+    )  # fmt: skip
+    training = Group(
+        "Training",
+        "VAFT settings (defaults: the widget's, a few minutes on a CPU).",
+        (
+            Param("mode", "string-enumeration", "Mode",
+                  "; ".join(f"{m}: {MODE_TITLES[m]}" for m in MODES), "vafa-fr", choices=MODES),
+            Param("epochs", "integer", "Epochs", "Epochs to train.", 3, bounds=(1, 100000, 1)),
+            Param("iterations", "integer", "Iterations per epoch", "Updates per epoch.", 100,
+                  bounds=(1, 1000000, 1)),
+            Param("batch_size", "integer", "Batch size", "Patches per update.", 2,
+                  bounds=(1, 256, 1)),
+            Param("lr", "double", "Learning rate", "AdamW learning rate.", 5e-4,
+                  bounds=(1e-6, 1.0, 1e-5)),
+            Param("patch", "integer", "Patch size", "Side of the training patches (voxels).", 64,
+                  bounds=(16, 256, 16)),
+            Param("lambda_fr", "double", "λ (L_fr)",
+                  "vafa-fr: weight of the frequency-consistency term.", 1.0,
+                  bounds=(0.0, 100.0, 0.1)),
+            Param("seed", "integer", "Seed", "Seed of patches and attacks.", 0,
+                  bounds=(0, 2**31 - 1, 1)),
+        ),
+    )  # fmt: skip
+    attack_params = [g for g in _attack_groups(schemas, names, first="vafa") if g.params]
+    steps = {"steps": 5}  # the widget's default training attack (docs/results.md)
+    attack_params = [
+        Group(g.label, g.description,
+              tuple(_with_default(p, steps.get(p.name, p.default)) for p in g.params),
+              g.advanced)
+        for g in attack_params
+    ]  # fmt: skip
+    results = Group(
+        "Results",
+        "The last validation (sliding window on the training volume).",
+        (
+            Param("val_dice_fg", "float", "Validation Dice (fg)", "Clean foreground Dice.",
+                  channel="output", flag=False),
+            Param("val_dice_fg_adversarial", "float", "Validation Dice (fg) under attack",
+                  "Foreground Dice under the training attack.", channel="output", flag=False),
+        ),
+    )  # fmt: skip
+    return Module(
+        "VAFTFineTune",
+        "VAFT fine-tune",
+        "Fine-tune a segmentation model by VAFT (adversarial training on VAFA samples with a "
+        "frequency-consistency loss) or a baseline mode; writes the weights and their card.",
+        (io, _model_group(), training, *attack_params, results),
+    )
+
+
+def _with_default(param: Param, default: Any) -> Param:
+    from dataclasses import replace
+
+    return replace(param, default=default)
+
+
+#: The modules ``vafa slicer install`` writes, by executable name.
+MODULES = {"VAFAAttack": attack_module, "VAFAEvaluate": evaluate_module,
+           "VAFTFineTune": train_module}  # fmt: skip

@@ -1,0 +1,274 @@
+"""The process Slicer starts for a vafa module: ``python -m vafa.slicer MODULE ARGS…``.
+
+Arguments come as Slicer builds them from the module's XML: flagged parameters as
+``--name value`` (booleans as a bare flag when ticked, empty values left out), then the
+positional images, and ``--returnparameterfile FILE`` for the results. Progress goes to stdout
+as ``<filter-progress>`` fractions and ``<filter-comment>`` lines; a user error ends with one
+line on stderr, exit status 2, and nothing written at the output paths (every output is written
+at the end, all or nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vafa.slicer.modules import MODULES, TRISTATE, Module
+
+__all__ = ["main", "parse"]
+
+_TYPES = {"integer": int, "integer-enumeration": int, "double": float, "float": float}
+
+
+def parse(module: Module, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` as Slicer passes it to ``module``."""
+    parser = argparse.ArgumentParser(prog=module.name, description=module.description)
+    positional = sorted((p for p in module.params if p.index is not None), key=lambda p: p.index)
+    for p in positional:
+        parser.add_argument(p.name)
+    for p in module.params:
+        if p.index is not None or p.returned:
+            continue
+        if p.tag == "boolean":
+            parser.add_argument(f"--{p.name}", action="store_true")
+        else:
+            kind = _TYPES.get(p.tag, str)
+            choices = [kind(c) for c in p.choices] if p.choices else None
+            parser.add_argument(f"--{p.name}", type=kind, choices=choices, default=None)
+    parser.add_argument("--returnparameterfile", default=None)
+    return parser.parse_args(list(argv))
+
+
+class Progress:
+    """Slicer's progress protocol on stdout (fractions never go down)."""
+
+    def __init__(self) -> None:
+        self.done = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        self.done = max(self.done, min(max(float(fraction), 0.0), 1.0))
+        print(f"<filter-progress>{self.done:.4f}</filter-progress>", flush=True)
+
+    @staticmethod
+    def comment(text: str) -> None:
+        print(f"<filter-comment>{text}</filter-comment>", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``argv[0]`` names the module."""
+    from vafa.ops.messages import one_line
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in MODULES:
+        print(f"vafa slicer: first argument must be one of {sorted(MODULES)}", file=sys.stderr)
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = MODULES[name]()
+    args = parse(module, rest)
+    try:
+        results = RUNNERS[name](args, Progress())
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
+            IsADirectoryError) as err:  # fmt: skip
+        print(f"{module.title}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    if args.returnparameterfile:
+        from vafa.io.files import write_text
+
+        lines = [f"{key} = {_value(results.get(key))}" for key in
+                 (p.name for p in module.params if p.returned)]  # fmt: skip
+        write_text(args.returnparameterfile, "\n".join(lines) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- modules
+def run_attack_module(args, progress: Progress) -> dict[str, Any]:
+    from vafa.attacks import attack_class
+    from vafa.io.volume import load_labels, load_volume
+    from vafa.run.pipeline import run_attack
+
+    outputs = _outputs(args, ("adversarial", "perturbation", "clean_prediction",
+                              "adversarial_prediction"))  # fmt: skip
+    progress.comment("loading the model")
+    model, card = _model(args)
+    image = load_volume(args.input)
+    labels = None if not args.labels else load_labels(args.labels, image, card.out_channels)
+    cls = attack_class(args.attack)
+    options = _attack_options(args, MODULES["VAFAAttack"](), {o.name for o in cls.options})
+    progress.comment(f"attacking with {cls.name}")
+    progress(0.0)
+
+    def on_step(event) -> None:
+        tiles = event.tiles or 1
+        done = ((event.tile or 1) - 1 + event.step / max(event.total, 1)) / tiles
+        progress(0.05 + 0.85 * done)
+
+    outcome = run_attack(model, card, image, labels, attack=args.attack, options=options,
+                         device=args.device, seed=args.seed, callback=on_step,
+                         resample_back=True)  # fmt: skip
+    progress.comment("writing the outputs")
+    _write(outputs, outcome)
+    progress(1.0)
+    m = outcome.metrics
+    return {
+        "dice_fg_clean": m["dice_fg"]["clean"],
+        "dice_fg_adversarial": m["dice_fg"]["adversarial"],
+        "ssim": m.get("ssim"),
+    }
+
+
+def run_evaluate_module(args, progress: Progress) -> dict[str, Any]:
+    from vafa.io.volume import load_labels, load_volume
+    from vafa.run.pipeline import evaluate
+
+    progress.comment("loading the model")
+    model, card = _model(args)
+    image = load_volume(args.input)
+    labels = None if not args.labels else load_labels(args.labels, image, card.out_channels)
+    adversarial = None if not args.adversarial else load_volume(args.adversarial)
+    progress(0.1)
+    progress.comment("segmenting")
+    m = evaluate(model, card, image, labels, adversarial, device=args.device)
+    progress(1.0)
+    return {
+        "dice_fg": m["dice_fg"]["clean"],
+        "dice": m["dice"]["clean"],
+        "hd95": m["hd95"]["clean"],
+        "dice_fg_adversarial": m["dice_fg"]["adversarial"],
+        "hd95_adversarial": m["hd95"]["adversarial"],
+        "ssim": m.get("ssim"),
+    }
+
+
+def run_train_module(args, progress: Progress) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from vafa.attacks import attack_class
+    from vafa.io.checkpoints import load_model, save_model
+    from vafa.io.volume import load_labels, load_volume
+    from vafa.training import MODE_ATTACKS, TrainingConfig, train
+    from vafa.training.files import BEST, LATEST
+
+    target = _outputs(args, ("output_weights",))["output_weights"]
+    if not target.name.endswith(".safetensors"):
+        raise ValueError(f"output weights {target} must end in .safetensors")
+    progress.comment("loading the model")
+    model, card = _model(args)
+    image = load_volume(args.input)
+    labels = load_labels(args.labels, image, card.out_channels)
+    attack = MODE_ATTACKS[args.mode]
+    taken = {o.name for o in attack_class(attack).options} if attack else set()
+    options = _attack_options(args, MODULES["VAFTFineTune"](), taken)
+    config = TrainingConfig(mode=args.mode, epochs=args.epochs,
+                            iterations_per_epoch=args.iterations, batch_size=args.batch_size,
+                            lr=args.lr, lambda_fr=args.lambda_fr, attack_options=options,
+                            seed=args.seed)  # fmt: skip
+    card = replace(card, roi_size=(args.patch,) * 3)
+    progress(0.0)
+
+    def on_event(event) -> None:
+        if event.total:
+            progress(0.02 + 0.93 * event.iteration / event.total)
+
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".vaft-") as tmp:
+        result = train(model, card, [(image, labels)], [(image, labels)], out_dir=tmp,
+                       config=config, device=args.device, callback=on_event)  # fmt: skip
+        chosen = Path(tmp) / (BEST if result.best is not None else LATEST)
+        trained, trained_card = load_model(chosen, device="cpu")
+        save_model(trained, trained_card, target)
+    progress(1.0)
+    validation = result.validation or {}
+    return {
+        "val_dice_fg": validation.get("dice_fg_clean"),
+        "val_dice_fg_adversarial": validation.get("dice_fg_adv"),
+    }
+
+
+RUNNERS = {
+    "VAFAAttack": run_attack_module,
+    "VAFAEvaluate": run_evaluate_module,
+    "VAFTFineTune": run_train_module,
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _model(args):
+    from vafa.io.handle import ModelSource
+
+    if args.model == "file":
+        if not args.weights:
+            raise ValueError("model 'file' needs a weights file")
+        source = ModelSource(args.weights, card=args.card or None)
+    else:
+        source = ModelSource(args.model, card=args.card or None)
+    source.path  # noqa: B018 - a missing file is an error before anything runs
+    return source.load(device=args.device)
+
+
+def _attack_options(args, module: Module, taken: set[str]) -> dict[str, Any]:
+    """The values of the attack parameters the chosen attack takes ("default": its own)."""
+    options = {}
+    for p in module.params:
+        if p.option is None or p.option not in taken:
+            continue
+        value = getattr(args, p.name)
+        if p.tag == "boolean":
+            value = True if value else None
+        elif p.choices == TRISTATE:
+            value = {"default": None, "on": True, "off": False}[value]
+        elif value == "default":
+            value = None
+        if value is not None:
+            options[p.option] = value
+    return options
+
+
+def _outputs(args, names: Sequence[str]) -> dict[str, Path]:
+    """The output paths given, checked: their folders exist and none is an input."""
+    inputs = [Path(v) for k in ("input", "labels", "adversarial", "weights")
+              if (v := getattr(args, k, None)) and k not in names]  # fmt: skip
+    out = {}
+    for name in names:
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        path = Path(value)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent}: folder does not exist (for {name})")
+        if any(path.resolve() == i.resolve() for i in inputs):
+            raise ValueError(f"{name} {path} is an input file")
+        out[name] = path
+    if not out:
+        raise ValueError(f"choose at least one output ({', '.join(names)})")
+    return out
+
+
+def _write(outputs: dict[str, Path], outcome) -> None:
+    """The chosen outcome volumes, all or nothing (labels as integers)."""
+    import numpy as np
+
+    from vafa.io.files import atomic_write
+    from vafa.io.volume import save_volume
+
+    def writer(key):
+        volume = getattr(outcome, key)
+        dtype = np.float32
+        if key.endswith("prediction"):
+            dtype = np.uint8 if float(volume.array.max()) <= 255 else np.int16
+        return lambda tmp: save_volume(volume, tmp, dtype=dtype, overwrite=True,
+                                       protect=outcome.inputs)  # fmt: skip
+
+    atomic_write({path: writer(key) for key, path in outputs.items()})
+
+
+def _value(value) -> str:
+    return "nan" if value is None else f"{float(value):.6g}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

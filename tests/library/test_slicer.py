@@ -1,0 +1,261 @@
+"""The 3D Slicer CLI modules, checked without the Slicer application.
+
+* The XML written by ``vafa slicer install`` parses with ctk-cli (a pure-Python reader of the
+  Slicer Execution Model) and obeys the rules of Slicer's ModuleDescriptionParser.
+* A harness builds each module's argument list the way Slicer does from that XML (flagged
+  parameters in XML order as ``--longflag value``, booleans as a bare flag when true, empty
+  values left out, then the indexed ones, images as temporary files named by their first
+  file extension, ``--returnparameterfile`` when there are return parameters), runs the
+  installed executable on the bundled CT, and checks progress, return values and outputs.
+* The outputs are read back with Slicer's own reader (``vtkMRMLVolumeArchetypeStorageNode``
+  from the slicer-core package): their IJK→RAS equals the input's; predictions read as label
+  maps.
+
+Running a module headless through slicer-core's ``vtkSlicerCLIModuleLogic`` was investigated:
+the logic needs a ``ModuleDescription`` registered on the node, which only C++ can build
+(``vtkMRMLCommandLineModuleNode.GetNumberOfRegisteredModules()`` is 0 and no Python class makes
+one), so the harness plays Slicer's part instead.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ctk_cli = pytest.importorskip("ctk_cli")
+slicer_core = pytest.importorskip("slicer_core")
+
+from vafa.io.data import sample_paths  # noqa: E402
+from vafa.slicer.install import install  # noqa: E402
+
+MODULES = ("VAFAAttack", "VAFAEvaluate", "VAFTFineTune")
+LONGFLAG = re.compile(r"^[_A-Za-z][_A-Za-z0-9]*$")
+IMAGE_TYPES = {"scalar", "label", "tensor", "diffusion-weighted", "vector", "model"}
+TAGS = {
+    "integer", "float", "double", "boolean", "string", "integer-vector", "float-vector",
+    "double-vector", "string-vector", "integer-enumeration", "float-enumeration",
+    "double-enumeration", "string-enumeration", "point", "pointfile", "region", "file",
+    "directory", "image", "geometry", "transform", "table", "measurement",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def modules(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("slicer-modules")
+    install(folder)
+    return folder
+
+
+def _parameters(xml: Path) -> list:
+    return [p for group in ctk_cli.CLIModule(str(xml)) for p in group]
+
+
+# ----------------------------------------------------------------------------- the XML
+@pytest.mark.parametrize("name", MODULES)
+def test_xml_parses_and_follows_slicers_rules(modules, name):
+    xml = modules / f"{name}.xml"
+    module = ctk_cli.CLIModule(str(xml))
+    assert module.title and module.description and module.category == "VAFA"
+    names = set()
+    for p in _parameters(xml):
+        assert p.typ in TAGS, p.typ
+        assert p.name not in names, f"duplicate {p.name}"
+        names.add(p.name)
+        if p.longflag is not None:
+            assert LONGFLAG.match(p.longflag.lstrip("-")), p.longflag
+        assert p.flag is None or len(p.flag.lstrip("-")) == 1
+        assert not (p.index is not None and (p.longflag or p.flag)), f"{p.name}: index and flag"
+        if p.index is None and not (p.longflag or p.flag):
+            assert p.channel == "output", f"{p.name}: neither flag nor index, not a return"
+        if p.typ == "image":
+            assert p.channel in ("input", "output") and p.fileExtensions
+        if p.elements:
+            assert p.default in p.elements, f"{p.name}: default {p.default!r} not offered"
+    indices = sorted(p.index for p in _parameters(xml) if p.index is not None)
+    assert indices == list(range(len(indices)))
+
+
+def test_xml_carries_every_attack_option_of_the_schema(modules):
+    from vafa.attacks import ATTACKS
+
+    xml = modules / "VAFAAttack.xml"
+    offered = {p.name for p in _parameters(xml)}
+    schema = {o.name for cls in ATTACKS.values() for o in cls.options if o.cli_flags}
+    assert schema <= offered
+    first_group = [p.name for p in ctk_cli.CLIModule(str(xml))[3]]  # after volumes, model, attack
+    assert {"q_min", "q_max", "steps", "block_size"} <= set(first_group)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_executable_answers_xml_fast_without_python(modules, name):
+    start = time.perf_counter()
+    done = subprocess.run([str(modules / name), "--xml"], capture_output=True, timeout=5)
+    assert time.perf_counter() - start < 5
+    assert done.returncode == 0 and done.stderr == b""
+    assert (
+        done.stdout.startswith(b"<?xml") and done.stdout == (modules / f"{name}.xml").read_bytes()
+    )
+
+
+def test_install_refuses_to_overwrite_and_writes_windows_batch_files(tmp_path):
+    install(tmp_path)
+    with pytest.raises(FileExistsError):
+        install(tmp_path)
+    written = install(tmp_path / "win", windows=True, python=r"C:\Python\python.exe")
+    bat = (tmp_path / "win" / "VAFAAttack.bat").read_text()
+    assert tmp_path / "win" / "VAFAAttack.bat" in written
+    assert '"C:\\Python\\python.exe" -m vafa.slicer VAFAAttack %*' in bat and "--xml" in bat
+
+
+# ----------------------------------------------------------------------------- Slicer's part
+def slicer_argv(xml: Path, values: dict, tmp: Path) -> tuple[list[str], Path | None]:
+    """The argument list Slicer builds from ``xml`` for the parameter ``values`` (defaults for
+    the rest), and the return parameter file when the module has return parameters."""
+    flagged, indexed, returns = [], {}, False
+    for p in _parameters(xml):
+        value = values.get(p.name, p.default)
+        if p.index is not None:
+            indexed[p.index] = str(value)
+            continue
+        if not (p.longflag or p.flag):
+            returns = returns or p.channel == "output"
+            continue
+        flag = p.longflag or p.flag
+        flag = flag if flag.startswith("-") else ("--" if p.longflag else "-") + flag
+        if p.typ == "boolean":
+            if value in (True, "true"):
+                flagged.append(flag)
+        elif value is not None and str(value) != "":
+            flagged += [flag, str(value)]
+    argv = flagged + [indexed[i] for i in sorted(indexed)]
+    params = tmp / "ret.params" if returns else None
+    if params is not None:
+        argv += ["--returnparameterfile", str(params)]
+    return argv, params
+
+
+def _image_file(source: Path, tmp: Path, letters: str) -> Path:
+    """Slicer hands images over as ``<tmp>/<letters>.<first file extension>``."""
+    target = tmp / f"{letters}.nii.gz"
+    shutil.copyfile(source, target)
+    return target
+
+
+def run_module(modules: Path, name: str, values: dict, tmp: Path):
+    argv, params = slicer_argv(modules / f"{name}.xml", values, tmp)
+    done = subprocess.run([str(modules / name), *argv], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    progress = [float(x) for x in re.findall(r"<filter-progress>([^<]*)</filter-progress>",
+                                             done.stdout)]  # fmt: skip
+    returned = {}
+    if params is not None and params.exists():
+        for line in params.read_text().splitlines():
+            key, value = (s.strip() for s in line.split("=", 1))
+            returned[key] = float(value)
+    return done, progress, returned
+
+
+def read_with_slicer(path: Path, label: bool):
+    """``(IJK→RAS 4×4, scalar type name)`` as Slicer's volume storage node reads ``path``."""
+    import vtk
+
+    scene = slicer_core.vtkMRMLScene()
+    node = (
+        slicer_core.vtkMRMLLabelMapVolumeNode if label else slicer_core.vtkMRMLScalarVolumeNode
+    )()
+    scene.AddNode(node)
+    storage = slicer_core.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    scene.AddNode(storage)
+    assert storage.ReadData(node) == 1, path
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
+    return ijk_to_ras, node.GetImageData().GetScalarTypeAsString()
+
+
+def _check_progress(progress: list[float]) -> None:
+    assert progress and all(0.0 <= v <= 1.0 for v in progress)
+    assert progress == sorted(progress) and progress[-1] == 1.0
+
+
+@pytest.mark.slow
+def test_attack_and_evaluate_modules_run_as_slicer_runs_them(modules, tmp_path):
+    ct, labels = sample_paths()
+    image = _image_file(ct, tmp_path, "aBcDeF")
+    seg = _image_file(labels, tmp_path, "gHiJkL")
+    out = {k: tmp_path / f"{k}.nii.gz" for k in
+           ("adversarial", "perturbation", "clean_prediction", "adversarial_prediction")}  # fmt: skip
+    values = {"input": image, "labels": seg, "steps": 2, **out}
+    done, progress, returned = run_module(modules, "VAFAAttack", values, tmp_path)
+    assert done.returncode == 0, done.stderr
+    _check_progress(progress)
+    assert "<filter-comment>" in done.stdout
+    assert 0 < returned["dice_fg_adversarial"] <= returned["dice_fg_clean"] <= 1
+    assert 0 < returned["ssim"] <= 1
+    reference, _ = read_with_slicer(image, label=False)
+    for key, path in out.items():
+        label = key.endswith("prediction")
+        ijk_to_ras, scalar = read_with_slicer(path, label=label)
+        np.testing.assert_allclose(ijk_to_ras, reference, atol=1e-4)
+        if label:
+            assert scalar in ("unsigned char", "short"), scalar
+
+    values = {"input": image, "labels": seg, "adversarial": out["adversarial"]}
+    done, progress, returned = run_module(modules, "VAFAEvaluate", values, tmp_path)
+    assert done.returncode == 0, done.stderr
+    _check_progress(progress)
+    assert returned["dice_fg"] == pytest.approx(returned["dice_fg"]) and returned["dice_fg"] > 0.5
+    assert returned["dice_fg_adversarial"] < returned["dice_fg"] and returned["hd95"] > 0
+
+
+def test_bad_inputs_end_with_one_line_and_no_output(modules, tmp_path):
+    ct, _ = sample_paths()
+    image = _image_file(ct, tmp_path, "aBcDeF")
+    adversarial = tmp_path / "adv.nii.gz"
+    values = {"input": image, "model": "file", "weights": tmp_path / "missing.safetensors",
+              "adversarial": adversarial}  # fmt: skip
+    done, _, _ = run_module(modules, "VAFAAttack", values, tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "missing.safetensors" in done.stderr and "Traceback" not in done.stderr
+    assert not adversarial.exists()
+
+    import nibabel as nib
+
+    wrong = tmp_path / "wrong.nii.gz"  # labels on another grid
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), wrong)
+    done, _, returned = run_module(modules, "VAFAEvaluate", {"input": image, "labels": wrong},
+                                   tmp_path)  # fmt: skip
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr and returned == {}
+    assert not (tmp_path / "ret.params").exists()
+
+
+@pytest.mark.slow
+def test_vaft_module_fine_tunes_and_writes_weights_with_their_card(modules, tmp_path):
+    from vafa.io.checkpoints import load_model
+
+    ct, labels = sample_paths()
+    weights = tmp_path / "tuned.safetensors"
+    values = {"input": _image_file(ct, tmp_path, "aBcDeF"),
+              "labels": _image_file(labels, tmp_path, "gHiJkL"), "output_weights": weights,
+              "epochs": 1, "iterations": 2, "batch_size": 1, "patch": 64, "steps": 1}  # fmt: skip
+    done, progress, returned = run_module(modules, "VAFTFineTune", values, tmp_path)
+    assert done.returncode == 0, done.stderr
+    _check_progress(progress)
+    _, card = load_model(weights, device="cpu")
+    assert card.training["mode"] == "vafa-fr" and card.training["iterations_done"] == 2
+    assert 0 <= returned["val_dice_fg_adversarial"] <= 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".vaft-")] == []
+
+
+def test_module_process_without_a_module_name_is_one_line():
+    done = subprocess.run([sys.executable, "-m", "vafa.slicer"], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
