@@ -77,6 +77,16 @@ class ModelSpec:
     card: Path | str | None = None  # a card file, or a preset name
     device: str = "auto"
 
+    def handle(self):
+        """The library's :class:`~vafa.io.handle.ModelSource` of this choice."""
+        from vafa.io.handle import ModelSource
+
+        if self.source != "file":
+            return ModelSource(self.source)
+        if self.weights is None:
+            raise ValueError("choose a weights file (or a bundled model)")
+        return ModelSource(self.weights, card=self.card)
+
     def describe(self) -> str:
         return f"bundled {self.source} model" if self.source != "file" else str(self.weights)
 
@@ -412,15 +422,7 @@ def _same_grid(image: Volume, card: ModelCard) -> bool:
 
 
 def _load_model(spec: ModelSpec):
-    from vafa.io.checkpoints import load_model
-
-    if spec.source != "file":
-        from vafa.io.data import bundled_model_path
-
-        return load_model(bundled_model_path(spec.source), device=spec.device)
-    if spec.weights is None:
-        raise ValueError("choose a weights file (or a bundled model)")
-    return load_model(spec.weights, card=spec.card, device=spec.device)
+    return spec.handle().load(device=spec.device)
 
 
 def _message(err: BaseException) -> str:

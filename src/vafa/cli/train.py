@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vafa.cli.common import CLIError, add_model_arguments, roi_triple, same_path, with_roi
+from vafa.cli.common import (
+    CLIError,
+    add_model_arguments,
+    model_source,
+    roi_triple,
+    same_path,
+    with_roi,
+)
 from vafa.cli.options import add_attack_arguments, attack_options
 
 __all__ = ["add_parser"]
@@ -165,7 +172,7 @@ def _train_model(args, out_dir: Path):
     """``(model, card)`` from --model / --preset / --card (or the defaults, see --help)."""
     import torch
 
-    from vafa.io.checkpoints import card_path_for, load_card, load_card_or_preset, load_model
+    from vafa.io.checkpoints import card_path_for, load_card, load_card_or_preset
     from vafa.io.models import build_model
     from vafa.training.files import LATEST, TRAINING_FILES
 
@@ -173,19 +180,17 @@ def _train_model(args, out_dir: Path):
         raise CLIError("give --model (weights to fine-tune) or --preset (from scratch), not both")
     if args.preset and args.card:
         raise CLIError("give --preset or --card for a model from scratch, not both")
-    from vafa.io.data import BUNDLED_MODELS, bundled_model_path
-
-    if args.model in BUNDLED_MODELS:
-        if args.card:
-            raise CLIError(f"--card does not go with --model {args.model} (it has its own card)")
-        return load_model(bundled_model_path(args.model), device="cpu")
     if args.model:
-        path = Path(args.model)
-        if not path.is_file():
-            raise CLIError(f"--model {path}: no such file")
+        source = model_source(args)
+        if source.bundled is not None and args.card:
+            raise CLIError(f"--card does not go with --model {args.model} (it has its own card)")
+        try:
+            path = source.path
+        except FileNotFoundError as err:
+            raise CLIError(f"--model {err}") from None
         if not args.resume and any(same_path(path, out_dir / n) for n in TRAINING_FILES):
             raise CLIError(f"--model {path} lies in --out-dir and would be overwritten")
-        return load_model(path, card=args.card, device="cpu", trust=args.trust_checkpoint)
+        return source.load(device="cpu")
     if args.preset or args.card:
         card = load_card_or_preset(args.card or args.preset)
     elif args.resume:

@@ -334,8 +334,7 @@ def run_report(
             weights that do not load, a ``results.csv`` with other columns — all before
             anything is written.
     """
-    from vafa.io.checkpoints import load_model
-    from vafa.io.data import BUNDLED_MODELS, bundled_model_path
+    from vafa.io.handle import ModelSource
 
     settings = ReportSettings(
         quick, paper, sweeps, sweep_models, str(device), seed, lpips=lpips_weights is not None
@@ -355,14 +354,9 @@ def run_report(
     previous = read_results(csv_path)  # checks the columns before anything runs
     loaded = []
     for name, weights in models:
-        weights = str(weights)
-        if weights in BUNDLED_MODELS:
-            path = bundled_model_path(weights)
-            model, card = load_model(path, device=device)
-        else:
-            path = Path(weights)
-            model, card = load_model(path, device=device, trust=trust)
-        loaded.append((name, path, model, card))
+        source = ModelSource(str(weights), trust=trust)
+        model, card = source.load(device=device)
+        loaded.append((name, source.path, model, card))
     metric = None
     if lpips_weights is not None:
         from vafa.io.lpips import load_lpips
