@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["EXTRAS", "export_targets", "write_exports"]
 
 #: Optional exports: check-box name → outcome fields.
@@ -38,29 +36,13 @@ def export_targets(path: Path, outcome, extras: Iterable[str]) -> dict[str, Path
 
 
 def write_exports(outcome, targets: dict[str, Path], protect: Iterable[str | Path]) -> list[Path]:
-    """Write the ``targets`` of :func:`export_targets` in the source's units, affine and header.
-
-    Predictions are written as uint8 (int16 beyond 255 classes), the rest as float32.
-    Nothing is written when any target is a ``protect`` path (the inputs).
-
-    Returns:
-        The written paths, in order.
+    """Write the ``targets`` of :func:`export_targets`, all or nothing
+    (:func:`vafa.run.pipeline.write_volumes`: source units and affine, labels as integers).
 
     Raises:
         ValueError: a target is an input file (nothing written).
-        OSError: a write failed (the files written before it stay; each write is atomic).
+        OSError: a write failed (nothing written).
     """
-    from vafa.io.volume import same_file, save_volume
+    from vafa.run.pipeline import write_volumes
 
-    protect = [Path(p) for p in protect if p]
-    for target in targets.values():
-        if any(same_file(target, p) for p in protect):
-            raise ValueError(f"refusing to overwrite the input file {target}")
-    written = []
-    for key, target in targets.items():
-        volume = getattr(outcome, key)
-        dtype = np.uint8 if key.endswith("prediction") else np.float32
-        if dtype is np.uint8 and float(volume.array.max()) > 255:
-            dtype = np.int16
-        written.append(save_volume(volume, target, overwrite=True, dtype=dtype, protect=protect))
-    return written
+    return write_volumes(outcome, targets, overwrite=True, protect=protect)

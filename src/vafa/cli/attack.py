@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,7 +9,6 @@ from vafa.cli.common import (
     CLIError,
     add_model_arguments,
     datalist_cases,
-    json_ready,
     load_model,
     one_line,
     print_metrics,
@@ -158,18 +156,9 @@ def _check_target(target: Path, inputs, overwrite: bool) -> None:
 
 def _write_adversarial(outcome, target: Path) -> None:
     """The adversarial volume and its JSON (metrics, settings, history), both or neither."""
-    from vafa.io.files import atomic_write
-    from vafa.io.volume import save_volume
+    from vafa.run.pipeline import write_volumes
 
     target.parent.mkdir(parents=True, exist_ok=True)  # made only once there is a result
     sidecar = target.with_name(target.name.removesuffix(".gz").removesuffix(".nii") + ".json")
-    doc = {"metrics": outcome.metrics, "settings": outcome.settings, "history": outcome.history}
-    text = json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n"
-    atomic_write(  # _check_target has refused existing files and inputs
-        {
-            target: lambda tmp: save_volume(
-                outcome.adversarial, tmp, overwrite=True, protect=outcome.inputs
-            ),
-            sidecar: lambda tmp: tmp.write_text(text, encoding="utf-8"),
-        }
-    )
+    # _check_target has refused existing files and inputs
+    write_volumes(outcome, {"adversarial": target, "metrics": sidecar}, overwrite=True)

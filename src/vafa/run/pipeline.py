@@ -57,6 +57,7 @@ __all__ = [
     "run_attack",
     "to_model_space",
     "write_outcome",
+    "write_volumes",
 ]
 
 #: Overlap of the sliding-window predictions (the published evaluation protocol).
@@ -333,20 +334,48 @@ def write_outcome(
     targets = {k: out_dir / name for k, name in OUTCOME_FILES.items()}
     if outcome.q_table is None:
         del targets["q_table"]
-    forbidden = [Path(p) for p in (*outcome.inputs, *protect)]
-    for path in targets.values():
+    try:
+        write_volumes(outcome, targets, overwrite=overwrite, protect=protect, make_folder=True)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    return targets
+
+
+def write_volumes(
+    outcome: AttackOutcome,
+    targets: Mapping[str, str | os.PathLike],
+    *,
+    overwrite: bool = False,
+    protect: Iterable[str | os.PathLike] = (),
+    make_folder: bool = False,
+) -> list[Path]:
+    """Write outcome fields (``{"adversarial": path, "q_table": path, …}``; ``"metrics"``: the
+    JSON of metrics, settings and history) all or nothing — the one writer of outcomes for the
+    CLI, the napari export and the Slicer modules.
+
+    Volumes keep the source's units, affine and header; predictions are uint8 (int16 beyond 255
+    classes), the rest float32.
+
+    Raises:
+        FileExistsError: a target exists and ``overwrite`` is False (nothing is written).
+        ValueError: a target is an input or protected file, or names an empty field.
+    """
+    paths = {key: Path(path) for key, path in targets.items()}
+    forbidden = [Path(p) for p in (*outcome.inputs, *protect) if p]
+    for key, path in paths.items():
+        if key != "metrics" and getattr(outcome, key) is None:
+            raise ValueError(f"this outcome has no {key}")
         if any(same_file(path, p) for p in forbidden):
             raise ValueError(f"refusing to write {path}: it is an input file")
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        atomic_write({path: partial(_write_one, outcome, key) for key, path in targets.items()})
-    except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    return targets
+    if make_folder:
+        for path in paths.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write({path: partial(_write_one, outcome, key) for key, path in paths.items()})
+    return list(paths.values())
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_attack_module(args, progress: Progress) -> dict[str, Any]:
     from vafa.attacks import attack_class
     from vafa.io.volume import load_labels, load_volume
-    from vafa.run.pipeline import run_attack
+    from vafa.run.pipeline import run_attack, write_volumes
 
     outputs = _outputs(args, ("adversarial", "perturbation", "clean_prediction",
                               "adversarial_prediction"))  # fmt: skip
@@ -112,7 +112,7 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
                          device=args.device, seed=args.seed, callback=on_step,
                          resample_back=True)  # fmt: skip
     progress.comment("writing the outputs")
-    _write(outputs, outcome)
+    write_volumes(outcome, outputs, overwrite=True)
     progress(1.0)
     m = outcome.metrics
     return {
@@ -246,24 +246,6 @@ def _outputs(args, names: Sequence[str]) -> dict[str, Path]:
     if not out:
         raise ValueError(f"choose at least one output ({', '.join(names)})")
     return out
-
-
-def _write(outputs: dict[str, Path], outcome) -> None:
-    """The chosen outcome volumes, all or nothing (labels as integers)."""
-    import numpy as np
-
-    from vafa.io.files import atomic_write
-    from vafa.io.volume import save_volume
-
-    def writer(key):
-        volume = getattr(outcome, key)
-        dtype = np.float32
-        if key.endswith("prediction"):
-            dtype = np.uint8 if float(volume.array.max()) <= 255 else np.int16
-        return lambda tmp: save_volume(volume, tmp, dtype=dtype, overwrite=True,
-                                       protect=outcome.inputs)  # fmt: skip
-
-    atomic_write({path: writer(key) for key, path in outputs.items()})
 
 
 def _value(value) -> str:
