@@ -16,13 +16,16 @@ bin="$WORK/venv/bin"
 "$bin/python" -m pip install -q --upgrade pip
 "$bin/python" -m pip install -q "$TORCH"  # the pinned build first (else pip picks a CUDA one)
 "$bin/python" -m pip install -q "$wheel"
-for command in "" demo attack evaluate info train report gui; do
+for command in "" demo attack evaluate info train report gui slicer; do
   "$bin/vafa" $command --help >/dev/null
 done
 out="$WORK/demo"
 (cd "$WORK" && "$bin/vafa" demo --steps 2 --quiet --out demo)
 test -s "$out/metrics.json" && test -s "$out/adversarial.nii.gz"
-echo "wheel without extras: vafa --help and vafa demo work"
+"$bin/vafa" slicer install "$WORK/slicer-modules" >/dev/null
+xml=$("$WORK/slicer-modules/VAFAAttack" --xml)
+[[ "$xml" == "<?xml"* ]]
+echo "wheel without extras: vafa --help, vafa demo and vafa slicer install work"
 "$bin/python" -m pip install -q "$wheel[napari]"
 "$bin/npe2" validate napari-vafa
 echo "wheel with [napari]: npe2 validate passes"
