@@ -175,7 +175,7 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
         if event.total:
             progress(0.02 + 0.93 * event.iteration / event.total)
 
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".vaft-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vafa-slicer-vaft-") as tmp:  # not in the user's folder
         result = train(model, card, [(image, labels)], [(image, labels)], out_dir=tmp,
                        config=config, device=args.device, callback=on_event)  # fmt: skip
         chosen = Path(tmp) / (BEST if result.best is not None else LATEST)
