@@ -30,7 +30,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     viewer = napari.Viewer(show=True)
-    ct, seg = viewer.open_sample("napari-vafa", "abdominal_ct")
+    _, seg = viewer.open_sample("napari-vafa", "abdominal_ct")
     _, widget = viewer.window.add_plugin_dock_widget("napari-vafa", "VAFA attack")
     widget.labels_layer.value = seg
     app = QApplication.instance()
