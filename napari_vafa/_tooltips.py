@@ -111,7 +111,7 @@ TRAIN_WIDGET: dict[str, str] = {
     "mode": (
         "Training objective (Hanif et al., MICCAI 2023). VAFA-FR: Eq. 3, Dice-CE on clean and "
         "on VAFA patches + λ × frequency consistency of the logits (Eq. 4). VAFA: Dice-CE on "
-        "VAFA patches only. PGD/FGSM/BIM/GN: Dice-CE on voxel-domain adversarial (or noisy) "
+        "VAFA patches only. PGD/SegPGD/CosPGD/FGSM/BIM/GN: Dice-CE on voxel-domain adversarial (or noisy) "
         "patches. clean: ordinary fine-tuning, validated under VAFA with the settings below "
         "for comparison."
     ),

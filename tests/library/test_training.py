@@ -43,6 +43,8 @@ ATTACK = {
     "vafa-fr": {"steps": 1, "block_size": 8},
     "vafa": {"steps": 1, "block_size": 8},
     "pgd": {"steps": 1},
+    "segpgd": {"steps": 1},
+    "cospgd": {"steps": 1},
     "bim": {"steps": 1},
     "fgsm": {},
     "gn": {},

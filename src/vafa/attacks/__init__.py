@@ -4,6 +4,7 @@ import difflib
 
 from vafa.attacks.base import Attack, AttackResult, Callback, StepEvent, drive
 from vafa.attacks.options import Option, validate_options
+from vafa.attacks.segmentation import CosPGD, SegPGD
 from vafa.attacks.vafa import NORMALIZE_MODES, Q_INIT_MODES, VAFA, VAFA2D
 from vafa.attacks.voxel import BIM, FGSM, PGD, GaussianNoise
 
@@ -20,8 +21,10 @@ __all__ = [
     "Attack",
     "AttackResult",
     "Callback",
+    "CosPGD",
     "GaussianNoise",
     "Option",
+    "SegPGD",
     "StepEvent",
     "attack_class",
     "build_attack",
@@ -33,6 +36,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "vafa": VAFA,
     "vafa2d": VAFA2D,
     "pgd": PGD,
+    "segpgd": SegPGD,
+    "cospgd": CosPGD,
     "fgsm": FGSM,
     "bim": BIM,
     "gn": GaussianNoise,

@@ -286,7 +286,7 @@ class Attack:
             with _grad_mode(update):
                 x_adv, extra, ssim = self._perturb(state, step)
                 logits = _forward(model, x_adv)
-                objective = self._objective(logits, target, extra)
+                objective = self._objective(logits, target, extra, step)
                 if update:
                     grad = torch.autograd.grad(objective.sum(), self._variable(state))[0]
             with _grad_mode(False):
@@ -309,7 +309,7 @@ class Attack:
         def evaluate(label, x_adv, extra, ssim):
             """One gradient-free evaluation, recorded in the history."""
             logits = _forward(model, x_adv)
-            objective = self._objective(logits, target, extra)
+            objective = self._objective(logits, target, extra, self.steps)
             row, prediction = self._record(
                 label, logits, objective, ssim, target, num_classes, state
             )
@@ -357,10 +357,16 @@ class Attack:
             )
         return target
 
-    def _objective(self, logits, target, extra) -> torch.Tensor:
-        seg = self.loss_fn(logits, target)
+    def _objective(self, logits, target, extra, step: int) -> torch.Tensor:
+        """``[B]`` objective of evaluation ``step`` (0-based; ``steps``: after the last update):
+        the Dice-CE of the paper (minus it when targeted) plus the attack's ``extra`` term."""
+        seg = self.segmentation_loss(logits, target, step)
         objective = -seg if self.targeted else seg
         return objective if extra is None else objective + extra
+
+    def segmentation_loss(self, logits, target, step: int) -> torch.Tensor:
+        """``[B]`` loss the attack maximises at ``step`` (Dice-CE; SegPGD/CosPGD reweight it)."""
+        return self.loss_fn(logits, target)
 
     def _record(self, step, logits, objective, ssim, target, num_classes, state):
         prediction = predict_labels(logits)

@@ -34,7 +34,7 @@ examples:
   torchrun --nproc_per_node 4 -m vafa train --datalist data.json --preset unetr-btcv
 
 modes: vafa-fr = Eq. 3 (Dice-CE clean + Dice-CE on VAFA samples + lambda * frequency
-consistency, Eq. 4); vafa = Dice-CE on VAFA samples only; pgd/fgsm/bim/gn = Dice-CE on voxel
+consistency, Eq. 4); vafa = Dice-CE on VAFA samples only; pgd/segpgd/cospgd/fgsm/bim/gn = Dice-CE on voxel
 adversarial samples only; clean = normal training. The best checkpoint has the highest
 validation foreground Dice under the training attack (clean Dice in mode clean).
 """

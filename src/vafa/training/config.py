@@ -13,12 +13,14 @@ from vafa.training.data import Augmentation
 __all__ = ["ITERATIVE_ATTACKS", "MODES", "MODE_ATTACKS", "MODE_TITLES", "TrainingConfig"]
 
 #: Training modes, see the module docstring.
-MODES = ("vafa-fr", "vafa", "pgd", "fgsm", "bim", "gn", "clean")
+MODES = ("vafa-fr", "vafa", "pgd", "segpgd", "cospgd", "fgsm", "bim", "gn", "clean")
 #: The attack that makes the adversarial samples of every mode (None: no attack).
 MODE_ATTACKS: dict[str, str | None] = {
     "vafa-fr": "vafa",
     "vafa": "vafa",
     "pgd": "pgd",
+    "segpgd": "segpgd",
+    "cospgd": "cospgd",
     "fgsm": "fgsm",
     "bim": "bim",
     "gn": "gn",
@@ -30,13 +32,15 @@ MODE_TITLES = {
     "vafa-fr": "VAFA-FR (Eq. 3)",
     "vafa": "VAFA (adversarial only)",
     "pgd": "PGD",
+    "segpgd": "SegPGD",
+    "cospgd": "CosPGD",
     "fgsm": "FGSM",
     "bim": "BIM",
     "gn": "GN (Gaussian noise)",
     "clean": "clean (no attack)",
 }
 #: Attacks whose iterate can be chosen (``keep``); training uses their last one by default.
-ITERATIVE_ATTACKS = ("vafa", "pgd", "fgsm", "bim")
+ITERATIVE_ATTACKS = ("vafa", "pgd", "segpgd", "cospgd", "fgsm", "bim")
 
 
 # ----------------------------------------------------------------------------- settings
