@@ -18,11 +18,12 @@ Adding an option to an attack = one :class:`Option` in its ``options``; see
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
+
+from vafa.ops.checks import is_finite
 
 __all__ = [
     "BLOCK_SIZES",
@@ -129,11 +130,7 @@ class Option:
             return value
         if self.kind in (int, float):
             integral = self.kind is int
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, Integral if integral else Real)
-                or not math.isfinite(value)
-            ):
+            if not is_finite(value) or (integral and not isinstance(value, Integral)):
                 kind = "an integer" if integral else "a finite number"
                 raise ValueError(f"{name} must be {kind}, got {value!r}")
             value = self.kind(value)

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from vafa.cli import attack, demo, evaluate, gui, info, report, slicer, train
-from vafa.cli.common import common_parser, no_traceback_types, one_line
+from vafa.cli.common import CLIError, common_parser
+from vafa.ops.messages import USER_ERRORS, one_line
 
 __all__ = ["build_parser", "main"]
 
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vafa: interrupted (nothing partial was written)", file=sys.stderr)
         return 130
-    except no_traceback_types() as err:
+    except (CLIError, *USER_ERRORS) as err:
         print(f"vafa {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
 

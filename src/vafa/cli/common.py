@@ -81,17 +81,12 @@ def load_model(args):
 def print_metrics(args, metrics, title: str) -> None:
     """The metrics as a table (or JSON with ``--json``; nothing with ``--quiet``)."""
     from vafa.report.tables import format_metrics_table
+    from vafa.run.pipeline import json_ready
 
     if getattr(args, "json", False):
         print(json.dumps(json_ready(metrics), indent=2))
     elif not args.quiet:
         print(format_metrics_table(metrics, title=title))
-
-
-def json_ready(value):
-    from vafa.run.pipeline import json_ready as ready
-
-    return ready(value)
 
 
 def datalist_cases(path: Path, split: str) -> list[tuple[Path, Path | None]]:
@@ -138,17 +133,3 @@ def same_path(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return False
-
-
-def no_traceback_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's input, not a bug: one line, exit 2."""
-    return (
-        CLIError,
-        ValueError,
-        TypeError,
-        FileNotFoundError,
-        FileExistsError,
-        IsADirectoryError,
-        NotADirectoryError,
-        PermissionError,
-    )

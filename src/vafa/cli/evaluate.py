@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vafa.cli.common import add_model_arguments, json_ready, load_model
+from vafa.cli.common import add_model_arguments, load_model
 
 __all__ = ["add_parser"]
 
@@ -27,7 +27,7 @@ def add_parser(subparsers, common) -> None:
 def run(args) -> int:
     from vafa.io.volume import load_labels, load_volume
     from vafa.report.tables import format_metrics_table, metrics_csv
-    from vafa.run.pipeline import evaluate
+    from vafa.run.pipeline import evaluate, json_ready
 
     model, card = load_model(args)
     image = load_volume(args.image)

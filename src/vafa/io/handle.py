@@ -74,12 +74,6 @@ class ModelSource:
         path = Path(self.weights)
         return path.name.split(".")[0] or path.name
 
-    def describe(self) -> str:
-        """What a status line says while loading."""
-        if self.bundled is not None:
-            return f"the bundled {self.bundled} model"
-        return Path(self.weights).name
-
     def load(self, device: str | torch.device = "auto") -> tuple[nn.Module, ModelCard]:
         """``(model, card)``: :func:`vafa.io.checkpoints.load_model` of this source."""
         return load_model(self.path, card=self.card, device=device, trust=self.trust)

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["one_line"]
+__all__ = ["USER_ERRORS", "one_line"]
+
+#: Exceptions that mean "the input is wrong", not "the program is": every interface shows
+#: them as one line (CLI: exit 2; Slicer modules: exit 2; GUI: a notification).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def one_line(err: BaseException) -> str:

@@ -14,7 +14,7 @@ each module's XML beside its executable, which Slicer reads first, and the execu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["MODULES", "Module", "Param", "attack_module", "evaluate_module", "train_module"]
@@ -317,13 +317,11 @@ def train_module() -> Module:
                   bounds=(0, 2**31 - 1, 1)),
         ),
     )  # fmt: skip
-    attack_params = [g for g in _attack_groups(schemas, names, first="vafa") if g.params]
-    steps = {"steps": 5}  # the widget's default training attack (docs/results.md)
+    # the widget's default training attack: 5 steps (docs/results.md)
     attack_params = [
-        Group(g.label, g.description,
-              tuple(_with_default(p, steps.get(p.name, p.default)) for p in g.params),
-              g.advanced)
-        for g in attack_params
+        replace(g, params=tuple(replace(p, default=5) if p.name == "steps" else p
+                                for p in g.params))
+        for g in _attack_groups(schemas, names, first="vafa")
     ]  # fmt: skip
     results = Group(
         "Results",
@@ -342,12 +340,6 @@ def train_module() -> Module:
         "frequency-consistency loss) or a baseline mode; writes the weights and their card.",
         (io, _model_group(), training, *attack_params, results),
     )
-
-
-def _with_default(param: Param, default: Any) -> Param:
-    from dataclasses import replace
-
-    return replace(param, default=default)
 
 
 #: The modules ``vafa slicer install`` writes, by executable name.

@@ -60,7 +60,7 @@ class Progress:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``argv[0]`` names the module."""
-    from vafa.ops.messages import one_line
+    from vafa.ops.messages import USER_ERRORS, one_line
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in MODULES:
@@ -73,8 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = RUNNERS[name](args, Progress())
     except KeyboardInterrupt:
         return 130
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError,
-            IsADirectoryError) as err:  # fmt: skip
+    except USER_ERRORS as err:
         print(f"{module.title}: error: {one_line(err)}", file=sys.stderr)
         return 2
     if args.returnparameterfile:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vafa.attacks import ATTACKS, attack_class, validate_options
 from vafa.ops.checks import number, positive_int
 from vafa.training.data import Augmentation
 
@@ -151,8 +152,6 @@ class TrainingConfig:
 
 def _validation(config: TrainingConfig) -> tuple[str | None, dict[str, Any]]:
     """The checked ``(attack, options)`` of the attacked validation."""
-    from vafa.attacks import ATTACKS, attack_class, validate_options
-
     name = config.attack
     if config.validation_attack is not None:
         cls = attack_class(config.validation_attack)
