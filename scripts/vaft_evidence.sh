@@ -7,6 +7,7 @@
 # Usage: scripts/vaft_evidence.sh [OUT_ROOT]          (default runs/vaft-matched)
 #   UPDATES=1000 STEPS=5 ROI=64 LR=5e-4 VAFA="python -m vafa" scripts/vaft_evidence.sh
 #   MODES="vafa-fr" ATTACK_ARGS="--q-step 3" scripts/vaft_evidence.sh runs/x   (one variant)
+#   TRAIN_ARGS="--lambda-fr 5" (extra train options), OMP_NUM_THREADS=1 EVAL_THREADS=1 (one core)
 # CPU, 2 threads (measured 2026-11-30): 1.3–1.6 s per vafa-fr/vafa/pgd update at 64³; the whole
 # script took 2 h 21 min (runs and evaluation; part of it shared the cores with other jobs).
 # Then: scripts/ship_robust_model.py (robust-demo + its card) and the README tables.
@@ -23,7 +24,8 @@ start=$(date +%s)
 mkdir -p "$OUT"
 : > "$OUT/times.log"
 COMMON=(--model demo --epochs "$EPOCHS" --iterations-per-epoch $((UPDATES / EPOCHS))
-        --val-every 1 --batch-size 2 --roi "$ROI" --lr "$LR" --seed 0 --quiet --overwrite)
+        --val-every 1 --batch-size 2 --roi "$ROI" --lr "$LR" --seed 0 --quiet --overwrite
+        ${TRAIN_ARGS:-})
 for mode in ${MODES:-clean vafa-fr vafa pgd}; do
   echo "== train $mode $(date +%T)"
   # The training attack returns its last iterate (the published VAFA/PGD sample).
@@ -34,5 +36,5 @@ for mode in ${MODES:-clean vafa-fr vafa pgd}; do
 done
 echo "== evaluate $(date +%T)"
 $PY scripts/vaft_evaluate.py --runs "$OUT" --out "$OUT/matched.json" \
-  --time-log "$OUT/times.log" --figure "$OUT/vaft_matched.png"
+  --time-log "$OUT/times.log" --figure "$OUT/vaft_matched.png" --threads "${EVAL_THREADS:-2}"
 echo "== done: $(( $(date +%s) - start )) s wall in all"
