@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from vafa.io.files import atomic_write, save_figure, write_text
-from vafa.ops.devices import resolve_device
 
 __all__ = [
     "BEST",
@@ -38,7 +37,6 @@ __all__ = [
     "STATE",
     "STATE_FORMAT",
     "TRAINING_FILES",
-    "Dist",
     "TrainingLog",
     "check_out_dir",
     "json_clean",
@@ -215,72 +213,6 @@ def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -
     return save_figure(fig, path)
 
 
-class Dist:
-    """This process's place in a (possibly) distributed run, and the few collectives used."""
-
-    def __init__(self, rank: int, world_size: int, device: torch.device, owns: bool) -> None:
-        self.rank, self.world_size, self.device, self.owns = rank, world_size, device, owns
-        self.comm_device = (
-            device if world_size > 1 and _backend() == "nccl" else torch.device("cpu")
-        )
-
-    @property
-    def is_writer(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def setup(cls, device: str | torch.device) -> Dist:
-        """Join the process group that exists, or create one when ``WORLD_SIZE > 1``."""
-        import torch.distributed as dist
-
-        initialised = dist.is_available() and dist.is_initialized()
-        if not initialised and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-            return cls(0, 1, resolve_device(device), owns=False)
-        if not dist.is_available():
-            raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available here")
-        dev = resolve_device(device)
-        owns = False
-        if not initialised:
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-            owns = True
-        if dev.type == "cuda" or _backend() == "nccl":
-            local = int(os.environ.get("LOCAL_RANK", dist.get_rank() % torch.cuda.device_count()))
-            dev = torch.device("cuda", local)
-            torch.cuda.set_device(dev)
-        return cls(dist.get_rank(), dist.get_world_size(), dev, owns)
-
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.world_size == 1:
-            return values
-        import torch.distributed as dist
-
-        buffer = values.to(self.comm_device)
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-        return buffer.cpu()
-
-    def mean(self, values: dict[str, float]) -> dict[str, float]:
-        summed = self.sum(torch.tensor(list(values.values()), dtype=torch.float64))
-        return {k: float(v) / self.world_size for k, v in zip(values, summed, strict=True)}
-
-    def any(self, flag: bool) -> bool:
-        return bool(self.sum(torch.tensor([float(flag)])).item() > 0)
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            if self.comm_device.type == "cuda":
-                dist.barrier(device_ids=[self.comm_device.index])
-            else:
-                dist.barrier()
-
-    def close(self) -> None:
-        if self.owns:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
 # ----------------------------------------------------------------------------- helpers
 def _csv_row(row: Mapping[str, Any]) -> dict[str, str]:
     out = {}
@@ -330,9 +262,3 @@ def json_clean(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)
-
-
-def _backend() -> str | None:
-    import torch.distributed as dist
-
-    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None

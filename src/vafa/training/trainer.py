@@ -21,6 +21,7 @@ from torch import nn
 
 from vafa.attacks import build_attack
 from vafa.io.models import ModelCard
+from vafa.run.distributed import Dist
 from vafa.training.config import MODES, TrainingConfig
 from vafa.training.data import PatchSampler, load_cases, read_datalist, resolve_flip_axes
 from vafa.training.events import TrainingEvent, TrainingResult
@@ -32,7 +33,6 @@ from vafa.training.files import (
     STATE,
     STATE_FORMAT,
     TRAINING_FILES,
-    Dist,
     TrainingLog,
     check_out_dir,
     json_clean,
