@@ -49,6 +49,7 @@ __all__ = [
     "PREDICTION_OVERLAP",
     "AttackOutcome",
     "ModelInput",
+    "adversarial_model_input",
     "evaluate",
     "from_model_space",
     "iter_run_attack",
@@ -273,22 +274,7 @@ def evaluate(
     target = None if labels is None else labels_to_model_space(labels, model_input)
     adv01 = adv_grid = None
     if adversarial is not None:
-        if not isinstance(adversarial, Volume):
-            raise TypeError(f"adversarial must be a Volume or None, got {type(adversarial)}")
-        if adversarial.shape != image.shape or not np.allclose(
-            adversarial.affine, image.affine, atol=1e-3
-        ):
-            raise ValueError(
-                f"adversarial must be on the image's grid (shape {image.shape}), got shape "
-                f"{adversarial.shape}"
-            )
-        grid = model_input.grid
-        if model_input.resampled:
-            adversarial = resample_to(adversarial, card.spacing, card.orientation)
-        if adversarial.shape != grid.shape:
-            raise ValueError(f"adversarial resampled to {adversarial.shape}, grid {grid.shape}")
-        adv_grid = grid.with_array(adversarial.array)
-        adv01 = torch.from_numpy(model_input.mapping.forward(adversarial.array))[None, None]
+        adv_grid, adv01 = adversarial_model_input(adversarial, model_input)
     clean_pred = _predict(model, model_input.tensor, card)
     reference = clean_pred if target is None else target
     metrics = _metrics(card, model_input, clean_pred, reference, labels)
@@ -298,6 +284,35 @@ def evaluate(
         metrics[key] = None
     metrics.update(cancelled=False, tiles_done=None, tiles_total=None)
     return metrics
+
+
+def adversarial_model_input(
+    adversarial: Volume, model_input: ModelInput
+) -> tuple[Volume, torch.Tensor]:
+    """An adversarial volume of ``model_input.source`` (same grid, file units) in the clean
+    image's model space: ``(model-grid Volume in file units, [1, 1, H, W, D] tensor in [0, 1])``
+    (resampled like the clean image; the clean image's fitted intensity window).
+
+    Raises:
+        TypeError: not a Volume. ValueError: another grid (both shapes named).
+    """
+    image, card = model_input.source, model_input.card
+    if not isinstance(adversarial, Volume):
+        raise TypeError(f"adversarial must be a Volume or None, got {type(adversarial)}")
+    if adversarial.shape != image.shape or not np.allclose(
+        adversarial.affine, image.affine, atol=1e-3
+    ):
+        raise ValueError(
+            f"adversarial must be on the image's grid (shape {image.shape}), got shape "
+            f"{adversarial.shape}"
+        )
+    grid = model_input.grid
+    if model_input.resampled:
+        adversarial = resample_to(adversarial, card.spacing, card.orientation)
+    if adversarial.shape != grid.shape:
+        raise ValueError(f"adversarial resampled to {adversarial.shape}, grid {grid.shape}")
+    adv01 = torch.from_numpy(model_input.mapping.forward(adversarial.array))[None, None]
+    return grid.with_array(adversarial.array), adv01
 
 
 def write_outcome(

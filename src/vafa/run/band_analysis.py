@@ -1,0 +1,364 @@
+"""Perturbation band analysis: which DCT bands of ``δ = x_adv − x`` carry the damage.
+
+Following the volumetric robustness benchmark of Malik et al. (BMVC 2024), the perturbation of
+a clean/adversarial pair is split by frequency band, and the model is re-evaluated on the clean
+volume plus one band of the perturbation at a time:
+
+1. ``δ = x_adv − x`` in model-input units ([0, 1]);
+2. blockwise orthonormal 3D DCT of ``δ`` (:mod:`vafa.ops.frequency`) in ``b×b×b`` blocks,
+   **zero-padded** at the high end to whole blocks (not edge-replicated: a zero pad adds no
+   energy, so the band energies sum to ``Σ δ²`` over the voxels exactly);
+3. each coefficient goes to one band of :mod:`vafa.ops.bands` (``low`` / ``middle`` / ``high``,
+   thirds of the normalised DCT index ``r`` within the block; no other band definition here);
+4. per band: its energy ``Σ c²`` over the band's coefficients (Parseval: the same number as
+   ``Σ δ_band²`` before cropping the pad), and ``δ_band`` = inverse DCT of the coefficients in
+   the band, cropped to the volume. ``δ_low + δ_middle + δ_high = δ``;
+5. the model's prediction (sliding window, overlap 0.5, as :mod:`vafa.run.pipeline`) on
+   ``clamp(x + δ_band, 0, 1)`` for every band, and on ``x + δ`` (band ``"all"``, the attack
+   itself) — foreground Dice against the labels or the clean prediction.
+
+Default block: **32³**, VAFA's default and the block of the paper's experiments, so that a
+band-limited VAFA analysed with its own block size shows its energy in its own band (up to the
+[0, 1] clamp). The frequency a band stands for hardly depends on the block side (index ``u`` of
+a block of side ``b`` is ``u / 2b`` cycles per voxel); smaller blocks (8³) localise better.
+
+Note for reading the energy fractions: the bands hold unequal shares of the coefficients (for
+32³ blocks about 17 % low, 66 % middle, 17 % high), so white noise puts about that share of its
+energy in each band; :attr:`BandRow.coefficient_fraction` gives this baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vafa.ops.bands import band_mask
+from vafa.ops.frequency import layout_dct, layout_idct, normalize_block_size, padded_shape
+
+if TYPE_CHECKING:
+    from vafa.io.models import ModelCard
+    from vafa.io.volume import Volume
+    from vafa.run.pipeline import AttackOutcome
+
+__all__ = [
+    "ANALYSIS_BANDS",
+    "DEFAULT_BLOCK",
+    "BandAnalysis",
+    "BandRow",
+    "analyse_bands",
+    "analyse_outcome",
+    "analyse_volumes",
+    "band_energies",
+    "band_split",
+]
+
+#: The analysed bands, in order: ``"all"`` (the whole perturbation) then the three bands.
+ANALYSIS_BANDS: tuple[str, ...] = ("all", "low", "middle", "high")
+#: Default side of the analysis blocks (VAFA's default block).
+DEFAULT_BLOCK = 32
+_SPLIT = ANALYSIS_BANDS[1:]
+
+
+@dataclass(frozen=True)
+class BandRow:
+    """One band of a :class:`BandAnalysis`.
+
+    Attributes:
+        band: ``"all"``, ``"low"``, ``"middle"`` or ``"high"``.
+        energy: ``Σ c²`` of the perturbation's DCT coefficients in the band ([0, 1] units²;
+            ``"all"``: ``Σ δ²`` over the voxels).
+        energy_fraction: ``energy`` / total energy (0 when the perturbation is zero).
+        coefficient_fraction: share of the block's DCT coefficients in the band (white noise's
+            expected energy fraction).
+        dice_fg: foreground Dice of the model on ``clamp(x + δ_band, 0, 1)`` (None when no
+            foreground class is in the reference, or not evaluated after a cancel).
+        dice_fg_drop: clean fg Dice − ``dice_fg`` (positive: the band hurts).
+    """
+
+    band: str
+    energy: float
+    energy_fraction: float
+    coefficient_fraction: float
+    dice_fg: float | None
+    dice_fg_drop: float | None
+
+
+@dataclass(frozen=True)
+class BandAnalysis:
+    """Result of :func:`analyse_bands`.
+
+    Attributes:
+        rows: one :class:`BandRow` per band of :data:`ANALYSIS_BANDS`, in that order.
+        block_size: the analysis blocks ``(b, b, b)``.
+        dice_fg_clean: foreground Dice of the clean prediction against the reference (1 when
+            the reference is the clean prediction).
+        reference: ``"labels"`` or ``"clean_prediction"``.
+        cancelled: the callback stopped the evaluations (later bands have ``dice_fg`` None).
+    """
+
+    rows: tuple[BandRow, ...]
+    block_size: tuple[int, ...]
+    dice_fg_clean: float | None
+    reference: str
+    cancelled: bool = False
+
+    def row(self, band: str) -> BandRow:
+        """The row of ``band`` (``KeyError`` for another name)."""
+        for row in self.rows:
+            if row.band == band:
+                return row
+        raise KeyError(band)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: the fields, rows as dicts."""
+        return {
+            "block_size": list(self.block_size),
+            "dice_fg_clean": self.dice_fg_clean,
+            "reference": self.reference,
+            "cancelled": self.cancelled,
+            "rows": [dict(vars(row)) for row in self.rows],
+        }
+
+
+# ----------------------------------------------------------------------------- maths
+def band_split(delta: torch.Tensor, block_size: int | Sequence[int] = DEFAULT_BLOCK):
+    """The perturbation restricted to each DCT band.
+
+    Args:
+        delta: ``[B, C, H, W, D]`` float tensor.
+        block_size: side of the 3D blocks (int or 3 ints).
+
+    Returns:
+        ``{"low": δ_low, "middle": δ_middle, "high": δ_high}``, each ``[B, C, H, W, D]`` in
+        ``delta``'s dtype; their sum is ``delta`` (up to rounding).
+    """
+    coeffs, sizes = _coefficients(delta, block_size)
+    h, w, d = delta.shape[2:]
+    out = {}
+    for band in _SPLIT:
+        mask = _layout_mask(sizes, band, coeffs)
+        filtered = layout_idct(coeffs * mask, sizes)[..., :h, :w, :d]
+        out[band] = filtered.to(delta.dtype)
+    return out
+
+
+def band_energies(
+    delta: torch.Tensor, block_size: int | Sequence[int] = DEFAULT_BLOCK
+) -> dict[str, float]:
+    """Energy ``Σ c²`` (float64) of the perturbation's DCT coefficients in each band.
+
+    Args:
+        delta: ``[B, C, H, W, D]`` float tensor (all samples summed).
+        block_size: side of the 3D blocks.
+
+    Returns:
+        ``{"all": Σ δ², "low": …, "middle": …, "high": …}``; the three bands sum to ``"all"``
+        (Parseval; the zero pad adds nothing).
+    """
+    coeffs, sizes = _coefficients(delta, block_size)
+    energy = coeffs.square()
+    out = {"all": float(delta.double().square().sum())}
+    for band in _SPLIT:
+        out[band] = float((energy * _layout_mask(sizes, band, coeffs)).sum())
+    return out
+
+
+def _coefficients(delta: torch.Tensor, block_size) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Zero-padded blockwise DCT of ``delta`` in layout (float64)."""
+    if not isinstance(delta, torch.Tensor) or not delta.is_floating_point():
+        raise TypeError(f"delta must be a floating point torch.Tensor, got {type(delta).__name__}")
+    if delta.dim() != 5:
+        raise ValueError(f"delta must have shape [B, C, H, W, D], got {tuple(delta.shape)}")
+    sizes = normalize_block_size(block_size)
+    if len(sizes) != 3:
+        raise ValueError(f"block_size must be 3D (an int or 3 ints), got {block_size!r}")
+    target = padded_shape(delta.shape[2:], sizes)
+    pads: list[int] = []
+    for size, tgt in reversed(list(zip(delta.shape[2:], target, strict=True))):
+        pads += [0, tgt - size]
+    padded = F.pad(delta.double(), pads)  # zeros: no energy added
+    return layout_dct(padded, sizes), sizes
+
+
+def _layout_mask(sizes: tuple[int, ...], band: str, like: torch.Tensor) -> torch.Tensor:
+    """The band's block mask tiled over the layout ``like`` ``[B, C, H', W', D']``."""
+    mask = band_mask(sizes, band, device=like.device).to(like.dtype)
+    reps = [n // b for n, b in zip(like.shape[2:], sizes, strict=True)]
+    return mask.repeat(*reps)
+
+
+def _coefficient_fraction(sizes: tuple[int, ...], band: str) -> float:
+    if band == "all":
+        return 1.0
+    return float(band_mask(sizes, band).double().mean())
+
+
+# ----------------------------------------------------------------------------- analysis
+def analyse_bands(
+    model: nn.Module,
+    clean01: torch.Tensor,
+    adversarial01: torch.Tensor,
+    reference: torch.Tensor | None = None,
+    *,
+    num_classes: int,
+    roi_size: int | Sequence[int],
+    block_size: int | Sequence[int] = DEFAULT_BLOCK,
+    overlap: float = 0.5,
+    callback: Callable[[str], bool | None] | None = None,
+) -> BandAnalysis:
+    """Energy per band of ``adversarial01 − clean01`` and the model's Dice per band.
+
+    Args:
+        model: the segmentation network (eval mode is set during predictions, then restored).
+        clean01, adversarial01: ``[1, C, H, W, D]`` model inputs in [0, 1], same shape.
+        reference: ``[1, 1, H, W, D]`` class map (labels on the model grid), or None: the
+            clean prediction is the reference.
+        num_classes: the model's output classes.
+        roi_size: sliding-window size (``card.roi_size``).
+        block_size: side of the analysis blocks (default :data:`DEFAULT_BLOCK`).
+        overlap: sliding-window overlap (0.5: the published protocol).
+        callback: called with the band name before each evaluation (``"clean"`` first);
+            returning False stops (the rows keep their energies, ``dice_fg`` None).
+
+    Returns:
+        :class:`BandAnalysis`.
+
+    Raises:
+        TypeError, ValueError: wrong types, shapes or values (named).
+    """
+    from vafa.ops.metrics import dice_per_class, dice_summary
+    from vafa.run.tiling import sliding_window_labels
+
+    _check_pair(clean01, adversarial01, reference)
+    sizes = normalize_block_size(block_size)
+    clean = clean01.detach().float()
+    delta = adversarial01.detach().float() - clean
+    energies = band_energies(delta, sizes)
+    parts = {"all": delta, **band_split(delta, sizes)}
+    device = next((p.device for p in model.parameters()), clean.device)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return sliding_window_labels(model, x.to(device), roi_size, overlap=overlap).cpu()
+
+    def dice_fg(pred: torch.Tensor) -> float | None:
+        value = dice_summary(dice_per_class(pred, target, num_classes))["dice_fg"]
+        return value if math.isfinite(value) else None
+
+    cancelled = callback is not None and callback("clean") is False
+    dice: dict[str, float | None] = dict.fromkeys(ANALYSIS_BANDS)
+    clean_dice = None
+    if not cancelled:
+        clean_pred = predict(clean)
+        target = clean_pred if reference is None else reference.cpu().long()
+        clean_dice = dice_fg(clean_pred)
+        for band in ANALYSIS_BANDS:
+            if callback is not None and callback(band) is False:
+                cancelled = True
+                break
+            dice[band] = dice_fg(predict((clean + parts[band]).clamp(0.0, 1.0)))
+    total = energies["all"]
+    rows = tuple(
+        BandRow(
+            band=band,
+            energy=energies[band],
+            energy_fraction=energies[band] / total if total > 0 else 0.0,
+            coefficient_fraction=_coefficient_fraction(sizes, band),
+            dice_fg=dice[band],
+            dice_fg_drop=None
+            if dice[band] is None or clean_dice is None
+            else clean_dice - dice[band],
+        )
+        for band in ANALYSIS_BANDS
+    )
+    kind = "clean_prediction" if reference is None else "labels"
+    return BandAnalysis(rows, sizes, clean_dice, kind, cancelled)
+
+
+def analyse_outcome(
+    model: nn.Module,
+    outcome: AttackOutcome,
+    labels: Volume | None = None,
+    *,
+    block_size: int | Sequence[int] = DEFAULT_BLOCK,
+    callback: Callable[[str], bool | None] | None = None,
+) -> BandAnalysis:
+    """:func:`analyse_bands` of a :func:`vafa.run.pipeline.run_attack` outcome (its model
+    input and ``adversarial01``); ``labels`` on the attacked image's grid, or None."""
+    from vafa.run.pipeline import labels_to_model_space
+
+    if outcome.adversarial01 is None:
+        raise ValueError("the outcome holds no model-space adversarial (adversarial01 is None)")
+    model_input = outcome.model_input
+    card = model_input.card
+    reference = None if labels is None else labels_to_model_space(labels, model_input)
+    return analyse_bands(
+        model,
+        model_input.tensor,
+        outcome.adversarial01,
+        reference,
+        num_classes=card.out_channels,
+        roi_size=card.roi_size,
+        block_size=block_size,
+        callback=callback,
+    )
+
+
+def analyse_volumes(
+    model: nn.Module,
+    card: ModelCard,
+    image: Volume,
+    adversarial: Volume,
+    labels: Volume | None = None,
+    *,
+    block_size: int | Sequence[int] = DEFAULT_BLOCK,
+    callback: Callable[[str], bool | None] | None = None,
+) -> BandAnalysis:
+    """:func:`analyse_bands` of a clean and an adversarial volume in file units (both through
+    the clean image's model space, as :func:`vafa.run.pipeline.evaluate`).
+
+    Raises:
+        TypeError, ValueError: ``adversarial`` not on ``image``'s grid, bad labels, … (named).
+    """
+    from vafa.run.pipeline import adversarial_model_input, labels_to_model_space, to_model_space
+
+    model_input = to_model_space(image, card)
+    _, adversarial01 = adversarial_model_input(adversarial, model_input)
+    reference = None if labels is None else labels_to_model_space(labels, model_input)
+    return analyse_bands(
+        model,
+        model_input.tensor,
+        adversarial01,
+        reference,
+        num_classes=card.out_channels,
+        roi_size=card.roi_size,
+        block_size=block_size,
+        callback=callback,
+    )
+
+
+def _check_pair(clean01, adversarial01, reference) -> None:
+    for name, x in (("clean01", clean01), ("adversarial01", adversarial01)):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating point torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 5 or x.shape[0] != 1:
+            raise ValueError(f"{name} must have shape [1, C, H, W, D], got {tuple(x.shape)}")
+    if clean01.shape != adversarial01.shape:
+        raise ValueError(
+            f"clean01 and adversarial01 must have the same shape, got {tuple(clean01.shape)} "
+            f"and {tuple(adversarial01.shape)}"
+        )
+    if reference is not None and (
+        not isinstance(reference, torch.Tensor)
+        or tuple(reference.shape) != (1, 1, *clean01.shape[2:])
+    ):
+        shape = tuple(reference.shape) if isinstance(reference, torch.Tensor) else type(reference)
+        raise ValueError(
+            f"reference must be a [1, 1, {', '.join(map(str, clean01.shape[2:]))}] class map, "
+            f"got {shape}"
+        )
