@@ -126,8 +126,8 @@ TRAIN_WIDGET: dict[str, str] = {
     ),
     "val_every": (
         "Validate every this many epochs (and after the last): sliding-window foreground "
-        "Dice, clean and under the training attack. The best checkpoint has the highest Dice "
-        "under attack (clean Dice in mode 'clean')."
+        "Dice, clean and under the training attack (with 'validation attack steps'). The "
+        "best checkpoint has the highest Dice under attack (clean Dice in mode 'clean')."
     ),
     "patch_size": (
         "Side of the random training patches; 'model card's' keeps the base card's ROI. The "
@@ -135,6 +135,11 @@ TRAIN_WIDGET: dict[str, str] = {
         "patch are padded. Smaller patches train faster on a CPU."
     ),
     "lambda_fr": "Weight λ of the frequency-consistency term L_fr in Eq. 3 (paper: 1).",
+    "val_steps": (
+        "Steps of the validation attack (the training attack's settings otherwise; VAFA for a "
+        "clean run). 20, the evaluation attack's, tells a hardened model from a clean "
+        "fine-tune; fewer validate faster."
+    ),
     "out_dir": (
         "Folder for latest.safetensors, best.safetensors (+ model cards), training_state.pt, "
         "training_log.csv and training_curves.png. Created if needed; must be writable."

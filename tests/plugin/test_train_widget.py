@@ -221,6 +221,7 @@ def _docked(make_napari_viewer, weights, tmp_path, layers=True, **kwargs):
     widget.iterations.value = 2
     widget.batch_size.value = 1
     widget.steps.value = 1
+    widget.val_steps.value = 1
     widget.block_size.value = 8
     widget.out_dir.value = tmp_path / "run"
     return viewer, widget, layer_pair
@@ -324,6 +325,28 @@ def weights_path(tmp_path) -> Path:
     card = _tiny_card()
     torch.manual_seed(0)
     return save_model(build_model(card), card, tmp_path / "base.safetensors")
+
+
+@pytest.mark.gui
+def test_validation_attack_takes_its_own_steps_and_vafa_for_a_clean_run(
+    make_napari_viewer, tmp_path
+):
+    _, widget, _ = _docked(make_napari_viewer, weights_path(tmp_path), tmp_path)
+    assert _shown(widget.val_steps)
+    widget.steps.value, widget.val_steps.value = 2, 7
+    widget.q_range.value = (4.0, 12.0)
+    expected_vafa = {**widget.attack_controls.options("vafa"), "steps": 7}
+    for mode, attack in (("vafa-fr", "vafa"), ("clean", "vafa"), ("pgd", "pgd")):
+        widget.mode.value = mode
+        config = widget._make_job().config
+        name, options = config.validation
+        assert name == attack, mode
+        assert options["steps"] == 7, mode
+        assert (config.attack_options or {}).get("steps") == (None if mode == "clean" else 2)
+        if attack == "vafa":
+            assert expected_vafa.items() <= options.items() and options["q_max"] == 12.0, mode
+        else:
+            assert options["eps"] == widget.eps.value, mode
 
 
 @pytest.mark.gui
