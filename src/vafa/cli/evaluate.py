@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vafa.cli.common import add_model_arguments, load_model
+from vafa.cli.common import CLIError, add_model_arguments, load_model
 
 __all__ = ["add_parser"]
 
@@ -21,6 +21,15 @@ def add_parser(subparsers, common) -> None:
     p.add_argument("--labels", help="ground truth (else the clean prediction is the reference)")
     p.add_argument("--adversarial", help="adversarial volume on IMAGE's grid")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument(
+        "--bands",
+        action="store_true",
+        help="perturbation band analysis of --adversarial: energy of the perturbation per DCT "
+        "band (low/middle/high) and fg Dice with only that band applied",
+    )
+    p.add_argument(
+        "--band-block", type=int, default=32, metavar="N", help="DCT block side of --bands (32)"
+    )
     p.set_defaults(func=run)
 
 
@@ -29,15 +38,37 @@ def run(args) -> int:
     from vafa.report.tables import format_metrics_table, metrics_csv
     from vafa.run.pipeline import evaluate, json_ready
 
+    if args.bands and args.adversarial is None:
+        raise CLIError("--bands needs --adversarial (the perturbation is adversarial − IMAGE)")
+    if args.band_block < 1:
+        raise CLIError(f"--band-block must be a positive int, got {args.band_block}")
     model, card = load_model(args)
     image = load_volume(args.image)
     labels = None if args.labels is None else load_labels(args.labels, image, card.out_channels)
     adversarial = None if args.adversarial is None else load_volume(args.adversarial)
     metrics = evaluate(model, card, image, labels, adversarial)
+    bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
     if args.format == "json":
+        if bands is not None:
+            metrics["bands"] = bands.to_dict()
         print(json.dumps(json_ready(metrics), indent=2))
     elif args.format == "csv":
         print(metrics_csv(metrics), end="")
+        if bands is not None:
+            from vafa.report.bands import band_csv
+
+            print(band_csv(bands), end="")
     else:
         print(format_metrics_table(metrics, title=args.image))
+        if bands is not None:
+            from vafa.report.bands import format_band_table
+
+            print("\n" + format_band_table(bands))
     return 0
+
+
+def _bands(args, model, card, image, adversarial, labels):
+    """The band analysis of ``--bands`` (:func:`vafa.run.band_analysis.analyse_volumes`)."""
+    from vafa.run.band_analysis import analyse_volumes
+
+    return analyse_volumes(model, card, image, adversarial, labels, block_size=args.band_block)
