@@ -168,9 +168,13 @@ def test_attack_folder_continues_past_bad_cases(tiny_model, tmp_path, capsys):
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "a_adv.json",
         "a_adv.nii.gz",
+        "attack_results.csv",
         "b_adv.json",
         "b_adv.nii.gz",
     ]
+    table = (out_dir / "attack_results.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table] == ["case", "a", "b", "broken"]
+    assert table[3].split(",")[4].startswith("failed: ") and table[1].split(",")[4] == "ok"
 
 
 def test_attack_datalist(tiny_model, tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vafa.cli.common import (
     CLIError,
+    add_amp_argument,
     add_model_arguments,
     datalist_cases,
     load_model,
@@ -16,6 +17,7 @@ from vafa.cli.common import (
     with_roi,
 )
 from vafa.cli.options import add_attack_arguments, attack_options
+from vafa.run.cases import CASES_CSV
 
 __all__ = ["add_parser", "run_attack_command"]
 
@@ -42,65 +44,126 @@ def add_parser(subparsers, common) -> None:
         help="write on the input grid when the card resamples (default: model grid)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the cases already done in --out-dir (same settings) and attack the rest",
+    )
+    add_amp_argument(p)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Attack the cases; under ``torchrun`` each process takes its share (:meth:`Dist.owns`:
+    case ``i`` on rank ``i mod world_size``), on its own device."""
+    from vafa.run.distributed import EVALUATION_TIMEOUT, Dist
+
+    dist = Dist.setup(args.device, timeout=EVALUATION_TIMEOUT)
+    try:
+        if dist.world_size > 1:
+            args.device = str(dist.device)  # cuda:LOCAL_RANK, or the CPU under gloo
+        model, card = load_model(args)
+        cases = _cases(args)
+        single = args.datalist is None and Path(args.image).is_file()
+        if single and not args.out:
+            raise CLIError("--out OUT.nii.gz is required for a single image")
+        if not single and not args.out_dir:
+            raise CLIError("--out-dir DIR is required for a folder or a datalist")
+        if args.resume and args.overwrite:
+            raise CLIError("--resume keeps finished outputs, --overwrite replaces them: pick one")
+        table = None if single else Path(args.out_dir) / CASES_CSV
+        if table is not None and table.exists() and not (args.resume or args.overwrite):
+            raise CLIError(f"{table} exists (pass --resume to continue, --overwrite to replace)")
+        expected = _expected_settings(args, model, card) if args.resume else None
+        rows = []
+        for index, (image_path, label_path) in dist.shard(cases):
+            target = Path(args.out) if single else Path(args.out_dir) / _adv_name(image_path)
+            title = f"{index + 1}/{len(cases)} {image_path.name}"
+            quiet = args.quiet or not dist.is_writer
+            case = (image_path, label_path)
+            row = _attack_case(args, model, card, case, target, title, quiet, expected, single)
+            rows.append({"index": index, **row})
+        rows = [row for part in dist.gather_json(rows) for row in part]
+        return _finish(args, dist, rows, table, len(cases))
+    finally:
+        dist.close()
+
+
+def _attack_case(args, model, card, case, target, title, quiet, expected, single) -> dict:
+    """Attack one case and write its files (or find them done with ``--resume``); returns its
+    row of ``attack_results.csv``. A failing case is reported and gives a ``failed`` row
+    (a single IMAGE raises instead)."""
     from vafa.io.volume import load_labels, load_volume
+    from vafa.run.cases import case_row
 
-    model, card = load_model(args)
-    cases = _cases(args)
-    single = args.datalist is None and Path(args.image).is_file()
-    if single and not args.out:
-        raise CLIError("--out OUT.nii.gz is required for a single image")
-    if not single and not args.out_dir:
-        raise CLIError("--out-dir DIR is required for a folder or a datalist")
-    failures = []
-    for index, (image_path, label_path) in enumerate(cases, 1):
-        target = Path(args.out) if single else Path(args.out_dir) / _adv_name(image_path)
-        try:
-            _check_target(target, [image_path, label_path], args.overwrite)
-            image = load_volume(image_path)
-            labels = (
-                None if label_path is None else load_labels(label_path, image, card.out_channels)
-            )
-            title = f"{index}/{len(cases)} {image_path.name}"
-            outcome = run_attack_command(args, model, card, image, labels, title=title)
-            _write_adversarial(outcome, target)
+    image_path, label_path = case
+    sidecar = _sidecar(target)
+    try:
+        overwrite = args.overwrite
+        if expected is not None and (target.exists() or sidecar.exists()):
+            metrics = _finished(target, sidecar, expected)
+            if metrics is not None:
+                return case_row(image_path, label_path, target.name, "ok", metrics, args.seed)
+            overwrite = True  # a case cut short: its partial files are replaced
+        _check_target(target, [image_path, label_path], overwrite)
+        image = load_volume(image_path)
+        labels = None if label_path is None else load_labels(label_path, image, card.out_channels)
+        outcome = run_attack_command(args, model, card, image, labels, title=title, quiet=quiet)
+        _write_adversarial(outcome, target)
+        if not quiet:
             print_metrics(args, outcome.metrics, title=str(image_path))
-            if outcome.model_input.resampled and not args.resample_back and not args.quiet:
-                spacing = "×".join(f"{s:g}" for s in outcome.model_input.grid.spacing)
-                print(
-                    f"note: {target} is on the model grid ({spacing} mm); "
-                    "use --resample-back for the input grid",
-                    file=sys.stderr,
-                )
-        except KeyboardInterrupt:
+        if outcome.model_input.resampled and not args.resample_back and not quiet:
+            spacing = "×".join(f"{s:g}" for s in outcome.model_input.grid.spacing)
+            print(
+                f"note: {target} is on the model grid ({spacing} mm); "
+                "use --resample-back for the input grid",
+                file=sys.stderr,
+            )
+        from vafa.run.pipeline import json_ready
+
+        metrics = json_ready(outcome.metrics)
+        return case_row(image_path, label_path, target.name, "ok", metrics, args.seed)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # a bad case must not stop the batch
+        if single:
             raise
-        except Exception as err:  # a bad case must not stop the batch
-            if single:
-                raise
-            failures.append((image_path, one_line(err)))
-            print(f"vafa attack: {image_path}: {one_line(err)}", file=sys.stderr)
-    if failures:
-        print(f"\n{len(failures)} of {len(cases)} case(s) failed:", file=sys.stderr)
-        for path, message in failures:
-            print(f"  {path}: {message}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"vafa attack: {image_path}: {one_line(err)}", file=sys.stderr)
+        status = f"failed: {one_line(err)}"
+        return case_row(image_path, label_path, target.name, status, None, args.seed)
 
 
-def run_attack_command(args, model, card, image, labels, title: str):
+def _finish(args, dist, rows, table: Path | None, total: int) -> int:
+    """Rank 0 writes ``attack_results.csv`` (every case, in input order) and prints the
+    failures; every process returns the same status."""
+    from vafa.run.cases import write_case_table
+
+    failures = [r for r in rows if r["status"] != "ok"]
+    if dist.is_writer:
+        if table is not None and table.parent.is_dir():  # no folder: every case failed
+            write_case_table(table, sorted(rows, key=lambda r: r["index"]))
+        if failures:
+            print(f"\n{len(failures)} of {total} case(s) failed:", file=sys.stderr)
+            for row in failures:
+                print(
+                    f"  {row['image']}: {row['status'].removeprefix('failed: ')}", file=sys.stderr
+                )
+    dist.barrier()  # nobody leaves (and torchrun ends nothing) before the table is written
+    return 1 if failures else 0
+
+
+def run_attack_command(args, model, card, image, labels, title: str, quiet: bool | None = None):
     """:func:`vafa.run.pipeline.run_attack` with the attack arguments of ``args`` and a
-    progress bar (unless ``--quiet``)."""
+    progress bar (unless ``--quiet`` or ``quiet``)."""
     from vafa.run.pipeline import run_attack
     from vafa.run.progress import StepBar
 
     options = attack_options(args)
     if args.roi:
         card = with_roi(card, roi_triple(args.roi))
-    bar = None if args.quiet else StepBar(title)
+    quiet = args.quiet if quiet is None else quiet
+    bar = None if quiet else StepBar(title)
     try:
         return run_attack(
             model,
@@ -114,6 +177,7 @@ def run_attack_command(args, model, card, image, labels, title: str):
             seed=args.seed,
             callback=bar,
             resample_back=getattr(args, "resample_back", False),
+            amp=getattr(args, "amp", "off"),
         )
     finally:
         if bar is not None:
@@ -138,6 +202,47 @@ def _cases(args) -> list[tuple[Path, Path | None]]:
     return [(image, Path(args.labels) if args.labels else None)]
 
 
+def _expected_settings(args, model, card) -> dict:
+    """What a finished case's JSON must say to be kept by ``--resume``: the attack's settings
+    (its schema options, steps, seed…), the tile size and batch, ``resample_back`` and ``amp``."""
+    from vafa.attacks import build_attack
+    from vafa.run.pipeline import json_ready
+
+    roi = roi_triple(args.roi) if args.roi else card.roi_size
+    attack = build_attack(args.attack, model, **attack_options(args), seed=args.seed)
+    settings = {**attack.settings(), "roi": list(roi), "tile_batch": args.tile_batch}
+    return json_ready({"attack": settings, "resample_back": args.resample_back, "amp": args.amp})
+
+
+def _finished(target: Path, sidecar: Path, expected: dict) -> dict | None:
+    """The metrics of a case whose volume and JSON are both written (the JSON is renamed into
+    place last), else None.
+
+    Raises:
+        CLIError: the files were made with other settings than this run's.
+    """
+    from vafa.io.files import read_json
+
+    if not (target.is_file() and sidecar.is_file()):
+        return None
+    doc = read_json(sidecar, "attack result")
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    settings = settings if isinstance(settings, dict) else {}
+    made = settings.get("attack") if isinstance(settings.get("attack"), dict) else {}
+    differ = [k for k, v in expected["attack"].items() if made.get(k, "absent") != v]
+    differ += [k for k in ("resample_back", "amp") if settings.get(k, "off") != expected[k]]
+    if differ:
+        raise CLIError(
+            f"{target} was made with other settings ({', '.join(differ)}): pass --overwrite "
+            "to replace it, or choose another --out-dir"
+        )
+    return doc.get("metrics")
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_name(target.name.removesuffix(".gz").removesuffix(".nii") + ".json")
+
+
 def _adv_name(image: Path) -> str:
     return image.name.removesuffix(".gz").removesuffix(".nii") + "_adv.nii.gz"
 
@@ -159,6 +264,6 @@ def _write_adversarial(outcome, target: Path) -> None:
     from vafa.run.pipeline import write_volumes
 
     target.parent.mkdir(parents=True, exist_ok=True)  # made only once there is a result
-    sidecar = target.with_name(target.name.removesuffix(".gz").removesuffix(".nii") + ".json")
+    sidecar = _sidecar(target)
     # _check_target has refused existing files and inputs
     write_volumes(outcome, {"adversarial": target, "metrics": sidecar}, overwrite=True)

@@ -13,6 +13,7 @@ from vafa.ops.messages import one_line
 
 __all__ = [
     "CLIError",
+    "add_amp_argument",
     "add_model_arguments",
     "common_parser",
     "datalist_cases",
@@ -55,6 +56,19 @@ def add_model_arguments(parser, *, required: bool = True, card_help: str | None 
         "(default: <weights>.json beside the weights)",
     )
     parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+
+
+def add_amp_argument(parser) -> None:
+    """``--amp {off,bf16,fp16}``: mixed precision of the model passes (:mod:`vafa.ops.amp`)."""
+    from vafa.ops.amp import AMP_MODES
+
+    parser.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default="off",
+        help="mixed precision of the model passes (autocast; DCT, quantization and SSIM stay "
+        "float32): off (default), bf16, fp16",
+    )
 
 
 def model_source(args, weights: str | None = None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vafa.cli.common import CLIError, add_model_arguments, load_model
+from vafa.cli.common import CLIError, add_amp_argument, add_model_arguments, load_model
 
 __all__ = ["add_parser"]
 
@@ -30,6 +30,7 @@ def add_parser(subparsers, common) -> None:
     p.add_argument(
         "--band-block", type=int, default=32, metavar="N", help="DCT block side of --bands (32)"
     )
+    add_amp_argument(p)
     p.set_defaults(func=run)
 
 
@@ -46,7 +47,7 @@ def run(args) -> int:
     image = load_volume(args.image)
     labels = None if args.labels is None else load_labels(args.labels, image, card.out_channels)
     adversarial = None if args.adversarial is None else load_volume(args.adversarial)
-    metrics = evaluate(model, card, image, labels, adversarial)
+    metrics = evaluate(model, card, image, labels, adversarial, amp=args.amp)
     bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
     if args.format == "json":
         if bands is not None:

@@ -42,6 +42,7 @@ from vafa.io.model_space import (
 )
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume, resample_like, resample_to, same_file, save_volume
+from vafa.ops.amp import with_amp
 from vafa.run.tiling import sliding_window_labels
 
 __all__ = [
@@ -126,6 +127,7 @@ def run_attack(
     seed: int | None = None,
     callback: Callback | None = None,
     resample_back: bool = False,
+    amp: str = "off",
 ) -> AttackOutcome:
     """Attack a whole volume and measure the damage.
 
@@ -147,6 +149,9 @@ def run_attack(
         seed: seed of the attack's random generator.
         callback: progress/cancel callback, see :func:`vafa.run.tiling.attack_volume`.
         resample_back: return the volumes on the input's grid instead of the model grid.
+        amp: mixed precision of the model passes (attack and predictions): ``"off"``,
+            ``"bf16"`` or ``"fp16"`` (:func:`vafa.ops.amp.with_amp`; the frequency, SSIM and
+            loss maths stay float32).
 
     Returns:
         :class:`AttackOutcome`. ``metrics`` holds: ``reference`` (``"labels"`` or
@@ -175,6 +180,7 @@ def run_attack(
             device=device,
             seed=seed,
             resample_back=resample_back,
+            amp=amp,
         ),
         callback,
     )
@@ -192,12 +198,14 @@ def iter_run_attack(
     device: str | torch.device = "auto",
     seed: int | None = None,
     resample_back: bool = False,
+    amp: str = "off",
 ) -> Generator[StepEvent, bool | None, AttackOutcome]:
     """:func:`run_attack` as a generator (for GUI workers): yields every step event,
     ``gen.send(False)`` cancels within one step, returns the :class:`AttackOutcome`."""
     from vafa.run.tiling import iter_attack_volume
 
     _check_model(model)
+    model = with_amp(model, amp)
     options = dict(options or {})
     for key in ("seed", "device"):
         if key in options:
@@ -231,6 +239,7 @@ def iter_run_attack(
         "resample_back": bool(resample_back),
         "device": str(_device_of(model)),
         "seed": seed,
+        "amp": amp,
     }
     return AttackOutcome(
         adversarial=adversarial,
@@ -255,17 +264,20 @@ def evaluate(
     labels: Volume | None,
     adversarial: Volume | None = None,
     device: str | torch.device = "auto",
+    amp: str = "off",
 ) -> dict[str, Any]:
     """Metrics of the model on a clean volume and optionally on an adversarial version of it.
 
     Both volumes go through the clean image's model space (same grid, same fitted window);
-    the adversarial volume must be on ``image``'s grid. Keys are those of :func:`run_attack`
+    the adversarial volume must be on ``image``'s grid. ``amp``: mixed precision of the
+    model passes, as in :func:`run_attack`. Keys are those of :func:`run_attack`
     (attack-only keys are None; ``adversarial`` entries are None without ``adversarial``).
 
     Raises:
         TypeError, ValueError: wrong types, or ``adversarial`` on another grid.
     """
     _check_model(model)
+    model = with_amp(model, amp)
     if device != "auto":
         from vafa.ops.devices import resolve_device
 

@@ -1,0 +1,112 @@
+"""The per-case table of a batch attack (``attack_results.csv``): one row per case of a folder
+or a datalist, built from each case's metrics (:func:`vafa.run.pipeline.run_attack`), so a
+resumed case (whose metrics are read back from its JSON) gives the same row as a fresh one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from vafa.io.files import write_text
+
+__all__ = ["CASES_CSV", "CASE_FIELDS", "case_row", "write_case_table"]
+
+CASES_CSV = "attack_results.csv"
+#: Columns of :data:`CASES_CSV` (metrics: adversarial values; ``*_clean``: the clean ones).
+CASE_FIELDS = (
+    "case",
+    "image",
+    "labels",
+    "adversarial",
+    "status",
+    "attack",
+    "reference",
+    "dice_fg_clean",
+    "dice_fg",
+    "dice_clean",
+    "dice",
+    "hd95_clean",
+    "hd95",
+    "ssim",
+    "psnr",
+    "linf",
+    "linf_units",
+    "zeroed_fraction",
+    "steps_run",
+    "seed",
+)
+
+
+def case_row(
+    image: str | os.PathLike,
+    labels: str | os.PathLike | None,
+    adversarial: str,
+    status: str = "ok",
+    metrics: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """One row of :data:`CASE_FIELDS` (JSON-ready: str, float, int or None).
+
+    Args:
+        image, labels: the case's files as given. adversarial: the output's file name.
+        status: ``"ok"`` or ``"failed: <message>"``.
+        metrics: the case's metrics (keys of :func:`vafa.run.pipeline.run_attack`), or None
+            for a failed case.
+    """
+    row: dict[str, Any] = dict.fromkeys(CASE_FIELDS)
+    name = Path(image).name
+    row.update(
+        case=name.removesuffix(".gz").removesuffix(".nii"),
+        image=str(image),
+        labels=None if labels is None else str(labels),
+        adversarial=adversarial,
+        status=status,
+        seed=seed,
+    )
+    if metrics:
+        for key in ("dice_fg", "dice", "hd95"):
+            value = metrics.get(key) or {}
+            row[f"{key}_clean"] = _number(value.get("clean"))
+            row[key] = _number(value.get("adversarial"))
+        row.update(
+            attack=metrics.get("attack"),
+            reference=metrics.get("reference"),
+            ssim=_number(metrics.get("ssim")),
+            psnr=_number(metrics.get("psnr")),
+            linf=_number(metrics.get("linf")),
+            linf_units=_number(metrics.get("linf_original_units")),
+            zeroed_fraction=_number(metrics.get("zeroed_fraction")),
+            steps_run=metrics.get("steps_run"),
+        )
+    return row
+
+
+def write_case_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` (in the order given) as CSV at ``path``, atomically; floats as ``%.6g``,
+    None as an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CASE_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in CASE_FIELDS})
+    return write_text(path, buffer.getvalue())
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
