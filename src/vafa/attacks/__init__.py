@@ -4,6 +4,7 @@ import difflib
 
 from vafa.attacks.base import Attack, AttackResult, Callback, StepEvent, drive
 from vafa.attacks.options import Option, validate_options
+from vafa.attacks.sa2 import SA2
 from vafa.attacks.segmentation import CosPGD, SegPGD
 from vafa.attacks.vafa import NORMALIZE_MODES, Q_INIT_MODES, VAFA, VAFA2D
 from vafa.attacks.voxel import BIM, FGSM, PGD, GaussianNoise
@@ -16,6 +17,7 @@ __all__ = [
     "PGD",
     "Q_INIT_MODES",
     "RUNTIME_KEYWORDS",
+    "SA2",
     "VAFA",
     "VAFA2D",
     "Attack",
@@ -38,6 +40,7 @@ ATTACKS: dict[str, type[Attack]] = {
     "pgd": PGD,
     "segpgd": SegPGD,
     "cospgd": CosPGD,
+    "sa2": SA2,
     "fgsm": FGSM,
     "bim": BIM,
     "gn": GaussianNoise,
@@ -49,7 +52,7 @@ RUNTIME_KEYWORDS = ("targeted", "seed", "device", "clamp_inputs")
 
 
 def build_attack(name: str, model, **options) -> Attack:
-    """Build an attack by name (a key of :data:`ATTACKS`: ``vafa``, ``vafa2d``, ``pgd``, …).
+    """Build an attack by name (a key of :data:`ATTACKS`: ``vafa``, ``vafa2d``, ``pgd``, ``sa2``, …).
 
     ``options`` are checked against the attack's schema (:attr:`Attack.options`, see
     :mod:`vafa.attacks.options`) plus :data:`RUNTIME_KEYWORDS`. None values mean "the

@@ -71,7 +71,8 @@ class AttackResult:
         returned_steps: per sample, the ``step`` of the history entry that was returned.
         steps_run: gradient steps done (fewer than asked when cancelled).
         cancelled: True when a callback stopped the attack.
-        q_tables: VAFA only, ``[B, C, N, *block_size]`` quantization tables of ``adversarial``.
+        q_tables: VAFA only, ``[B, C, N, *block_size]`` quantization tables of ``adversarial``
+            (0 where a coefficient is not quantized: outside a band-limited VAFA's band).
         objective: ``[B]`` attack objective of the returned iterate.
         settings: the attack's name and hyper-parameters.
     """

@@ -23,9 +23,11 @@ from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Any
 
+from vafa.ops.bands import BANDS
 from vafa.ops.checks import is_finite
 
 __all__ = [
+    "BANDS_OPTION",
     "BLOCK_SIZES",
     "KEEP",
     "STEPS",
@@ -188,6 +190,14 @@ KEEP = Option(
     "keep", str, "best",
     "which evaluated step's volume is returned: best (the highest objective) or last",
     choices=("best", "last"),
+)  # fmt: skip
+
+#: The DCT band a frequency attack changes (:mod:`vafa.ops.bands`; VAFA quantizes, SA² scales).
+BANDS_OPTION = Option(
+    "bands", str, "all",
+    "DCT band changed: all | low | middle | high (thirds of the normalised index within a "
+    "block; the other coefficients pass through unchanged)",
+    label="band", choices=BANDS, widget="combo",
 )  # fmt: skip
 
 

@@ -4,7 +4,8 @@ The Frequency Perturbation Module (FPM) scales the volume to [0, 255], cuts it i
 takes the orthonormal DCT of every (centred) block, quantizes the coefficients with a learnable
 table ``q`` (one entry per block and frequency) through a differentiable rounding, inverts the
 DCT and maps the result back to [0, 1]. The attack maximises ``L_seg(M(X'), Y) − w·(1 − SSIM)``
-over ``q`` by signed steps, clipped to ``[q_min, q_max]``.
+over ``q`` by signed steps, clipped to ``[q_min, q_max]``. With ``bands`` other than ``"all"``
+only the coefficients of that DCT band (:mod:`vafa.ops.bands`) are quantized.
 
 The loop is the published one: step ``i`` (0-based) builds the volume from the current table with
 the soft rounding at ``α_i = 0.1 − i·0.1/steps``, runs the model, then updates the table. The
@@ -29,7 +30,16 @@ import torch
 from torch import nn
 
 from vafa.attacks.base import Attack, AttackResult
-from vafa.attacks.options import BLOCK_SIZES, KEEP, STEPS, Option, block_size, with_default
+from vafa.attacks.options import (
+    BANDS_OPTION,
+    BLOCK_SIZES,
+    KEEP,
+    STEPS,
+    Option,
+    block_size,
+    with_default,
+)
+from vafa.ops.bands import band_layout
 from vafa.ops.frequency import (
     layout_dct,
     layout_idct,
@@ -40,7 +50,7 @@ from vafa.ops.frequency import (
 from vafa.ops.quantization import ROUNDINGS, AlphaSchedule, quantize, validate_bounds
 from vafa.ops.ssim import BlockSSIM
 
-__all__ = ["NORMALIZE_MODES", "PAPER_SETTINGS", "Q_INIT_MODES", "VAFA", "VAFA2D"]
+__all__ = ["BLOCK_SIZE", "NORMALIZE_MODES", "PAPER_SETTINGS", "Q_INIT_MODES", "VAFA", "VAFA2D"]
 
 NORMALIZE_MODES = ("clip", "slice")
 Q_INIT_MODES = ("max", "min", "random")
@@ -61,6 +71,12 @@ PAPER_SETTINGS = {
 }
 
 _Q_UNIT = "in [0, 255] units"
+#: The side of the DCT blocks (shared with the other block-DCT attacks, e.g. SA²).
+BLOCK_SIZE = Option(
+    "block_size", block_size, 32,
+    "side of the DCT blocks: 32 or 32,32,32 (larger: stronger; padded when the volume is "
+    "not a multiple)", label="block size", widget="combo", gui=BLOCK_SIZES, training=True,
+)  # fmt: skip
 #: The options of :class:`VAFA` (see :mod:`vafa.attacks.options`).
 VAFA_OPTIONS = (
     STEPS,
@@ -78,11 +94,8 @@ VAFA_OPTIONS = (
     ),
     Option("q_init", str, "max", "start of the table: max | min | random", choices=Q_INIT_MODES),
     Option("q_step", float, 1.0, "table change per step", positive=True),
-    Option(
-        "block_size", block_size, 32,
-        "side of the DCT blocks: 32 or 32,32,32 (larger: stronger; padded when the volume is "
-        "not a multiple)", label="block size", widget="combo", gui=BLOCK_SIZES, training=True,
-    ),
+    BLOCK_SIZE,
+    BANDS_OPTION,
     Option(
         "use_ssim_loss", bool, True,
         "subtract ssim_weight × (1 − blockwise SSIM) from the objective",
@@ -128,6 +141,13 @@ class VAFA(Attack):
             with ``q_min=1``) or ``"random"`` (uniform in the bounds, from ``seed``).
         q_step: size of each signed update, in quantization units (1).
         block_size: ``(h, w, d)`` cube (int = cube); paper's experiments 32³, code default 8³.
+        bands: quantize only the coefficients of one DCT band of every block
+            (:mod:`vafa.ops.bands`: thirds of the normalised index within the block):
+            - ``"all"``: every coefficient (default, the published attack);
+            - ``"low"``: ``r < 1/3`` (with the DC term); ``"middle"``: ``1/3 <= r < 2/3``;
+            - ``"high"``: ``r >= 2/3``.
+            The other coefficients pass through unchanged (up to the return to [0, 1]); their
+            entries of ``q_tables`` are 0 ("not quantized").
         use_ssim_loss: subtract ``ssim_weight·(1 − SSIM)`` of every block from the objective.
         ssim_weight: weight of the SSIM term.
         normalize: how the reconstruction returns to [0, 1]:
@@ -167,6 +187,7 @@ class VAFA(Attack):
         q_init: str = "max",
         q_step: float = 1.0,
         block_size: int | Sequence[int] = (32, 32, 32),
+        bands: str = "all",
         use_ssim_loss: bool = True,
         ssim_weight: float = 1.0,
         normalize: str | None = None,
@@ -180,7 +201,7 @@ class VAFA(Attack):
         clamp_inputs: bool = False,
     ) -> None:
         checked = self.check_options(
-            steps=steps, q_min=q_min, q_max=q_max, q_init=q_init, q_step=q_step,
+            steps=steps, q_min=q_min, q_max=q_max, q_init=q_init, q_step=q_step, bands=bands,
             use_ssim_loss=use_ssim_loss, ssim_weight=ssim_weight, normalize=normalize,
             rounding=rounding, keep=keep, hard_round=hard_round, paper=paper,
         )  # fmt: skip
@@ -223,6 +244,7 @@ class VAFA(Attack):
         self.q_init = q_init
         self.q_step = checked["q_step"]
         self.block_size = sizes
+        self.bands = checked["bands"]
         self.use_ssim_loss = use_ssim_loss
         self.ssim_weight = checked["ssim_weight"]
         self.normalize = normalize
@@ -236,6 +258,7 @@ class VAFA(Attack):
             "q_init": self.q_init,
             "q_step": self.q_step,
             "block_size": list(self.block_size),
+            "bands": self.bands,
             "use_ssim_loss": self.use_ssim_loss,
             "ssim_weight": self.ssim_weight,
             "normalize": self.normalize,
@@ -261,9 +284,14 @@ class VAFA(Attack):
         else:
             u = torch.rand(coeffs.shape, generator=generator, dtype=coeffs.dtype)
             q = (self.q_min + (self.q_max - self.q_min) * u).to(coeffs.device)
+        offset = self._dc_offset(coeffs)
+        band = None
+        if self.bands != "all":
+            band = band_layout(self.block_size, coeffs.shape[2:], self.bands, coeffs.device)
         return {
             "coeffs": coeffs,
-            "offset": self._dc_offset(coeffs),
+            "offset": offset,
+            "band": band,
             "q": q.requires_grad_(True),
             "shape": tuple(x.shape[2:]),
             "ssim": BlockSSIM(x, self.block_size),
@@ -286,6 +314,10 @@ class VAFA(Attack):
             scale=scale,
             offset=state["offset"] * scale,
         )
+        if state["band"] is not None:  # outside the band: the coefficients as they are
+            dequantized = torch.where(
+                state["band"], dequantized, (state["coeffs"] + state["offset"]) * scale
+            )
         padded = self._to_unit_range(layout_idct(dequantized, self.block_size))
         h, w, d = state["shape"]
         x_adv = padded[:, :, :h, :w, :d]
@@ -332,7 +364,10 @@ class VAFA(Attack):
         return ("hard", *self._reconstruct(state, kept["q"], 0.0))
 
     def _finish(self, result: AttackResult, kept: dict[str, torch.Tensor], state: dict) -> None:
-        result.q_tables = to_blocks(kept["q"], self.block_size).cpu()
+        q = kept["q"]
+        if state["band"] is not None:  # 0: not quantized
+            q = torch.where(state["band"], q, torch.zeros((), dtype=q.dtype, device=q.device))
+        result.q_tables = to_blocks(q, self.block_size).cpu()
 
 
 class VAFA2D(VAFA):

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["BANDS", "band_mask", "check_band", "normalized_frequency"]
+__all__ = ["BANDS", "band_layout", "band_mask", "check_band", "normalized_frequency"]
 
 #: The band names, in order of frequency (``"all"`` first: no restriction).
 BANDS: tuple[str, ...] = ("all", "low", "middle", "high")
@@ -84,3 +84,35 @@ def band_mask(
     # A small tolerance keeps the edges stable for fractions like 1/3 computed in float.
     eps = 1e-9
     return (r >= lo - eps) & (r < hi - eps)
+
+
+def band_layout(
+    block_size: Sequence[int],
+    shape: Sequence[int],
+    band: str,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """:func:`band_mask` repeated over every block of a blockwise coefficient layout.
+
+    The layout is that of :func:`vafa.ops.frequency.layout_dct`: every block's coefficients in
+    place of its voxels. A 2D ``block_size`` ``(h, w)`` blocks the first two axes of a 3D
+    ``shape`` and leaves the last one whole (the axial slices of VAFA-2D).
+
+    Args:
+        block_size: the block's side per axis (2 or 3 entries).
+        shape: spatial shape of the layout, e.g. ``(H', W', D')``; the blocked axes must be
+            multiples of the block sides (the padded shape).
+        band: one of :data:`BANDS`.
+
+    Returns:
+        bool tensor of shape ``shape``.
+    """
+    sizes = tuple(int(s) for s in block_size)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < len(sizes) or any(n % b for n, b in zip(shape, sizes, strict=False)):
+        raise ValueError(f"shape must be whole blocks of {sizes}; got {shape}")
+    mask = band_mask(sizes, band, device=device)
+    mask = mask.repeat(*(n // b for n, b in zip(shape, sizes, strict=False)))
+    for n in shape[len(sizes) :]:
+        mask = mask.unsqueeze(-1).expand(*mask.shape, n)
+    return mask
