@@ -59,7 +59,8 @@ class Dist:
     """
 
     def __init__(self, rank: int, world_size: int, device: torch.device, owns: bool) -> None:
-        self.rank, self.world_size, self.device, self.owns = rank, world_size, device, owns
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.owns_group = owns
         self.comm_device = (
             device if world_size > 1 and _backend() == "nccl" else torch.device("cpu")
         )
@@ -166,11 +167,11 @@ class Dist:
 
     def close(self) -> None:
         """Destroy the process group if :meth:`setup` created it."""
-        if self.owns:
+        if self.owns_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-            self.owns = False
+            self.owns_group = False
 
 
 def _timeout(default: timedelta) -> timedelta:
