@@ -79,11 +79,14 @@ class AttackWidget(WorkerWidget):
     CANCEL_TEXT = "cancelling after this step…"
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        from napari_vafa._bands_panel import BandsPanel
         from napari_vafa._plots import MetricsPlot
         from napari_vafa._worker import ModelCache
         from vafa.ops.devices import available_devices
 
         super().__init__(napari_viewer, MetricsPlot())
+        self.bands_panel = BandsPanel()  # "which frequencies fooled the model?"
+        self.plots.layout().addWidget(self.bands_panel, stretch=170)
         self.last_outcome = None
         self.last_result: JobDone | None = None
         #: the :class:`napari_vafa._compare.CompareDone` of the last "Compare attacks" run
@@ -337,12 +340,14 @@ class AttackWidget(WorkerWidget):
         return self.attack_controls.options(self.attack.value)
 
     def _start(self, job) -> None:
-        from napari_vafa._worker import run_job
+        from napari_vafa._bands_panel import run_job_with_bands
 
         label = dict((v, k) for k, v in attack_choices())[job.attack]
         self.plots.start(f"{label} on {self.results.source.name}", job.options.get("steps"))
+        self.bands_panel.start()
         self.status.value = f"loading {job.model.describe()}…"
-        self._start_worker(run_job, job, self._cache, progress=f"VAFA: {label}")
+        block = self.bands_panel.block_size()  # the band analysis runs in the worker too
+        self._start_worker(run_job_with_bands, job, self._cache, block, progress=f"VAFA: {label}")
 
     # ------------------------------------------------------------------ worker → GUI
     def _on_progress(self, p: Progress | CompareProgress) -> None:
@@ -456,6 +461,7 @@ class AttackWidget(WorkerWidget):
         self.last_result = done
         metrics = outcome.metrics
         self.plots.show_outcome(metrics)
+        self.bands_panel.show_result(done)
         head = "cancelled, best so far" if outcome.cancelled else f"done in {self._elapsed():.0f} s"
         tiles = f" · tiles {metrics.get('tiles_done')}/{metrics.get('tiles_total')}"
         self.status.value = f"{head}{tiles}\n{summary_text(metrics)}"
