@@ -323,7 +323,8 @@ def test_run_report_writes_everything(models, case, tmp_path, small_grid, count_
     ):
         assert _non_blank(out / name), name
         assert f"({name})" in text
-    assert set(result.plots) == {"qmax", "steps", "block", "table1_bars", "qualitative"}
+    assert set(result.plots) == {"qmax", "steps", "block", "table1_bars", "qualitative", "transfer"}
+    assert "## Transfer matrix" in text and (out / "transfer.csv").is_file()  # two models
     assert len(list((out / "slices").glob("*.npz"))) == n_first + 4  # first case only
     assert not list(out.glob(".*partial*"))
 

@@ -28,6 +28,9 @@ grid: Table 1/5 (clean; PGD, FGSM, BIM at eps 4 and 8; GN sigma 4 and 8; VAFA-2D
 20 and 30) on every model; the VAFA sweeps of Tables 2-4 (q_max 10..80, steps 10..60, block
 4..96) on the first model (--sweep-all: on every model). --quick: 10 steps, fewer settings.
 Re-running with the same --out skips the entries already in results.csv.
+With two or more models, every Table-1 attack's adversarial volume is also scored on every
+model (the transfer matrix: transfer.csv, transfer.png). --bands adds the perturbation band
+analysis of every Table-1 attack (bands.csv, bands.png).
 """
 
 
@@ -72,6 +75,15 @@ def add_parser(subparsers, common) -> None:
         "alexnet-owt-7be5be79.pth and the lpips package's weights/v0.1/alex.pth, or one file "
         "holding both",
     )
+    p.add_argument(
+        "--bands",
+        action="store_true",
+        help="perturbation band analysis of every Table-1 attack: energy of the perturbation "
+        "per DCT band and fg Dice with only that band applied (bands.csv, bands.png)",
+    )
+    p.add_argument(
+        "--band-block", type=int, default=32, metavar="N", help="DCT block side of --bands (32)"
+    )
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=run)
 
@@ -102,6 +114,8 @@ def run(args) -> int:
             trust=args.trust_checkpoint,
             lpips_weights=args.lpips_weights,
             callback=bar,
+            bands=args.bands,
+            band_block=args.band_block,
         )
     except KeyboardInterrupt:
         if bar is not None:
@@ -123,6 +137,9 @@ def run(args) -> int:
         )
         print("\nTable 6: foreground Dice and DSC of every model under every Table-1 attack\n")
         print(result.table6)
+        if result.transfer:
+            print("\nTransfer matrix: fg Dice of each model on each model's adversarial volumes\n")
+            print(result.transfer)
     if failed:
         print(f"\n{len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed:", file=sys.stderr)
         for row in failed:

@@ -12,22 +12,26 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vafa.report.results import parse_number
+from vafa.ops.messages import one_line
+from vafa.report.results import ResultsWriter, parse_number, read_results
 from vafa.run.band_analysis import ANALYSIS_BANDS, BandAnalysis
 
 __all__ = [
     "BANDS_CSV",
     "BAND_FIELDS",
+    "BandRecorder",
     "band_csv",
     "band_markdown",
     "band_rows",
     "format_band_table",
     "plot_band_bars",
     "summarize_bands",
+    "write_band_figure",
 ]
 
 #: The report file of the band analysis and its columns.
@@ -37,6 +41,7 @@ BAND_FIELDS = (
     "case",
     "key",
     "label",
+    "status",
     "block",
     "band",
     "energy",
@@ -46,7 +51,7 @@ BAND_FIELDS = (
     "dice_fg",
     "dice_fg_drop",
 )
-_NUMERIC = BAND_FIELDS[BAND_FIELDS.index("energy") :]
+_NUMERIC = BAND_FIELDS[BAND_FIELDS.index("block") :]
 _LABELS = {"all": "all (δ)", "low": "low", "middle": "middle", "high": "high"}
 #: Bar colours per band (``all``: the attack's red of the other plots).
 BAND_COLORS = {"all": "#ee6677", "low": "#4477aa", "middle": "#66ccee", "high": "#ccbb44"}
@@ -119,10 +124,13 @@ def band_rows(
 
 
 def summarize_bands(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Means over cases: ``{(model, key): {"label": …, band: {field: mean or None}}}``."""
+    """Means over cases of the ``ok`` rows: ``{(model, key): {"label": …, band: {field: mean
+    or None}}}``."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     labels: dict[tuple[str, str], str] = {}
     for row in rows:
+        if row.get("status", "ok") != "ok":
+            continue
         groups.setdefault((row["model"], row["key"], row["band"]), []).append(row)
         labels[row["model"], row["key"]] = str(row.get("label") or row["key"])
     out: dict[tuple[str, str], dict[str, Any]] = {
@@ -139,19 +147,26 @@ def summarize_bands(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], 
 
 
 def band_markdown(rows: Iterable[Mapping[str, Any]], models: Sequence[str]) -> str:
-    """Markdown: a line per model × attack entry, per band the energy share and fg Dice."""
+    """Markdown: a line per model × attack entry: clean fg Dice, fg Dice under the whole
+    perturbation and its energy ``Σδ²``, then per band its energy share and fg Dice."""
     summary = summarize_bands(rows)
-    header = ["model", "attack", "clean"]
-    for band in ANALYSIS_BANDS:
-        header += [f"{_LABELS[band]} energy %", f"{_LABELS[band]} fg Dice"]
+    header = ["model", "attack", "clean fg Dice", "all (δ) fg Dice", "Σδ²"]
+    for band in ANALYSIS_BANDS[1:]:
+        header += [f"{band} energy %", f"{band} fg Dice"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
         for (m, _key), entry in summary.items():
             if m != model:
                 continue
-            first = next((entry[b] for b in ANALYSIS_BANDS if b in entry), {})
-            cells = [f"`{model}`", entry["label"], _fmt(first.get("dice_fg_clean"), ".3f")]
-            for band in ANALYSIS_BANDS:
+            whole = entry.get("all") or {}
+            cells = [
+                f"`{model}`",
+                entry["label"],
+                _fmt(whole.get("dice_fg_clean"), ".3f"),
+                _fmt(whole.get("dice_fg"), ".3f"),
+                _fmt(whole.get("energy"), ".3g"),
+            ]
+            for band in ANALYSIS_BANDS[1:]:
                 values = entry.get(band) or {}
                 share = values.get("energy_fraction")
                 cells += [_fmt(None if share is None else 100 * share, ".1f"),
@@ -172,7 +187,8 @@ def plot_band_bars(axes, rows: Iterable[Mapping[str, Any]], model: str) -> None:
         share = [(e.get(band) or {}).get("energy_fraction") for e in entries]
         dice = [(e.get(band) or {}).get("dice_fg") for e in entries]
         style = dict(width=width, color=BAND_COLORS[band], label=_LABELS[band])
-        axes[0].bar(x + offset, [np.nan if v is None else v for v in share], **style)
+        if band != "all":  # the whole perturbation is 100 % of its energy
+            axes[0].bar(x + offset, [np.nan if v is None else v for v in share], **style)
         axes[1].bar(x + offset, [np.nan if v is None else v for v in dice], **style)
     clean = [(e.get("all") or {}).get("dice_fg_clean") for e in entries if (e.get("all") or {})]
     clean = [c for c in clean if c is not None]
@@ -186,3 +202,79 @@ def plot_band_bars(axes, rows: Iterable[Mapping[str, Any]], model: str) -> None:
         ax.grid(axis="y", alpha=0.3)
         ax.set_title(f"{model}", fontsize=9)
     axes[1].legend(fontsize=7, loc="upper right", ncol=3)
+
+
+def write_band_figure(out_dir, rows, models: Sequence[str]) -> Path:
+    """``bands.png``: :func:`plot_band_bars` for every model with rows (a row of two panels
+    each), written atomically."""
+    from vafa.io.files import save_figure
+    from vafa.report.render import _figure
+
+    shown = [m for m in models if any(r["model"] == m for r in rows)]
+    fig = _figure(figsize=(10, 3.2 * max(1, len(shown))), dpi=80)
+    axes = np.asarray(fig.subplots(max(1, len(shown)), 2, squeeze=False))
+    for row_axes, model in zip(axes, shown, strict=False):
+        plot_band_bars(row_axes, rows, model)
+    fig.suptitle("Perturbation bands: energy share and fg Dice with only that band applied")
+    fig.tight_layout()
+    return save_figure(fig, Path(out_dir) / "bands.png")
+
+
+class BandRecorder:
+    """Runs the band analysis of each finished attack entry (on the model that made it) and
+    appends its rows to ``bands.csv``.
+
+    Args:
+        out_dir: the report folder.
+        models: ``{name: model}``.
+        keys: the entry keys analysed (the Table-1 attacks).
+        block: side of the analysis blocks.
+
+    Raises:
+        ValueError: an existing ``bands.csv`` with other columns (before anything runs).
+    """
+
+    def __init__(self, out_dir, models: Mapping[str, Any], keys: Iterable[str], block: int):
+        self.path = Path(out_dir) / BANDS_CSV
+        self.models = dict(models)
+        self.keys = set(keys)
+        self.block = int(block)
+        self.rows = read_results(self.path, BAND_FIELDS, _NUMERIC)
+
+    def missing(self, model: str, case: str, key: str) -> bool:
+        """Whether this entry has no ``ok`` analysis with this block size yet."""
+        return key in self.keys and not any(
+            (r["model"], r["case"], r["key"], r["status"], r["block"])
+            == (model, case, key, "ok", self.block)
+            for r in self.rows
+        )
+
+    def in_scope(self, models: Sequence[str], cases: Sequence[str]) -> list[dict[str, Any]]:
+        """The latest ``ok`` rows of this block size for these models and cases."""
+        latest: dict[tuple, dict[str, Any]] = {}
+        for row in self.rows:
+            if (
+                row["status"] == "ok"
+                and row["block"] == self.block
+                and row["model"] in models
+                and row["case"] in cases
+            ):
+                latest[row["model"], row["case"], row["key"], row["band"]] = dict(row)
+        return list(latest.values())
+
+    def record(self, model: str, case: str, entry, outcome, image, labels) -> None:
+        """Analyse ``outcome`` (of ``entry`` on ``model``) and append its rows."""
+        from vafa.run.band_analysis import analyse_outcome
+
+        if entry.key not in self.keys:
+            return
+        ident = {"model": model, "case": case, "key": entry.key, "label": entry.label}
+        try:
+            analysis = analyse_outcome(self.models[model], outcome, labels, block_size=self.block)
+            rows = [{**row, "status": "ok"} for row in band_rows(analysis, **ident)]
+        except Exception as err:  # a failed analysis must not stop the report
+            rows = [{**ident, "status": f"failed: {one_line(err)}", "block": self.block}]
+        with ResultsWriter(self.path, BAND_FIELDS) as writer:
+            for row in rows:
+                writer.write(row)
+        self.rows += rows

@@ -32,6 +32,9 @@ def write_report(
     models: Sequence[tuple[str, str]],
     cases: Sequence[tuple[str, Path, Path | None]],
     settings: ReportSettings,
+    *,
+    transfer_rows: Sequence[Mapping[str, Any]] | None = None,
+    band_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md`` and the plots from result rows (e.g. :func:`read_results`).
 
@@ -41,6 +44,10 @@ def write_report(
         models: ``(name, description)`` in report order.
         cases: ``(name, image path, labels path or None)``; the first is the figure's case.
         settings: how the grid was run.
+        transfer_rows: ``transfer.csv`` rows (:mod:`vafa.report.transfer`): adds the transfer
+            matrix and ``transfer.png``.
+        band_rows: ``bands.csv`` rows (:mod:`vafa.report.bands`): adds the band analysis and
+            ``bands.png``.
 
     Returns:
         ``{"report": path, <plot>: path, …}``. Every file is written atomically.
@@ -50,6 +57,7 @@ def write_report(
     sweep_models = names if settings.sweep_models == "all" else names[:1]
     plots = write_plots(out_dir, rows, names, sweep_models, cases, settings)
     text = _markdown(rows, models, sweep_models, cases, settings, plots)
+    text += _extra_sections(out_dir, names, transfer_rows, band_rows, plots)
     path = out_dir / REPORT_MD
     write_text(path, text)
     return {"report": path, **plots}
@@ -168,6 +176,54 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         out += [f"- {r['model']} / {r['case']} / {r['key']}: {r['status']}" for r in failed]
         out += ["", "Re-run the same command to retry them (finished entries are skipped).", ""]
     return "\n".join(out) + "\n"
+
+
+def _extra_sections(out_dir, names, transfer_rows, band_rows, plots) -> str:
+    """The transfer matrix and the band analysis sections (and their figures)."""
+    out: list[str] = []
+    if transfer_rows:
+        from vafa.report.transfer import transfer_markdown, write_transfer_figure
+
+        plots["transfer"] = write_transfer_figure(out_dir, transfer_rows, names)
+        out += [
+            "## Transfer matrix",
+            "",
+            "Foreground Dice of every model (columns) on the adversarial volumes that each "
+            "Table-1 attack made on one model (rows); the diagonal (bold) is the attacked "
+            "model itself, the first line each model's clean Dice (`transfer.csv`).",
+            "",
+            transfer_markdown(transfer_rows, names),
+            "",
+            "![transfer matrix](transfer.png)",
+            "",
+        ]
+    if band_rows:
+        from vafa.report.bands import band_markdown, write_band_figure
+
+        plots["bands"] = write_band_figure(out_dir, band_rows, names)
+        block = int(band_rows[0]["block"])
+        out += [
+            "## Perturbation bands",
+            "",
+            f"The perturbation δ = attacked − clean (model input, [0, 1]) of every Table-1 "
+            f"attack, split by DCT band ({block}³ blocks, `vafa.ops.bands`): the share of δ's "
+            "energy in each band, and fg Dice when only that band of δ is added to the clean "
+            "volume ('all': the attack itself). White noise would put about "
+            f"{_white_share(block)} of its energy in low / middle / high (`bands.csv`).",
+            "",
+            band_markdown(band_rows, names),
+            "",
+            "![perturbation bands](bands.png)",
+            "",
+        ]
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _white_share(block: int) -> str:
+    from vafa.ops.bands import band_mask
+
+    shares = [float(band_mask((block,) * 3, b).double().mean()) for b in ("low", "middle", "high")]
+    return " / ".join(f"{100 * s:.0f} %" for s in shares)
 
 
 def _trends(rows, names, sweep_models, table1, sweeps, settings) -> list[str]:

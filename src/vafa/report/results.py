@@ -60,10 +60,12 @@ SLICES_DIR = "slices"
 
 # ----------------------------------------------------------------------------- results.csv
 class ResultsWriter:
-    """Append-only ``results.csv``: header once, every row flushed to disk."""
+    """Append-only ``results.csv`` (or another CSV of the report with its own ``fields``):
+    header once, every row flushed to disk."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fields: tuple[str, ...] = RESULT_FIELDS) -> None:
         self.path = path
+        self.fields = fields
 
     def __enter__(self) -> ResultsWriter:
         fresh = not self.path.exists() or self.path.stat().st_size == 0
@@ -71,13 +73,13 @@ class ResultsWriter:
         self.file = open(self.path, "a", newline="", encoding="utf-8")
         if torn:  # an interrupted write left half a line: start a new one
             self.file.write("\n")
-        self.writer = csv.DictWriter(self.file, RESULT_FIELDS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.file, self.fields, extrasaction="ignore")
         if fresh:
             self.writer.writeheader()
         return self
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self.writer.writerow({k: _csv_value(row.get(k)) for k in RESULT_FIELDS})
+        self.writer.writerow({k: _csv_value(row.get(k)) for k in self.fields})
         self.file.flush()
         os.fsync(self.file.fileno())
 
@@ -93,20 +95,25 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_results(
+    path: str | os.PathLike,
+    fields: tuple[str, ...] = RESULT_FIELDS,
+    numeric: tuple[str, ...] = NUMERIC_FIELDS,
+) -> list[dict[str, Any]]:
     """Rows of a ``results.csv`` (numbers as float, empty cells as None); [] if absent.
+    ``fields`` / ``numeric``: the columns of another CSV of the report.
 
     Raises:
-        ValueError: the file has other columns than :data:`RESULT_FIELDS`.
+        ValueError: the file has other columns than ``fields`` (:data:`RESULT_FIELDS`).
     """
     path = Path(path)
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != RESULT_FIELDS:
+        if tuple(reader.fieldnames or ()) != fields:
             raise ValueError(
-                f"{path} has columns {reader.fieldnames}, expected {list(RESULT_FIELDS)} "
+                f"{path} has columns {reader.fieldnames}, expected {list(fields)} "
                 "(not a report of this version: choose another output folder)"
             )
         rows = []
@@ -114,7 +121,7 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
             if None in raw or any(v is None for v in raw.values()):
                 continue  # a torn last line
             row: dict[str, Any] = dict(raw)
-            for key in NUMERIC_FIELDS:
+            for key in numeric:
                 row[key] = parse_number(raw[key])
             rows.append(row)
     return rows

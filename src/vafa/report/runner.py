@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ def iter_grid(
     device: str = "auto",
     seed: int = 0,
     skip: Iterable[str] = frozenset(),
+    on_outcome: Callable[[GridEntry, Any], None] | None = None,
     slices: bool = False,
     lpips=None,
 ) -> Generator[GridProgress, bool | None, list[dict[str, Any]]]:
@@ -77,6 +79,8 @@ def iter_grid(
         labels: its labels (Volume) or None (Dice against the clean prediction, pseudo-labels
             attacked).
         entries: the grid; entries whose key is in ``skip`` (or repeated) are not run.
+        on_outcome: called with ``(entry, outcome)`` after every attack entry that finished
+            ``ok`` (the report's transfer matrix and band analysis).
         model_name, case_name: written into the rows.
         device: ``"auto"`` runs where the model is.
         seed: seed of every attack.
@@ -142,6 +146,8 @@ def iter_grid(
                     row["lpips"] = _lpips_of(lpips, outcome)
                 if view is not None:
                     row["slice"] = view.attacked(outcome)
+                if on_outcome is not None and row["status"] == "ok":
+                    on_outcome(entry, outcome)
         except Exception as err:  # one failing entry must not stop the grid
             row["status"] = f"failed: {one_line(err)}"
         row["seconds"] = round(time.perf_counter() - start, 2)
@@ -276,6 +282,7 @@ class ReportResult:
         ran, skipped, failed: entries run now, skipped as already done, failed now.
         cancelled: the callback stopped the run.
         table6: Table 6 (every model × every Table-1 attack) as Markdown.
+        transfer: the transfer matrix as Markdown ("" with one model).
     """
 
     out_dir: Path
@@ -288,6 +295,7 @@ class ReportResult:
     failed: int = 0
     cancelled: bool = False
     table6: str = ""
+    transfer: str = ""
 
 
 def run_report(
@@ -304,6 +312,8 @@ def run_report(
     trust: bool = False,
     lpips_weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     callback: Callable[[GridProgress], bool | None] | None = None,
+    bands: bool = False,
+    band_block: int = 32,
 ) -> ReportResult:
     """Run the report grid on every model × case and write the report into ``out_dir``.
 
@@ -324,6 +334,11 @@ def run_report(
             fills the ``lpips`` column of the entries run now.
         callback: receives every :class:`GridProgress`; returning False cancels (the rows done
             stay in ``results.csv``; no report is written).
+        bands: run the perturbation band analysis (:mod:`vafa.run.band_analysis`, blocks of
+            ``band_block``) of every Table-1 attack entry: ``bands.csv``, a table and
+            ``bands.png``. With two or more models, every Table-1 attack's adversarial volume
+            is also scored on every model: ``transfer.csv``, the transfer matrix and
+            ``transfer.png`` (:mod:`vafa.report.transfer`).
 
     Resuming: entries whose ``(model, case, key)`` already has an ``ok`` row in
     ``results.csv`` are skipped. A case that cannot be loaded and an entry that fails are
@@ -365,6 +380,7 @@ def run_report(
         metric = load_lpips(lpips_weights, device=resolve_device(device), trust=trust)
 
     done = {(r["model"], r["case"], r["key"]) for r in previous if r["status"] == "ok"}
+    recorders = _recorders(out_dir, loaded, settings, bands, band_block)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out_dir=out_dir, results_csv=csv_path)
     with ResultsWriter(csv_path) as writer:
@@ -373,7 +389,12 @@ def run_report(
             for c, (case, (image_path, labels_path)) in enumerate(
                 zip(case_names, case_paths, strict=True)
             ):
-                skip = {e.key for e in entries if (name, case, e.key) in done}
+                skip = {
+                    e.key
+                    for e in entries
+                    if (name, case, e.key) in done
+                    and not any(r.missing(name, case, e.key) for r in recorders)
+                }
                 result.skipped += len(skip)
                 if len(skip) == len(entries):
                     continue
@@ -396,6 +417,7 @@ def run_report(
                     skip=skip,
                     slices=c == 0,
                     lpips=metric,
+                    on_outcome=partial(_record, recorders, name, case, image, labels),
                 )
                 for event in _drive_events(gen, callback, result):
                     if event.row is not None:
@@ -414,13 +436,49 @@ def run_report(
     described_cases = [
         (case, image, labels) for case, (image, labels) in zip(case_names, case_paths, strict=True)
     ]
-    paths = write_report(out_dir, result.rows, described, described_cases, settings)
+    extras = {type(r).__name__: r.in_scope(model_names, case_names) for r in recorders}
+    paths = write_report(
+        out_dir,
+        result.rows,
+        described,
+        described_cases,
+        settings,
+        transfer_rows=extras.get("TransferRecorder"),
+        band_rows=extras.get("BandRecorder"),
+    )
     result.report = paths.pop("report")
     result.plots = paths
     result.table6 = format_table(
         result.rows, table1_grid(quick=quick, paper=paper), model_names, metrics=("dice_fg", "dice")
     )
+    if extras.get("TransferRecorder"):
+        from vafa.report.transfer import transfer_markdown
+
+        result.transfer = transfer_markdown(extras["TransferRecorder"], model_names)
     return result
+
+
+def _recorders(out_dir: Path, loaded, settings: ReportSettings, bands: bool, band_block: int):
+    """The transfer recorder (two or more models) and the band recorder (``bands``), for the
+    Table-1 attack entries."""
+    from vafa.report.bands import BandRecorder
+    from vafa.report.transfer import TransferRecorder
+
+    if isinstance(band_block, bool) or not isinstance(band_block, int) or band_block < 1:
+        raise ValueError(f"band_block must be a positive int, got {band_block!r}")
+    table1 = table1_grid(quick=settings.quick, paper=settings.paper)
+    keys = [e.key for e in table1 if e.attack != "clean"]
+    out: list[Any] = []
+    if len(loaded) > 1:
+        out.append(TransferRecorder(out_dir, [(n, m, c) for n, _, m, c in loaded], keys))
+    if bands:
+        out.append(BandRecorder(out_dir, {n: m for n, _, m, _ in loaded}, keys, band_block))
+    return out
+
+
+def _record(recorders, model: str, case: str, image, labels, entry, outcome) -> None:
+    for recorder in recorders:
+        recorder.record(model, case, entry, outcome, image, labels)
 
 
 def _drive_events(gen, callback, result: ReportResult):
