@@ -4,7 +4,7 @@
 Opens napari (headless: run under ``xvfb-run``), loads the bundled CT sample with its labels,
 docks the widget on the bundled demo model, and presses *Train* twice with the widget's default
 settings: mode ``vafa-fr``, then mode ``clean`` (which the widget validates under the same VAFA
-settings). Records the widget's own curves (validation foreground Dice, clean and under the
+settings, with the same "validation attack steps"). Records the widget's own curves (validation foreground Dice, clean and under the
 validation attack) and the wall time of each run, then draws both runs in one figure and writes
 a JSON with the numbers.
 
@@ -44,8 +44,27 @@ def run_mode(viewer, widget, mode: str, out_dir: Path, app) -> dict:
         "dice_adv": [float(v) for v in plots.dice_adv],
         "settings": widget.last_result.result.card.training if widget.last_result else None,
     }
-    print(f"{mode}: {seconds:.0f} s; Dice under VAFA {result['dice_adv']}")
+    result["s_per_update_median"] = seconds_per_update(out_dir / "training_log.csv")
+    print(
+        f"{mode}: {seconds:.0f} s ({result['s_per_update_median']} s per update); "
+        f"Dice under VAFA {result['dice_adv']}"
+    )
     return result
+
+
+def seconds_per_update(log: Path) -> float:
+    """Median seconds between consecutive training rows of the run's log (validations left
+    out): the worker's own cost of one update."""
+    import csv
+    import statistics
+
+    rows = list(csv.DictReader(log.open()))
+    steps = [
+        float(b["seconds"]) - float(a["seconds"])
+        for a, b in zip(rows, rows[1:], strict=False)
+        if a["stage"] == b["stage"] == "train"
+    ]
+    return round(statistics.median(steps), 3)
 
 
 def draw(runs: list[dict], path: Path) -> None:
@@ -73,7 +92,8 @@ def draw(runs: list[dict], path: Path) -> None:
 
 
 def start_levels(widget) -> tuple[float, float]:
-    """Validation Dice of the untouched demo model, clean and under the widget's VAFA."""
+    """Validation Dice of the untouched demo model, clean and under the widget's validation
+    VAFA (the VAFA controls' settings with "validation attack steps" steps)."""
     import torch
 
     from vafa.attacks import build_attack
@@ -90,6 +110,7 @@ def start_levels(widget) -> tuple[float, float]:
     x = model_input.tensor
     y = labels_to_model_space(labels, model_input).round().long()
     options = {"keep": "last", **widget.attack_controls.options("vafa")}
+    options["steps"] = int(widget.val_steps.value)
     attack = build_attack("vafa", model, **options, seed=0)
     adversarial = attack_volume(attack, x, y, roi=roi).adversarial
 
@@ -123,7 +144,7 @@ def main(argv=None) -> None:
     app = QApplication.instance()
     defaults = {
         name: getattr(widget, name).value
-        for name in ("mode", "epochs", "iterations", "batch_size", "lr", "patch_size")
+        for name in ("mode", "epochs", "iterations", "batch_size", "lr", "patch_size", "val_steps")
     }
     defaults["attack"] = widget.attack_controls.options("vafa")
     print("widget defaults:", defaults)
