@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def seconds_per_update(log: Path) -> float:
     rows = list(csv.DictReader(log.open()))
     steps = [
         float(b["seconds"]) - float(a["seconds"])
-        for a, b in zip(rows, rows[1:], strict=False)
+        for a, b in itertools.pairwise(rows)
         if a["stage"] == b["stage"] == "train"
     ]
     return round(statistics.median(steps), 3)
