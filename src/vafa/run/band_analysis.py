@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vafa.ops.bands import band_mask
+from vafa.ops.bands import band_layout, band_mask
 from vafa.ops.frequency import layout_dct, layout_idct, normalize_block_size, padded_shape
 
 if TYPE_CHECKING:
@@ -190,9 +190,7 @@ def _coefficients(delta: torch.Tensor, block_size) -> tuple[torch.Tensor, tuple[
 
 def _layout_mask(sizes: tuple[int, ...], band: str, like: torch.Tensor) -> torch.Tensor:
     """The band's block mask tiled over the layout ``like`` ``[B, C, H', W', D']``."""
-    mask = band_mask(sizes, band, device=like.device).to(like.dtype)
-    reps = [n // b for n, b in zip(like.shape[2:], sizes, strict=True)]
-    return mask.repeat(*reps)
+    return band_layout(sizes, like.shape[2:], band, device=like.device).to(like.dtype)
 
 
 def _coefficient_fraction(sizes: tuple[int, ...], band: str) -> float:
