@@ -197,10 +197,19 @@ def test_slicer_modules_offer_sa2_with_its_own_block_size():
     params = {p.name: p for p in module.params}
     assert {"factor_step", "bands"} <= set(params) and params["bands"].default == "all"
     taken = {o.name for o in attack_class("sa2").options}
-    positional = [f"in{p.index}" for p in module.params if p.index is not None]
-    argv = ["--attack", "sa2", "--rho", "0.3", "--bands", "low", "--block_size", "0"]
-    args = parse(module, [*argv, *positional])
-    options = _attack_options(args, module, taken)
+
+    def slicer_args(**values):
+        """The arguments Slicer passes: every parameter, at its default unless given."""
+        argv = [f"in{p.index}" for p in module.params if p.index is not None]
+        for p in module.params:
+            value = values.get(p.name, p.default)
+            if p.index is None and not p.returned and value is not None and value is not False:
+                argv += [f"--{p.name}"] if value is True else [f"--{p.name}", str(value)]
+        return parse(module, argv)
+
+    options = _attack_options(slicer_args(attack="sa2", rho=0.3, bands="low"), module, taken)
     assert options["rho"] == 0.3 and options["bands"] == "low" and "block_size" not in options
-    args = parse(module, ["--attack", "sa2", "--block_size", "16", *positional])
-    assert _attack_options(args, module, taken)["block_size"] == 16
+    options = _attack_options(slicer_args(attack="sa2", block_size=16), module, taken)
+    assert options["block_size"] == 16
+    attack = build_attack("sa2", torch.nn.Conv3d(1, 2, 1), **options)
+    assert attack.block_size == (16, 16, 16) and attack.steps == 10 and attack.rho == 0.2

@@ -45,6 +45,7 @@ ATTACK = {
     "pgd": {"steps": 1},
     "segpgd": {"steps": 1},
     "cospgd": {"steps": 1},
+    "sa2": {"steps": 1},
     "bim": {"steps": 1},
     "fgsm": {},
     "gn": {},

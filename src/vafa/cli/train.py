@@ -35,8 +35,9 @@ examples:
 
 modes: vafa-fr = Eq. 3 (Dice-CE clean + Dice-CE on VAFA samples + lambda * frequency
 consistency, Eq. 4); vafa = Dice-CE on VAFA samples only; pgd/segpgd/cospgd/fgsm/bim/gn = Dice-CE on voxel
-adversarial samples only; clean = normal training. The best checkpoint has the highest
-validation foreground Dice under the training attack (clean Dice in mode clean).
+adversarial samples only; sa2 = Dice-CE on SA² (DCT amplitude) samples only; clean = normal
+training. The best checkpoint has the highest validation foreground Dice under the training
+attack (clean Dice in mode clean).
 """
 
 

@@ -17,6 +17,9 @@ LIBRARY_VAFA: dict[str, Any] = {"normalize": "clip", "keep": "best", "q_min": 5,
 #: Attack steps of the iterative attacks in a ``quick`` grid (the full grid: 20, the paper's).
 QUICK_STEPS = 10
 FULL_STEPS = 20
+#: SA² as published (Hanif et al., ISBI 2025): ρ 0.2, signed steps of 0.1, 8³ blocks, 10 steps
+#: (in the quick grid too), every band.
+SA2_ROW: dict[str, Any] = {"rho": 0.2, "factor_step": 0.1, "block_size": 8, "steps": 10}
 #: The sweeps of Tables 2–4 (full and quick): q_max, steps, block size (VAFA 3D).
 SWEEPS = {
     "qmax": ((10, 20, 30, 40, 50, 60, 70, 80), (10, 20, 30)),
@@ -68,8 +71,8 @@ def table1_grid(*, quick: bool = False, paper: bool = False) -> list[GridEntry]:
 
     Full: clean; PGD, FGSM, BIM at ε 4 and 8 ([0, 255] units, α 0.01, 20 steps); GN σ 4 and 8;
     VAFA-2D (q_max 20, 32² blocks, 20 steps); VAFA q_max 20 and 30 (32³ blocks, 20 steps, SSIM
-    term on). Quick: clean, PGD ε 4, FGSM ε 4, GN σ 4, VAFA-2D, VAFA q_max 20 and 30, with
-    :data:`QUICK_STEPS` steps.
+    term on); SA² (:data:`SA2_ROW`). Quick: clean, PGD ε 4, FGSM ε 4, GN σ 4, VAFA-2D, VAFA
+    q_max 20 and 30, with :data:`QUICK_STEPS` steps, and SA².
     """
     steps = QUICK_STEPS if quick else FULL_STEPS
     budgets = (4,) if quick else (4, 8)
@@ -91,6 +94,7 @@ def table1_grid(*, quick: bool = False, paper: bool = False) -> list[GridEntry]:
         )
     )
     entries += [_vafa("table1", paper, q_max=q, steps=steps) for q in (20, 30)]
+    entries.append(GridEntry("table1", "sa2", dict(SA2_ROW), "ρ=0.2, 8³"))
     return entries
 
 

@@ -82,7 +82,8 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         f"**VAFA settings: {mode}** — "
         + ", ".join(f"{k}={v}" for k, v in vafa_mode.items())
         + "; 32³ blocks (VAFA-2D: 32² per axial slice), SSIM term on for VAFA (off for VAFA-2D). "
-        "Voxel attacks: budgets in [0, 255] units, α = 0.01. "
+        "Voxel attacks: budgets in [0, 255] units, α = 0.01. SA²: ρ 0.2, factor steps 0.1, "
+        "8³ blocks, 10 steps, all bands but the DC terms. "
         + (
             "These are the published code's choices, so the numbers can be set beside the paper's."
             if settings.paper

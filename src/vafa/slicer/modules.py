@@ -133,6 +133,11 @@ def _option_param(option, by_attack: Mapping[str, Any], takers: str) -> Param:
         return Param(option.name, "string-enumeration", option.label or option.name,
                      text, option.default, choices=option.choices, option=option.name)  # fmt: skip
     if option.name == "block_size":
+        sides = {_side(o.default) for o in by_attack.values()}
+        if len(sides) > 1:  # e.g. VAFA 32, SA² 8: 0 keeps each attack's own
+            return Param(option.name, "integer-enumeration", option.label or option.name,
+                         text + " Cubes (squares for VAFA-2D); 0: the attack's own.", 0,
+                         choices=(0, *option.gui), option=option.name)  # fmt: skip
         return Param(option.name, "integer-enumeration", option.label or option.name,
                      text + " Cubes (squares for VAFA-2D).", 32, choices=option.gui,
                      option=option.name)  # fmt: skip
@@ -141,6 +146,11 @@ def _option_param(option, by_attack: Mapping[str, Any], takers: str) -> Param:
     default = option.default if len(defaults) == 1 else None
     return Param(option.name, tag, option.label or option.name, text, default, bounds=bounds,
                  option=option.name)  # fmt: skip
+
+
+def _side(block_size: Any) -> int:
+    """The side of a block size default (an int, or the first entry of a tuple)."""
+    return block_size if isinstance(block_size, int) else block_size[0]
 
 
 def _attack_groups(schemas: Mapping[str, Sequence[Any]], names: Mapping[str, str],

@@ -220,7 +220,7 @@ def _attack_options(args, module: Module, taken: set[str]) -> dict[str, Any]:
             value = True if value else None
         elif p.choices == TRISTATE:
             value = {"default": None, "on": True, "off": False}[value]
-        elif value == "default":
+        elif value == "default" or (p.option == "block_size" and value == 0):
             value = None
         if value is not None:
             options[p.option] = value

@@ -14,7 +14,7 @@ from vafa.training.data import Augmentation
 __all__ = ["ITERATIVE_ATTACKS", "MODES", "MODE_ATTACKS", "MODE_TITLES", "TrainingConfig"]
 
 #: Training modes, see the module docstring.
-MODES = ("vafa-fr", "vafa", "pgd", "segpgd", "cospgd", "fgsm", "bim", "gn", "clean")
+MODES = ("vafa-fr", "vafa", "pgd", "segpgd", "cospgd", "sa2", "fgsm", "bim", "gn", "clean")
 #: The attack that makes the adversarial samples of every mode (None: no attack).
 MODE_ATTACKS: dict[str, str | None] = {
     "vafa-fr": "vafa",
@@ -22,6 +22,7 @@ MODE_ATTACKS: dict[str, str | None] = {
     "pgd": "pgd",
     "segpgd": "segpgd",
     "cospgd": "cospgd",
+    "sa2": "sa2",
     "fgsm": "fgsm",
     "bim": "bim",
     "gn": "gn",
@@ -35,13 +36,14 @@ MODE_TITLES = {
     "pgd": "PGD",
     "segpgd": "SegPGD",
     "cospgd": "CosPGD",
+    "sa2": "SA² (DCT amplitude)",
     "fgsm": "FGSM",
     "bim": "BIM",
     "gn": "GN (Gaussian noise)",
     "clean": "clean (no attack)",
 }
 #: Attacks whose iterate can be chosen (``keep``); training uses their last one by default.
-ITERATIVE_ATTACKS = ("vafa", "pgd", "segpgd", "cospgd", "fgsm", "bim")
+ITERATIVE_ATTACKS = ("vafa", "pgd", "segpgd", "cospgd", "sa2", "fgsm", "bim")
 
 
 # ----------------------------------------------------------------------------- settings
