@@ -72,6 +72,8 @@ class AttackControls:
             control.label = labels.get(option.control, control.label)
             control.tooltip = " ".join(o.text[0].upper() + o.text[1:] + "." for o in group)
             self.controls[option.control] = control
+            for o in group:  # the control starts with the first taker's default
+                self._users[o.name] = next(iter(table[o.name]))
         self.names = tuple(self.controls)
 
     @property

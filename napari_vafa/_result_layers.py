@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from napari_vafa._worker import JobDone, TilePreview
 
-__all__ = ["LABEL_LAYERS", "LAYER_ORDER", "ResultLayers", "source_of"]
+__all__ = ["LABEL_LAYERS", "LAYER_ORDER", "ResultLayers", "q_table_colormap", "source_of"]
 
 #: Stacking order of the result layers (bottom first).
 LAYER_ORDER = (
@@ -34,6 +34,27 @@ LAYER_ORDER = (
     "adversarial_prediction",
 )
 LABEL_LAYERS = ("clean_prediction", "adversarial_prediction", "zeroed")
+#: Colour of q = 0 in the quantization table: coefficients that were not quantized.
+UNQUANTIZED_GREY = (0.5, 0.5, 0.5, 1.0)
+
+
+def q_table_colormap(low: float):
+    """The q table's colormap for contrast limits starting at ``low``: viridis, and when
+    ``low`` is 0 (some coefficients not quantized, e.g. outside a band-limited VAFA's band)
+    those in :data:`UNQUANTIZED_GREY` (napari's ``low_color``: values at or below the low
+    limit), so the band stands out from the quantized coefficients."""
+    if low > 0:
+        return "viridis"
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    viridis = ensure_colormap("viridis")
+    return Colormap(
+        colors=viridis.colors,
+        controls=viridis.controls,
+        name="viridis_unquantized_grey",
+        display_name="viridis (q = 0 grey)",
+        low_color=UNQUANTIZED_GREY,
+    )
 
 
 def source_of(layer, source_path: str | None) -> SimpleNamespace:
@@ -138,6 +159,8 @@ class ResultLayers:
             layer.contrast_limits_range = style["contrast_limits_range"]
         if "contrast_limits" in style:
             layer.contrast_limits = style["contrast_limits"]
+        if key == "q_table":  # grey for q = 0 only when the run left coefficients unquantized
+            layer.colormap = style["colormap"]
 
     def add(self, key: str, data: np.ndarray, **style: Any):
         from napari_vafa._layers import derived_kwargs
@@ -180,7 +203,8 @@ class ResultLayers:
         if key in ("dct_clean", "dct_adversarial"):
             return {"colormap": "magma", "contrast_limits": limits[key], "visible": False}
         if key == "q_table":
-            return {"colormap": "viridis", "contrast_limits": limits[key], "visible": False}
+            colormap = q_table_colormap(limits[key][0])
+            return {"colormap": colormap, "contrast_limits": limits[key], "visible": False}
         if key == "zeroed":
             return {"opacity": 0.6, "visible": False}
         names = [] if done is None else list(done.outcome.settings.get("class_names") or [])

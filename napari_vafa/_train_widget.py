@@ -189,7 +189,9 @@ class TrainWidget(WorkerWidget):
         from vafa.training import MODE_ATTACKS
 
         mode = self.mode.value
-        shown = self.attack_controls.shown(MODE_ATTACKS[mode] or VALIDATION_ATTACK)
+        attack = MODE_ATTACKS[mode] or VALIDATION_ATTACK
+        self.attack_controls.switch(attack)  # e.g. SA²'s 8³ blocks where VAFA had 32³
+        shown = self.attack_controls.shown(attack)
         for name in self.attack_controls.names:
             getattr(self, name).visible = name in shown
         self.lambda_fr.visible = mode == "vafa-fr"  # the weight of Eq. 3's frequency term

@@ -355,6 +355,12 @@ def result_layer_data(
     layers["dct_adversarial"] = kji(dct_log_magnitude(adversarial01, block_size), np.float32)
     if outcome.q_table is not None:
         layers["q_table"] = kji(outcome.q_table.array, np.float32)
+        band = (outcome.settings.get("attack") or {}).get("bands", "all")
+        if band != "all":
+            notes.append(
+                f"quantization table: only the {band} DCT band was quantized; the other "
+                "coefficients (q = 0) are shown grey"
+            )
         if model_input.resampled:
             notes.append("zeroed-coefficient mask not shown: the image was resampled")
         else:
@@ -369,7 +375,9 @@ def display_limits(layers: dict[str, np.ndarray]) -> dict[str, tuple[float, floa
       robust bound: voxels outside the model's intensity window (air, dense bone) map back to
       large changes in file units and would wash out the rest; ``perturbation_range`` is ±max;
     * DCT pictures: ``[0, 99.9th percentile]`` of the clean picture, shared by both;
-    * quantization table: its minimum and maximum.
+    * quantization table: its minimum and maximum; a minimum of 0 (coefficients not
+      quantized: outside a band-limited VAFA's band, or tiles never attacked) is drawn grey
+      (:func:`napari_vafa._result_layers.q_table_colormap`).
     """
     limits: dict[str, tuple[float, float]] = {}
     change = np.abs(layers["perturbation"])
