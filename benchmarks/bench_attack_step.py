@@ -6,6 +6,8 @@ Measured in one process on the same volume and model, 2 CPU threads by default:
   steps), so the fixed costs (clean forward, setup, final evaluation) stay out; bare and VAFA
   measurements are interleaved so that machine noise hits both alike;
 * FPM alone (quantize + inverse block DCT, forward+backward) vs the same with torch-dct;
+* SA² step (8³ blocks, its default) as a ratio to a VAFA step at 8³ and 32³ (same loop, same
+  model: the difference is the amplitude factors instead of the quantization and SSIM term);
 * peak RSS of a 20-step attack vs the model's own forward+backward peak (child processes).
 
 Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json out.json]``.
@@ -69,11 +71,11 @@ def bare_step(model, x, labels):
     return run
 
 
-def attack_step_times(model, x, labels, block, steps: int) -> list[float]:
+def attack_step_times(model, x, labels, block, steps: int, attack: str = "vafa") -> list[float]:
     import vafa
 
     stamps: list[float] = []
-    vafa.VAFA(model, steps=steps, block_size=block, seed=0).attack(
+    vafa.build_attack(attack, model, steps=steps, block_size=block, seed=0).attack(
         x, labels, callback=lambda event: stamps.append(time.perf_counter())
     )
     return [b - a for a, b in itertools.pairwise(stamps)]
@@ -151,7 +153,7 @@ def main() -> dict:
         labels = model(x).argmax(1, keepdim=True)
     results: dict = {"threads": args.threads, "size": args.size}
     bare = bare_step(model, x, labels)
-    samples: dict[str, list[float]] = {"bare": [], "b32": [], "b8": []}
+    samples: dict[str, list[float]] = {"bare": [], "b32": [], "b8": [], "sa2_b8": []}
     bare()  # warm-up
     for _ in range(args.repeat):  # interleaved rounds
         for _ in range(3):
@@ -160,12 +162,16 @@ def main() -> dict:
             samples["bare"].append(time.perf_counter() - t)
         for block in (32, 8):
             samples[f"b{block}"] += attack_step_times(model, x, labels, (block,) * 3, args.steps)
+        samples["sa2_b8"] += attack_step_times(model, x, labels, (8,) * 3, args.steps, "sa2")
     med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     results["bare_fwd_bwd_ms"] = med["bare"]
     for block in (32, 8):
         results[f"vafa_step_ms_b{block}"] = med[f"b{block}"]
         results[f"ratio_b{block}"] = med[f"b{block}"] / med["bare"]
         results.update({f"{k}_b{block}": v for k, v in fpm_times(args.size, block).items()})
+    results["sa2_step_ms_b8"] = med["sa2_b8"]
+    results["sa2_to_vafa_step_b8"] = med["sa2_b8"] / med["b8"]
+    results["sa2_to_vafa_step_b32"] = med["sa2_b8"] / med["b32"]
     results["peak_rss_bare_mb"] = peak_rss_mb("bare", args.threads, args.size, 32)
     results["peak_rss_vafa20_mb"] = peak_rss_mb("vafa", args.threads, args.size, 32)
     results["peak_rss_ratio"] = results["peak_rss_vafa20_mb"] / results["peak_rss_bare_mb"]
