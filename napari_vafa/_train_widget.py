@@ -125,9 +125,10 @@ class TrainWidget(WorkerWidget):
             setattr(self, name, control)
         self.model_source.label = "base model"
         self.mode = ComboBox(label="mode", choices=mode_choices(), value="vafa-fr")
-        # Defaults: the settings of the matched VAFT evidence (README), 300 updates: about 9
-        # minutes for the bundled demo model on 2 CPU cores.
-        self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=3)
+        # Defaults: the settings of the matched VAFT evidence (README), 200 updates and two
+        # validations under a 20-step VAFA, to fit 10 minutes for the bundled demo model on 2
+        # CPU cores (docs/results.md, "The VAFT widget's defaults").
+        self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=2)
         self.iterations = SpinBox(label="iterations / epoch", min=0, max=1_000_000, value=100)
         self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
         self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=5e-4)
