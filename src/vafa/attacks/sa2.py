@@ -24,7 +24,6 @@ and the model's forward and backward pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -55,7 +54,7 @@ SA2_OPTIONS = (
     ),
     with_default(BLOCK_SIZE, 8),
     BANDS_OPTION,
-    replace(RANDOM_START, help="start from random factors (PGD: a random point of the ball)"),
+    RANDOM_START,
     with_default(KEEP, "last"),
 )  # fmt: skip
 

@@ -33,7 +33,8 @@ ALPHA = Option(
     label="step α", minimum=0.0, widget="spin", gui=(0.0001, 1.0, 0.001), training=True,
 )  # fmt: skip
 RANDOM_START = Option(
-    "random_start", bool, True, "start from a uniform random point of the L∞ ball",
+    "random_start", bool, True,
+    "start from a random point (PGD: uniform in the L∞ ball; SA²: uniform factors)",
     flags=("--random-start", "--no-random-start"),
 )  # fmt: skip
 STD = Option(
