@@ -11,7 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from vafa.cli.common import TRUST_HELP, CLIError, datalist_cases, model_source
+from vafa.cli.common import (
+    TRUST_HELP,
+    CLIError,
+    add_amp_argument,
+    datalist_cases,
+    model_source,
+)
 from vafa.run.progress import StepBar
 
 __all__ = ["add_parser"]
@@ -85,10 +91,26 @@ def add_parser(subparsers, common) -> None:
         "--band-block", type=int, default=32, metavar="N", help="DCT block side of --bands (32)"
     )
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_amp_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Under ``torchrun`` every process runs its share of the model × case × entry items on
+    its own device; rank 0 merges ``results.csv`` and writes the report."""
+    from vafa.run.distributed import EVALUATION_TIMEOUT, Dist
+
+    dist = Dist.setup(args.device, timeout=EVALUATION_TIMEOUT)
+    try:
+        if dist.world_size > 1:
+            args.device = str(dist.device)  # cuda:LOCAL_RANK, or the CPU under gloo
+            args.quiet = args.quiet or not dist.is_writer
+        return _run(args, dist)
+    finally:
+        dist.close()
+
+
+def _run(args, dist) -> int:
     from vafa.report import run_report
 
     models = _models(args)
@@ -116,6 +138,8 @@ def run(args) -> int:
             callback=bar,
             bands=args.bands,
             band_block=args.band_block,
+            amp=args.amp,
+            dist=dist,
         )
     except KeyboardInterrupt:
         if bar is not None:
@@ -140,14 +164,13 @@ def run(args) -> int:
         if result.transfer:
             print("\nTransfer matrix: fg Dice of each model on each model's adversarial volumes\n")
             print(result.transfer)
-    if failed:
+    if failed and dist.is_writer:  # every process returns 1, rank 0 says why
         print(f"\n{len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed:", file=sys.stderr)
         for row in failed:
             print(
                 f"  {row['model']} / {row['case']} / {row['key']}: {row['status']}", file=sys.stderr
             )
-        return 1
-    return 0
+    return 1 if failed else 0
 
 
 def _models(args) -> list[tuple[str, str]]:

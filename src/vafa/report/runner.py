@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vafa.ops.amp import amp_dtype, with_amp
 from vafa.ops.messages import one_line
 from vafa.report.grid import GridEntry, ReportSettings, table1_grid, unique_entries
 from vafa.report.markdown import write_report
@@ -26,6 +27,7 @@ from vafa.report.results import (
     rows_in_scope,
     save_slice,
 )
+from vafa.report.shards import ReportShards
 from vafa.report.tables import clean_and_adversarial
 
 
@@ -70,6 +72,7 @@ def iter_grid(
     on_outcome: Callable[[GridEntry, Any], None] | None = None,
     slices: bool = False,
     lpips=None,
+    amp: str = "off",
 ) -> Generator[GridProgress, bool | None, list[dict[str, Any]]]:
     """Run ``entries`` on one model and one case, as a generator.
 
@@ -90,6 +93,8 @@ def iter_grid(
         lpips: a :class:`vafa.io.lpips.LPIPS` metric (:func:`vafa.io.lpips.load_lpips`): fills the
             ``lpips`` column (mean over the axial slices of the model input; 0 for the clean
             row; empty when slices are smaller than :data:`vafa.io.lpips.MIN_SLICE`).
+        amp: mixed precision of the model passes (``"off"``, ``"bf16"``, ``"fp16"``;
+            :func:`vafa.ops.amp.with_amp`).
 
     Yields:
         :class:`GridProgress` events; ``gen.send(False)`` cancels (within one attack step).
@@ -101,6 +106,7 @@ def iter_grid(
     """
     from vafa.run.pipeline import evaluate, iter_run_attack
 
+    model = with_amp(model, amp)
     skip = set(skip)
     todo = [e for e in unique_entries(entries) if e.key not in skip]
     rows: list[dict[str, Any]] = []
@@ -314,6 +320,8 @@ def run_report(
     callback: Callable[[GridProgress], bool | None] | None = None,
     bands: bool = False,
     band_block: int = 32,
+    amp: str = "off",
+    dist=None,
 ) -> ReportResult:
     """Run the report grid on every model × case and write the report into ``out_dir``.
 
@@ -339,6 +347,10 @@ def run_report(
             ``bands.png``. With two or more models, every Table-1 attack's adversarial volume
             is also scored on every model: ``transfer.csv``, the transfer matrix and
             ``transfer.png`` (:mod:`vafa.report.transfer`).
+        amp: mixed precision of the model passes (see :func:`iter_grid`).
+        dist: a :class:`vafa.run.distributed.Dist` of a ``torchrun`` job: this process runs
+            only its model × case × entry items and rank 0 merges the rows and writes the
+            report (:mod:`vafa.report.shards`); None or one process: everything here.
 
     Resuming: entries whose ``(model, case, key)`` already has an ``ok`` row in
     ``results.csv`` are skipped. A case that cannot be loaded and an entry that fails are
@@ -367,6 +379,9 @@ def run_report(
     out_dir = Path(out_dir)
     csv_path = out_dir / RESULTS_CSV
     previous = read_results(csv_path)  # checks the columns before anything runs
+    amp_dtype(amp)  # checks amp
+    shards = ReportShards(out_dir, dist)
+    previous += shards.previous_rows()
     loaded = []
     for name, weights in models:
         source = ModelSource(str(weights), trust=trust)
@@ -381,9 +396,14 @@ def run_report(
 
     done = {(r["model"], r["case"], r["key"]) for r in previous if r["status"] == "ok"}
     recorders = _recorders(out_dir, loaded, settings, bands, band_block)
+    if shards.active and recorders:  # they append to one file: not shared out yet
+        raise ValueError(
+            "the transfer matrix (two or more models) and the band analysis run in one process "
+            f"only: run this report without torchrun, got {dist.world_size} processes"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ReportResult(out_dir=out_dir, results_csv=csv_path)
-    with ResultsWriter(csv_path) as writer:
+    with ResultsWriter(shards.results_path()) as writer:
         for m, (name, _, model, card) in enumerate(loaded):
             entries = settings.grid(m)
             for c, (case, (image_path, labels_path)) in enumerate(
@@ -395,7 +415,9 @@ def run_report(
                     if (name, case, e.key) in done
                     and not any(r.missing(name, case, e.key) for r in recorders)
                 }
-                result.skipped += len(skip)
+                others = shards.others(entries)
+                result.skipped += len(skip - others)
+                skip |= others
                 if len(skip) == len(entries):
                     continue
                 try:
@@ -418,6 +440,7 @@ def run_report(
                     slices=c == 0,
                     lpips=metric,
                     on_outcome=partial(_record, recorders, name, case, image, labels),
+                    amp=amp,
                 )
                 for event in _drive_events(gen, callback, result):
                     if event.row is not None:
@@ -429,8 +452,9 @@ def run_report(
                     break
             if result.cancelled:
                 break
+    shards.finish(result)
     result.rows = rows_in_scope(read_results(csv_path), model_names, case_names)
-    if result.cancelled:
+    if result.cancelled or not shards.writes_report:
         return result
     described = [(name, _describe_model(path, card)) for name, path, _, card in loaded]
     described_cases = [
