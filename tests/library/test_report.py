@@ -119,6 +119,10 @@ def test_table1_grid_has_the_papers_rows():
         "FGSM ε=8",
         "BIM ε=4",
         "BIM ε=8",
+        "SegPGD ε=4",
+        "SegPGD ε=8",
+        "CosPGD ε=4",
+        "CosPGD ε=8",
         "GN σ=4",
         "GN σ=8",
         "VAFA-2D q_max=20, 32²",
@@ -126,16 +130,18 @@ def test_table1_grid_has_the_papers_rows():
         "VAFA q_max=30",
         "SA2 ρ=0.2, 8³",
     ]
-    assert len({e.key for e in grid}) == 13
+    assert len({e.key for e in grid}) == 17
     assert all(e.table == "table1" for e in grid)
     pgd8 = grid[2]
     assert pgd8.options == {"eps": 8, "alpha": 0.01, "steps": 20}
     assert pgd8.key == "pgd|alpha=0.01,eps=8,steps=20"
-    vafa20 = grid[10]
+    segpgd8 = grid[8]
+    assert segpgd8.key == "segpgd|alpha=0.01,eps=8,steps=20"  # the same budget as PGD's row
+    vafa20 = grid[14]
     assert vafa20.options["q_max"] == 20 and vafa20.options["block_size"] == 32
     assert vafa20.options["normalize"] == "clip" and vafa20.options["keep"] == "best"
-    assert grid[9].options["block_size"] == (32, 32)
-    assert grid[12].key == "sa2|block_size=8,factor_step=0.1,rho=0.2,steps=10"  # as published
+    assert grid[13].options["block_size"] == (32, 32)
+    assert grid[16].key == "sa2|block_size=8,factor_step=0.1,rho=0.2,steps=10"  # as published
 
 
 def test_paper_switches_every_vafa_entry_to_the_published_code():
@@ -165,7 +171,7 @@ def test_sweeps_and_quick_grid():
     keys = [e.key for e in full]
     assert len(keys) == len(set(keys))
     assert set(keys) == {e.key for e in R.table1_grid() + sweeps}
-    assert len(R.report_grid(sweeps=False)) == 13
+    assert len(R.report_grid(sweeps=False)) == 17
     quick = R.report_grid(quick=True)
     assert len(quick) < len(full) // 2
     assert len(R.table1_grid(quick=True)) < 12

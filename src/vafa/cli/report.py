@@ -30,8 +30,8 @@ examples:
   vafa report --model model.safetensors a.nii.gz b.nii.gz --labels a_seg.nii.gz b_seg.nii.gz \\
       --no-sweeps --out r/
 
-grid: Table 1/5 (clean; PGD, FGSM, BIM at eps 4 and 8; GN sigma 4 and 8; VAFA-2D; VAFA q_max
-20 and 30) on every model; the VAFA sweeps of Tables 2-4 (q_max 10..80, steps 10..60, block
+grid: Table 1/5 (clean; PGD, FGSM, BIM, SegPGD, CosPGD at eps 4 and 8; GN sigma 4 and 8;
+VAFA-2D; VAFA q_max 20 and 30; SA2) on every model; the VAFA sweeps of Tables 2-4 (q_max 10..80, steps 10..60, block
 4..96) on the first model (--sweep-all: on every model). --quick: 10 steps, fewer settings.
 Re-running with the same --out skips the entries already in results.csv.
 With two or more models, every Table-1 attack's adversarial volume is also scored on every

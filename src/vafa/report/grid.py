@@ -69,15 +69,17 @@ class GridEntry:
 def table1_grid(*, quick: bool = False, paper: bool = False) -> list[GridEntry]:
     """The rows of the paper's Table 1/5.
 
-    Full: clean; PGD, FGSM, BIM at ε 4 and 8 ([0, 255] units, α 0.01, 20 steps); GN σ 4 and 8;
-    VAFA-2D (q_max 20, 32² blocks, 20 steps); VAFA q_max 20 and 30 (32³ blocks, 20 steps, SSIM
-    term on); SA² (:data:`SA2_ROW`). Quick: clean, PGD ε 4, FGSM ε 4, GN σ 4, VAFA-2D, VAFA
-    q_max 20 and 30, with :data:`QUICK_STEPS` steps, and SA².
+    Full: clean; PGD, FGSM, BIM, SegPGD, CosPGD at ε 4 and 8 ([0, 255] units, α 0.01, 20
+    steps); GN σ 4 and 8; VAFA-2D (q_max 20, 32² blocks, 20 steps); VAFA q_max 20 and 30 (32³
+    blocks, 20 steps, SSIM term on); SA² (:data:`SA2_ROW`). Quick: clean, PGD, FGSM, SegPGD,
+    CosPGD at ε 4, GN σ 4, VAFA-2D, VAFA q_max 20 and 30, with :data:`QUICK_STEPS` steps, and
+    SA².
     """
     steps = QUICK_STEPS if quick else FULL_STEPS
     budgets = (4,) if quick else (4, 8)
+    voxel = ("pgd", "fgsm") if quick else ("pgd", "fgsm", "bim")
     entries = [GridEntry("table1", "clean", {}, "")]
-    for attack in ("pgd", "fgsm") if quick else ("pgd", "fgsm", "bim"):
+    for attack in (*voxel, "segpgd", "cospgd"):
         for eps in budgets:
             options: dict[str, Any] = {"eps": eps}
             if attack != "fgsm":
