@@ -25,11 +25,16 @@ help:
 
 venv: $(STAMP)
 
+# The extras must not replace the torch installed first (nnunetv2 asks for any torch, and pip
+# would fetch a multi-GB CUDA build): a constraints file pins the version that is installed.
+CONSTRAINTS := $(VENV)/torch-constraints.txt
+
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -m pip install -e ".[test,napari,qt]"
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(CONSTRAINTS)
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[test,napari,qt]"
 	touch $(STAMP)
 
 # Installs the missing system packages when we are root and apt-get exists; otherwise says what is missing.

@@ -1,9 +1,13 @@
-"""Model choice shared by the plugin's widgets: a bundled model or a weights file, and a device.
+"""Model choice shared by the plugin's widgets: a bundled model, a weights file or a model
+folder (a MONAI bundle or an nnU-Net v2 result folder), and a device.
 
 :class:`ModelPicker` owns five magicgui controls (``model_source``, ``weights``, ``card_file``,
 ``card_preset``, ``device``) that a host widget places in its own form, and turns them into a
-:class:`napari_vafa._worker.ModelSpec`. ``use_weights`` selects a file in one call (how the
-VAFT widget hands a freshly trained model to the attack widget).
+:class:`napari_vafa._worker.ModelSpec`. For a model folder, ``weights`` picks a folder and the
+card controls hide (the folder describes itself); an nnU-Net folder gives its fold 0 (or its only
+fold) and ``checkpoint_final.pth`` — the CLI's ``--fold``/``--checkpoint`` choose others.
+``use_weights`` selects a file in one call (how the VAFT widget hands a freshly trained model
+to the attack widget).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ BUNDLED_LABELS = {
     "robust-demo": "bundled robust demo model (VAFT)",
 }
 WEIGHTS_FILE = "weights file"
+MODEL_FOLDER = "model folder (MONAI bundle or nnU-Net)"
 #: Card combo entry meaning "the card file beside the weights, or the file chosen below".
 CARD_FILE = "card file (beside the weights or chosen)"
 WEIGHT_SUFFIXES = "*.safetensors *.pt *.pth *.ckpt *.bin"
@@ -37,8 +42,10 @@ class ModelPicker:
             :func:`vafa.ops.devices.available_devices`.
 
     Attributes:
-        model_source: combo of the installed bundled models and ``"weights file"``.
-        weights, card_file: file pickers shown for ``"weights file"``.
+        model_source: combo of the installed bundled models, ``"weights file"`` (value
+            ``"file"``) and ``"model folder"`` (value ``"folder"``).
+        weights, card_file: file pickers shown for ``"weights file"``; ``weights`` picks a
+            folder for ``"model folder"``.
         card_preset: ``"file"`` (the card file) or a preset name (e.g. ``"unetr-btcv"``): the card of a
             preset instead of a file, for checkpoints that come without one.
         device: device combo.
@@ -51,7 +58,10 @@ class ModelPicker:
         from vafa.io.models import list_presets
 
         sources = [(BUNDLED_LABELS.get(n, n), n) for n in bundled_models()]
-        self.model_source = ComboBox(label="model", choices=[*sources, (WEIGHTS_FILE, "file")])
+        self.model_source = ComboBox(
+            label="model",
+            choices=[*sources, (WEIGHTS_FILE, "file"), (MODEL_FOLDER, "folder")],
+        )
         self.weights = FileEdit(label="weights", mode="r", filter=WEIGHT_SUFFIXES)
         self.card_preset = ComboBox(
             label="card",
@@ -70,8 +80,11 @@ class ModelPicker:
         return tuple(getattr(self, name) for name in self.NAMES)
 
     def update_visibility(self, *_: Any) -> None:
-        from_file = self.model_source.value == "file"
-        self.weights.visible = from_file
+        source = self.model_source.value
+        from_file = source == "file"
+        self.weights.visible = source in ("file", "folder")
+        self.weights.mode = "d" if source == "folder" else "r"
+        self.weights.label = "folder" if source == "folder" else "weights"
         self.card_preset.visible = from_file
         self.card_file.visible = from_file and self.card_preset.value == "file"
 
@@ -86,20 +99,24 @@ class ModelPicker:
             self.card_file.value = Path(card)
 
     def spec(self) -> ModelSpec:
-        """The chosen model as a :class:`ModelSpec`.
+        """The chosen model as a :class:`ModelSpec` (a model folder is a ``"file"`` spec whose
+        weights are the folder: the library recognises it).
 
         Raises:
-            ValueError: no weights file chosen, or the weights/card file does not exist.
+            ValueError: no weights file chosen, the weights/card file does not exist, or a
+                folder that is neither a MONAI bundle nor an nnU-Net result folder.
         """
         from napari_vafa._worker import ModelSpec
 
         device = str(self.device.value)
         source = self.model_source.value
-        if source != "file":
+        if source not in ("file", "folder"):
             return ModelSpec(source, device=device)
         weights = path_or_none(self.weights.value)
         if weights is None:
-            raise ValueError("choose a weights file, or a bundled model")
+            raise ValueError(f"choose a {'model folder' if source == 'folder' else 'weights file'}")
+        if source == "folder" or weights.is_dir():
+            return ModelSpec("file", weights=_model_folder(weights), device=device)
         if not weights.is_file():
             raise ValueError(f"weights file not found: {weights}")
         if self.card_preset.value != "file":
@@ -108,6 +125,15 @@ class ModelPicker:
         if card is not None and not card.is_file():
             raise ValueError(f"model card file not found: {card}")
         return ModelSpec("file", weights=weights, card=card, device=device)
+
+
+def _model_folder(path: Path) -> Path:
+    from vafa.io.handle import ModelSource
+
+    if not path.is_dir():
+        raise ValueError(f"model folder not found: {path}")
+    ModelSource(path).path  # noqa: B018 - neither kind: a one-line error naming what it lacks
+    return path
 
 
 def path_or_none(value: Any) -> Path | None:

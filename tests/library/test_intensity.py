@@ -158,7 +158,12 @@ def test_to_dict_exact_form():
             {"type": "ct_windw", "a_min": 0, "a_max": 1},
             "type must be one of .*did you mean 'ct_window'",
         ),
-        ({"type": "zscore"}, r"type must be one of \['ct_window', 'percentile'\], got 'zscore'$"),
+        (
+            {"type": "histogram"},
+            r"type must be one of \['ct_window', 'percentile', 'zscore'\], got 'histogram'$",
+        ),
+        ({"type": "zscore", "k": 0}, "k must be finite and > 0"),
+        ({"type": "ct_window", "a_min": 0, "a_max": 1, "zero_to": 2}, "zero_to must be in"),
         ({"type": "ct_window", "a_min": 0, "a_maxx": 1}, "'a_maxx'.*did you mean 'a_max'"),
         (
             {"type": "percentile", "window": 3},
@@ -177,3 +182,30 @@ def test_from_dict_errors(data, pattern):
 def test_from_dict_rejects_non_mapping():
     with pytest.raises(TypeError, match="must be a dict, got list"):
         mapping_from_dict([("type", "ct_window")])
+
+
+def test_zscore_window_maps_x_to_a_fixed_z_score():
+    """x in [0, 1] is the z-score (2x − 1)·k for every volume (the first layer of z-score
+    models), and with nonzero only nonzero voxels count while zeros stay at z = 0."""
+    from vafa.io.intensity import ZScoreWindow
+
+    rng = np.random.default_rng(0)
+    for mean, std in ((0.0, 1.0), (300.0, 40.0)):
+        array = rng.normal(mean, std, size=(20, 20, 20))
+        x = ZScoreWindow(k=5).forward(array)
+        z = (array - array.mean()) / array.std()
+        np.testing.assert_allclose((2 * x - 1) * 5, z, atol=1e-4)
+    array = rng.normal(300, 40, size=(20, 20, 20))
+    array[:5] = 0
+    mapping = ZScoreWindow(k=6, nonzero=True)
+    x = mapping.forward(array)
+    inside = array != 0
+    z = (array[inside] - array[inside].mean()) / array[inside].std()
+    np.testing.assert_allclose((2 * x[inside] - 1) * 6, z, atol=1e-4)
+    assert np.all(x[~inside] == 0.5)
+    np.testing.assert_array_equal(mapping.inverse(x, array)[~inside], 0)  # zeros come back
+    assert mapping_from_dict(mapping.to_dict()) == mapping
+    window = mapping.fit(array)
+    assert mapping_from_dict(window.to_dict()) == window and window.zero_to == 0.5
+    with pytest.raises(ValueError, match="non-constant"):
+        ZScoreWindow().fit(np.ones((4, 4, 4)))

@@ -14,6 +14,7 @@ from vafa.ops.messages import one_line
 __all__ = [
     "CLIError",
     "add_amp_argument",
+    "add_fold_arguments",
     "add_model_arguments",
     "common_parser",
     "datalist_cases",
@@ -24,7 +25,10 @@ __all__ = [
     "with_roi",
 ]
 
-TRUST_HELP = "allow pickled checkpoints (can execute code: only for trusted files)"
+TRUST_HELP = (
+    "allow pickled checkpoints, and let MONAI evaluate a bundle's Python expressions (can "
+    "execute code: only for trusted files)"
+)
 
 
 class CLIError(Exception):
@@ -43,11 +47,13 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def add_model_arguments(parser, *, required: bool = True, card_help: str | None = None) -> None:
-    """``--model``, ``--card`` and ``--trust-checkpoint`` (read by :func:`model_source`)."""
+    """``--model``, ``--card``, ``--trust-checkpoint``, ``--fold`` and ``--checkpoint`` (read by
+    :func:`model_source`)."""
     parser.add_argument(
         "--model",
         required=required,
-        help="weights (.safetensors, .pt), or a bundled model: 'demo', 'robust-demo'",
+        help="weights (.safetensors, .pt), a bundled model ('demo', 'robust-demo'), or a model "
+        "folder: a MONAI bundle or an nnU-Net v2 result folder",
     )
     parser.add_argument(
         "--card",
@@ -56,6 +62,19 @@ def add_model_arguments(parser, *, required: bool = True, card_help: str | None 
         "(default: <weights>.json beside the weights)",
     )
     parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_fold_arguments(parser)
+
+
+def add_fold_arguments(parser) -> None:
+    """``--fold`` and ``--checkpoint`` of an nnU-Net result folder."""
+    parser.add_argument(
+        "--fold", help="nnU-Net result folder: the fold, 0… or 'all' (default: 0, or the only one)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        choices=("final", "best"),
+        help="nnU-Net result folder: checkpoint_final.pth (default) or checkpoint_best.pth",
+    )
 
 
 def add_amp_argument(parser) -> None:
@@ -79,6 +98,8 @@ def model_source(args, weights: str | None = None):
         weights if weights is not None else args.model,
         card=getattr(args, "card", None),
         trust=getattr(args, "trust_checkpoint", False),
+        fold=getattr(args, "fold", None),
+        checkpoint=getattr(args, "checkpoint", None),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vafa.cli.common import TRUST_HELP, load_model
+from vafa.cli.common import TRUST_HELP, add_fold_arguments, load_model
 
 __all__ = ["add_parser"]
 
@@ -15,9 +15,14 @@ def add_parser(subparsers, common) -> None:
         help="show a model card and parameter count",
         description="Print the model card of a checkpoint and its parameter count.",
     )
-    p.add_argument("weights", help="a .safetensors/.pt checkpoint, or 'demo' for the bundled model")
+    p.add_argument(
+        "weights",
+        help="a .safetensors/.pt checkpoint, 'demo' for the bundled model, or a model folder "
+        "(a MONAI bundle or an nnU-Net v2 result folder)",
+    )
     p.add_argument("--card", help="model card JSON (default: beside the weights)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    add_fold_arguments(p)
     p.set_defaults(func=run)
 
 

@@ -4,17 +4,22 @@ A model card names the mapping its model was trained with; this module turns tha
 into :meth:`IntensityMapping.forward` (file units → model input in [0, 1]) and
 :meth:`IntensityMapping.inverse` (attacked model input → file units, for export).
 
-Two mappings exist:
+Three mappings exist:
 
 - ``"ct_window"`` (:class:`CTWindow`): linear map ``a_min → 0``, ``a_max → 1``, clipped to
   [0, 1]. The Synapse/BTCV setting of the paper is ``CTWindow(-175, 250)``.
 - ``"percentile"`` (:class:`PercentileScaling`): the same, with ``a_min``/``a_max`` taken as two
   percentiles of each volume (for MRI, whose units are arbitrary).
+- ``"zscore"`` (:class:`ZScoreWindow`): the same, with ``a_min``/``a_max`` at ``k`` standard
+  deviations below/above each volume's mean. For a model that was trained on z-scores, the
+  [0, 1] value ``x`` is the z-score ``(2x - 1)·k`` — a fixed affine map that the model's first
+  layer applies (:mod:`vafa.io.wrapped`), so attacks keep working on [0, 1] images.
 
 Serialised form (model card JSON)::
 
     {"type": "ct_window", "a_min": -175, "a_max": 250}
     {"type": "percentile", "p_low": 0.5, "p_high": 99.5}
+    {"type": "zscore", "k": 5.0, "nonzero": false}
 
 Example:
     >>> import numpy as np
@@ -37,7 +42,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["CTWindow", "IntensityMapping", "PercentileScaling", "mapping_from_dict"]
+__all__ = [
+    "CTWindow",
+    "IntensityMapping",
+    "PercentileScaling",
+    "ZScoreWindow",
+    "mapping_from_dict",
+]
 
 
 class IntensityMapping:
@@ -101,17 +112,27 @@ class CTWindow(IntensityMapping):
     Args:
         a_min: value (file units, e.g. HU) mapped to 0; finite.
         a_max: value mapped to 1; finite and greater than ``a_min``.
+        zero_to: if set, voxels whose file value is exactly 0 map to this value in [0, 1]
+            instead (the "outside the mask" voxels of a z-score over nonzero voxels, which
+            MONAI's ``NormalizeIntensity(nonzero=True)`` and nnU-Net leave at z = 0).
 
     Raises:
         TypeError: a bound is not a real number.
-        ValueError: a bound is not finite, or ``a_min >= a_max``.
+        ValueError: a bound is not finite, ``a_min >= a_max``, or ``zero_to`` not in [0, 1].
     """
 
     a_min: float
     a_max: float
+    zero_to: float | None = None
     type: ClassVar[str] = "ct_window"
 
     def __post_init__(self) -> None:
+        if self.zero_to is not None:
+            if isinstance(self.zero_to, bool) or not isinstance(self.zero_to, Real):
+                raise TypeError(f"zero_to must be a number in [0, 1] or None, got {self.zero_to!r}")
+            if not 0.0 <= self.zero_to <= 1.0:
+                raise ValueError(f"zero_to must be in [0, 1], got {self.zero_to!r}")
+            object.__setattr__(self, "zero_to", float(self.zero_to))
         for name in ("a_min", "a_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real):
@@ -129,11 +150,14 @@ class CTWindow(IntensityMapping):
         return self
 
     def forward(self, array: np.ndarray) -> np.ndarray:
-        """``clip((array - a_min) / (a_max - a_min), 0, 1)`` as float32, same shape."""
+        """``clip((array - a_min) / (a_max - a_min), 0, 1)`` as float32, same shape (and
+        ``zero_to`` where ``array == 0``, when set)."""
         _check_array("array", array)
         out = np.asarray(array, dtype=np.float32) - np.float32(self.a_min)
         out /= np.float32(self.a_max - self.a_min)
         np.clip(out, 0.0, 1.0, out=out)
+        if self.zero_to is not None:
+            out[array == 0] = self.zero_to
         return out
 
     def inverse(self, mapped: np.ndarray, original: np.ndarray) -> np.ndarray:
@@ -170,12 +194,17 @@ class CTWindow(IntensityMapping):
         out += np.float32(self.a_min)
         keep = (original < self.a_min) & (mapped32 == 0.0)
         keep |= (original > self.a_max) & (mapped32 == 1.0)
+        if self.zero_to is not None:
+            keep |= (original == 0) & (mapped32 == np.float32(self.zero_to))
         out[keep] = original[keep]
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"type": "ct_window", "a_min": ..., "a_max": ...}``."""
-        return {"type": self.type, "a_min": self.a_min, "a_max": self.a_max}
+        """``{"type": "ct_window", "a_min": ..., "a_max": ...}`` (and ``zero_to`` when set)."""
+        out: dict[str, Any] = {"type": self.type, "a_min": self.a_min, "a_max": self.a_max}
+        if self.zero_to is not None:
+            out["zero_to"] = self.zero_to
+        return out
 
 
 @dataclass(frozen=True)
@@ -232,16 +261,74 @@ class PercentileScaling(IntensityMapping):
         return {"type": self.type, "p_low": self.p_low, "p_high": self.p_high}
 
 
+@dataclass(frozen=True)
+class ZScoreWindow(IntensityMapping):
+    """Window of ``k`` standard deviations either side of each volume's mean, linear, clipped.
+
+    For models trained on z-scores (MONAI ``NormalizeIntensity``, nnU-Net's z-score): the
+    [0, 1] value ``x`` of a voxel is the z-score ``z = (2x - 1)·k`` (``x = 0.5`` is the mean),
+    for every volume, so the model's first layer maps ``x`` to ``z`` with fixed constants.
+    Voxels beyond ``±k`` standard deviations are clipped (the z-score itself never clips).
+
+    Args:
+        k: half-width of the window in standard deviations, > 0. Default 5: a Gaussian volume
+            loses one voxel in 1.7 million to clipping, and ``eps = 4/255`` (in [0, 1] units) is
+            0.16 standard deviations.
+        nonzero: mean and standard deviation over the nonzero voxels only, and voxels equal to
+            0 stay at z = 0 (``x = 0.5``), as MONAI's ``NormalizeIntensity(nonzero=True)``
+            and nnU-Net's ``use_mask_for_norm`` do.
+
+    Raises:
+        TypeError: ``k`` is not a real number or ``nonzero`` not a bool.
+        ValueError: ``k`` is not finite and positive.
+    """
+
+    k: float = 5.0
+    nonzero: bool = False
+    type: ClassVar[str] = "zscore"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, Real):
+            raise TypeError(f"k must be a real number, got {self.k!r}")
+        if not (math.isfinite(self.k) and self.k > 0):
+            raise ValueError(f"k must be finite and > 0, got {self.k!r}")
+        if not isinstance(self.nonzero, bool):
+            raise TypeError(f"nonzero must be true or false, got {self.nonzero!r}")
+        object.__setattr__(self, "k", float(self.k))
+
+    def fit(self, array: np.ndarray) -> CTWindow:
+        """``CTWindow(mean - k·std, mean + k·std)`` of ``array`` (its nonzero voxels if asked).
+
+        Raises:
+            ValueError: no voxel to measure, or a constant volume (standard deviation 0).
+        """
+        _check_array("array", array)
+        values = array[array != 0] if self.nonzero else array
+        if values.size == 0:
+            raise ValueError(f"z-score needs nonzero voxels, got none in shape {array.shape}")
+        mean = float(np.mean(values, dtype=np.float64))
+        std = float(np.std(values, dtype=np.float64))
+        if not std > 0:
+            raise ValueError(f"z-score needs a non-constant volume, got every voxel {mean!r}")
+        zero_to = 0.5 if self.nonzero else None
+        return CTWindow(mean - self.k * std, mean + self.k * std, zero_to=zero_to)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": "zscore", "k": ..., "nonzero": ...}``."""
+        return {"type": self.type, "k": self.k, "nonzero": self.nonzero}
+
+
 def mapping_from_dict(d: Mapping[str, Any]) -> IntensityMapping:
     """Build a mapping from its JSON description (see the module docstring).
 
     Args:
-        d: mapping with a ``"type"`` key (``"ct_window"`` or ``"percentile"``) and the fields of
-            that type. ``ct_window`` needs ``a_min`` and ``a_max``; ``percentile`` fields are
-            optional (defaults 0.5 and 99.5).
+        d: mapping with a ``"type"`` key (``"ct_window"``, ``"percentile"`` or ``"zscore"``)
+            and the fields of that type. ``ct_window`` needs ``a_min`` and ``a_max`` (``zero_to``
+            is optional); the fields of ``percentile`` (defaults 0.5 and 99.5) and ``zscore``
+            (defaults ``k=5``, ``nonzero=False``) are optional.
 
     Returns:
-        A :class:`CTWindow` or :class:`PercentileScaling`.
+        A :class:`CTWindow`, :class:`PercentileScaling` or :class:`ZScoreWindow`.
 
     Raises:
         TypeError: ``d`` is not a mapping, or a field has the wrong type.
@@ -279,10 +366,12 @@ def mapping_from_dict(d: Mapping[str, Any]) -> IntensityMapping:
 _MAPPINGS: dict[str, type[IntensityMapping]] = {
     "ct_window": CTWindow,
     "percentile": PercentileScaling,
+    "zscore": ZScoreWindow,
 }
 _FIELDS: dict[str, dict[str, bool]] = {
-    "ct_window": {"a_min": True, "a_max": True},
+    "ct_window": {"a_min": True, "a_max": True, "zero_to": False},
     "percentile": {"p_low": False, "p_high": False},
+    "zscore": {"k": False, "nonzero": False},
 }
 
 

@@ -16,6 +16,12 @@ Presets:
   conventions.
 - ``"demo-unet"``: the small MONAI ``UNet`` of the bundled demo model (3 mm spacing).
 
+Two more architectures carry the whole network description in the card's ``kwargs`` and are
+not offered as presets (:func:`list_presets` leaves them out): ``"monai-bundle"`` (a MONAI
+bundle's ``network_def``, :mod:`vafa.io.bundles`) and ``"nnunet"`` (an nnU-Net v2 plans
+configuration, :mod:`vafa.io.nnunet`); both wrap the network in
+:class:`vafa.io.wrapped.NormalizedInput`, its first layer from [0, 1] to the network's units.
+
 Card JSON (``card_version`` 1), written by :func:`save_card` and
 :func:`vafa.io.checkpoints.save_model`::
 
@@ -251,8 +257,9 @@ def build_model(preset_or_card: str | ModelCard) -> nn.Module:
 
 
 def list_presets() -> list[str]:
-    """Names of the registered presets, sorted."""
-    return sorted(_PRESETS)
+    """Names of the registered presets, sorted (not the self-describing ``"monai-bundle"`` and
+    ``"nnunet"``, whose cards are made from a bundle or a result folder)."""
+    return sorted(name for name, preset in _PRESETS.items() if preset.listed)
 
 
 def register_preset(
@@ -332,6 +339,7 @@ class _Preset:
     spacing: tuple[float, ...] | None = None
     orientation: str | None = None
     roi_check: Callable[[dict[str, Any], tuple[int, ...]], str | None] | None = None
+    listed: bool = True  # offered by list_presets()
 
 
 def _monai(class_name: str) -> Callable[[], Callable[..., nn.Module]]:
@@ -370,6 +378,15 @@ def _unet_factor(kwargs: dict[str, Any]) -> int | None:
     if not all(_int_or_none(s) for s in strides):
         return None
     return math.prod(strides)
+
+
+def _wrapped(name: str) -> Callable[[], Callable[..., Any]]:
+    def get() -> Callable[..., Any]:
+        from vafa.io import wrapped
+
+        return getattr(wrapped, name)
+
+    return get
 
 
 _BTCV = {
@@ -436,6 +453,26 @@ _PRESETS: dict[str, _Preset] = {
         roi_check=_roi_multiple_of(_unet_factor),
         **{**_BTCV, "spacing": (3.0, 3.0, 3.0)},
     ),
+    # self-describing: the network comes from the card's kwargs (not offered as presets)
+    "monai-bundle": _Preset(
+        "monai-bundle",
+        _wrapped("build_monai_network"),
+        {},
+        ("background", "foreground"),
+        BTCV_WINDOW,
+        (96, 96, 96),
+        listed=False,
+    ),
+    "nnunet": _Preset(
+        "nnunet",
+        _wrapped("build_nnunet_network"),
+        {},
+        ("background", "foreground"),
+        BTCV_WINDOW,
+        (128, 128, 128),
+        roi_check=lambda kw, roi: _wrapped("nnunet_roi_check")()(kw, roi),
+        listed=False,
+    ),
 }
 
 
@@ -444,7 +481,7 @@ def _get_preset(name: object) -> _Preset:
         raise TypeError(f"architecture must be a preset name (str), got {type(name).__name__}")
     if name not in _PRESETS:
         raise ValueError(
-            f"architecture must be one of {list_presets()}, got {name!r}"
+            f"architecture must be one of {sorted(_PRESETS)}, got {name!r}"
             + _did_you_mean(name, _PRESETS)
         )
     return _PRESETS[name]

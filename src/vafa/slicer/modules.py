@@ -19,8 +19,9 @@ from typing import Any
 
 __all__ = ["MODULES", "Module", "Param", "attack_module", "evaluate_module", "train_module"]
 
-#: Model choices every module offers: the bundled models, or a weights file.
-MODEL_CHOICES = ("demo", "robust-demo", "file")
+#: Model choices every module offers: the bundled models, a weights file, or a model folder
+#: (a MONAI bundle or an nnU-Net v2 result folder).
+MODEL_CHOICES = ("demo", "robust-demo", "file", "folder")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NIFTI = (".nii.gz", ".nii")
 WEIGHTS = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -99,14 +100,24 @@ def _model_group() -> Group:
         "The segmentation model.",
         (
             Param("model", "string-enumeration", "Model",
-                  "A bundled model, or 'file' for the weights file below.", "demo",
-                  choices=MODEL_CHOICES),
+                  "A bundled model, 'file' for the weights file below, or 'folder' for the "
+                  "model folder below.", "demo", choices=MODEL_CHOICES),
             Param("weights", "file", "Weights file",
                   "Checkpoint (.safetensors preferred; .pt read without unpickling).",
                   channel="input", extensions=WEIGHTS),
             Param("card", "string", "Model card",
                   "Card JSON path, or a preset name such as unetr-btcv; empty: the card beside "
                   "the weights.", ""),
+            Param("model_folder", "directory", "Model folder",
+                  "A MONAI bundle (configs/, models/model.pt) or an nnU-Net v2 result folder "
+                  "(dataset.json, plans.json, fold_k/); it describes its own network, "
+                  "preprocessing and classes.", channel="input"),
+            Param("fold", "string", "nnU-Net fold",
+                  "Fold of an nnU-Net result folder (0, 1, …, all); empty: fold 0 or the only "
+                  "one.", ""),
+            Param("checkpoint", "string-enumeration", "nnU-Net checkpoint",
+                  "checkpoint_final.pth or checkpoint_best.pth of an nnU-Net result folder.",
+                  "final", choices=("final", "best")),
             Param("device", "string-enumeration", "Device",
                   "Where the model runs: auto picks cuda, then mps, then cpu.", "auto",
                   choices=DEVICES),

@@ -203,6 +203,12 @@ def _model(args):
         if not args.weights:
             raise ValueError("model 'file' needs a weights file")
         source = ModelSource(args.weights, card=args.card or None)
+    elif args.model == "folder":
+        if not args.model_folder:
+            raise ValueError("model 'folder' needs a model folder")
+        nnunet = ModelSource(args.model_folder).kind == "nnunet"
+        checkpoint = args.checkpoint if nnunet and args.checkpoint != "final" else None
+        source = ModelSource(args.model_folder, fold=args.fold or None, checkpoint=checkpoint)
     else:
         source = ModelSource(args.model, card=args.card or None)
     source.path  # noqa: B018 - a missing file is an error before anything runs

@@ -1,0 +1,345 @@
+"""Tiny model folders in the frameworks' own formats, made in the tests: a MONAI bundle (laid
+out like the Model Zoo's spleen_ct_segmentation, with an ignite evaluator that ``monai.bundle``
+runs) and an nnU-Net v2 result folder (plans, dataset.json and a checkpoint that nnU-Net's own
+trainer writes)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+BUNDLE_CLASSES = {"0": "background", "1": "spleen", "2": "liver"}
+CT_WINDOW = {
+    "_target_": "ScaleIntensityRanged",
+    "keys": "image",
+    "a_min": -175,
+    "a_max": 250,
+    "b_min": 0.0,
+    "b_max": 1.0,
+    "clip": True,
+}
+
+
+def bundle_network(out_channels: int = 3) -> dict[str, Any]:
+    return {
+        "_target_": "UNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": out_channels,
+        "channels": [4, 8, 16],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "norm": "batch",
+    }
+
+
+def make_tiny_bundle(
+    root: Path,
+    *,
+    intensity: dict[str, Any] | None = None,
+    network: dict[str, Any] | None = None,
+    spacing=(1.5, 1.5, 2.0),
+    roi=(16, 16, 16),
+    seed: int = 0,
+    name: str = "tiny_bundle",
+) -> Path:
+    """A MONAI bundle folder: configs/{metadata,inference}.json and models/model.pt."""
+    folder = Path(root) / name
+    (folder / "configs").mkdir(parents=True)
+    (folder / "models").mkdir()
+    network = network or bundle_network()
+    config = {
+        "imports": ["$import glob", "$import os"],
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "/workspace/data",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/*.nii.gz')))",
+        "device": "$torch.device('cpu')",
+        "network_def": network,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image"},
+                {"_target_": "EnsureChannelFirstd", "keys": "image"},
+                {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+                {
+                    "_target_": "Spacingd",
+                    "keys": "image",
+                    "pixdim": list(spacing),
+                    "mode": "bilinear",
+                },
+                intensity or CT_WINDOW,
+                {"_target_": "EnsureTyped", "keys": "image"},
+            ],
+        },
+        "dataset": {
+            "_target_": "Dataset",
+            "data": "$[{'image': i} for i in @datalist]",
+            "transform": "@preprocessing",
+        },
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@dataset",
+            "batch_size": 1,
+            "shuffle": False,
+            "num_workers": 0,
+        },
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": list(roi),
+            "sw_batch_size": 4,
+            "overlap": 0.5,
+        },
+        "postprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+                {
+                    "_target_": "Invertd",
+                    "keys": "pred",
+                    "transform": "@preprocessing",
+                    "orig_keys": "image",
+                    "nearest_interp": False,
+                    "to_tensor": True,
+                },
+                {
+                    "_target_": "SaveImaged",
+                    "keys": "pred",
+                    "output_dir": "@output_dir",
+                    "output_postfix": "prob",
+                    "separate_folder": False,
+                    "output_dtype": "$numpy.float32",
+                },
+            ],
+        },
+        "evaluator": {
+            "_target_": "SupervisedEvaluator",
+            "device": "@device",
+            "val_data_loader": "@dataloader",
+            "network": "@network",
+            "inferer": "@inferer",
+            "postprocessing": "@postprocessing",
+            "amp": False,
+        },
+        "checkpointloader": {
+            "_target_": "CheckpointLoader",
+            "load_path": "$@bundle_root + '/models/model.pt'",
+            "load_dict": {"model": "@network"},
+            "map_location": "cpu",
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=123)", "$@checkpointloader(@evaluator)"],
+        "run": ["$@evaluator.run()"],
+    }
+    out_channels = network.get("out_channels", 3)
+    metadata = {
+        "version": "0.1.0",
+        "name": name,
+        "task": "a tiny test bundle",
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "num_channels": 1,
+                                 "spatial_shape": list(roi)}},
+            "outputs": {"pred": {"type": "image", "num_channels": out_channels,
+                                 "channel_def": {str(i): BUNDLE_CLASSES.get(str(i), f"organ {i}")
+                                                 for i in range(out_channels)}}},
+        },
+    }  # fmt: skip
+    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    torch.save(_random_state(network, seed), folder / "models" / "model.pt")
+    return folder
+
+
+def _random_state(network: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    import monai.networks.nets as nets
+
+    torch.manual_seed(seed)
+    args = {k: v for k, v in network.items() if k != "_target_"}
+    net = getattr(nets, network["_target_"].rpartition(".")[2])(**args)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buffer in net.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
+            elif name.endswith("running_var"):
+                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=generator))
+    return net.state_dict()
+
+
+def run_bundle(bundle: Path, image: Path, out_dir: Path) -> np.ndarray:
+    """The bundle's own inference (``monai.bundle.run``) on one image: probabilities
+    ``[C, X, Y, Z]`` on the image's grid."""
+    from monai.bundle import run
+
+    run(
+        run_id="run",
+        init_id="initialize",
+        config_file=str(bundle / "configs" / "inference.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        bundle_root=str(bundle),
+        dataset_dir=str(image.parent),
+        output_dir=str(out_dir),
+    )
+    stem = image.name.removesuffix(".nii.gz")
+    probs = np.asarray(nib.load(out_dir / f"{stem}_prob.nii.gz").dataobj, dtype=np.float32)
+    return np.moveaxis(probs, -1, 0) if probs.ndim == 4 else probs[None]
+
+
+def write_nifti(path: Path, array: np.ndarray, spacing) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.float32), np.diag([*spacing, 1.0])), path)
+    return path
+
+
+# --------------------------------------------------------------------------------- nnU-Net
+
+NNUNET_LABELS = {"background": 0, "liver": 1, "spleen": 2}
+CT_PROPERTIES = {
+    "max": 300.0,
+    "mean": 40.0,
+    "median": 45.0,
+    "min": -900.0,
+    "percentile_00_5": -150.0,
+    "percentile_99_5": 250.0,
+    "std": 80.0,
+}
+
+
+def nnunet_plans(
+    *,
+    scheme: str = "CTNormalization",
+    transpose=(0, 1, 2),
+    spacing=(2.0, 1.0, 1.0),
+    patch=(8, 16, 16),
+    use_mask: bool = False,
+    features=(4, 8, 16),
+) -> dict[str, Any]:
+    """Plans of a tiny 3d_fullres PlainConvUNet (anisotropic: the first axis is coarse)."""
+    architecture = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": 3,
+            "features_per_stage": list(features),
+            "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+            "n_conv_per_stage": [2, 2, 2],
+            "n_conv_per_stage_decoder": [2, 2],
+            "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+    resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
+    backward = [list(transpose).index(i) for i in range(3)]
+    return {
+        "dataset_name": "Dataset999_Tiny",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": list(spacing),
+        "original_median_shape_after_transp": [16, 32, 32],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": list(transpose),
+        "transpose_backward": backward,
+        "configurations": {
+            "3d_fullres": {
+                "data_identifier": "nnUNetPlans_3d_fullres",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": 2,
+                "patch_size": list(patch),
+                "median_image_size_in_voxels": [16, 32, 32],
+                "spacing": list(spacing),
+                "normalization_schemes": [scheme],
+                "use_mask_for_norm": [use_mask],
+                "resampling_fn_data": "resample_data_or_seg_to_shape",
+                "resampling_fn_seg": "resample_data_or_seg_to_shape",
+                "resampling_fn_data_kwargs": resampling,
+                "resampling_fn_seg_kwargs": {**resampling, "is_seg": True, "order": 1},
+                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+                "resampling_fn_probabilities_kwargs": {**resampling, "order": 1},
+                "architecture": architecture,
+                "batch_dice": False,
+            }
+        },
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": dict(CT_PROPERTIES)},
+    }
+
+
+def make_tiny_nnunet(
+    root: Path,
+    *,
+    plans: dict[str, Any] | None = None,
+    channel: str = "CT",
+    seed: int = 0,
+    checkpoints=("checkpoint_final.pth",),
+) -> Path:
+    """An nnU-Net v2 result folder whose checkpoint nnU-Net's own ``nnUNetTrainer`` writes,
+    after a random perturbation of every weight (as if trained) and numpy values in its log
+    (as nnU-Net's training leaves them)."""
+    import pytest
+
+    plans = plans or nnunet_plans()
+    dataset = {"channel_names": {"0": channel}, "labels": dict(NNUNET_LABELS),
+               "numTraining": 1, "file_ending": ".nii.gz"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("nnUNet_results", "nnUNet_preprocessed", "nnUNet_raw"):
+            mp.setenv(var, str(Path(root) / var))
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+        trainer = nnUNetTrainer(
+            {**json.loads(json.dumps(plans)), "continue_training": False},
+            "3d_fullres",
+            0,
+            dataset,
+            device=torch.device("cpu"),
+        )
+        # initialize() wants a preprocessed dataset folder to tell its file format
+        os.makedirs(trainer.preprocessed_dataset_folder, exist_ok=True)
+        Path(trainer.preprocessed_dataset_folder, "case.b2nd").touch()
+        trainer.initialize()
+        trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in trainer.network.parameters():
+                p.add_(0.2 * torch.randn(p.shape, generator=generator))
+        trainer.logger.log("mean_fg_dice", np.float64(0.5), 0)
+        trainer.logger.log("dice_per_class_or_region", [np.float64(0.5), np.float64(0.4)], 0)
+        trainer._best_ema = np.float64(0.5)
+        for name in checkpoints:
+            trainer.save_checkpoint(os.path.join(trainer.output_folder, name))
+        folder = Path(trainer.output_folder).parent
+    (folder / "plans.json").write_text(json.dumps(plans, indent=2))
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return folder
+
+
+def nnunet_predict(folder: Path, image_zyx: np.ndarray, spacing_zyx, **kwargs) -> np.ndarray:
+    """nnU-Net's own predictor (sliding window, no mirroring): probabilities ``[K, z, y, x]``."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(
+        tile_step_size=0.5,
+        use_gaussian=kwargs.pop("use_gaussian", False),
+        use_mirroring=False,
+        perform_everything_on_device=False,
+        device=torch.device("cpu"),
+        verbose=False,
+        allow_tqdm=False,
+    )
+    predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), **kwargs)
+    _, probs = predictor.predict_single_npy_array(
+        image_zyx[None].astype(np.float32), {"spacing": list(spacing_zyx)}, None, None, True
+    )
+    return np.asarray(probs, dtype=np.float32)
