@@ -139,6 +139,10 @@ BAD = {
         lambda b: _edit(b, "network_def", {**bundle_network(), "strides": "two"}),
         r"inference.json: network_def cannot be built: UNet\(.*\) failed",
     ),
+    "a 2D network": (
+        lambda b: _edit(b, "network_def", {**bundle_network(), "spatial_dims": 2}),
+        r"inference.json: network_def is 2D; vafa attacks volumes with 3D networks",
+    ),
     "weights of another network": (
         lambda b: _edit(b, "network_def", bundle_network(out_channels=2)),
         r"weights .*model.pt does not match the card's network \(monai-bundle, 2 output classes",

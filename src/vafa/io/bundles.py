@@ -265,6 +265,9 @@ class _BundleReader:
         except ValueError as err:
             raise ValueError(f"{self.config}: network_def cannot be built: {err}") from None
         network["_target_"] = f"{cls.__module__}.{cls.__name__}"
+        if network.get("spatial_dims", 3) != 3:
+            raise ValueError(f"{self.config}: network_def is {network['spatial_dims']}D; vafa "
+                             "attacks volumes with 3D networks")  # fmt: skip
         return network
 
     def preprocessing(self) -> list[tuple[str, dict[str, Any]]]:
