@@ -3,9 +3,9 @@ analysis (:mod:`vafa.run.band_analysis`) of the last attack as a small bar chart
 
 After an attack, the perturbation ``δ = adversarial − clean`` is split by DCT band (low / middle /
 high, :mod:`vafa.ops.bands`) and the model is run on the clean volume plus one band of ``δ`` at a
-time. The bars show the foreground Dice for ``all`` (the attack itself) and each band, with the
-clean Dice as a dashed line and each band's share of ``δ``'s energy written on its bar: a short
-bar means that band alone does the damage.
+time. The bars show the foreground Dice *lost* (clean − Dice) with all of ``δ`` (the attack
+itself) and with each band alone, each labelled with its Dice and the band's share of ``δ``'s
+energy: a tall bar means that band alone does much of the damage.
 
 The analysis runs in the attack's worker thread, right after the attack
 (:func:`run_job_with_bands`), never on the GUI thread; Cancel stops it between bands.
@@ -155,14 +155,15 @@ class BandsPanel(QWidget):
             self.clear("no band analysis (the run was cancelled)")
 
     def show_analysis(self, analysis) -> None:
-        """Four bars: fg Dice with all of δ and with each band alone; energy share on top."""
+        """Four bars: fg Dice lost with all of δ and with each band alone; Dice and energy
+        share on top."""
         from vafa.run.band_analysis import ANALYSIS_BANDS
 
         self.analysis = analysis
         ax = self.ax
         ax.clear()
         ax.set_axis_on()
-        heights = [analysis.row(b).dice_fg for b in ANALYSIS_BANDS]
+        heights = [analysis.row(b).dice_fg_drop for b in ANALYSIS_BANDS]
         drawn = ax.bar(
             range(len(ANALYSIS_BANDS)),
             [0.0 if h is None else h for h in heights],
@@ -170,25 +171,28 @@ class BandsPanel(QWidget):
             color=[_COLORS[b] for b in ANALYSIS_BANDS],
         )
         self.bars = dict(zip(ANALYSIS_BANDS, drawn, strict=True))
-        for bar, band, height in zip(drawn, ANALYSIS_BANDS, heights, strict=True):
-            share = analysis.row(band).energy_fraction
-            text = f"{100 * share:.0f} % energy" if height is not None else "not run"
-            ax.text(bar.get_x() + bar.get_width() / 2, 0.04, text, ha="center", va="bottom",
-                    fontsize=7, color="black")  # fmt: skip
-        clean = analysis.dice_fg_clean
-        if clean is not None and math.isfinite(clean):
-            ax.axhline(clean, color="k", ls="--", lw=1)
-            ax.text(-0.45, clean + 0.02, "clean", ha="left", va="bottom", fontsize=7)
+        top = max([h for h in heights if h is not None] + [0.01])
+        for bar, band in zip(drawn, ANALYSIS_BANDS, strict=True):
+            row = analysis.row(band)
+            text = "not run"
+            if row.dice_fg is not None:
+                text = f"Dice {row.dice_fg:.3f}\n{100 * row.energy_fraction:.0f} % energy"
+            ax.text(bar.get_x() + bar.get_width() / 2, max(bar.get_height(), 0) + 0.02 * top,
+                    text, ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xticks(range(len(ANALYSIS_BANDS)))
         ax.set_xticklabels([_NAMES[b] for b in ANALYSIS_BANDS], fontsize=8)
-        ax.set_ylim(0, 1.15)
-        ax.set_ylabel("fg Dice, only this band", fontsize=8)
+        ax.set_ylim(min(0.0, *(h or 0.0 for h in heights)), 1.45 * top)
+        ax.set_ylabel("fg Dice lost", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         block = "×".join(map(str, analysis.block_size))
-        ax.set_title(f"which frequencies fooled the model? ({block} DCT blocks)", fontsize=8)
+        clean = analysis.dice_fg_clean
+        clean_text = "–" if clean is None or not math.isfinite(clean) else f"{clean:.3f}"
+        ax.set_title(f"which frequencies fooled the model? clean Dice {clean_text}, {block} "
+                     "DCT blocks", fontsize=8)  # fmt: skip
         lowest = min(
             (b for b in ANALYSIS_BANDS[1:] if analysis.row(b).dice_fg is not None),
-            key=lambda b: analysis.row(b).dice_fg,
+            key=lambda b: analysis.row(b).dice_fg,  # the lowest Dice: the most lost
             default=None,
         )
         note = "" if lowest is None else f"alone, the {lowest} band hurts most"

@@ -63,16 +63,17 @@ def test_attack_widget_shows_the_band_analysis_of_its_run(
     # the same analysis, made again by the library from the widget's outcome
     model, _ = load_model(weights, device="cpu")
     expected = analyse_outcome(model, widget.last_outcome, block_size=8)
-    for band in ANALYSIS_BANDS:
-        assert panel.bars[band].get_height() == pytest.approx(expected.row(band).dice_fg)
+    for band in ANALYSIS_BANDS:  # bar = fg Dice lost with that band alone
+        assert panel.bars[band].get_height() == pytest.approx(expected.row(band).dice_fg_drop)
+    metrics = widget.last_outcome.metrics
     assert panel.bars["all"].get_height() == pytest.approx(
-        widget.last_outcome.metrics["dice_fg"]["adversarial"]
+        metrics["dice_fg"]["clean"] - metrics["dice_fg"]["adversarial"]
     )
     texts = [t.get_text() for t in panel.ax.texts]
     for band in ANALYSIS_BANDS:
-        share = expected.row(band).energy_fraction
-        assert f"{100 * share:.0f} % energy" in texts
-    assert "clean" in texts and panel.message.startswith("alone, the ")
+        row = expected.row(band)
+        assert f"Dice {row.dice_fg:.3f}\n{100 * row.energy_fraction:.0f} % energy" in texts
+    assert "clean Dice 1.000" in panel.ax.get_title() and panel.message.startswith("alone, the ")
 
     # switched off: the next run shows no bars and runs no analysis
     panel.enabled.setChecked(False)

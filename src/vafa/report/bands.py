@@ -176,8 +176,9 @@ def band_markdown(rows: Iterable[Mapping[str, Any]], models: Sequence[str]) -> s
 
 
 def plot_band_bars(axes, rows: Iterable[Mapping[str, Any]], model: str) -> None:
-    """Two panels for one model: energy share per band (``axes[0]``) and fg Dice with only
-    that band applied (``axes[1]``; dashed: clean), bars grouped by attack entry."""
+    """Two panels for one model: the bands' shares of the perturbation's energy
+    (``axes[0]``) and the fg Dice lost (clean − Dice) with all of δ and with each band alone
+    (``axes[1]``), bars grouped by attack entry."""
     summary = {k: v for k, v in summarize_bands(rows).items() if k[0] == model}
     entries = list(summary.values())
     x = np.arange(len(entries))
@@ -185,23 +186,21 @@ def plot_band_bars(axes, rows: Iterable[Mapping[str, Any]], model: str) -> None:
     for n, band in enumerate(ANALYSIS_BANDS):
         offset = (n - (len(ANALYSIS_BANDS) - 1) / 2) * width
         share = [(e.get(band) or {}).get("energy_fraction") for e in entries]
-        dice = [(e.get(band) or {}).get("dice_fg") for e in entries]
+        drop = [(e.get(band) or {}).get("dice_fg_drop") for e in entries]
         style = dict(width=width, color=BAND_COLORS[band], label=_LABELS[band])
         if band != "all":  # the whole perturbation is 100 % of its energy
             axes[0].bar(x + offset, [np.nan if v is None else v for v in share], **style)
-        axes[1].bar(x + offset, [np.nan if v is None else v for v in dice], **style)
-    clean = [(e.get("all") or {}).get("dice_fg_clean") for e in entries if (e.get("all") or {})]
-    clean = [c for c in clean if c is not None]
-    if clean:
-        axes[1].axhline(float(np.mean(clean)), color="k", ls="--", lw=1, label="clean")
-    for ax, ylabel in zip(axes, ("share of δ's energy", "fg Dice, only this band"), strict=True):
+        axes[1].bar(x + offset, [np.nan if v is None else v for v in drop], **style)
+    axes[0].set_ylim(0, 1.0)
+    axes[1].axhline(0.0, color="k", lw=0.8)
+    labels = ("share of δ's energy", "fg Dice lost (clean − band)")
+    for ax, ylabel in zip(axes, labels, strict=True):
         ax.set_xticks(x)
         ax.set_xticklabels([e["label"] for e in entries], rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(0, 1.15)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
         ax.set_title(f"{model}", fontsize=9)
-    axes[1].legend(fontsize=7, loc="upper right", ncol=3)
+    axes[1].legend(fontsize=7, loc="upper right", ncol=2)
 
 
 def write_band_figure(out_dir, rows, models: Sequence[str]) -> Path:
@@ -215,7 +214,7 @@ def write_band_figure(out_dir, rows, models: Sequence[str]) -> Path:
     axes = np.asarray(fig.subplots(max(1, len(shown)), 2, squeeze=False))
     for row_axes, model in zip(axes, shown, strict=False):
         plot_band_bars(row_axes, rows, model)
-    fig.suptitle("Perturbation bands: energy share and fg Dice with only that band applied")
+    fig.suptitle("Perturbation bands: energy share, and fg Dice lost with only that band applied")
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "bands.png")
 
