@@ -169,16 +169,21 @@ class ResultLayers:
         style = dict(style or self.style(key, None))
         extra_meta = style.pop("metadata", {})
         limits_range = style.pop("contrast_limits_range", None)
-        kwargs = derived_kwargs(self.source, RESULT_LAYERS[key], **style)
+        visible = bool(style.pop("visible", True))
+        kwargs = derived_kwargs(self.source, RESULT_LAYERS[key], **style, visible=False)
         kwargs["metadata"] = {**kwargs["metadata"], **extra_meta}
         if key in LABEL_LAYERS:
             layer = self.viewer.add_labels(data, **kwargs)
         else:
             layer = self.viewer.add_image(data, **kwargs)
-            if limits_range is not None:
-                layer.contrast_limits_range = limits_range
-                layer.contrast_limits = style["contrast_limits"]
+        if limits_range is not None:
+            layer.contrast_limits_range = limits_range
+            layer.contrast_limits = style["contrast_limits"]
         self.layers[key] = layer
+        if visible:  # drawing it is a second cost: in the next event-loop turn
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, lambda: _show(layer, self.viewer))
         self._on_change()
         return layer
 
@@ -210,3 +215,8 @@ class ResultLayers:
         names = [] if done is None else list(done.outcome.settings.get("class_names") or [])
         visible = key == "adversarial_prediction"
         return {"opacity": 0.5, "visible": visible, "metadata": {"class_names": names}}
+
+
+def _show(layer, viewer) -> None:
+    if layer in viewer.layers:
+        layer.visible = True
