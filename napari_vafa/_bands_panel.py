@@ -88,7 +88,7 @@ class BandsPanel(QWidget):
 
         super().__init__(parent)
         self.enabled = QCheckBox("which frequencies fooled the model? (band analysis)")
-        self.enabled.setChecked(True)
+        self.enabled.setChecked(False)  # opt-in: it adds 4 predictions to every run
         self.enabled.setToolTip(
             "After each attack, split the perturbation by DCT band (low / middle / high, thirds "
             "of the normalised index within a block) and run the model on the clean volume plus "
@@ -117,8 +117,9 @@ class BandsPanel(QWidget):
         self.analysis = None
         self.bars: dict[str, Any] = {}
         self.message = ""
+        self.block.setEnabled(False)
         self.enabled.toggled.connect(lambda on: self.block.setEnabled(on))
-        self.clear("run an attack: the band analysis follows it")
+        self.clear("tick the box, run an attack: the band analysis follows it")
 
     def block_size(self) -> int | None:
         """The analysis block side, or None when the analysis is switched off."""

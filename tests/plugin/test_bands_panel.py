@@ -42,8 +42,11 @@ def test_attack_widget_shows_the_band_analysis_of_its_run(
     viewer.add_image(np.ascontiguousarray(hu.transpose(2, 1, 0)), name="ct", scale=(3, 3, 3))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     panel = widget.bands_panel
-    assert panel.isVisibleTo(widget.plots) and panel.block_size() == 32
+    assert panel.isVisibleTo(widget.plots) and panel.block_size() is None  # opt-in
     assert panel.bars == {} and "band analysis follows" in panel.message
+    assert not panel.block.isEnabled()
+    panel.enabled.setChecked(True)  # the user ticks the box
+    assert panel.block.isEnabled() and panel.block_size() == 32
 
     # the user picks the weights file, PGD ε 16 with 2 steps, 8³ analysis blocks, Run
     widget.model_source.value = "file"
