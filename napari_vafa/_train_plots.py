@@ -42,7 +42,8 @@ class TrainingPlot(QWidget):
 
     Attributes:
         iterations, losses: the iteration and loss terms of every update received.
-        val_iterations, dice_clean, dice_adv: the validation rounds received.
+        val_iterations, dice_clean, dice_adv, dice_adv_tiles: the validation rounds received
+            (``dice_adv_tiles``: foreground Dice of the attacked tiles' own predictions).
         redraws: redraws done (blits and full draws); full_redraws: full draws only.
     """
 
@@ -65,6 +66,7 @@ class TrainingPlot(QWidget):
         self.val_iterations: list[int] = []
         self.dice_clean: list[float] = []
         self.dice_adv: list[float] = []
+        self.dice_adv_tiles: list[float] = []
         self.redraws = 0
         self.full_redraws = 0
         self._terms: tuple[str, ...] = ("loss",)
@@ -80,7 +82,11 @@ class TrainingPlot(QWidget):
         (self._adv_line,) = self.ax_dice.plot(
             [], [], color=ADVERSARIAL_COLOR, marker="o", ms=4, label="under attack"
         )
-        for line in (self._clean_line, self._adv_line):
+        (self._tiles_line,) = self.ax_dice.plot(
+            [], [], color=ADVERSARIAL_COLOR, marker="s", ms=4, ls=":",
+            label="under attack, attacked tiles",
+        )  # fmt: skip
+        for line in (self._clean_line, self._adv_line, self._tiles_line):
             line.set_animated(True)
         self.ax_dice.set_ylim(0, 1.02)
         self.ax_dice.set_xlabel("iteration", fontsize=8)
@@ -103,6 +109,7 @@ class TrainingPlot(QWidget):
             self.val_iterations,
             self.dice_clean,
             self.dice_adv,
+            self.dice_adv_tiles,
         ):
             values.clear()
         for line in self._loss_lines.values():
@@ -114,8 +121,8 @@ class TrainingPlot(QWidget):
             line.set_animated(True)
             self._loss_lines[term] = line
         self._clean_line.set_data([], [])
-        self._adv_line.set_data([], [])
-        self._adv_line.set_visible(mode != "clean")
+        for line in (self._adv_line, self._tiles_line):  # the widget validates every mode
+            line.set_data([], [])  # under attack (a clean run under VAFA)
         self.figure.suptitle(title or "VAFT training", fontsize=9)
         self.ax_loss.set_ylim(0.0, 1.0)
         self.ax_loss.set_xlim(*_xlim(total or 1))
@@ -141,6 +148,7 @@ class TrainingPlot(QWidget):
         self.val_iterations.append(int(iteration))
         self.dice_clean.append(_value(validation.get("dice_fg_clean")))
         self.dice_adv.append(_value(validation.get("dice_fg_adv")))
+        self.dice_adv_tiles.append(_value(validation.get("dice_fg_adv_tiles")))
         self._schedule()
 
     def flush(self) -> None:
@@ -152,6 +160,7 @@ class TrainingPlot(QWidget):
             line.set_data(self.iterations, [_value(v.get(term)) for v in self.losses])
         self._clean_line.set_data(self.val_iterations, self.dice_clean)
         self._adv_line.set_data(self.val_iterations, self.dice_adv)
+        self._tiles_line.set_data(self.val_iterations, self.dice_adv_tiles)
         if self._grow_limits() or self._background is None:
             self.canvas.draw_idle()
         else:
@@ -188,11 +197,15 @@ class TrainingPlot(QWidget):
             _legend_above(self.ax_loss, [Line2D([], [], **TERM_STYLE[t]) for t in self._terms], 4)
         elif self.ax_loss.get_legend() is not None:
             self.ax_loss.get_legend().remove()
-        lines = [self._clean_line] + ([self._adv_line] if self._adv_line.get_visible() else [])
+        lines = [self._clean_line]
+        lines += [line for line in (self._adv_line, self._tiles_line) if line.get_visible()]
         handles = [
-            Line2D([], [], color=line.get_color(), marker="o", ms=4, label=line.get_label())
+            Line2D(
+                [], [], color=line.get_color(), marker=line.get_marker(), ms=4,
+                ls=line.get_linestyle(), label=line.get_label(),
+            )
             for line in lines
-        ]
+        ]  # fmt: skip
         _legend_above(self.ax_dice, handles, 2)
 
     def _on_full_draw(self, _event) -> None:
@@ -204,8 +217,9 @@ class TrainingPlot(QWidget):
         for line in self._loss_lines.values():
             self.ax_loss.draw_artist(line)
         self.ax_dice.draw_artist(self._clean_line)
-        if self._adv_line.get_visible():
-            self.ax_dice.draw_artist(self._adv_line)
+        for line in (self._adv_line, self._tiles_line):
+            if line.get_visible():
+                self.ax_dice.draw_artist(line)
 
     def _blit(self) -> None:
         self.canvas.restore_region(self._background)

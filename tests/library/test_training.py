@@ -508,3 +508,27 @@ def test_a_clean_run_can_be_validated_under_an_attack(card, datalist, tmp_path):
         config("clean", validation_attack="vafa3")
     with pytest.raises(ValueError, match="q_max must be > 0"):
         config("clean", validation_attack="vafa", validation_attack_options={"q_max": -1})
+
+
+def test_validation_reports_the_attacked_tiles_own_dice(datalist, tmp_path):
+    """``dice_fg_adv_tiles``: Dice of the attacked tiles' stitched predictions. With one tile
+    covering the case (roi 24 = the volume) and a zero-noise attack, the tile prediction is
+    the model's plain prediction: it must equal the clean sliding-window Dice."""
+    from vafa.training.files import read_log
+
+    card24 = tiny_card(roi=24)
+    options = {"std": 0.0}
+    cfg = config("clean", validation_attack="gn", validation_attack_options=options)
+    result = train(tiny_model(card24), card24, datalist, out_dir=tmp_path, config=cfg)
+    val = result.validation
+    assert val["dice_fg_adv_tiles"] == pytest.approx(val["dice_fg_clean"], abs=1e-9)
+    assert val["dice_fg_adv"] == pytest.approx(val["dice_fg_clean"], abs=1e-9)
+    logged = [r for r in read_log(tmp_path / LOG) if r["stage"] == "validation"]
+    assert float(logged[-1]["val_dice_fg_adv_tiles"]) == pytest.approx(
+        val["dice_fg_adv_tiles"], abs=1e-5
+    )
+    # a real attack: the tiles' Dice is measured and is a Dice
+    cfg = config("vafa", attack_options={"steps": 1, "block_size": 8})
+    out = train(tiny_model(card24), card24, datalist, out_dir=tmp_path / "v", config=cfg)
+    assert 0.0 <= out.validation["dice_fg_adv_tiles"] <= 1.0
+    assert config("clean").validation == (None, {})

@@ -32,7 +32,8 @@ class TrainingEvent:
         validation: on the event that ends a validation round: ``dice_fg_clean``,
             ``dice_fg_adv`` (foreground mean Dice, sliding window, clean and under the training
             attack; None where not measured), ``dice_clean``, ``dice_adv`` (all classes),
-            ``cases``; else None.
+            ``dice_fg_adv_tiles`` (foreground Dice of the attacked tiles' own stitched
+            predictions), ``cases``; else None.
         attack_step, attack_steps: ``"attack"`` events and attack steps during validation.
         case, cases: validation progress: cases done / cases of this process.
         elapsed: seconds since this run started.
@@ -97,6 +98,8 @@ def validation_summary(validation: Mapping[str, Any]) -> str:
     text = f"validation foreground Dice clean {fmt(validation.get('dice_fg_clean'))}"
     if validation.get("dice_fg_adv") is not None:
         text += f", under attack {fmt(validation.get('dice_fg_adv'))}"
+    if validation.get("dice_fg_adv_tiles") is not None:
+        text += f" (attacked tiles {fmt(validation.get('dice_fg_adv_tiles'))})"
     return text
 
 

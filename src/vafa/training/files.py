@@ -69,6 +69,7 @@ LOG_COLUMNS = (
     "val_dice_fg_adv",
     "val_dice_clean",
     "val_dice_adv",
+    "val_dice_fg_adv_tiles",
     "seconds",
 )
 
@@ -197,6 +198,7 @@ def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -
     for column, label in (
         ("val_dice_fg_clean", "clean"),
         ("val_dice_fg_adv", "under attack"),
+        ("val_dice_fg_adv_tiles", "under attack, attacked tiles"),
     ):
         y = [_float(r[column]) for r in val]
         if any(math.isfinite(v) for v in y):
@@ -204,7 +206,7 @@ def plot_log(log: str | os.PathLike, path: str | os.PathLike, title: str = "") -
     ax_dice.set_xlabel("iteration")
     ax_dice.set_ylabel("foreground Dice")
     ax_dice.set_ylim(0, 1)
-    ax_dice.set_title("validation (sliding window)")
+    ax_dice.set_title("validation (sliding window; and the attacked tiles)")
     if val:
         ax_dice.legend(fontsize=8)
     if title:

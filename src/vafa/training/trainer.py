@@ -169,7 +169,7 @@ class Trainer:
         cfg, dist, card = self.config, self.dist, self.card
         val_attack, val_options = cfg.validation
         mine = list(range(dist.rank, len(self.val_cases), dist.world_size))
-        sums = torch.zeros(8, dtype=torch.float64)
+        sums = torch.zeros(10, dtype=torch.float64)
         for i, index in enumerate(mine):
             case = self.val_cases[index]
             x = case.image[None].to(self.device)
@@ -189,7 +189,11 @@ class Trainer:
                 adv = sliding_window_labels(
                     self.raw, result.adversarial, card.roi_size, overlap=VALIDATION_OVERLAP
                 )
-                sums[4:] += _dice_sums(dice_per_class(adv, y, card.out_channels))
+                sums[4:8] += _dice_sums(dice_per_class(adv, y, card.out_channels))
+                # the stitched predictions of the attacked tiles: what the attack optimised
+                # against (sliding-window prediction of the whole volume forgives much of it)
+                tiles_pred = result.tile_adversarial_prediction
+                sums[8:] += _dice_sums(dice_per_class(tiles_pred, y, card.out_channels))[:2]
             reply = yield self._event("validation", case=i + 1, cases=len(mine))
             self.stop = self.stop or reply is False
             if self.stop and dist.world_size == 1:
@@ -516,6 +520,7 @@ def _validation_means(sums: torch.Tensor, cases: int, attacked: bool) -> dict[st
         "dice_clean": mean(sums[2], sums[3]),
         "dice_fg_adv": mean(sums[4], sums[5]) if attacked else None,
         "dice_adv": mean(sums[6], sums[7]) if attacked else None,
+        "dice_fg_adv_tiles": mean(sums[8], sums[9]) if attacked else None,
         "cases": cases,
     }
     return out
