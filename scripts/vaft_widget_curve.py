@@ -43,6 +43,7 @@ def run_mode(viewer, widget, mode: str, out_dir: Path, app) -> dict:
         "val_iterations": list(plots.val_iterations),
         "dice_clean": [float(v) for v in plots.dice_clean],
         "dice_adv": [float(v) for v in plots.dice_adv],
+        "dice_adv_tiles": [float(v) for v in plots.dice_adv_tiles],
         "settings": widget.last_result.result.card.training if widget.last_result else None,
     }
     result["s_per_update_median"] = seconds_per_update(out_dir / "training_log.csv")
@@ -83,7 +84,10 @@ def draw(runs: list[dict], path: Path) -> None:
                 label=f"{run['mode']}: under VAFA ({run['seconds'] / 60:.1f} min)")  # fmt: skip
         ax.plot(its, [run["start_clean"], *run["dice_clean"]], "--", color=colour, alpha=0.6,
                 label=f"{run['mode']}: clean")  # fmt: skip
-    ax.set(xlabel="updates", ylabel="validation foreground Dice (sliding window)",
+        if run.get("dice_adv_tiles"):
+            ax.plot(its, [run["start_adv_tiles"], *run["dice_adv_tiles"]], ":s", color=colour,
+                    label=f"{run['mode']}: under VAFA, attacked tiles")  # fmt: skip
+    ax.set(xlabel="updates", ylabel="validation foreground Dice",
            title="VAFT widget defaults on the bundled demo model (2 CPU threads)")  # fmt: skip
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -92,7 +96,7 @@ def draw(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def start_levels(widget) -> tuple[float, float]:
+def start_levels(widget) -> tuple[float, float, float]:
     """Validation Dice of the untouched demo model, clean and under the widget's validation
     VAFA (the VAFA controls' settings with "validation attack steps" steps)."""
     import torch
@@ -113,14 +117,15 @@ def start_levels(widget) -> tuple[float, float]:
     options = {"keep": "last", **widget.attack_controls.options("vafa")}
     options["steps"] = int(widget.val_steps.value)
     attack = build_attack("vafa", model, **options, seed=0)
-    adversarial = attack_volume(attack, x, y, roi=roi).adversarial
+    tiled = attack_volume(attack, x, y, roi=roi)
 
     def dice(volume) -> float:
         pred = sliding_window_labels(model, volume, roi, overlap=0.5)
         return dice_summary(dice_per_class(pred, y, card.out_channels))["dice_fg"]
 
+    tiles = dice_summary(dice_per_class(tiled.tile_adversarial_prediction, y, card.out_channels))
     with torch.no_grad():
-        return dice(x), dice(adversarial)
+        return dice(x), dice(tiled.adversarial), tiles["dice_fg"]
 
 
 def main(argv=None) -> None:
@@ -149,12 +154,12 @@ def main(argv=None) -> None:
     }
     defaults["attack"] = widget.attack_controls.options("vafa")
     print("widget defaults:", defaults)
-    clean, adv = start_levels(widget)
-    print(f"demo model: clean {clean:.3f}, under VAFA {adv:.3f}")
+    clean, adv, tiles = start_levels(widget)
+    print(f"demo model: clean {clean:.3f}, under VAFA {adv:.3f} (attacked tiles {tiles:.3f})")
     runs = []
     for mode in ("vafa-fr", "clean"):
         run = run_mode(viewer, widget, mode, out / mode, app)
-        run.update(start_clean=clean, start_adv=adv)
+        run.update(start_clean=clean, start_adv=adv, start_adv_tiles=tiles)
         runs.append(run)
     doc = {"defaults": {k: str(v) for k, v in defaults.items()}, "runs": runs}
     (out / "curve.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
