@@ -8,6 +8,7 @@ Measured in one process on the same volume and model, 2 CPU threads by default:
 * FPM alone (quantize + inverse block DCT, forward+backward) vs the same with torch-dct;
 * SA² step (8³ blocks, its default) as a ratio to a VAFA step at 8³ and 32³ (same loop, same
   model: the difference is the amplitude factors instead of the quantization and SSIM term);
+* SegPGD and CosPGD steps (ε 4) as ratios to a PGD step (the same loop with another loss);
 * peak RSS of a 20-step attack vs the model's own forward+backward peak (child processes).
 
 Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json out.json]``.
@@ -71,11 +72,17 @@ def bare_step(model, x, labels):
     return run
 
 
-def attack_step_times(model, x, labels, block, steps: int, attack: str = "vafa") -> list[float]:
+def attack_step_times(
+    model, x, labels, block, steps: int, attack: str = "vafa", **options
+) -> list[float]:
+    """Seconds between consecutive step events of ``attack`` (``block``: its block size, or
+    None for a voxel attack)."""
     import vafa
 
+    if block is not None:
+        options["block_size"] = block
     stamps: list[float] = []
-    vafa.build_attack(attack, model, steps=steps, block_size=block, seed=0).attack(
+    vafa.build_attack(attack, model, steps=steps, seed=0, **options).attack(
         x, labels, callback=lambda event: stamps.append(time.perf_counter())
     )
     return [b - a for a, b in itertools.pairwise(stamps)]
@@ -153,7 +160,9 @@ def main() -> dict:
         labels = model(x).argmax(1, keepdim=True)
     results: dict = {"threads": args.threads, "size": args.size}
     bare = bare_step(model, x, labels)
+    voxel = ("pgd", "segpgd", "cospgd")
     samples: dict[str, list[float]] = {"bare": [], "b32": [], "b8": [], "sa2_b8": []}
+    samples.update({name: [] for name in voxel})
     bare()  # warm-up
     for _ in range(args.repeat):  # interleaved rounds
         for _ in range(3):
@@ -163,6 +172,8 @@ def main() -> dict:
         for block in (32, 8):
             samples[f"b{block}"] += attack_step_times(model, x, labels, (block,) * 3, args.steps)
         samples["sa2_b8"] += attack_step_times(model, x, labels, (8,) * 3, args.steps, "sa2")
+        for name in voxel:
+            samples[name] += attack_step_times(model, x, labels, None, args.steps, name, eps=4)
     med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     results["bare_fwd_bwd_ms"] = med["bare"]
     for block in (32, 8):
@@ -172,6 +183,9 @@ def main() -> dict:
     results["sa2_step_ms_b8"] = med["sa2_b8"]
     results["sa2_to_vafa_step_b8"] = med["sa2_b8"] / med["b8"]
     results["sa2_to_vafa_step_b32"] = med["sa2_b8"] / med["b32"]
+    results["pgd_step_ms"] = med["pgd"]
+    for name in voxel[1:]:
+        results[f"{name}_to_pgd_step"] = med[name] / med["pgd"]
     results["peak_rss_bare_mb"] = peak_rss_mb("bare", args.threads, args.size, 32)
     results["peak_rss_vafa20_mb"] = peak_rss_mb("vafa", args.threads, args.size, 32)
     results["peak_rss_ratio"] = results["peak_rss_vafa20_mb"] / results["peak_rss_bare_mb"]
