@@ -206,7 +206,7 @@ def _library(model, card, image, options) -> dict:
         "seconds": seconds,
         "cpu_seconds": cpu,
         "median_step_seconds": _median_step(stamps),
-        "dice_fg": outcome.metrics["dice_fg"],
+        "dice_fg": outcome.metrics.dice_fg.to_dict(),
     }
 
 
@@ -280,7 +280,7 @@ def _widget_run(widget, activity: bool | None = None) -> dict:
         "returned_s": returned - start,
         "timer_ticks": len([t for t in ticks if start <= t <= end]),
         "curve_redraws": len(events),
-        "dice_fg": done.outcome.metrics["dice_fg"],
+        "dice_fg": done.outcome.metrics.dice_fg.to_dict(),
         "activity_progress": activity if activity is not None else not software_opengl(),
     }
 

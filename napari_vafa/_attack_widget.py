@@ -463,7 +463,7 @@ class AttackWidget(WorkerWidget):
         self.plots.show_outcome(metrics)
         self.bands_panel.show_result(done)
         head = "cancelled, best so far" if outcome.cancelled else f"done in {self._elapsed():.0f} s"
-        tiles = f" · tiles {metrics.get('tiles_done')}/{metrics.get('tiles_total')}"
+        tiles = f" · tiles {metrics.tiles_done}/{metrics.tiles_total}"
         self.status.value = f"{head}{tiles}\n{summary_text(metrics)}"
         for note in done.notes:
             notify_info(f"VAFA attack: {note}")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.ticker import MaxNLocator
 from qtpy.QtWidgets import QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+if TYPE_CHECKING:  # the plugin imports the library (and torch) only when it runs
+    from vafa.run.outcome_metrics import OutcomeMetrics
 
 __all__ = ["COMPARISON_COLUMNS", "MetricsPlot", "summary_text"]
 
@@ -103,11 +106,11 @@ class MetricsPlot(QWidget):
         self.ax_curve.set_ylim(0.0, 1.0)
         self.canvas.draw_idle()
         if self.summary or self.ax_bars.patches:
-            self._draw_bars({})
+            self._draw_bars(None)
             self._set_text("")
             self.result_canvas.draw_idle()
         elif not self.ax_bars.texts:
-            self._draw_bars({})
+            self._draw_bars(None)
 
     def add_step(self, step: float, loss: float, dice: float) -> None:
         """Append one step (global index across tiles): blit, or redraw if the limits grow."""
@@ -121,7 +124,7 @@ class MetricsPlot(QWidget):
         else:
             self._blit()
 
-    def show_outcome(self, metrics: Mapping[str, Any]) -> None:
+    def show_outcome(self, metrics: OutcomeMetrics) -> None:
         """Dice bars per class and the perturbation numbers of a finished run."""
         self.table.hide()
         self._draw_bars(metrics)
@@ -202,17 +205,19 @@ class MetricsPlot(QWidget):
         self._draw_lines()
         self.canvas.update()
 
-    def _draw_bars(self, metrics: Mapping[str, Any]) -> None:
+    def _draw_bars(self, metrics: OutcomeMetrics | None) -> None:
+        """Dice per class clean vs adversarial (None: no run yet, a hint instead)."""
         ax = self.ax_bars
         ax.clear()
-        per_class = metrics.get("dice_per_class") or {}
-        clean = per_class.get("clean") or {}
-        adversarial = per_class.get("adversarial") or {}
-        names = [
-            n
-            for n in (metrics.get("class_names") or list(clean))
-            if n != "background" and clean.get(n) is not None
-        ]
+        clean, adversarial, names = {}, {}, []
+        if metrics is not None:
+            clean = metrics.dice_per_class.clean or {}
+            adversarial = metrics.dice_per_class.adversarial or {}
+            names = [
+                n
+                for n in (metrics.class_names or list(clean))
+                if n != "background" and clean.get(n) is not None
+            ]
         x = list(range(len(names)))
         ax.bar([i - 0.2 for i in x], [clean.get(n) or 0.0 for n in names], 0.4,
                color=CLEAN_COLOR, label="clean")  # fmt: skip
@@ -234,32 +239,27 @@ class MetricsPlot(QWidget):
         self._text.set_text(text)
 
 
-def summary_text(metrics: Mapping[str, Any]) -> str:
+def summary_text(metrics: OutcomeMetrics) -> str:
     """Two or three lines: Dice clean → adversarial, SSIM / PSNR / L∞, attack settings."""
-
-    def pair(key: str) -> tuple[Any, Any]:
-        value = metrics.get(key) or {}
-        return value.get("clean"), value.get("adversarial")
-
     lines = []
-    fg_clean, fg_adv = pair("dice_fg")
-    if fg_clean is not None and fg_adv is not None:
-        lines.append(f"fg Dice {fg_clean:.3f} → {fg_adv:.3f}")
+    fg = metrics.dice_fg
+    if fg.clean is not None and fg.adversarial is not None:
+        lines.append(f"fg Dice {fg.clean:.3f} → {fg.adversarial:.3f}")
     parts = []
-    if metrics.get("ssim") is not None:
-        parts.append(f"SSIM {metrics['ssim']:.3f}")
-    if metrics.get("psnr") is not None:
-        parts.append(f"PSNR {metrics['psnr']:.1f} dB")
-    if metrics.get("linf") is not None:
-        parts.append(f"L∞ {metrics['linf'] * 255:.1f}/255")
+    if metrics.ssim is not None:
+        parts.append(f"SSIM {metrics.ssim:.3f}")
+    if metrics.psnr is not None:
+        parts.append(f"PSNR {metrics.psnr:.1f} dB")
+    if metrics.linf is not None:
+        parts.append(f"L∞ {metrics.linf * 255:.1f}/255")
     if parts:
         lines.append(" · ".join(parts))
-    settings = [str(metrics.get("attack") or "")]
-    if metrics.get("normalize"):
-        settings.append(f"normalize={metrics['normalize']}")
-    if metrics.get("zeroed_fraction") is not None:
-        settings.append(f"zeroed {100 * metrics['zeroed_fraction']:.0f}%")
-    if metrics.get("cancelled"):
+    settings = [str(metrics.attack or "")]
+    if metrics.normalize:
+        settings.append(f"normalize={metrics.normalize}")
+    if metrics.zeroed_fraction is not None:
+        settings.append(f"zeroed {100 * metrics.zeroed_fraction:.0f}%")
+    if metrics.cancelled:
         settings.append("CANCELLED")
     lines.append(" · ".join(s for s in settings if s))
     return "\n".join(lines)

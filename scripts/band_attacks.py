@@ -65,10 +65,10 @@ def main() -> None:
                 "label": label,
                 "attack": attack,
                 "options": options,
-                "dice_fg_clean": metrics["dice_fg"]["clean"],
-                "dice_fg": metrics["dice_fg"]["adversarial"],
-                "ssim": metrics["ssim"],
-                "linf": metrics["linf"],
+                "dice_fg_clean": metrics.dice_fg.clean,
+                "dice_fg": metrics.dice_fg.adversarial,
+                "ssim": metrics.ssim,
+                "linf": metrics.linf,
                 "wall_s": time.perf_counter() - start,
             }
         )

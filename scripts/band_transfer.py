@@ -73,9 +73,9 @@ def main() -> None:
                 "attack": label,
                 "options": options,
                 "seconds_attack": round(attack_s, 1),
-                "dice_fg_clean": outcome.metrics["dice_fg"]["clean"],
-                "dice_fg": outcome.metrics["dice_fg"]["adversarial"],
-                "ssim": outcome.metrics["ssim"],
+                "dice_fg_clean": outcome.metrics.dice_fg.clean,
+                "dice_fg": outcome.metrics.dice_fg.adversarial,
+                "ssim": outcome.metrics.ssim,
                 "bands": {},
                 "transfer": {},
             }
@@ -89,8 +89,8 @@ def main() -> None:
             for target, (t_model, t_card) in models.items():
                 metrics = evaluate(t_model, t_card, image, labels, outcome.adversarial)
                 run["transfer"][target] = {
-                    "dice_fg_clean": metrics["dice_fg"]["clean"],
-                    "dice_fg": metrics["dice_fg"]["adversarial"],
+                    "dice_fg_clean": metrics.dice_fg.clean,
+                    "dice_fg": metrics.dice_fg.adversarial,
                 }
             results["runs"].append(run)
             print(f"{source} · {label}: {run['dice_fg_clean']:.3f} → {run['dice_fg']:.3f} "

@@ -122,8 +122,9 @@ def test_run_attack_and_evaluate_in_bf16_are_close_to_fp32(model, card):
     agree = np.mean(ref.clean_prediction.array == low.clean_prediction.array)
     assert agree > 0.98
     for key in ("dice_fg", "dice"):
-        assert abs(ref.metrics[key]["adversarial"] - low.metrics[key]["adversarial"]) < 0.03
-    assert abs(ref.metrics["ssim"] - low.metrics["ssim"]) < 0.005
+        ref_pair, low_pair = getattr(ref.metrics, key), getattr(low.metrics, key)
+        assert abs(ref_pair.adversarial - low_pair.adversarial) < 0.03
+    assert abs(ref.metrics.ssim - low.metrics.ssim) < 0.005
     # the q tables follow gradient signs: most of the perturbation is the same
     diff = np.abs(ref.adversarial.array - low.adversarial.array).mean()
     assert diff < 0.5 * np.abs(ref.perturbation.array).mean()
@@ -131,7 +132,7 @@ def test_run_attack_and_evaluate_in_bf16_are_close_to_fp32(model, card):
     assert next(model.parameters()).dtype == torch.float32
     for amp in ("bf16", "fp16"):
         metrics = evaluate(model, card, image, None, ref.adversarial, amp=amp)
-        assert abs(metrics["dice_fg"]["adversarial"] - ref.metrics["dice_fg"]["adversarial"]) < 0.03
+        assert abs(metrics.dice_fg.adversarial - ref.metrics.dice_fg.adversarial) < 0.03
 
 
 def test_cli_amp_flags(tmp_path, capsys):

@@ -145,7 +145,7 @@ def test_outcome_analysis_agrees_with_the_pipeline_metrics(trained_model):
     analysis = analyse_outcome(trained_model, outcome, block_size=8)
     metrics = outcome.metrics
     assert analysis.reference == "clean_prediction" and analysis.dice_fg_clean == 1.0
-    adversarial_dice = metrics["dice_fg"]["adversarial"]
+    adversarial_dice = metrics.dice_fg.adversarial
     assert analysis.row("all").dice_fg == pytest.approx(adversarial_dice, abs=1e-12)
     assert analysis.row("all").energy == pytest.approx(
         float(((outcome.adversarial01 - outcome.model_input.tensor).double() ** 2).sum()),

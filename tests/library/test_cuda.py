@@ -60,9 +60,10 @@ def test_gradient_attacks_on_cuda_are_close_to_the_cpu(model, card, attack, opti
     cpu = run_attack(model, card, image, attack=attack, options=options, seed=0, device="cpu")
     gpu = run_attack(model, card, image, attack=attack, options=options, seed=0, device="cuda")
     for key in ("dice_fg", "dice"):
-        assert abs(gpu.metrics[key]["adversarial"] - cpu.metrics[key]["adversarial"]) < 0.02
-        assert abs(gpu.metrics[key]["clean"] - cpu.metrics[key]["clean"]) < 0.01
-    assert abs(gpu.metrics["ssim"] - cpu.metrics["ssim"]) < 0.005
+        gpu_pair, cpu_pair = getattr(gpu.metrics, key), getattr(cpu.metrics, key)
+        assert abs(gpu_pair.adversarial - cpu_pair.adversarial) < 0.02
+        assert abs(gpu_pair.clean - cpu_pair.clean) < 0.01
+    assert abs(gpu.metrics.ssim - cpu.metrics.ssim) < 0.005
     diff = np.abs(gpu.adversarial.array - cpu.adversarial.array).mean()
     assert diff < 0.25 * np.abs(cpu.perturbation.array).mean()
 
@@ -84,7 +85,8 @@ def test_amp_on_cuda_runs_the_model_in_half_precision_and_stays_close(model, car
     agree = np.mean(ref.clean_prediction.array == low.clean_prediction.array)
     assert agree > 0.98
     for key in ("dice_fg", "dice"):
-        assert abs(ref.metrics[key]["adversarial"] - low.metrics[key]["adversarial"]) < 0.03
+        ref_pair, low_pair = getattr(ref.metrics, key), getattr(low.metrics, key)
+        assert abs(ref_pair.adversarial - low_pair.adversarial) < 0.03
     assert np.isfinite(low.adversarial.array).all()
     clean = evaluate(model, card, image, None, low.adversarial, amp=amp)
-    assert abs(clean["dice_fg"]["adversarial"] - low.metrics["dice_fg"]["adversarial"]) < 0.03
+    assert abs(clean.dice_fg.adversarial - low.metrics.dice_fg.adversarial) < 0.03

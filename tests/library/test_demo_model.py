@@ -127,7 +127,7 @@ def test_robust_model_is_the_matched_vafa_fr_fine_tune(demo, prediction):
     from vafa.run.pipeline import evaluate
 
     image, labels = load_sample()
-    robust = evaluate(model, card, image, labels)["dice_fg"]["clean"]  # sliding window, its roi
+    robust = evaluate(model, card, image, labels).dice_fg.clean  # sliding window, its roi
     rows = card.provenance["matched_table"]["rows"]
     claimed = next(r["sw_clean"] for r in rows if r["model"] == "vafa-fr")
     assert robust == pytest.approx(claimed, abs=1e-3)  # the card's table is this model's

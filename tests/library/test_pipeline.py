@@ -208,22 +208,22 @@ def test_run_attack_outputs_shapes_dtypes_and_grids(outcome):
 
 def test_run_attack_metrics(outcome):
     m = outcome.metrics
-    assert set(m) == METRIC_KEYS
-    json.dumps(m, allow_nan=False)
-    assert m["reference"] == "clean_prediction" and m["class_names"] == CLASSES
-    assert m["dice"]["clean"] == 1.0  # the reference is the clean prediction itself
-    assert set(m["dice_per_class"]["adversarial"]) == set(CLASSES)
-    assert 0.0 <= m["ssim"] <= 1.0 and 0.0 < m["linf"] <= 1.0
-    assert 0.0 <= m["zeroed_fraction"] <= 1.0 and m["normalize"] == "clip"
-    assert m["tiles_total"] == m["tiles_done"] == 18 and m["steps_run"] == 36
-    assert m["attack"] == "VAFA" and m["steps"] == 2
-    assert set(m["per_tile"]) == {"dice", "dice_fg"}
-    assert m["protocol"]["overlap"] == 0.5 and m["protocol"]["spacing_mm"] == [3.0, 3.0, 3.0]
+    assert set(m.to_dict()) == METRIC_KEYS
+    json.dumps(m.to_dict(), allow_nan=False)
+    assert m.reference == "clean_prediction" and list(m.class_names) == CLASSES
+    assert m.dice.clean == 1.0  # the reference is the clean prediction itself
+    assert set(m.dice_per_class.adversarial) == set(CLASSES)
+    assert 0.0 <= m.ssim <= 1.0 and 0.0 < m.linf <= 1.0
+    assert 0.0 <= m.zeroed_fraction <= 1.0 and m.normalize == "clip"
+    assert m.tiles_total == m.tiles_done == 18 and m.steps_run == 36
+    assert m.attack == "VAFA" and m.steps == 2
+    assert m.per_tile is not None and m.per_tile.dice_fg.adversarial is not None
+    assert m.protocol.overlap == 0.5 and m.protocol.spacing_mm == (3.0, 3.0, 3.0)
     # L∞ in HU is the model input's change times the window width; the written file can change
     # more where the attack moved a voxel from outside the window into it
     window = outcome.model_input.mapping.a_max - outcome.model_input.mapping.a_min
-    assert m["linf_original_units"] == pytest.approx(m["linf"] * window)
-    assert m["linf_original_units"] <= np.abs(outcome.perturbation.array).max() + 1e-3
+    assert m.linf_original_units == pytest.approx(m.linf * window)
+    assert m.linf_original_units <= np.abs(outcome.perturbation.array).max() + 1e-3
     assert outcome.settings["seed"] == 0 and outcome.settings["card"] == "unet"
 
 
@@ -232,8 +232,8 @@ def test_run_attack_with_labels_and_resample_back(model, card):
     out = run_attack(
         model, card, image, labels, attack="fgsm", options={"eps": 8}, resample_back=True
     )
-    assert out.metrics["reference"] == "labels"
-    assert out.q_table is None and out.metrics["zeroed_fraction"] is None
+    assert out.metrics.reference == "labels"
+    assert out.q_table is None and out.metrics.zeroed_fraction is None
     for vol in (out.adversarial, out.perturbation, out.clean_prediction):
         assert vol.shape == image.shape
         np.testing.assert_array_equal(vol.affine, image.affine)
@@ -253,9 +253,9 @@ def test_run_attack_cancel(model, card):
         seed=1,
         callback=lambda e: e.tile < 2,
     )
-    assert out.cancelled and out.metrics["cancelled"]
-    assert out.metrics["tiles_done"] == 1 and out.metrics["per_tile"] is None
-    assert out.metrics["steps_run"] == 3  # tile 1: 2 steps, tile 2: stopped after 1
+    assert out.cancelled and out.metrics.cancelled
+    assert out.metrics.tiles_done == 1 and out.metrics.per_tile is None
+    assert out.metrics.steps_run == 3  # tile 1: 2 steps, tile 2: stopped after 1
     later = out.perturbation.array[16:]  # tiles 3 and 4 (raster order: H slowest)
     assert not np.any(later)
 
@@ -272,7 +272,7 @@ def test_iter_run_attack_generator_cancels_by_send(model, card):
         gen.send(False)
     outcome = stop.value.value
     assert [(e.tile, e.step) for e in events] == [(1, 1), (1, 2), (2, 1)]
-    assert outcome.cancelled and outcome.metrics["tiles_done"] == 1
+    assert outcome.cancelled and outcome.metrics.tiles_done == 1
 
 
 def test_run_attack_rejects_seed_in_options(model, card):
@@ -284,15 +284,14 @@ def test_run_attack_rejects_seed_in_options(model, card):
 def test_evaluate_same_keys_and_numbers(model, card, outcome):
     image, _ = _ct()
     clean_only = evaluate(model, card, image, None)
-    assert set(clean_only) == METRIC_KEYS
-    assert clean_only["dice"]["adversarial"] is None and clean_only["ssim"] is None
+    assert set(clean_only.to_dict()) == METRIC_KEYS
+    assert clean_only.dice.adversarial is None and clean_only.ssim is None
+    assert clean_only.scores("adversarial") is None and clean_only.attack is None
     both = evaluate(model, card, image, None, outcome.adversarial)
-    json.dumps(both, allow_nan=False)
-    assert both["dice"]["clean"] == outcome.metrics["dice"]["clean"]
-    assert both["dice"]["adversarial"] == pytest.approx(
-        outcome.metrics["dice"]["adversarial"], abs=1e-3
-    )
-    assert both["ssim"] == pytest.approx(outcome.metrics["ssim"], abs=1e-4)
+    json.dumps(both.to_dict(), allow_nan=False)
+    assert both.dice.clean == outcome.metrics.dice.clean
+    assert both.dice.adversarial == pytest.approx(outcome.metrics.dice.adversarial, abs=1e-3)
+    assert both.ssim == pytest.approx(outcome.metrics.ssim, abs=1e-4)
 
 
 def test_evaluate_rejects_adversarial_on_another_grid(model, card):
@@ -313,9 +312,14 @@ def test_write_outcome_writes_every_file(outcome, tmp_path):
     np.testing.assert_array_equal(np.asarray(adv.dataobj), outcome.adversarial.array)
     pred = nib.load(paths["adversarial_prediction"])
     assert pred.get_data_dtype() == np.uint8
-    doc = json.loads(paths["metrics"].read_text())
+    text = paths["metrics"].read_text()
+    doc = json.loads(text)
     assert set(doc) == {"metrics", "settings", "history"}
     assert doc["metrics"]["tiles_total"] == 18
+    # the typed metrics are serialised here, at the file boundary, and nowhere before
+    plain = {"metrics": outcome.metrics.to_dict(), "settings": outcome.settings,
+             "history": outcome.history}  # fmt: skip
+    assert text == json.dumps(pipeline.json_ready(plain), indent=2, allow_nan=False) + "\n"
 
 
 def test_write_outcome_refuses_to_overwrite(outcome, tmp_path):
@@ -359,3 +363,53 @@ def test_write_outcome_leaves_nothing_on_failure(outcome, tmp_path, monkeypatch)
     with pytest.raises(OSError):
         write_outcome(outcome, keep)
     assert [p.name for p in keep.iterdir()] == ["other.txt"]
+
+
+# ----------------------------------------------------------------------------- metrics JSON
+@pytest.fixture(scope="module")
+def typed_cases(model, card, outcome):
+    """The cases of ``data/outcome_metrics.json`` (same order), run again."""
+    image, labels = _ct()
+    resampled, resampled_labels = _ct(shape=(36, 34, 20), spacing=(1.5, 1.5, 1.5))
+    small, _ = _ct(shape=(32, 32, 16))
+    fgsm = run_attack(model, card, resampled, resampled_labels, attack="fgsm",
+                      options={"eps": 8}, resample_back=True)  # fmt: skip
+    cancelled = run_attack(model, card, small, attack="pgd", options={"steps": 2}, seed=1,
+                           callback=lambda e: e.tile < 2)  # fmt: skip
+    return {
+        "vafa": outcome.metrics,
+        "fgsm_labels": fgsm.metrics,
+        "pgd_cancelled": cancelled.metrics,
+        "evaluate_clean": evaluate(model, card, image, None),
+        "evaluate_adversarial": evaluate(model, card, image, labels, outcome.adversarial),
+    }
+
+
+def _same(new, old, path: str) -> None:
+    """Same keys in the same order, None in the same places, same types; numbers to 1e-6."""
+    if isinstance(old, dict):
+        assert isinstance(new, dict) and list(new) == list(old), path
+        for key in old:
+            _same(new[key], old[key], f"{path}.{key}")
+    elif isinstance(old, list):
+        assert isinstance(new, list) and len(new) == len(old), path
+        for i, (a, b) in enumerate(zip(new, old, strict=True)):
+            _same(a, b, f"{path}[{i}]")
+    elif isinstance(old, float):
+        assert type(new) is float and new == pytest.approx(old, rel=1e-6, abs=1e-9), path
+    else:
+        assert type(new) is type(old) and new == old, path
+
+
+def test_metrics_json_keeps_the_shape_and_numbers_written_before_the_types(typed_cases):
+    """``data/outcome_metrics.json`` was written by the dict-building pipeline before the
+    metrics were typed: the JSON of the typed metrics has the same keys in the same order,
+    None in the same places and the same numbers."""
+    before = json.loads((Path(__file__).parent / "data" / "outcome_metrics.json").read_text())
+    assert list(typed_cases) == list(before)
+    for name, metrics in typed_cases.items():
+        written = json.loads(json.dumps(pipeline.json_ready(metrics.to_dict()), allow_nan=False))
+        _same(written, before[name], name)
+    cancelled, clean_only = typed_cases["pgd_cancelled"], typed_cases["evaluate_clean"]
+    assert cancelled.per_tile is None and clean_only.dice_per_class.adversarial is None
+    assert typed_cases["fgsm_labels"].scores("adversarial").hd95 is not None

@@ -100,10 +100,10 @@ def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path, sm
                 t_model, t_card = loaded[target]
                 direct = evaluate(t_model, t_card, image, labels, outcome.adversarial)
                 other = cell[source, target, case, entry.key]
-                expected = direct["dice_fg"]["adversarial"]
+                expected = direct.dice_fg.adversarial
                 assert float(other["dice_fg"]) == pytest.approx(expected, abs=1e-5)
                 assert float(other["dice_fg_clean"]) == pytest.approx(
-                    direct["dice_fg"]["clean"], abs=1e-5
+                    direct.dice_fg.clean, abs=1e-5
                 )
                 assert other["reference"] == ("labels" if seg else "clean_prediction")
     text = (out / "report.md").read_text()

@@ -189,7 +189,7 @@ def test_run_job_cancel_returns_the_best_result_so_far():
     events, done = _drain(run_job(job, cancel, cache), on_event=lambda e: cancel.set())
     assert len(events) == 1
     assert isinstance(done, JobDone) and done.outcome.cancelled
-    assert done.outcome.metrics["tiles_done"] == 0
+    assert done.outcome.metrics.tiles_done == 0
 
 
 def test_run_job_reports_failures_instead_of_raising(tmp_path):
@@ -290,7 +290,7 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     assert kinds["adversarial"] == kinds["q_table"] == "Image"
     assert layers["zeroed"].data.max() == 1
     metrics = widget.last_outcome.metrics
-    assert metrics["dice"]["adversarial"] < metrics["dice"]["clean"]
+    assert metrics.dice.adversarial < metrics.dice.clean
     assert widget.plots.steps == [1, 2] and "SSIM" in widget.plots.summary
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.export_button.enabled
@@ -301,7 +301,7 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     before = {k: (layer, layer.data) for k, layer in layers.items()}
     _run_and_wait(qtbot, widget)
     assert errors == []
-    assert widget.last_outcome.metrics["reference"] == "labels"
+    assert widget.last_outcome.metrics.reference == "labels"
     for key, (layer, data) in before.items():
         assert widget.result_layers[key] is layer, key
         assert layer.data is not data, key
@@ -358,7 +358,7 @@ def test_cancel_keeps_best_result_and_layer_deletion_is_harmless(make_napari_vie
     assert errors == []
     assert gc.get_freeze_count() == 0
     outcome = widget.last_outcome
-    assert outcome.cancelled and outcome.metrics["steps_run"] < 20
+    assert outcome.cancelled and outcome.metrics.steps_run < 20
     assert "cancelled" in widget.status.value
     adversarial = widget.result_layers["adversarial"]
     assert adversarial in viewer.layers
@@ -480,7 +480,7 @@ def test_compare_attacks_fills_table_and_bars_and_cancels(
     model, card = widget._cache.get(widget.model_picker.spec())
     image, labels = (layer_to_volume(np.asarray(layer.data, np.float32), layer.metadata)
                      for layer in (ct, seg))  # fmt: skip
-    reference = evaluate(model, card, image, labels)["dice_fg"]["clean"]
+    reference = evaluate(model, card, image, labels).dice_fg.clean
     assert clean["dice_fg"] == pytest.approx(reference, abs=1e-6)
     assert pgd["dice_fg"] < clean["dice_fg"] and vafa_row["ssim"] < 1.0
     table = widget.plots.table

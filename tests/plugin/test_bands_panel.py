@@ -70,7 +70,7 @@ def test_attack_widget_shows_the_band_analysis_of_its_run(
         assert panel.bars[band].get_height() == pytest.approx(expected.row(band).dice_fg_drop)
     metrics = widget.last_outcome.metrics
     assert panel.bars["all"].get_height() == pytest.approx(
-        metrics["dice_fg"]["clean"] - metrics["dice_fg"]["adversarial"]
+        metrics.dice_fg.clean - metrics.dice_fg.adversarial
     )
     texts = [t.get_text() for t in panel.ax.texts]
     for band in ANALYSIS_BANDS:

@@ -18,6 +18,7 @@ from vafa.cli.common import (
 )
 from vafa.cli.options import add_attack_arguments, attack_options
 from vafa.run.cases import CASES_CSV
+from vafa.run.outcome_metrics import OutcomeMetrics
 
 __all__ = ["add_parser", "run_attack_command"]
 
@@ -103,7 +104,7 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
         overwrite = args.overwrite
         if expected is not None and (target.exists() or sidecar.exists()):
             metrics = _finished(target, sidecar, expected)
-            if metrics is not None:
+            if metrics is not None:  # read back from the case's JSON
                 return case_row(image_path, label_path, target.name, "ok", metrics, args.seed)
             overwrite = True  # a case cut short: its partial files are replaced
         _check_target(target, [image_path, label_path], overwrite)
@@ -120,10 +121,7 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
                 "use --resample-back for the input grid",
                 file=sys.stderr,
             )
-        from vafa.run.pipeline import json_ready
-
-        metrics = json_ready(outcome.metrics)
-        return case_row(image_path, label_path, target.name, "ok", metrics, args.seed)
+        return case_row(image_path, label_path, target.name, "ok", outcome.metrics, args.seed)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a bad case must not stop the batch
@@ -214,9 +212,9 @@ def _expected_settings(args, model, card) -> dict:
     return json_ready({"attack": settings, "resample_back": args.resample_back, "amp": args.amp})
 
 
-def _finished(target: Path, sidecar: Path, expected: dict) -> dict | None:
-    """The metrics of a case whose volume and JSON are both written (the JSON is renamed into
-    place last), else None.
+def _finished(target: Path, sidecar: Path, expected: dict) -> OutcomeMetrics | None:
+    """The metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`) of a case whose volume
+    and JSON are both written (the JSON is renamed into place last), else None.
 
     Raises:
         CLIError: the files were made with other settings than this run's.
@@ -236,7 +234,8 @@ def _finished(target: Path, sidecar: Path, expected: dict) -> dict | None:
             f"{target} was made with other settings ({', '.join(differ)}): pass --overwrite "
             "to replace it, or choose another --out-dir"
         )
-    return doc.get("metrics")
+    metrics = doc.get("metrics")
+    return None if metrics is None else OutcomeMetrics.from_dict(metrics)
 
 
 def _sidecar(target: Path) -> Path:

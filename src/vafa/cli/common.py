@@ -114,12 +114,13 @@ def load_model(args):
 
 
 def print_metrics(args, metrics, title: str) -> None:
-    """The metrics as a table (or JSON with ``--json``; nothing with ``--quiet``)."""
+    """The metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`) as a table (or JSON with
+    ``--json``; nothing with ``--quiet``)."""
     from vafa.report.tables import format_metrics_table
     from vafa.run.pipeline import json_ready
 
     if getattr(args, "json", False):
-        print(json.dumps(json_ready(metrics), indent=2))
+        print(json.dumps(json_ready(metrics.to_dict()), indent=2))
     elif not args.quiet:
         print(format_metrics_table(metrics, title=title))
 

@@ -50,9 +50,10 @@ def run(args) -> int:
     metrics = evaluate(model, card, image, labels, adversarial, amp=args.amp)
     bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
     if args.format == "json":
+        doc = metrics.to_dict()
         if bands is not None:
-            metrics["bands"] = bands.to_dict()
-        print(json.dumps(json_ready(metrics), indent=2))
+            doc["bands"] = bands.to_dict()
+        print(json.dumps(json_ready(doc), indent=2))
     elif args.format == "csv":
         print(metrics_csv(metrics), end="")
         if bands is not None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from vafa.io.files import save_figure
 from vafa.ops.frequency import layout_dct, normalize_block_size, pad_to_blocks
+from vafa.run.outcome_metrics import OutcomeMetrics
 
 __all__ = ["attack_figure", "dct_log_magnitude", "label_colors"]
 
@@ -44,7 +44,7 @@ def attack_figure(
     adversarial01: np.ndarray,
     clean_prediction: np.ndarray,
     adversarial_prediction: np.ndarray,
-    metrics: Mapping[str, Any],
+    metrics: OutcomeMetrics,
     path: str | os.PathLike,
     *,
     block_size: int | Sequence[int] = 32,
@@ -55,7 +55,7 @@ def attack_figure(
     log-magnitude clean vs adversarial, both predictions over the image; Dice bars per class.
 
     Arrays are ``[I, J, K]`` in file voxel order (model grid): images in [0, 1], predictions
-    as class indices. ``metrics`` is a :func:`vafa.run.pipeline.run_attack` metrics dict.
+    as class indices. ``metrics``: a :func:`vafa.run.pipeline.run_attack` outcome's metrics.
     The figure is written atomically (temporary file, then rename).
     """
     import matplotlib
@@ -71,7 +71,7 @@ def attack_figure(
         float(np.percentile(np.abs(perturbation), 99.5)) or float(np.abs(perturbation).max()) or 1.0
     )
     amplify = amplify or max(1.0, round(0.5 / limit))
-    names = list(metrics.get("class_names") or [])
+    names = list(metrics.class_names)
     n_classes = max(len(names), int(max(clean_prediction.max(), adversarial_prediction.max())) + 1)
     cmap = ListedColormap(label_colors(n_classes))
     dct_clean = dct_log_magnitude(clean01, block_size)
@@ -127,13 +127,11 @@ def attack_figure(
         plt.close(fig)
 
 
-def _dice_bars(ax, metrics: Mapping[str, Any]) -> None:
-    per_class = metrics.get("dice_per_class") or {}
-    clean, adv = per_class.get("clean") or {}, per_class.get("adversarial") or {}
+def _dice_bars(ax, metrics: OutcomeMetrics) -> None:
+    clean = metrics.dice_per_class.clean or {}
+    adv = metrics.dice_per_class.adversarial or {}
     names = [
-        n
-        for n in (metrics.get("class_names") or clean)
-        if n != "background" and clean.get(n) is not None
+        n for n in (metrics.class_names or clean) if n != "background" and clean.get(n) is not None
     ]
     x = np.arange(len(names))
     ax.bar(x - 0.2, [clean.get(n) or 0 for n in names], 0.4, label="clean", color="#4477aa")
@@ -145,18 +143,13 @@ def _dice_bars(ax, metrics: Mapping[str, Any]) -> None:
     ax.legend(loc="upper right")
 
 
-def _summary_title(metrics: Mapping[str, Any]) -> str:
-    def get(key, part):
-        value = metrics.get(key)
-        return value.get(part) if isinstance(value, Mapping) else value
-
-    parts = [str(metrics.get("attack") or "attack")]
-    if get("dice_fg", "clean") is not None and get("dice_fg", "adversarial") is not None:
-        parts.append(
-            f"foreground Dice {get('dice_fg', 'clean'):.3f} → {get('dice_fg', 'adversarial'):.3f}"
-        )
-    if metrics.get("ssim") is not None:
-        parts.append(f"SSIM {metrics['ssim']:.3f}")
-    if metrics.get("normalize"):
-        parts.append(f"normalize={metrics['normalize']}")
+def _summary_title(metrics: OutcomeMetrics) -> str:
+    parts = [str(metrics.attack or "attack")]
+    fg = metrics.dice_fg
+    if fg.clean is not None and fg.adversarial is not None:
+        parts.append(f"foreground Dice {fg.clean:.3f} → {fg.adversarial:.3f}")
+    if metrics.ssim is not None:
+        parts.append(f"SSIM {metrics.ssim:.3f}")
+    if metrics.normalize:
+        parts.append(f"normalize={metrics.normalize}")
     return " · ".join(parts)

@@ -28,7 +28,7 @@ from vafa.report.results import (
     save_slice,
 )
 from vafa.report.shards import ReportShards
-from vafa.report.tables import clean_and_adversarial
+from vafa.run.outcome_metrics import OutcomeMetrics
 
 
 # ----------------------------------------------------------------------------- one grid
@@ -251,22 +251,23 @@ def _json_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
-def _attack_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"reference": metrics.get("reference")}
+def _attack_values(metrics: OutcomeMetrics) -> dict[str, Any]:
+    out: dict[str, Any] = {"reference": metrics.reference}
     for key in ("dice_fg", "dice", "hd95"):
-        out[f"{key}_clean"], out[key] = clean_and_adversarial(metrics, key)
+        pair = getattr(metrics, key)
+        out[f"{key}_clean"], out[key] = pair.clean, pair.adversarial
     out.update(
-        ssim=metrics.get("ssim"),
-        psnr=metrics.get("psnr"),  # None when the volume did not change (infinite PSNR)
-        linf=metrics.get("linf"),
-        linf_units=metrics.get("linf_original_units"),
-        zeroed_fraction=metrics.get("zeroed_fraction"),
-        steps_run=metrics.get("steps_run"),
+        ssim=metrics.ssim,
+        psnr=metrics.psnr,  # None when the volume did not change (infinite PSNR)
+        linf=metrics.linf,
+        linf_units=metrics.linf_original_units,
+        zeroed_fraction=metrics.zeroed_fraction,
+        steps_run=metrics.steps_run,
     )
     return out
 
 
-def _clean_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
+def _clean_values(metrics: OutcomeMetrics) -> dict[str, Any]:
     """The clean row: the 'attacked' volume is the clean one (SSIM 1, L∞ 0, PSNR infinite)."""
     out = _attack_values(metrics)
     for key in ("dice_fg", "dice", "hd95"):

@@ -1,12 +1,14 @@
-"""Plain-text and CSV renderings of the metrics dictionaries of :mod:`vafa.run.pipeline`."""
+"""Plain-text and CSV renderings of the metrics of :mod:`vafa.run.pipeline`
+(:class:`vafa.run.outcome_metrics.OutcomeMetrics`)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
-from collections.abc import Mapping
 from typing import Any
+
+from vafa.run.outcome_metrics import OutcomeMetrics
 
 __all__ = ["format_metrics_table", "metrics_csv", "metrics_rows"]
 
@@ -23,35 +25,25 @@ def _num(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def clean_and_adversarial(metrics: Mapping[str, Any], key: str) -> tuple[Any, Any]:
-    """``(clean, adversarial)`` of a ``{"clean": …, "adversarial": …}`` metric (or ``(v, None)``)."""
-    value = metrics.get(key)
-    if isinstance(value, Mapping):
-        return value.get("clean"), value.get("adversarial")
-    return value, None
-
-
-def metrics_rows(metrics: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+def metrics_rows(metrics: OutcomeMetrics) -> list[tuple[str, Any, Any]]:
     """``(name, clean, adversarial)`` rows: per-class Dice, the means and HD95."""
     rows: list[tuple[str, Any, Any]] = []
-    per_class = metrics.get("dice_per_class") or {}
-    clean = per_class.get("clean") or {}
-    adv = per_class.get("adversarial") or {}
-    for name in metrics.get("class_names") or clean:
+    clean = metrics.dice_per_class.clean or {}
+    adv = metrics.dice_per_class.adversarial or {}
+    for name in metrics.class_names or clean:
         if name == "background" or (clean.get(name) is None and adv.get(name) is None):
             continue
         rows.append((f"Dice {name}", clean.get(name), adv.get(name)))
-    rows.append(("Dice foreground mean", *clean_and_adversarial(metrics, "dice_fg")))
-    rows.append(("Dice all classes (paper's DSC)", *clean_and_adversarial(metrics, "dice")))
-    rows.append(("HD95 mean (mm)", *clean_and_adversarial(metrics, "hd95")))
-    per_tile = metrics.get("per_tile") or {}
-    if per_tile.get("dice_fg"):
-        fg = per_tile["dice_fg"]
-        rows.append(("Dice fg, attacked tiles", fg.get("clean"), fg.get("adversarial")))
+    rows.append(("Dice foreground mean", metrics.dice_fg.clean, metrics.dice_fg.adversarial))
+    rows.append(("Dice all classes (paper's DSC)", metrics.dice.clean, metrics.dice.adversarial))
+    rows.append(("HD95 mean (mm)", metrics.hd95.clean, metrics.hd95.adversarial))
+    if metrics.per_tile is not None:
+        fg = metrics.per_tile.dice_fg
+        rows.append(("Dice fg, attacked tiles", fg.clean, fg.adversarial))
     return rows
 
 
-def format_metrics_table(metrics: Mapping[str, Any], title: str | None = None) -> str:
+def format_metrics_table(metrics: OutcomeMetrics, title: str | None = None) -> str:
     """A text table: Dice per class clean vs adversarial, means, HD95, then perturbation size."""
     rows = metrics_rows(metrics)
     width = max(len(r[0]) for r in rows) + 2
@@ -66,37 +58,37 @@ def format_metrics_table(metrics: Mapping[str, Any], title: str | None = None) -
             line += f"{_num(a):>13}{_num(change, 3) if change is None else f'{change:+.3f}':>9}"
         lines.append(line)
     extras = [
-        ("SSIM", metrics.get("ssim"), 3),
-        ("PSNR (dB)", metrics.get("psnr"), 1),
-        ("L∞ ([0,1] units)", metrics.get("linf"), 4),
-        ("L∞ (file units, in window)", metrics.get("linf_original_units"), 1),
-        ("zeroed DCT coefficients", metrics.get("zeroed_fraction"), 3),
-        ("voxels whose class flipped", metrics.get("flip_rate"), 4),
+        ("SSIM", metrics.ssim, 3),
+        ("PSNR (dB)", metrics.psnr, 1),
+        ("L∞ ([0,1] units)", metrics.linf, 4),
+        ("L∞ (file units, in window)", metrics.linf_original_units, 1),
+        ("zeroed DCT coefficients", metrics.zeroed_fraction, 3),
+        ("voxels whose class flipped", metrics.flip_rate, 4),
     ]
     shown = [(n, v, d) for n, v, d in extras if v is not None]
     if shown:
         lines.append("")
         lines += [f"{n:{width}}{_num(v, d):>9}" for n, v, d in shown]
     notes = []
-    if metrics.get("attack"):
-        notes.append(f"attack: {metrics['attack']}")
-    if metrics.get("normalize"):
-        notes.append(f"normalize={metrics['normalize']}")
-    if metrics.get("reference"):
-        notes.append(f"Dice against: {metrics['reference']}")
-    if metrics.get("per_tile"):
+    if metrics.attack:
+        notes.append(f"attack: {metrics.attack}")
+    if metrics.normalize:
+        notes.append(f"normalize={metrics.normalize}")
+    if metrics.reference:
+        notes.append(f"Dice against: {metrics.reference}")
+    if metrics.per_tile is not None:
         notes.append(
             "Dice rows: sliding-window inference (overlap 0.5); 'attacked tiles': the "
             "padded tiles the attack optimised"
         )
-    if metrics.get("cancelled"):
+    if metrics.cancelled:
         notes.append("CANCELLED: later tiles are clean")
     if notes:
         lines += ["", "; ".join(notes)]
     return "\n".join(lines)
 
 
-def metrics_csv(metrics: Mapping[str, Any]) -> str:
+def metrics_csv(metrics: OutcomeMetrics) -> str:
     """CSV with columns ``metric,clean,adversarial`` (same rows as the table plus extras)."""
     out = io.StringIO()
     writer = csv.writer(out)
@@ -112,6 +104,7 @@ def metrics_csv(metrics: Mapping[str, Any]) -> str:
         "zeroed_fraction",
         "flip_rate",
     ):
-        if metrics.get(key) is not None:
-            writer.writerow([key, "", metrics[key]])
+        value = getattr(metrics, key)
+        if value is not None:
+            writer.writerow([key, "", value])
     return out.getvalue()

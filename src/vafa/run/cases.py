@@ -1,6 +1,8 @@
 """The per-case table of a batch attack (``attack_results.csv``): one row per case of a folder
-or a datalist, built from each case's metrics (:func:`vafa.run.pipeline.run_attack`), so a
-resumed case (whose metrics are read back from its JSON) gives the same row as a fresh one."""
+or a datalist, built from each case's metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`
+of :func:`vafa.run.pipeline.run_attack`), so a resumed case (whose metrics are read back from
+its JSON with :meth:`~vafa.run.outcome_metrics.OutcomeMetrics.from_dict`) gives the same row as
+a fresh one."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vafa.io.files import write_text
+from vafa.run.outcome_metrics import OutcomeMetrics
 
 __all__ = ["CASES_CSV", "CASE_FIELDS", "case_row", "write_case_table"]
 
@@ -47,7 +50,7 @@ def case_row(
     labels: str | os.PathLike | None,
     adversarial: str,
     status: str = "ok",
-    metrics: Mapping[str, Any] | None = None,
+    metrics: OutcomeMetrics | None = None,
     seed: int | None = None,
 ) -> dict[str, Any]:
     """One row of :data:`CASE_FIELDS` (JSON-ready: str, float, int or None).
@@ -55,8 +58,8 @@ def case_row(
     Args:
         image, labels: the case's files as given. adversarial: the output's file name.
         status: ``"ok"`` or ``"failed: <message>"``.
-        metrics: the case's metrics (keys of :func:`vafa.run.pipeline.run_attack`), or None
-            for a failed case.
+        metrics: the case's metrics (:func:`vafa.run.pipeline.run_attack`'s, or read back from
+            its JSON), or None for a failed case.
     """
     row: dict[str, Any] = dict.fromkeys(CASE_FIELDS)
     name = Path(image).name
@@ -68,20 +71,20 @@ def case_row(
         status=status,
         seed=seed,
     )
-    if metrics:
+    if metrics is not None:
         for key in ("dice_fg", "dice", "hd95"):
-            value = metrics.get(key) or {}
-            row[f"{key}_clean"] = _number(value.get("clean"))
-            row[key] = _number(value.get("adversarial"))
+            pair = getattr(metrics, key)
+            row[f"{key}_clean"] = _number(pair.clean)
+            row[key] = _number(pair.adversarial)
         row.update(
-            attack=metrics.get("attack"),
-            reference=metrics.get("reference"),
-            ssim=_number(metrics.get("ssim")),
-            psnr=_number(metrics.get("psnr")),
-            linf=_number(metrics.get("linf")),
-            linf_units=_number(metrics.get("linf_original_units")),
-            zeroed_fraction=_number(metrics.get("zeroed_fraction")),
-            steps_run=metrics.get("steps_run"),
+            attack=metrics.attack,
+            reference=metrics.reference,
+            ssim=_number(metrics.ssim),
+            psnr=_number(metrics.psnr),
+            linf=_number(metrics.linf),
+            linf_units=_number(metrics.linf_original_units),
+            zeroed_fraction=_number(metrics.zeroed_fraction),
+            steps_run=metrics.steps_run,
         )
     return row
 

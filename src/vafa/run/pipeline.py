@@ -43,6 +43,7 @@ from vafa.io.model_space import (
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume, resample_like, resample_to, same_file, save_volume
 from vafa.ops.amp import with_amp
+from vafa.run.outcome_metrics import OutcomeMetrics, Pair, PerTile, Protocol, SegmentationScores
 from vafa.run.tiling import sliding_window_labels
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "PREDICTION_OVERLAP",
     "AttackOutcome",
     "ModelInput",
+    "OutcomeMetrics",
     "adversarial_model_input",
     "evaluate",
     "from_model_space",
@@ -89,7 +91,8 @@ class AttackOutcome:
         q_table: VAFA: the quantization step of every voxel's (block, frequency) position
             (:func:`vafa.run.tiling.q_table_layout`; 0 in tiles left clean by a cancel); None for
             other attacks.
-        metrics: JSON-ready dict (see :func:`run_attack`).
+        metrics: :class:`vafa.run.outcome_metrics.OutcomeMetrics` (see :func:`run_attack`;
+            ``metrics.to_dict()`` is the ``"metrics"`` object of ``metrics.json``).
         settings: attack settings, tiling, card, device, seed.
         history: one row per attack step and tile batch: ``batch``, ``tiles`` (its 1-based
             tile indices), ``step``, ``loss``, ``dice``, ``ssim`` (+ ``alpha`` for VAFA).
@@ -105,7 +108,7 @@ class AttackOutcome:
     clean_prediction: Volume
     adversarial_prediction: Volume
     q_table: Volume | None
-    metrics: dict[str, Any]
+    metrics: OutcomeMetrics
     settings: dict[str, Any]
     history: list[dict[str, Any]]
     cancelled: bool
@@ -154,16 +157,19 @@ def run_attack(
             loss maths stay float32).
 
     Returns:
-        :class:`AttackOutcome`. ``metrics`` holds: ``reference`` (``"labels"`` or
+        :class:`AttackOutcome`. ``metrics`` (:class:`~vafa.run.outcome_metrics.OutcomeMetrics`;
+        its ``to_dict()`` has the same keys) holds: ``reference`` (``"labels"`` or
         ``"clean_prediction"``), ``class_names``, ``dice_per_class``/``hd95_per_class``
-        (``{"clean": {name: value}, "adversarial": {...}}``; None where the class is absent
-        from the reference — or, for HD95, missing from the prediction, listed in
-        ``hd95_missed``), ``dice``, ``dice_fg``, ``hd95`` (mm, mean over finite values) as
-        ``{"clean", "adversarial"}``; ``ssim``, ``psnr`` (dB), ``linf`` and ``l2`` ([0, 1]
-        units), ``linf_original_units`` (``linf`` × the window width, e.g. HU), ``flip_rate``, ``zeroed_fraction`` (VAFA),
-        ``per_tile`` (Dice of the stitched per-tile predictions the attack optimised against;
-        None after a cancel), ``attack``, ``normalize``, ``steps``, ``steps_run``,
-        ``cancelled``, ``tiles_done``, ``tiles_total``, ``protocol``.
+        (``{name: value}``; None where the class is absent from the reference — or, for HD95,
+        missing from the prediction, listed in ``hd95_missed``), ``dice``, ``dice_fg``,
+        ``hd95`` (mm, mean over finite values), each a :class:`~vafa.run.outcome_metrics.Pair`
+        ``(clean, adversarial)``; ``ssim``, ``psnr`` (dB), ``linf`` and ``l2`` ([0, 1] units),
+        ``linf_original_units`` (``linf`` × the window width, e.g. HU), ``flip_rate``,
+        ``zeroed_fraction`` (VAFA), ``per_tile`` (:class:`~vafa.run.outcome_metrics.PerTile`:
+        Dice of the stitched per-tile predictions the attack optimised against; None after a
+        cancel), ``attack``, ``normalize``, ``steps``, ``steps_run``, ``cancelled``,
+        ``tiles_done``, ``tiles_total``, ``protocol``
+        (:class:`~vafa.run.outcome_metrics.Protocol`).
 
     Raises:
         TypeError, ValueError: invalid inputs or options (named).
@@ -223,9 +229,10 @@ def iter_run_attack(
     clean_pred = _predict(model, model_input.tensor, card)
     adv_pred = _predict(model, adv01, card)
     reference = clean_pred if target is None else target
-    metrics = _metrics(card, model_input, clean_pred, reference, labels)
-    _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, adv_pred, reference)
-    metrics.update(_attack_metrics(result, reference, card))
+    metrics = _outcome_metrics(
+        card, model_input, labels, clean_pred, reference, adv01, adv_pred,
+        **_attack_fields(result, reference, card),
+    )  # fmt: skip
     q_layout = result.q_layout()
     adversarial = back_to_source(adv_grid, model_input) if resample_back else adv_grid
     clean = model_input.source if resample_back else model_input.grid
@@ -265,13 +272,14 @@ def evaluate(
     adversarial: Volume | None = None,
     device: str | torch.device = "auto",
     amp: str = "off",
-) -> dict[str, Any]:
+) -> OutcomeMetrics:
     """Metrics of the model on a clean volume and optionally on an adversarial version of it.
 
     Both volumes go through the clean image's model space (same grid, same fitted window);
     the adversarial volume must be on ``image``'s grid. ``amp``: mixed precision of the
-    model passes, as in :func:`run_attack`. Keys are those of :func:`run_attack`
-    (attack-only keys are None; ``adversarial`` entries are None without ``adversarial``).
+    model passes, as in :func:`run_attack`. The fields are those of :func:`run_attack`'s
+    metrics (attack fields keep their defaults: None, ``cancelled`` False; ``adversarial``
+    entries and the perturbation measures are None without ``adversarial``).
 
     Raises:
         TypeError, ValueError: wrong types, or ``adversarial`` on another grid.
@@ -284,18 +292,13 @@ def evaluate(
         model.to(resolve_device(device))
     model_input = to_model_space(image, card)
     target = None if labels is None else labels_to_model_space(labels, model_input)
-    adv01 = adv_grid = None
+    adv01 = None
     if adversarial is not None:
-        adv_grid, adv01 = adversarial_model_input(adversarial, model_input)
+        adv01 = adversarial_model_input(adversarial, model_input)[1]
     clean_pred = _predict(model, model_input.tensor, card)
     reference = clean_pred if target is None else target
-    metrics = _metrics(card, model_input, clean_pred, reference, labels)
     adv_pred = None if adv01 is None else _predict(model, adv01, card)
-    _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, adv_pred, reference)
-    for key in ("attack", "normalize", "steps", "steps_run", "zeroed_fraction", "per_tile"):
-        metrics[key] = None
-    metrics.update(cancelled=False, tiles_done=None, tiles_total=None)
-    return metrics
+    return _outcome_metrics(card, model_input, labels, clean_pred, reference, adv01, adv_pred)
 
 
 def adversarial_model_input(
@@ -408,7 +411,11 @@ def write_volumes(
 # ----------------------------------------------------------------------------- helpers
 def _write_one(outcome: AttackOutcome, key: str, tmp: Path) -> None:
     if key == "metrics":
-        doc = {"metrics": outcome.metrics, "settings": outcome.settings, "history": outcome.history}
+        doc = {
+            "metrics": outcome.metrics.to_dict(),
+            "settings": outcome.settings,
+            "history": outcome.history,
+        }
         tmp.write_text(json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n", "utf-8")
         return
     volume = getattr(outcome, key)
@@ -422,26 +429,32 @@ def _predict(model: nn.Module, tensor01: torch.Tensor, card: ModelCard) -> torch
     return sliding_window_labels(model, tensor01, card.roi_size, overlap=PREDICTION_OVERLAP)
 
 
-def _metrics(card, model_input, clean_pred, reference, labels) -> dict[str, Any]:
-    """Reference, class names, the clean entries of the segmentation metrics, protocol."""
-    out: dict[str, Any] = {
-        "reference": "clean_prediction" if labels is None else "labels",
-        "class_names": list(card.class_names),
-    }
-    for key, value in _segmentation(card, model_input, clean_pred, reference).items():
-        out[key] = {"clean": value, "adversarial": None}
-    out["protocol"] = {
-        "prediction": "sliding_window",
-        "overlap": PREDICTION_OVERLAP,
-        "mode": "constant",
-        "roi": list(card.roi_size),
-        "grid": "model",
-        "spacing_mm": list(model_input.grid.spacing),
-    }
-    return out
+def _outcome_metrics(
+    card, model_input, labels, clean_pred, reference, adv01, adv_pred, **attack
+) -> OutcomeMetrics:
+    """The segmentation scores of the clean (and adversarial) prediction, the perturbation
+    measures (None without an adversarial volume), the protocol; ``attack``: the attack
+    fields (:func:`_attack_fields`)."""
+    clean = _segmentation(card, model_input, clean_pred, reference)
+    adversarial = None
+    if adv01 is not None:
+        adversarial = _segmentation(card, model_input, adv_pred, reference)
+    return OutcomeMetrics.from_scores(
+        clean,
+        adversarial,
+        reference="clean_prediction" if labels is None else "labels",
+        class_names=tuple(card.class_names),
+        protocol=Protocol(
+            overlap=PREDICTION_OVERLAP,
+            roi=tuple(card.roi_size),
+            spacing_mm=tuple(model_input.grid.spacing),
+        ),
+        **_perturbation(model_input, adv01, clean_pred, adv_pred),
+        **attack,
+    )
 
 
-def _segmentation(card, model_input, pred, reference) -> dict[str, Any]:
+def _segmentation(card, model_input, pred, reference) -> SegmentationScores:
     from vafa.ops import metrics as M
 
     k, names = card.out_channels, list(card.class_names)
@@ -449,29 +462,25 @@ def _segmentation(card, model_input, pred, reference) -> dict[str, Any]:
     hd = M.hd95_per_class(pred, reference, k, model_input.grid.spacing)[0]
     means = M.dice_summary(dice)
     finite = hd[torch.isfinite(hd)]
-    return {
-        "dice_per_class": dict(zip(names, _floats(dice[0]), strict=True)),
-        "hd95_per_class": dict(zip(names, _floats(hd), strict=True)),
-        "dice": _float(means["dice"]),
-        "dice_fg": _float(means["dice_fg"]),
-        "hd95": _float(finite.mean()) if finite.numel() else None,
-        "hd95_missed": [n for n, v in zip(names, hd.tolist(), strict=True) if v == math.inf],
-    }
+    return SegmentationScores(
+        dice_per_class=dict(zip(names, _floats(dice[0]), strict=True)),
+        hd95_per_class=dict(zip(names, _floats(hd), strict=True)),
+        dice=_float(means["dice"]),
+        dice_fg=_float(means["dice_fg"]),
+        hd95=_float(finite.mean()) if finite.numel() else None,
+        hd95_missed=tuple(n for n, v in zip(names, hd.tolist(), strict=True) if v == math.inf),
+    )
 
 
-def _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, adv_pred, reference):
-    """Fill the adversarial entries of the segmentation metrics and the perturbation measures."""
+def _perturbation(model_input, adv01, clean_pred, adv_pred) -> dict[str, float | None]:
+    """The perturbation measures (fields of :class:`OutcomeMetrics`; {} without ``adv01``)."""
     from vafa.ops import metrics as M
 
-    keys = ("ssim", "psnr", "linf", "l2", "linf_original_units", "flip_rate")
     if adv01 is None:
-        metrics.update(dict.fromkeys(keys))
-        return
-    for key, value in _segmentation(card, model_input, adv_pred, reference).items():
-        metrics[key]["adversarial"] = value
+        return {}
     clean01 = model_input.tensor
     adv01 = adv01.to(clean01)
-    metrics.update(
+    return dict(
         ssim=_float(M.ssim(clean01, adv01)[0]),
         psnr=_float(M.psnr(clean01, adv01)[0]),
         linf=_float(M.linf(clean01, adv01)[0]),
@@ -485,7 +494,8 @@ def _add_adversarial(metrics, card, model_input, adv01, adv_grid, clean_pred, ad
     )
 
 
-def _attack_metrics(result, reference, card) -> dict[str, Any]:
+def _attack_fields(result, reference, card) -> dict[str, Any]:
+    """The attack fields of :class:`OutcomeMetrics` (settings, steps, tiles, per-tile Dice)."""
     from vafa.ops import metrics as M
 
     rows = result.tile_results
@@ -493,14 +503,19 @@ def _attack_metrics(result, reference, card) -> dict[str, Any]:
     weight = sum(v for _, v in zeroed)
     per_tile = None
     if not result.cancelled:
-        per_tile = {"dice": {}, "dice_fg": {}}
-        for which, pred in (
-            ("clean", result.tile_clean_prediction),
-            ("adversarial", result.tile_adversarial_prediction),
-        ):
-            means = M.dice_summary(M.dice_per_class(pred, reference, card.out_channels))
-            per_tile["dice"][which] = _float(means["dice"])
-            per_tile["dice_fg"][which] = _float(means["dice_fg"])
+        means = {
+            which: M.dice_summary(M.dice_per_class(pred, reference, card.out_channels))
+            for which, pred in (
+                ("clean", result.tile_clean_prediction),
+                ("adversarial", result.tile_adversarial_prediction),
+            )
+        }
+        per_tile = PerTile(
+            dice=Pair(_float(means["clean"]["dice"]), _float(means["adversarial"]["dice"])),
+            dice_fg=Pair(
+                _float(means["clean"]["dice_fg"]), _float(means["adversarial"]["dice_fg"])
+            ),
+        )
     settings = result.settings
     return {
         "attack": settings.get("attack"),

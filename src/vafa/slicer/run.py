@@ -115,9 +115,9 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
     progress(1.0)
     m = outcome.metrics
     return {
-        "dice_fg_clean": m["dice_fg"]["clean"],
-        "dice_fg_adversarial": m["dice_fg"]["adversarial"],
-        "ssim": m.get("ssim"),
+        "dice_fg_clean": m.dice_fg.clean,
+        "dice_fg_adversarial": m.dice_fg.adversarial,
+        "ssim": m.ssim,
     }
 
 
@@ -135,12 +135,12 @@ def run_evaluate_module(args, progress: Progress) -> dict[str, Any]:
     m = evaluate(model, card, image, labels, adversarial, device=args.device)
     progress(1.0)
     return {
-        "dice_fg": m["dice_fg"]["clean"],
-        "dice": m["dice"]["clean"],
-        "hd95": m["hd95"]["clean"],
-        "dice_fg_adversarial": m["dice_fg"]["adversarial"],
-        "hd95_adversarial": m["hd95"]["adversarial"],
-        "ssim": m.get("ssim"),
+        "dice_fg": m.dice_fg.clean,
+        "dice": m.dice.clean,
+        "hd95": m.hd95.clean,
+        "dice_fg_adversarial": m.dice_fg.adversarial,
+        "hd95_adversarial": m.hd95.adversarial,
+        "ssim": m.ssim,
     }
 
 
