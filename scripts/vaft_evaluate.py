@@ -77,13 +77,13 @@ def evaluate_model(name, weights, image, labels, slab, steps):
         row = {
             "model": name,
             "entry": label,
-            "tiles_clean": m["per_tile"]["dice_fg"]["clean"],
-            "tiles_adv": m["per_tile"]["dice_fg"]["adversarial"],
-            "sw_clean": m["dice_fg"]["clean"],
-            "sw_adv": m["dice_fg"]["adversarial"],
+            "tiles_clean": m.per_tile.dice_fg.clean,
+            "tiles_adv": m.per_tile.dice_fg.adversarial,
+            "sw_clean": m.dice_fg.clean,
+            "sw_adv": m.dice_fg.adversarial,
             "slab_clean": slab_dice(outcome.clean_prediction.array, gt, *slab, k),
             "slab_adv": slab_dice(outcome.adversarial_prediction.array, gt, *slab, k),
-            "ssim": m["ssim"],
+            "ssim": m.ssim,
             "seconds": round(time.perf_counter() - t0, 1),
         }
         rows.append(row)
