@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vafa.io.files import write_bytes
+from vafa.run.cases import METRIC_FIELDS
 
 #: Columns of ``results.csv`` (metrics: adversarial values; ``*_clean``: the clean ones).
 RESULT_FIELDS = (
@@ -26,17 +27,7 @@ RESULT_FIELDS = (
     "key",
     "options",
     "status",
-    "reference",
-    "dice_fg_clean",
-    "dice_fg",
-    "dice_clean",
-    "dice",
-    "hd95_clean",
-    "hd95",
-    "ssim",
-    "psnr",
-    "linf",
-    "linf_units",
+    *METRIC_FIELDS,
     "lpips",
     "zeroed_fraction",
     "steps_run",

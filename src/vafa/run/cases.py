@@ -17,17 +17,12 @@ from typing import Any
 from vafa.io.files import write_text
 from vafa.run.outcome_metrics import OutcomeMetrics
 
-__all__ = ["CASES_CSV", "CASE_FIELDS", "case_row", "write_case_table"]
+__all__ = ["CASES_CSV", "CASE_FIELDS", "METRIC_FIELDS", "case_row", "write_case_table"]
 
 CASES_CSV = "attack_results.csv"
-#: Columns of :data:`CASES_CSV` (metrics: adversarial values; ``*_clean``: the clean ones).
-CASE_FIELDS = (
-    "case",
-    "image",
-    "labels",
-    "adversarial",
-    "status",
-    "attack",
+#: The metric columns shared by the case table and the report's ``results.csv`` (adversarial
+#: values; ``*_clean``: the clean ones).
+METRIC_FIELDS = (
     "reference",
     "dice_fg_clean",
     "dice_fg",
@@ -39,6 +34,16 @@ CASE_FIELDS = (
     "psnr",
     "linf",
     "linf_units",
+)
+#: Columns of :data:`CASES_CSV`.
+CASE_FIELDS = (
+    "case",
+    "image",
+    "labels",
+    "adversarial",
+    "status",
+    "attack",
+    *METRIC_FIELDS,
     "zeroed_fraction",
     "steps_run",
     "seed",
