@@ -59,6 +59,15 @@ class AutocastModel(nn.Module):
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor):
+        if (
+            self.dtype == torch.bfloat16
+            and x.device.type == "cuda"
+            and not torch.cuda.is_bf16_supported()
+        ):
+            raise ValueError(
+                "amp='bf16' needs a GPU with bfloat16 (compute capability 8 or newer); "
+                "use amp='fp16' or 'off'"
+            )
         scale = FP16_GRAD_SCALE if self.dtype == torch.float16 else None
         if scale is not None:
             x = _ScaleGrad.apply(x, 1.0 / scale)

@@ -109,10 +109,11 @@ def band_layout(
     """
     sizes = tuple(int(s) for s in block_size)
     shape = tuple(int(s) for s in shape)
-    if len(shape) < len(sizes) or any(n % b for n, b in zip(shape, sizes, strict=False)):
+    blocked = shape[: len(sizes)]  # the leading axes are blocked; any others are broadcast
+    if len(blocked) < len(sizes) or any(n % b for n, b in zip(blocked, sizes, strict=True)):
         raise ValueError(f"shape must be whole blocks of {sizes}; got {shape}")
     mask = band_mask(sizes, band, device=device)
-    mask = mask.repeat(*(n // b for n, b in zip(shape, sizes, strict=False)))
+    mask = mask.repeat(*(n // b for n, b in zip(blocked, sizes, strict=True)))
     for n in shape[len(sizes) :]:
         mask = mask.unsqueeze(-1).expand(*mask.shape, n)
     return mask

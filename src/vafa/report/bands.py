@@ -212,7 +212,7 @@ def write_band_figure(out_dir, rows, models: Sequence[str]) -> Path:
     shown = [m for m in models if any(r["model"] == m for r in rows)]
     fig = _figure(figsize=(10, 3.2 * max(1, len(shown))), dpi=80)
     axes = np.asarray(fig.subplots(max(1, len(shown)), 2, squeeze=False))
-    for row_axes, model in zip(axes, shown, strict=False):
+    for row_axes, model in zip(axes[: len(shown)], shown, strict=True):
         plot_band_bars(row_axes, rows, model)
     fig.suptitle("Perturbation bands: energy share, and fg Dice lost with only that band applied")
     fig.tight_layout()
