@@ -169,3 +169,16 @@ def same_path(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return False
+
+
+def add_band_arguments(parser, what: str) -> None:
+    """``--bands`` (the perturbation band analysis of ``what``) and ``--band-block N``."""
+    parser.add_argument(
+        "--bands",
+        action="store_true",
+        help=f"perturbation band analysis of {what}: energy of the perturbation per DCT band "
+        "(low/middle/high) and fg Dice with only that band applied",
+    )
+    parser.add_argument(
+        "--band-block", type=int, default=32, metavar="N", help="DCT block side of --bands (32)"
+    )

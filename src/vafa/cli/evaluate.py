@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from vafa.cli.common import CLIError, add_amp_argument, add_model_arguments, load_model
+from vafa.cli.common import (
+    CLIError,
+    add_amp_argument,
+    add_band_arguments,
+    add_model_arguments,
+    load_model,
+)
 
 __all__ = ["add_parser"]
 
@@ -21,15 +27,7 @@ def add_parser(subparsers, common) -> None:
     p.add_argument("--labels", help="ground truth (else the clean prediction is the reference)")
     p.add_argument("--adversarial", help="adversarial volume on IMAGE's grid")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument(
-        "--bands",
-        action="store_true",
-        help="perturbation band analysis of --adversarial: energy of the perturbation per DCT "
-        "band (low/middle/high) and fg Dice with only that band applied",
-    )
-    p.add_argument(
-        "--band-block", type=int, default=32, metavar="N", help="DCT block side of --bands (32)"
-    )
+    add_band_arguments(p, "--adversarial")
     add_amp_argument(p)
     p.set_defaults(func=run)
 

@@ -15,6 +15,7 @@ from vafa.cli.common import (
     TRUST_HELP,
     CLIError,
     add_amp_argument,
+    add_band_arguments,
     datalist_cases,
     model_source,
 )
@@ -81,15 +82,7 @@ def add_parser(subparsers, common) -> None:
         "alexnet-owt-7be5be79.pth and the lpips package's weights/v0.1/alex.pth, or one file "
         "holding both",
     )
-    p.add_argument(
-        "--bands",
-        action="store_true",
-        help="perturbation band analysis of every Table-1 attack: energy of the perturbation "
-        "per DCT band and fg Dice with only that band applied (bands.csv, bands.png)",
-    )
-    p.add_argument(
-        "--band-block", type=int, default=32, metavar="N", help="DCT block side of --bands (32)"
-    )
+    add_band_arguments(p, "every Table-1 attack (bands.csv, bands.png)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     add_amp_argument(p)
     p.set_defaults(func=run)
