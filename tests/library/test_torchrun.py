@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from distributed_launch import job_env, torchrun
 from factories import save_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -48,36 +47,15 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    if Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo on the loopback interface
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 def _vafa(args, cwd: Path, world: int = 1, script=None) -> subprocess.CompletedProcess:
     """``python -m vafa ARGS`` (world 1) or ``torchrun --nproc_per_node WORLD -m vafa ARGS``
     (``script``: that file instead of ``-m vafa``)."""
-    launcher = [sys.executable]
-    if world > 1:
-        launcher += [
-            "-m",
-            "torch.distributed.run",
-            f"--nproc_per_node={world}",
-            "--master_addr=127.0.0.1",
-            f"--master_port={_free_port()}",
-            "--tee=3",
-        ]
     program = ["-m", "vafa"] if script is None else [str(script)]
-    command = [*launcher, *program, *args, "--device", "cpu"]
-    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    command = torchrun(world, *program) if world > 1 else [sys.executable, *program]
+    command += [*args, "--device", "cpu"]
+    return subprocess.run(
+        command, cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +232,19 @@ def test_torchrun_report_resumes_without_recomputing(reported, data):
     assert _sorted(_rows(out / "results.csv", drop=("seconds",))) == _sorted(
         _rows(r1 / "results.csv", drop=("seconds",))
     )
+
+
+def test_collective_timeout_comes_from_the_environment(monkeypatch):
+    from datetime import timedelta
+
+    from vafa.run.distributed import EVALUATION_TIMEOUT, _timeout
+
+    monkeypatch.delenv("VAFA_DIST_TIMEOUT_MIN", raising=False)
+    assert _timeout(None) is None  # training: torch's default
+    assert _timeout(EVALUATION_TIMEOUT) == timedelta(hours=24)
+    monkeypatch.setenv("VAFA_DIST_TIMEOUT_MIN", "1.5")
+    assert _timeout(None) == _timeout(EVALUATION_TIMEOUT) == timedelta(seconds=90)
+    for bad in ("0", "-3", "soon"):
+        monkeypatch.setenv("VAFA_DIST_TIMEOUT_MIN", bad)
+        with pytest.raises(ValueError, match="VAFA_DIST_TIMEOUT_MIN must be a positive number"):
+            _timeout(None)

@@ -1,32 +1,25 @@
-"""Distributed VAFT: two CPU processes with gloo on 127.0.0.1 (DistributedDataParallel)."""
+"""Distributed VAFT: two CPU processes with gloo on loopback (DistributedDataParallel).
+
+Both jobs run under ``torchrun --standalone`` (:mod:`distributed_launch`); the first runs this
+file as its worker program (``__main__`` below), the second the ``vafa train`` command.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from distributed_launch import job_env, torchrun
 from factories import tiny_card
 from test_training import write_case
 
 WORLD = 2
 ITERATIONS = 12
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _loopback() -> dict[str, str]:
-    """Keep gloo on the loopback interface (Linux)."""
-    return {"GLOO_SOCKET_IFNAME": "lo"} if Path("/sys/class/net/lo").exists() else {}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +31,9 @@ def datalist(tmp_path_factory) -> Path:
     return path
 
 
-def _worker(rank: int, port: int, datalist: str, folder: str) -> None:
-    os.environ.update(_loopback(), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+def _worker(datalist: str, folder: str) -> None:
+    """One process of the job (torchrun sets RANK, WORLD_SIZE and the rendezvous)."""
+    rank = int(os.environ["RANK"])
     torch.set_num_threads(1)
     from vafa.io.models import build_model
     from vafa.training import TrainingConfig, train
@@ -73,9 +66,13 @@ def _worker(rank: int, port: int, datalist: str, folder: str) -> None:
 
 @pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_weights_and_learn(datalist, tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_worker, args=(_free_port(), str(datalist), str(tmp_path)), nprocs=WORLD, join=True)
+    here = Path(__file__).resolve().parent
+    path = os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])
+    command = torchrun(WORLD, __file__, str(datalist), str(tmp_path))
+    done = subprocess.run(
+        command, env=job_env(PYTHONPATH=path), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     weights = [torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in range(WORLD)]
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
@@ -102,14 +99,7 @@ def test_torchrun_runs_the_train_command(datalist, tmp_path):
     card_file = save_card(tiny_card(), tmp_path / "tiny.json")
     out = tmp_path / "run"
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={WORLD}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        "-m",
-        "vafa",
+        *torchrun(WORLD, "-m", "vafa"),
         "train",
         "--datalist",
         str(datalist),
@@ -126,10 +116,13 @@ def test_torchrun_runs_the_train_command(datalist, tmp_path):
         "--out-dir",
         str(out),
     ]
-    env = {**os.environ, **_loopback(), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, env=job_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("done: 2 iterations") == 1  # only rank 0 prints
     card = json.loads((out / "latest.safetensors.json").read_text())
     assert card["training"]["world_size"] == WORLD
     assert card["training"]["metrics"]["validation"]["cases"] == 2
+
+
+if __name__ == "__main__":  # a worker of the first test's torchrun job: DATALIST FOLDER
+    _worker(*sys.argv[1:3])

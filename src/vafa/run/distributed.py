@@ -34,7 +34,8 @@ T = TypeVar("T")
 #: How long a collective waits for the slowest process in attack and report jobs. Ranks that
 #: finish their shard early wait at the final barrier while others still attack (hours on a
 #: large dataset); torchrun ends the whole job as soon as one process fails, so a long wait
-#: never hangs a broken job. ``VAFA_DIST_TIMEOUT_MIN`` overrides it (minutes).
+#: never hangs a broken job. ``VAFA_DIST_TIMEOUT_MIN`` overrides it (minutes), here and for
+#: training (whose groups otherwise keep torch's default).
 EVALUATION_TIMEOUT = timedelta(hours=24)
 
 
@@ -78,7 +79,8 @@ class Dist:
             device: the device asked for (``"auto"``, ``"cpu"``, ``"cuda"``…); under nccl
                 every process takes ``cuda:LOCAL_RANK`` instead.
             timeout: of the collectives when the group is created here (None: torch's
-                default; attack and report jobs pass :data:`EVALUATION_TIMEOUT`).
+                default; attack and report jobs pass :data:`EVALUATION_TIMEOUT`). The
+                environment variable ``VAFA_DIST_TIMEOUT_MIN`` (minutes) overrides it.
 
         Raises:
             ValueError: the device does not exist here.
@@ -94,7 +96,8 @@ class Dist:
         dev = resolve_device(device)
         owns = False
         if not initialised:
-            kwargs = {} if timeout is None else {"timeout": _timeout(timeout)}
+            wait = _timeout(timeout)
+            kwargs = {} if wait is None else {"timeout": wait}
             dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", **kwargs)
             owns = True
         if dev.type == "cuda" or _backend() == "nccl":
@@ -174,7 +177,8 @@ class Dist:
             self.owns_group = False
 
 
-def _timeout(default: timedelta) -> timedelta:
+def _timeout(default: timedelta | None) -> timedelta | None:
+    """``VAFA_DIST_TIMEOUT_MIN`` (minutes) if set, else ``default``."""
     text = os.environ.get("VAFA_DIST_TIMEOUT_MIN")
     if not text:
         return default
