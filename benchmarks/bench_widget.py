@@ -234,14 +234,17 @@ def _widget_run(widget, activity: bool | None = None) -> dict:
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     events: list[float] = []
     widget.plots.canvas.mpl_connect("draw_event", lambda _e: events.append(time.perf_counter()))
+    collections: list[tuple[float, float, int]] = []  # (start, seconds, generation)
+    collector = _GcLog(collections)
     timer.start()
     _wait(0.3)
+    collector.start()
     cpu = time.process_time()
     start = time.perf_counter()
     marks: dict[str, float] = {}
 
     def finished() -> bool:
-        return not widget.is_running and widget._applying is None
+        return not widget.is_running  # the worker has ended and the result layers are shown
 
     stamps: list[float] = []
     arrivals: list[float] = []
@@ -258,6 +261,7 @@ def _widget_run(widget, activity: bool | None = None) -> dict:
     cpu = time.process_time() - cpu
     _wait(0.3)
     timer.stop()
+    collector.stop()
     module.ACTIVITY_PROGRESS = None
     done = widget.last_result
     if done is None:
@@ -274,6 +278,12 @@ def _widget_run(widget, activity: bool | None = None) -> dict:
         "max_gui_gap_starting_ms": _max_gap(ticks, start, started),
         "max_gui_gap_showing_result_ms": _max_gap(ticks, returned, end + 0.1),
         "worst_gaps_attacking": _worst_gaps(ticks, started, returned, origin=start),
+        "worst_gaps_showing_result": _worst_gaps(ticks, returned, end + 0.1, origin=start),
+        "gc_pauses": [
+            {"at_s": round(t - start, 3), "ms": round(1e3 * d, 1), "generation": g}
+            for t, d, g in collections
+            if d >= 0.02
+        ],
         "click_handler_ms": 1000.0 * (clicked - start),
         "worker_started_s": started - start,
         "first_progress_s": (arrivals[0] - start) if arrivals else None,
@@ -283,6 +293,32 @@ def _widget_run(widget, activity: bool | None = None) -> dict:
         "dice_fg": done.outcome.metrics.dice_fg.to_dict(),
         "activity_progress": activity if activity is not None else not software_opengl(),
     }
+
+
+class _GcLog:
+    """Records the garbage collector's pauses of 20 ms or more (any thread)."""
+
+    def __init__(self, out: list[tuple[float, float, int]]) -> None:
+        self.out = out
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._began = now
+        elif now - self._began >= 0.02:
+            self.out.append((self._began, now - self._began, int(info["generation"])))
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self)
+
+    def stop(self) -> None:
+        import gc
+
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)
 
 
 def _gaps(ticks: list[float], start: float, end: float) -> list[tuple[float, float]]:

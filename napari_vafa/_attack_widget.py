@@ -24,7 +24,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QTimer
 
 from napari_vafa._attack_controls import AttackControls
 from napari_vafa._compare_view import CompareView
@@ -94,7 +93,6 @@ class AttackWidget(WorkerWidget):
         self._comparison_rows: list[dict[str, Any]] = []
         self.results = ResultLayers(napari_viewer, self.reset_choices)
         self._cache = ModelCache()
-        self._applying: list[str] | None = None
         self._compare = CompareView(napari_viewer)
         self._source_layer = None
 
@@ -243,7 +241,7 @@ class AttackWidget(WorkerWidget):
     @property
     def is_running(self) -> bool:
         """Whether an attack is running (or its result layers are still being shown)."""
-        return self._worker is not None or self._applying is not None
+        return self._worker is not None or self.pacer.busy
 
     def _set_running(self, running: bool) -> None:
         super()._set_running(running)
@@ -303,7 +301,7 @@ class AttackWidget(WorkerWidget):
         if self.compare_view.value:
             self.compare_view.value = False  # the user's view back before layers change
         self._source_layer = layer
-        self.results.begin_run(source_of(layer, source), data)
+        self.pacer.run(self.results.begin_run(source_of(layer, source), data))
         return job
 
     def compare(self, *_: Any) -> bool:
@@ -408,9 +406,9 @@ class AttackWidget(WorkerWidget):
             return
         if isinstance(result, JobDone):
             self.results.keep_preview()
-            self._applying = list(LAYER_ORDER)
             self.status.value = "showing the result…"
-            QTimer.singleShot(0, lambda: self._apply_next(result))
+            self.pacer.run([*(self._layer_piece(key, result) for key in LAYER_ORDER)])
+            self.pacer.run([lambda: self._shown(result)])
             return
         self.results.rollback_preview()
         if isinstance(result, JobCancelled):
@@ -428,28 +426,19 @@ class AttackWidget(WorkerWidget):
         if worker is not None and worker.abort_requested:
             self.results.rollback_preview()
             self.status.value = "stopped"
-        if self._applying is None:
+        if not self.pacer.busy:
             self._finish_run()
 
     # ------------------------------------------------------------------ results
-    def _apply_next(self, done: JobDone) -> None:
-        """Create/update one result layer per event-loop turn (a new napari layer costs
-        0.2–0.5 s on a small CPU: all at once would freeze the GUI for seconds)."""
-        if self._closed or self._applying is None:
-            self._applying = None
+    def _layer_piece(self, key: str, done: JobDone):
+        """The first piece of showing result layer ``key`` (it returns the others)."""
+        return lambda: None if self._closed else self.results.put(key, done.layers.get(key), done)
+
+    def _shown(self, done: JobDone) -> None:
+        """The result layers are in the viewer: the summary, and the controls back."""
+        if self._closed:
             return
-        try:
-            if self._applying:
-                key = self._applying.pop(0)
-                self.results.put(key, done.layers.get(key), done)
-                QTimer.singleShot(0, lambda: self._apply_next(done))
-                return
-            self._applying = None
-            self._show_summary(done)
-        except Exception as err:  # a layer update failed: report, keep the widget usable
-            self._applying = None
-            notify_error(f"VAFA attack: could not show the result: {err}")
-            self.status.value = f"failed to show the result: {err}"
+        self._show_summary(done)
         if self._worker is None:
             self._finish_run()
 

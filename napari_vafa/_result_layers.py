@@ -3,8 +3,13 @@
 :class:`ResultLayers` keeps the layers by key (see :data:`napari_vafa._worker.RESULT_LAYERS`),
 gives them the source layer's scale, translate and metadata, and runs the live preview of the
 "adversarial" layer: opened when a run starts (on the GUI thread while the CPU is still idle —
-adding a napari layer costs 0.2–0.5 s of GUI time, which the running attack would double),
+adding a napari layer costs 0.1–0.2 s of GUI time, which the running attack would double),
 pasted tile by tile during the run, rolled back when a run gives nothing.
+
+A new layer is made in three pieces of GUI work — its model, its insertion into the viewer,
+showing it — which the caller runs one per event-loop turn (:class:`napari_vafa._pacer.Pacer`):
+:meth:`ResultLayers.begin_run` and :meth:`ResultLayers.put` do the first piece and return the
+others.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     import napari
 
+    from napari_vafa._pacer import Piece
     from napari_vafa._worker import JobDone, TilePreview
 
 __all__ = ["LABEL_LAYERS", "LAYER_ORDER", "ResultLayers", "q_table_colormap", "source_of"]
@@ -96,12 +102,22 @@ class ResultLayers:
         return any(layer == ours for ours in self.layers.values())
 
     # ------------------------------------------------------------------ live preview
-    def begin_run(self, source: SimpleNamespace, clean_kji: np.ndarray) -> None:
+    def begin_run(self, source: SimpleNamespace, clean_kji: np.ndarray) -> list[Piece]:
         """A run starts on the image ``clean_kji`` (``(k, j, i)``) described by ``source``: the
-        "adversarial" layer shows the clean volume until the first tiles arrive."""
+        "adversarial" layer shows the clean volume until the first tiles arrive.
+
+        Returns the pieces that still have to run to show it (a new layer: insert, show)."""
         self.source = source
         self._clean_kji = clean_kji
-        self._preview = self._open_preview_layer()
+        base = np.array(clean_kji, dtype=np.float32, copy=True)
+        layer = self.layers.get("adversarial")
+        if layer is not None and layer in self.viewer.layers:
+            self._preview = {"layer": layer, "created": False, "previous": layer.data}
+            layer.data = base
+            return []
+        layer, rest = self._make("adversarial", base, self.style("adversarial", None))
+        self._preview = {"layer": layer, "created": True, "previous": None}
+        return rest
 
     def paste_preview(self, preview: TilePreview) -> None:
         """Paste the current adversarial tile into the "adversarial" layer."""
@@ -130,27 +146,20 @@ class ResultLayers:
         elif layer in self.viewer.layers:
             layer.data = preview["previous"]
 
-    def _open_preview_layer(self) -> dict[str, Any]:
-        base = np.array(self._clean_kji, dtype=np.float32, copy=True)
-        layer = self.layers.get("adversarial")
-        if layer is not None and layer in self.viewer.layers:
-            previous = layer.data
-            layer.data = base
-            return {"layer": layer, "created": False, "previous": previous}
-        layer = self.add("adversarial", base)
-        return {"layer": layer, "created": True, "previous": None}
-
     # ------------------------------------------------------------------ results
-    def put(self, key: str, data: np.ndarray | None, done: JobDone) -> None:
-        """Show ``data`` as result layer ``key`` (None removes the layer)."""
+    def put(self, key: str, data: np.ndarray | None, done: JobDone) -> list[Piece]:
+        """Show ``data`` as result layer ``key`` (None removes the layer).
+
+        An existing layer is updated in place; for a new one only its model is made here, and
+        the pieces that insert and show it are returned.
+        """
         if data is None:
             self.remove(key)
-            return
+            return []
         style = self.style(key, done)
         layer = self.layers.get(key)
         if layer is None or layer not in self.viewer.layers:
-            self.add(key, data, **style)
-            return
+            return self._make(key, data, style)[1]
         layer.data = data
         layer.scale = self.source.scale
         layer.translate = self.source.translate
@@ -161,31 +170,40 @@ class ResultLayers:
             layer.contrast_limits = style["contrast_limits"]
         if key == "q_table":  # grey for q = 0 only when the run left coefficients unquantized
             layer.colormap = style["colormap"]
+        return []
 
-    def add(self, key: str, data: np.ndarray, **style: Any):
+    def _make(self, key: str, data: np.ndarray, style: dict[str, Any]) -> tuple[Any, list[Piece]]:
+        """The model of new layer ``key`` (hidden, registered as ours) and the piece that
+        inserts it into the viewer (which returns the piece that shows it)."""
+        from napari.layers import Image, Labels
+
         from napari_vafa._layers import derived_kwargs
         from napari_vafa._worker import RESULT_LAYERS
 
-        style = dict(style or self.style(key, None))
+        style = dict(style)
         extra_meta = style.pop("metadata", {})
         limits_range = style.pop("contrast_limits_range", None)
         visible = bool(style.pop("visible", True))
         kwargs = derived_kwargs(self.source, RESULT_LAYERS[key], **style, visible=False)
         kwargs["metadata"] = {**kwargs["metadata"], **extra_meta}
-        if key in LABEL_LAYERS:
-            layer = self.viewer.add_labels(data, **kwargs)
-        else:
-            layer = self.viewer.add_image(data, **kwargs)
+        layer = (Labels if key in LABEL_LAYERS else Image)(data, **kwargs)
         if limits_range is not None:
             layer.contrast_limits_range = limits_range
             layer.contrast_limits = style["contrast_limits"]
         self.layers[key] = layer
-        if visible:  # drawing it is a second cost: in the next event-loop turn
-            from qtpy.QtCore import QTimer
 
-            QTimer.singleShot(0, lambda: _show(layer, self.viewer))
-        self._on_change()
-        return layer
+        def show() -> None:
+            if layer in self.viewer.layers:
+                layer.visible = True
+
+        def insert() -> list[Piece] | None:
+            if self.layers.get(key) is not layer:
+                return None  # rolled back or replaced meanwhile
+            self.viewer.add_layer(layer)
+            self._on_change()
+            return [show] if visible else None
+
+        return layer, [insert]
 
     def remove(self, key: str) -> None:
         layer = self.layers.pop(key, None)
@@ -215,8 +233,3 @@ class ResultLayers:
         names = [] if done is None else list(done.outcome.settings.get("class_names") or [])
         visible = key == "adversarial_prediction"
         return {"opacity": 0.5, "visible": visible, "metadata": {"class_names": names}}
-
-
-def _show(layer, viewer) -> None:
-    if layer in viewer.layers:
-        layer.visible = True

@@ -24,6 +24,8 @@ from magicgui.widgets import Container, Label, PushButton
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
+from napari_vafa._pacer import Pacer
+
 if TYPE_CHECKING:
     import napari
 
@@ -145,6 +147,8 @@ class WorkerWidget(Container):
         self._pbar = None
         self._started = 0.0
         self._closed = False
+        #: GUI work of a run cut into pieces (new layers), run one per event-loop turn
+        self.pacer = Pacer(self._on_pacer_error)
 
     def _make_run_controls(self) -> Container:
         """Create ``run_button``, ``cancel_button`` and ``status``; returns the button row."""
@@ -270,6 +274,10 @@ class WorkerWidget(Container):
     def _launch(self, worker) -> None:
         from napari_vafa._gc import freeze_old_objects
 
+        if self.pacer.busy and self._worker is worker and not self._closed:
+            # the click's GUI work (e.g. a new preview layer) first, on a still idle CPU
+            QTimer.singleShot(self.START_DELAY_MS, lambda: self._launch(worker))
+            return
         if self._worker is worker and not self._closed:
             freeze_old_objects()
             worker.finished.connect(_unfreeze)
@@ -291,6 +299,15 @@ class WorkerWidget(Container):
         notify_error(f"{self.TITLE} failed: {err}")
         self.status.value = f"failed: {err}"
 
+    def _on_pacer_error(self, err: Exception) -> None:
+        """A piece of GUI work failed (e.g. a layer update): report, keep the widget usable."""
+        if self._closed:
+            return
+        notify_error(f"{self.TITLE}: could not show the result: {err}")
+        self.status.value = f"failed to show the result: {err}"
+        if self._worker is None:
+            self._finish_run()
+
     def _on_finished(self) -> None:
         worker, self._worker = self._worker, None
         if self._pbar is not None:
@@ -302,6 +319,7 @@ class WorkerWidget(Container):
     def _on_destroyed(self, *_: Any) -> None:
         """The widget or napari is closing: stop the job."""
         self._closed = True
+        self.pacer.clear()
         if self._cancel is not None:
             self._cancel.set()
         if self._worker is not None:
