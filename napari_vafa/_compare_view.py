@@ -57,9 +57,9 @@ class CompareView:
                 grid={"enabled": grid.enabled, "stride": grid.stride, "shape": grid.shape},
                 ndisplay=viewer.dims.ndisplay,
                 camera={
-                    "center": viewer.camera.center,
-                    "zoom": viewer.camera.zoom,
-                    "angles": viewer.camera.angles,
+                    "center": viewer.scene.camera.center,
+                    "zoom": viewer.scene.camera.zoom,
+                    "angles": viewer.scene.camera.angles,
                 },
                 visible=[(layer, layer.visible) for layer in viewer.layers],
                 order=list(viewer.layers),
@@ -90,7 +90,7 @@ class CompareView:
             if layer in viewer.layers:
                 layer.visible = visible
         viewer.dims.ndisplay = saved.ndisplay
-        viewer.camera.update(saved.camera)
+        viewer.scene.camera.update(saved.camera)
 
 
 def _move(layers, layer, index: int) -> None:

@@ -610,7 +610,7 @@ def test_compare_view_shows_the_run_side_by_side_and_restores_the_view(
     _run_and_wait(qtbot, widget)
     assert errors == [] and widget.compare_view.enabled
     viewer.dims.ndisplay = 3
-    viewer.camera.zoom = 1.7
+    viewer.scene.camera.zoom = 1.7
     seg.visible = False
     before_order = [layer.name for layer in viewer.layers]
     before_visible = {layer.name: layer.visible for layer in viewer.layers}
@@ -629,7 +629,7 @@ def test_compare_view_shows_the_run_side_by_side_and_restores_the_view(
     assert not grid.enabled and viewer.dims.ndisplay == 3
     assert [layer.name for layer in viewer.layers] == before_order
     assert {layer.name: layer.visible for layer in viewer.layers} == before_visible
-    assert viewer.camera.zoom == pytest.approx(1.7)
+    assert viewer.scene.camera.zoom == pytest.approx(1.7)
     assert errors == []
 
 
