@@ -9,6 +9,9 @@ Measured in one process on the same volume and model, 2 CPU threads by default:
 * SA² step (8³ blocks, its default) as a ratio to a VAFA step at 8³ and 32³ (same loop, same
   model: the difference is the amplitude factors instead of the quantization and SSIM term);
 * SegPGD and CosPGD steps (ε 4) as ratios to a PGD step (the same loop with another loss);
+* the VAFA steps again with fusion on (``VAFA_COMPILE``, :mod:`vafa.ops.fusion`: the SSIM
+  map as one compiled kernel; compiled once before the rounds), and a VAFA step against a
+  PGD step (what VAFA adds to the attack loop every attack pays);
 * peak RSS of a 20-step attack vs the model's own forward+backward peak (child processes).
 
 Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json out.json]``.
@@ -17,6 +20,7 @@ Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import statistics
@@ -119,6 +123,31 @@ def fpm_times(size: int, block: int) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def _fusion(on: bool):
+    from vafa.ops import fusion
+
+    fusion.enable(on)
+    try:
+        yield
+    finally:
+        fusion.enable(None)
+
+
+def _fusion_works(model, x, labels) -> bool:
+    """Compile the fused kernels for this volume (warm-up); False if compiling fails."""
+    import warnings
+
+    with _fusion(True), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        for block in (32, 8):
+            attack_step_times(model, x, labels, (block,) * 3, 2)
+    failed = [w for w in caught if "VAFA_COMPILE" in str(w.message)]
+    for w in failed:
+        print(f"fusion unavailable: {w.message}", file=sys.stderr)
+    return not failed
+
+
 PEAK_SNIPPET = """
 import resource, sys, torch
 sys.path.insert(0, 'benchmarks')
@@ -150,6 +179,7 @@ def main() -> dict:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--quick", action="store_true", help="one round of 4 steps")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--no-fused", action="store_true", help="skip the fused VAFA steps")
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.steps = 1, 4
@@ -163,6 +193,9 @@ def main() -> dict:
     voxel = ("pgd", "segpgd", "cospgd")
     samples: dict[str, list[float]] = {"bare": [], "b32": [], "b8": [], "sa2_b8": []}
     samples.update({name: [] for name in voxel})
+    fused = not args.no_fused and _fusion_works(model, x, labels)
+    if fused:
+        samples.update(b32_fused=[], b8_fused=[])
     bare()  # warm-up
     for _ in range(args.repeat):  # interleaved rounds
         for _ in range(3):
@@ -171,6 +204,11 @@ def main() -> dict:
             samples["bare"].append(time.perf_counter() - t)
         for block in (32, 8):
             samples[f"b{block}"] += attack_step_times(model, x, labels, (block,) * 3, args.steps)
+        if fused:
+            for block in (32, 8):
+                with _fusion(True):
+                    steps = attack_step_times(model, x, labels, (block,) * 3, args.steps)
+                samples[f"b{block}_fused"] += steps
         samples["sa2_b8"] += attack_step_times(model, x, labels, (8,) * 3, args.steps, "sa2")
         for name in voxel:
             samples[name] += attack_step_times(model, x, labels, None, args.steps, name, eps=4)
@@ -184,6 +222,13 @@ def main() -> dict:
     results["sa2_to_vafa_step_b8"] = med["sa2_b8"] / med["b8"]
     results["sa2_to_vafa_step_b32"] = med["sa2_b8"] / med["b32"]
     results["pgd_step_ms"] = med["pgd"]
+    results["vafa_to_pgd_step_b32"] = med["b32"] / med["pgd"]
+    results["fused"] = fused
+    if fused:
+        for block in (32, 8):
+            results[f"vafa_fused_step_ms_b{block}"] = med[f"b{block}_fused"]
+            results[f"ratio_fused_b{block}"] = med[f"b{block}_fused"] / med["bare"]
+        results["vafa_fused_to_pgd_step_b32"] = med["b32_fused"] / med["pgd"]
     for name in voxel[1:]:
         results[f"{name}_to_pgd_step"] = med[name] / med["pgd"]
     results["peak_rss_bare_mb"] = peak_rss_mb("bare", args.threads, args.size, 32)

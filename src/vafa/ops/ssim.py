@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from vafa.ops.frequency import apply_along_axes, normalize_block_size, pad_to_blocks
+from vafa.ops.fusion import fused
 
 __all__ = ["BlockSSIM", "block_ssim", "gaussian_window", "ssim3d"]
 
@@ -116,17 +117,25 @@ class BlockSSIM:
         b = x.shape[0]
         stacked = torch.stack((x, x * x, x * self._ref), dim=0).flatten(0, 1)
         mu, ex2, exy = self._filter(stacked).unflatten(0, (3, b)).unbind(0)
-        mu_ref = self._mu_ref
-        cross = mu_ref * mu
-        mu_sq = mu * mu
-        var = ex2 - mu_sq
-        cov = exy - cross
-        cs = (2 * cov + self.c2) / (self._var_ref + var + self.c2)
-        ssim_map = (2 * cross + self.c1) / (self._mu_ref_sq + mu_sq + self.c1) * cs
+        ssim_map = _ssim_map(
+            mu, ex2, exy, self._mu_ref, self._mu_ref_sq, self._var_ref, self.c1, self.c2
+        )
         per_block = _block_means(ssim_map, self._out_block)  # [B, C, nblocks]
         if self.nonnegative:
             per_block = torch.relu(per_block)
         return per_block.flatten(1).mean(1)
+
+
+@fused
+def _ssim_map(mu, ex2, exy, mu_ref, mu_ref_sq, var_ref, c1: float, c2: float) -> torch.Tensor:
+    """SSIM map from the filtered maps of ``x`` (mean, mean of x², mean of x·ref) and the
+    reference's mean, squared mean and variance (all of one shape)."""
+    cross = mu_ref * mu
+    mu_sq = mu * mu
+    var = ex2 - mu_sq
+    cov = exy - cross
+    cs = (2 * cov + c2) / (var_ref + var + c2)
+    return (2 * cross + c1) / (mu_ref_sq + mu_sq + c1) * cs
 
 
 def _block_means(x: torch.Tensor, out_block: Sequence[int]) -> torch.Tensor:
