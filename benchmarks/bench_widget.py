@@ -278,6 +278,7 @@ def _widget_run(widget, activity: bool | None = None) -> dict:
         "max_gui_gap_starting_ms": _max_gap(ticks, start, started),
         "max_gui_gap_showing_result_ms": _max_gap(ticks, returned, end + 0.1),
         "worst_gaps_attacking": _worst_gaps(ticks, started, returned, origin=start),
+        "worst_gaps_starting": _worst_gaps(ticks, start, started, origin=start),
         "worst_gaps_showing_result": _worst_gaps(ticks, returned, end + 0.1, origin=start),
         "gc_pauses": [
             {"at_s": round(t - start, 3), "ms": round(1e3 * d, 1), "generation": g}
