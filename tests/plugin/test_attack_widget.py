@@ -433,21 +433,24 @@ def test_main_opens_sample_and_closing_napari_stops_the_worker(
     qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5000)  # unfrozen though closed
 
 
-def test_gc_freeze_nests_across_jobs():
+def test_gc_freeze_nests_across_jobs(monkeypatch):
+    import napari_vafa._gc as module
     from napari_vafa._gc import freeze_old_objects, unfreeze_old_objects
 
+    calls: list[str] = []
+    for name in ("freeze", "unfreeze"):  # the real calls, counted (the frozen count itself
+        real = getattr(gc, name)  # drops whenever a frozen object is freed meanwhile)
+        monkeypatch.setattr(module.gc, name, lambda _r=real, _n=name: calls.append(_n) or _r())
     assert gc.get_freeze_count() == 0
     freeze_old_objects()
-    frozen = gc.get_freeze_count()
-    assert frozen > 0
+    assert gc.get_freeze_count() > 0 and calls == ["freeze"]
     freeze_old_objects()  # a second job (e.g. VAFT beside an attack) does not re-freeze
-    assert gc.get_freeze_count() == frozen
     unfreeze_old_objects()
-    assert gc.get_freeze_count() == frozen  # one job still runs
+    assert calls == ["freeze"] and gc.get_freeze_count() > 0  # one job still runs
     unfreeze_old_objects()
-    assert gc.get_freeze_count() == 0
+    assert calls == ["freeze", "unfreeze"] and gc.get_freeze_count() == 0
     unfreeze_old_objects()  # an extra call is harmless
-    assert gc.get_freeze_count() == 0
+    assert calls == ["freeze", "unfreeze"] and gc.get_freeze_count() == 0
 
 
 @pytest.mark.gui
