@@ -407,8 +407,8 @@ class AttackWidget(WorkerWidget):
         if isinstance(result, JobDone):
             self.results.keep_preview()
             self.status.value = "showing the result…"
-            self.pacer.run([*(self._layer_piece(key, result) for key in LAYER_ORDER)])
-            self.pacer.run([lambda: self._shown(result)])
+            pieces = [self._layer_piece(key, result) for key in LAYER_ORDER]
+            self.pacer.run([*pieces, lambda: self._shown(result)])
             return
         self.results.rollback_preview()
         if isinstance(result, JobCancelled):

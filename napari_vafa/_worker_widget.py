@@ -274,14 +274,14 @@ class WorkerWidget(Container):
     def _launch(self, worker) -> None:
         from napari_vafa._gc import freeze_old_objects
 
-        if self.pacer.busy and self._worker is worker and not self._closed:
-            # the click's GUI work (e.g. a new preview layer) first, on a still idle CPU
+        if self._worker is not worker or self._closed:
+            return
+        if self.pacer.busy:  # the click's GUI work (e.g. a new preview layer) first, on an idle CPU
             QTimer.singleShot(self.START_DELAY_MS, lambda: self._launch(worker))
             return
-        if self._worker is worker and not self._closed:
-            freeze_old_objects()
-            worker.finished.connect(_unfreeze)
-            worker.start()
+        freeze_old_objects()
+        worker.finished.connect(_unfreeze)
+        worker.start()
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started

@@ -2,7 +2,9 @@
 eager PyTorch when on, eager again with one warning when compiling fails."""
 
 import shutil
+import sysconfig
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,8 +76,11 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")  # fmt: skip
+@pytest.mark.skipif(
+    (shutil.which("c++") is None and shutil.which("g++") is None)
+    or not Path(sysconfig.get_paths()["include"], "Python.h").is_file(),
+    reason="torch.compile on the CPU needs a C++ compiler and Python's headers",
+)
 def test_compiled_block_ssim_equals_eager_and_pytorch_msssim():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 1, 16, 16, 16, generator=g)

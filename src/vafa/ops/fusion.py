@@ -74,5 +74,4 @@ def fused(fn: F) -> F:
             )
             return fn(*args, **kwargs)
 
-    wrapper.eager = fn  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
