@@ -408,7 +408,7 @@ class AttackWidget(WorkerWidget):
             self.results.keep_preview()
             self.status.value = "showing the result…"
             pieces = [self._layer_piece(key, result) for key in LAYER_ORDER]
-            self.pacer.run([*pieces, lambda: self._shown(result)])
+            self.pacer.run([*pieces, *self._summary_pieces(result)])
             return
         self.results.rollback_preview()
         if isinstance(result, JobCancelled):
@@ -434,28 +434,41 @@ class AttackWidget(WorkerWidget):
         """The first piece of showing result layer ``key`` (it returns the others)."""
         return lambda: None if self._closed else self.results.put(key, done.layers.get(key), done)
 
-    def _shown(self, done: JobDone) -> None:
-        """The result layers are in the viewer: the summary, and the controls back."""
-        if self._closed:
-            return
-        self._show_summary(done)
-        if self._worker is None:
-            self._finish_run()
+    def _summary_pieces(self, done: JobDone) -> list:
+        """The pieces that show the run's summary once its layers are in the viewer: the
+        metrics (bars, text, status), the band analysis, then the controls back. Apart,
+        because each redraws a plot canvas when the window paints."""
 
-    def _show_summary(self, done: JobDone) -> None:
-        from napari_vafa._plots import summary_text
+        def metrics() -> None:
+            from napari_vafa._plots import summary_text
 
-        outcome = done.outcome
-        self.last_outcome = outcome
-        self.last_result = done
-        metrics = outcome.metrics
-        self.plots.show_outcome(metrics)
-        self.bands_panel.show_result(done)
-        head = "cancelled, best so far" if outcome.cancelled else f"done in {self._elapsed():.0f} s"
-        tiles = f" · tiles {metrics.tiles_done}/{metrics.tiles_total}"
-        self.status.value = f"{head}{tiles}\n{summary_text(metrics)}"
-        for note in done.notes:
-            notify_info(f"VAFA attack: {note}")
+            if self._closed:
+                return
+            outcome = done.outcome
+            self.last_outcome = outcome
+            self.last_result = done
+            self.plots.show_outcome(outcome.metrics)
+            head = (
+                "cancelled, best so far"
+                if outcome.cancelled
+                else f"done in {self._elapsed():.0f} s"
+            )
+            tiles = f" · tiles {outcome.metrics.tiles_done}/{outcome.metrics.tiles_total}"
+            self.status.value = f"{head}{tiles}\n{summary_text(outcome.metrics)}"
+
+        def bands() -> None:
+            if not self._closed:
+                self.bands_panel.show_result(done)
+
+        def finish() -> None:
+            if self._closed:
+                return
+            for note in done.notes:
+                notify_info(f"VAFA attack: {note}")
+            if self._worker is None:
+                self._finish_run()
+
+        return [metrics, bands, finish]
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path | None = None) -> list[Path]:

@@ -1,4 +1,4 @@
-"""GUI work cut into pieces, one piece per event-loop turn, so that napari stays responsive.
+"""GUI work cut into pieces, one per event-loop turn, so that napari stays responsive.
 
 Adding a napari layer costs 0.1–0.2 s of GUI-thread time on a small CPU (its vispy visual, its
 controls, the selection change), and a run's results are eight layers. :class:`Pacer` runs
@@ -8,21 +8,42 @@ layers' work ran back to back: 360–400 ms without handling input).
 
 A piece is a callable; it may return more pieces (e.g. "make the layer" returns "insert it",
 which returns "show it"), which run next, before the rest of the queue.
+
+Two rules keep a piece and a repaint from running back to back (Qt paints the window right
+after a piece, before it looks at input or timers; a layer's insertion, 90–170 ms, and the
+repaint it causes, 60–150 ms under software OpenGL, were one stretch of 200–290 ms):
+
+* a heavy piece can have its repaint moved to a turn of its own (:func:`paint_apart`): the
+  window's updates are held while it runs, and it is painted one turn later;
+* a piece whose timer fires late (the loop was busy, painting most likely) waits one more turn,
+  so that input and the timers that came due meanwhile go first.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["TURN_MS", "Pacer", "Piece"]
+__all__ = ["LATE_MS", "MAX_WAITS", "TURN_MS", "Pacer", "Piece", "paint_apart"]
 
 #: ms between two pieces.
 TURN_MS = 10
+#: A piece's timer that fires later than this (ms) found the event loop busy — painting, most
+#: likely — and waits one more turn, so that input and timers that came due meanwhile go first.
+LATE_MS = 15
+#: At most this many such waits in a row (a loop busy with other work still gets the pieces).
+MAX_WAITS = 5
 
 #: One piece of GUI work; returns the pieces that must follow it (or None).
 Piece = Callable[[], "Iterable[Piece] | None"]
+
+
+def paint_apart(piece: Piece) -> Piece:
+    """Mark ``piece`` as one whose repaint waits for a turn of its own (returns it)."""
+    piece.paint_apart = True  # type: ignore[attr-defined]
+    return piece
 
 
 class Pacer:
@@ -31,12 +52,20 @@ class Pacer:
     Args:
         on_error: called with the exception when a piece raises; the queue is then dropped
             (what follows a failed piece depends on it).
+        window: returns the top-level window whose updates are held while a
+            :func:`paint_apart` piece runs (None: such pieces paint as any other).
     """
 
-    def __init__(self, on_error: Callable[[Exception], Any]) -> None:
+    def __init__(
+        self, on_error: Callable[[Exception], Any], window: Callable[[], Any] | None = None
+    ) -> None:
         self._queue: deque[Piece] = deque()
         self._scheduled = False
         self._on_error = on_error
+        self._window = window
+        self._held = None  # the window while its updates are held
+        self._due = 0.0  # when the scheduled call is due (perf_counter seconds)
+        self._waits = 0
 
     @property
     def busy(self) -> bool:
@@ -51,25 +80,67 @@ class Pacer:
     def clear(self) -> None:
         """Drop the waiting pieces (a piece already scheduled finds an empty queue)."""
         self._queue.clear()
+        self._release(repaint=False)
 
     def _schedule(self) -> None:
         if self._queue and not self._scheduled:
-            from qtpy.QtCore import QTimer
+            self._later(self._next)
 
-            self._scheduled = True
-            QTimer.singleShot(TURN_MS, self._next)
+    def _later(self, call: Callable[[], None]) -> None:
+        from qtpy.QtCore import QTimer
+
+        self._scheduled = True
+        self._due = time.perf_counter() + TURN_MS / 1000
+        QTimer.singleShot(TURN_MS, call)
 
     def _next(self) -> None:
         self._scheduled = False
         if not self._queue:
             return
+        late = time.perf_counter() - self._due > LATE_MS / 1000
+        if late and self._waits < MAX_WAITS:
+            self._waits += 1
+            self._schedule()
+            return
+        self._waits = 0
         piece = self._queue.popleft()
+        if getattr(piece, "paint_apart", False):
+            self._hold()
         try:
             follow = piece()
         except Exception as err:  # report, and keep the GUI usable
             self._queue.clear()
+            self._release(repaint=False)
             self._on_error(err)
             return
         if follow:
             self._queue.extendleft(reversed(list(follow)))
+        if self._held is not None:
+            self._later(self._paint_turn)
+        else:
+            self._schedule()
+
+    def _paint_turn(self) -> None:
+        """The held repaint, in its own turn; the next piece a turn later."""
+        self._scheduled = False
+        self._release(repaint=True)
         self._schedule()
+
+    def _hold(self) -> None:
+        window = self._window() if self._window is not None else None
+        if window is not None and window.updatesEnabled():  # not held by someone else
+            window.setUpdatesEnabled(False)
+            self._held = window
+
+    def _release(self, repaint: bool) -> None:
+        """Updates on again (which schedules a repaint); ``repaint``: paint now, so that
+        the next piece's timer cannot expire during the paint and run right after it."""
+        window, self._held = self._held, None
+        if window is None:
+            return
+        try:
+            window.setUpdatesEnabled(True)
+            if repaint:
+                window.repaint()
+        except RuntimeError:  # the window was deleted meanwhile
+            pass

@@ -9,7 +9,7 @@ pasted tile by tile during the run, rolled back when a run gives nothing.
 A new layer is made in three pieces of GUI work — its model, its insertion into the viewer,
 showing it — which the caller runs one per event-loop turn (:class:`napari_vafa._pacer.Pacer`):
 :meth:`ResultLayers.begin_run` and :meth:`ResultLayers.put` do the first piece and return the
-others.
+others. The insertion repaints in a turn of its own (:func:`napari_vafa._pacer.paint_apart`).
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ class ResultLayers:
         from napari.layers import Image, Labels
 
         from napari_vafa._layers import derived_kwargs
+        from napari_vafa._pacer import paint_apart
         from napari_vafa._worker import RESULT_LAYERS
 
         style = dict(style)
@@ -203,7 +204,7 @@ class ResultLayers:
             self._on_change()
             return [show] if visible else None
 
-        return layer, [insert]
+        return layer, [paint_apart(insert)]
 
     def remove(self, key: str) -> None:
         layer = self.layers.pop(key, None)

@@ -148,7 +148,14 @@ class WorkerWidget(Container):
         self._started = 0.0
         self._closed = False
         #: GUI work of a run cut into pieces (new layers), run one per event-loop turn
-        self.pacer = Pacer(self._on_pacer_error)
+        self.pacer = Pacer(self._on_pacer_error, self._main_window)
+
+    def _main_window(self):
+        """The top-level window this widget is in (a floating dock's main window too)."""
+        widget = self.native
+        while widget.parentWidget() is not None:
+            widget = widget.parentWidget()
+        return widget
 
     def _make_run_controls(self) -> Container:
         """Create ``run_button``, ``cancel_button`` and ``status``; returns the button row."""

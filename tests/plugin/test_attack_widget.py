@@ -294,6 +294,9 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     assert widget.plots.steps == [1, 2] and "SSIM" in widget.plots.summary
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.export_button.enabled
+    # the layers' insertions held the main window's repaints one turn each, and gave them back
+    assert widget._main_window() is viewer.window._qt_window
+    assert viewer.window._qt_window.updatesEnabled()
 
     # re-run against the organ labels: the same layer objects, new data
     widget.labels_layer.value = seg
