@@ -41,9 +41,13 @@ Piece = Callable[[], "Iterable[Piece] | None"]
 
 
 def paint_apart(piece: Piece) -> Piece:
-    """Mark ``piece`` as one whose repaint waits for a turn of its own (returns it)."""
-    piece.paint_apart = True  # type: ignore[attr-defined]
-    return piece
+    """``piece`` as one whose repaint waits for a turn of its own."""
+
+    def apart():
+        return piece()
+
+    apart.paint_apart = True  # type: ignore[attr-defined]
+    return apart
 
 
 class Pacer:
@@ -104,9 +108,9 @@ class Pacer:
             return
         self._waits = 0
         piece = self._queue.popleft()
-        if getattr(piece, "paint_apart", False):
-            self._hold()
         try:
+            if getattr(piece, "paint_apart", False):
+                self._hold()
             follow = piece()
         except Exception as err:  # report, and keep the GUI usable
             self._queue.clear()
