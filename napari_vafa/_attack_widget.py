@@ -432,18 +432,17 @@ class AttackWidget(WorkerWidget):
     # ------------------------------------------------------------------ results
     def _layer_piece(self, key: str, done: JobDone):
         """The first piece of showing result layer ``key`` (it returns the others)."""
-        return lambda: None if self._closed else self.results.put(key, done.layers.get(key), done)
+        return lambda: self.results.put(key, done.layers.get(key), done)
 
     def _summary_pieces(self, done: JobDone) -> list:
         """The pieces that show the run's summary once its layers are in the viewer: the
         metrics (bars, text, status), the band analysis, then the controls back. Apart,
-        because each redraws a plot canvas when the window paints."""
+        because each redraws a plot canvas when the window paints. (A closing widget clears
+        the pacer, so no piece runs after it.)"""
 
         def metrics() -> None:
             from napari_vafa._plots import summary_text
 
-            if self._closed:
-                return
             outcome = done.outcome
             self.last_outcome = outcome
             self.last_result = done
@@ -456,19 +455,13 @@ class AttackWidget(WorkerWidget):
             tiles = f" · tiles {outcome.metrics.tiles_done}/{outcome.metrics.tiles_total}"
             self.status.value = f"{head}{tiles}\n{summary_text(outcome.metrics)}"
 
-        def bands() -> None:
-            if not self._closed:
-                self.bands_panel.show_result(done)
-
         def finish() -> None:
-            if self._closed:
-                return
             for note in done.notes:
                 notify_info(f"VAFA attack: {note}")
             if self._worker is None:
                 self._finish_run()
 
-        return [metrics, bands, finish]
+        return [metrics, lambda: self.bands_panel.show_result(done), finish]
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path | None = None) -> list[Path]:
