@@ -289,3 +289,77 @@ def test_python_dash_m_and_no_traceback_in_subprocess(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "none.pt" in result.stderr
+
+
+def _vafa(*argv, env=None):
+    """``python -m vafa ARGV`` in a subprocess (as scripts and users run it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "vafa", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_attack_quiet_json_prints_only_the_json(tiny_model, tmp_path):
+    ct = _ct(tmp_path)
+    out = tmp_path / "a.nii.gz"
+    argv = ["attack", ct, "--model", tiny_model, "--out", out, "--steps", "1", "--block-size", "8"]
+    done = _vafa(*argv, "--quiet", "--json")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)  # nothing but the JSON: no table, no bar
+    assert set(metrics["dice_fg"]) == {"clean", "adversarial"} and out.is_file()
+    assert done.stderr == ""
+
+
+def test_version_prints_the_package_version():
+    from vafa import __version__
+
+    done = _vafa("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"vafa {__version__}"
+
+
+def test_gui_without_a_display_is_one_line_and_exit_2_before_qt():
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}  # fmt: skip
+    code = (
+        "import sys\n"
+        "from vafa.cli import main\n"
+        "status = main(['gui'])\n"
+        "qt = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy', 'napari', 'vispy'))\n"
+        "print(qt)\n"
+        "sys.exit(status)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "[]"  # Qt was never imported
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "no display" in err[0] and "xvfb-run -a vafa gui" in err[0], err
+    done = _vafa("gui", env=env)  # the console command itself
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == err
+
+
+@pytest.mark.parametrize(
+    "environ,platform,refused",
+    [
+        ({}, "linux", True),
+        ({"QT_QPA_PLATFORM": "xcb"}, "linux", True),
+        ({"QT_QPA_PLATFORM": "wayland;xcb"}, "linux", True),
+        ({"QT_QPA_PLATFORM": "offscreen"}, "linux", False),
+        ({"QT_QPA_PLATFORM": "vnc:size=800x600"}, "linux", False),
+        ({"DISPLAY": ":99"}, "linux", False),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", False),
+        ({}, "darwin", False),
+        ({}, "win32", False),
+    ],
+)
+def test_gui_display_check_follows_the_qt_platform(environ, platform, refused):
+    from vafa.cli.gui import display_problem
+
+    assert (display_problem(environ, platform) is not None) == refused

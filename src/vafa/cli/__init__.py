@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from vafa import __version__
 from vafa.cli import attack, demo, evaluate, gui, info, report, slicer, train
 from vafa.cli.common import CLIError, common_parser
 from vafa.ops.messages import USER_ERRORS, one_line
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Volumetric adversarial frequency attacks (VAFA) and training (VAFT) for 3D "
         "medical segmentation models.",
     )
+    parser.add_argument("--version", action="version", version=f"vafa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = common_parser()
     for command in COMMANDS:

@@ -77,13 +77,14 @@ def run(args) -> int:
         if table is not None and table.exists() and not (args.resume or args.overwrite):
             raise CLIError(f"{table} exists (pass --resume to continue, --overwrite to replace)")
         expected = _expected_settings(args, model, card) if args.resume else None
+        if not dist.is_writer:  # one process speaks: no bar, table or JSON from the others
+            args.quiet, args.json = True, False
         rows = []
         for index, (image_path, label_path) in dist.shard(cases):
             target = Path(args.out) if single else Path(args.out_dir) / _adv_name(image_path)
             title = f"{index + 1}/{len(cases)} {image_path.name}"
-            quiet = args.quiet or not dist.is_writer
             case = (image_path, label_path)
-            row = _attack_case(args, model, card, case, target, title, quiet, expected, single)
+            row = _attack_case(args, model, card, case, target, title, args.quiet, expected, single)
             rows.append({"index": index, **row})
         rows = [row for part in dist.gather_json(rows) for row in part]
         return _finish(args, dist, rows, table, len(cases))
@@ -112,8 +113,7 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
         labels = None if label_path is None else load_labels(label_path, image, card.out_channels)
         outcome = run_attack_command(args, model, card, image, labels, title=title, quiet=quiet)
         _write_adversarial(outcome, target)
-        if not quiet:
-            print_metrics(args, outcome.metrics, title=str(image_path))
+        print_metrics(args, outcome.metrics, title=str(image_path))  # --json even with --quiet
         if outcome.model_input.resampled and not args.resample_back and not quiet:
             spacing = "×".join(f"{s:g}" for s in outcome.model_input.grid.spacing)
             print(

@@ -114,8 +114,8 @@ def load_model(args):
 
 
 def print_metrics(args, metrics, title: str) -> None:
-    """The metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`) as a table (or JSON with
-    ``--json``; nothing with ``--quiet``)."""
+    """The metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`) as a table, or as JSON
+    with ``--json`` (also with ``--quiet``, which silences only bars and tables)."""
     from vafa.report.tables import format_metrics_table
     from vafa.run.pipeline import json_ready
 
