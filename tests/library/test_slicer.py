@@ -263,3 +263,36 @@ def test_vaft_module_fine_tunes_and_writes_weights_with_their_card(modules, tmp_
 def test_module_process_without_a_module_name_is_one_line():
     done = subprocess.run([sys.executable, "-m", "vafa.slicer"], capture_output=True, text=True)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- called by hand
+@pytest.mark.parametrize("name", MODULES)
+def test_parameters_left_out_take_the_xml_default(modules, name):
+    from vafa.slicer.modules import MODULES as BUILDERS
+    from vafa.slicer.run import parse
+
+    params = _parameters(modules / f"{name}.xml")
+    positional = [f"in{p.index}.nii.gz" for p in sorted(
+        (p for p in params if p.index is not None), key=lambda p: p.index)]  # fmt: skip
+    args = parse(BUILDERS[name](), positional)
+    for p in params:
+        if p.index is None and (p.longflag or p.flag):
+            expected = False if p.typ == "boolean" and p.default is None else p.default
+            assert getattr(args, p.name) == expected, p.name
+
+
+def test_attack_module_called_by_hand_with_few_parameters_runs(modules, tmp_path):
+    """Scripts and ``slicer.cli.run`` with partial parameters leave most of them out (no
+    --attack, --model, --device, --seed…); Slicer itself always passes them."""
+    ct, _ = sample_paths()
+    image = _image_file(ct, tmp_path, "aBcDeF")
+    adversarial = tmp_path / "adversarial.nii.gz"
+    argv = [str(modules / "VAFAAttack"), str(image), "--adversarial", str(adversarial),
+            "--steps", "1"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "attacking with VAFA" in done.stdout  # the XML's default attack
+    reference, _ = read_with_slicer(image, label=False)
+    ijk_to_ras, _ = read_with_slicer(adversarial, label=False)
+    np.testing.assert_allclose(ijk_to_ras, reference, atol=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aBcDeF.nii.gz", "adversarial.nii.gz"]

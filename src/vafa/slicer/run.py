@@ -25,7 +25,8 @@ _TYPES = {"integer": int, "integer-enumeration": int, "double": float, "float": 
 
 
 def parse(module: Module, argv: Sequence[str]) -> argparse.Namespace:
-    """Parse ``argv`` as Slicer passes it to ``module``."""
+    """Parse ``argv`` as Slicer passes it to ``module``; a parameter left out (a script or
+    ``slicer.cli.run`` with partial parameters) takes the default the module's XML declares."""
     parser = argparse.ArgumentParser(prog=module.name, description=module.description)
     positional = sorted((p for p in module.params if p.index is not None), key=lambda p: p.index)
     for p in positional:
@@ -38,7 +39,8 @@ def parse(module: Module, argv: Sequence[str]) -> argparse.Namespace:
         else:
             kind = _TYPES.get(p.tag, str)
             choices = [kind(c) for c in p.choices] if p.choices else None
-            parser.add_argument(f"--{p.name}", type=kind, choices=choices, default=None)
+            default = None if p.default is None else kind(p.default)
+            parser.add_argument(f"--{p.name}", type=kind, choices=choices, default=default)
     parser.add_argument("--returnparameterfile", default=None)
     return parser.parse_args(list(argv))
 
