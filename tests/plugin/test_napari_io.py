@@ -97,3 +97,71 @@ def test_installed_manifest_validates():
     result = subprocess.run([str(npe2), "validate", "napari-vafa"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
+
+
+# ----------------------------------------------------------------------------- what it cannot attack
+def _unattackable(tmp_path) -> dict:
+    """NIfTI files napari can show but the attack cannot take: a NaN voxel, 2D, 4D."""
+    rng = np.random.default_rng(2)
+    volume = rng.normal(40, 60, (7, 6, 5)).astype(np.float32)
+    volume[1, 2, 3] = np.nan
+    series = rng.normal(40, 60, (7, 6, 5, 4)).astype(np.float32)
+    img = nib.Nifti1Image(series, np.diag([0.8, 0.9, 2.5, 1.0]))
+    img.header.set_zooms((0.8, 0.9, 2.5, 2.0))  # 2 s between frames
+    nib.save(img, tmp_path / "series.nii.gz")
+    return {
+        "nan": _nifti(tmp_path, "nan.nii.gz", volume, dtype=np.float32),
+        "2d": _nifti(tmp_path, "slice.nii.gz", volume[..., 0], dtype=np.float32),
+        "4d": tmp_path / "series.nii.gz",
+    }
+
+
+def test_reader_shows_volumes_the_attack_cannot_take(tmp_path):
+    import npe2
+
+    npe2.PluginManager.instance().discover()  # what napari does at start-up
+    paths = _unattackable(tmp_path)
+    layers = {}
+    for kind, path in paths.items():
+        ((data, kwargs, layer_type),) = npe2.read(
+            [str(path)], stack=False, plugin_name="napari-vafa"
+        )
+        layers[kind] = (np.asarray(data), kwargs, layer_type)
+        assert layer_type == "image" and kwargs["name"] == path.name.removesuffix(".nii.gz")
+        np.testing.assert_allclose(kwargs["metadata"]["affine"], nib.load(path).affine)
+    data, kwargs, _ = layers["nan"]  # shown as it is: one NaN voxel, at (k, j, i)
+    assert data.shape == (5, 6, 7) and kwargs["scale"] == pytest.approx((2.5, 0.9, 0.8))
+    assert np.isnan(data[3, 2, 1]) and np.isnan(data).sum() == 1
+    data, kwargs, _ = layers["2d"]  # a 2D image, (j, i)
+    assert data.shape == (6, 7) and kwargs["scale"] == pytest.approx((0.9, 0.8))
+    np.testing.assert_array_equal(data, nib.load(paths["2d"]).get_fdata().T)
+    data, kwargs, _ = layers["4d"]  # time as the leading napari axis, then (k, j, i)
+    assert data.shape == (4, 5, 6, 7) and kwargs["scale"] == pytest.approx((2.0, 2.5, 0.9, 0.8))
+    series = nib.load(paths["4d"]).get_fdata()
+    np.testing.assert_allclose(data[2], np.transpose(series[..., 2], (2, 1, 0)), rtol=1e-6)
+
+
+@pytest.mark.gui
+def test_volumes_the_attack_cannot_take_open_and_run_refuses_them_in_one_line(
+    make_napari_viewer, tmp_path, errors
+):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-vafa", "VAFA attack")
+    for kind, path in _unattackable(tmp_path).items():
+        (layer,) = viewer.open(str(path), plugin="napari-vafa")
+        assert type(layer).__name__ == "Image"
+        assert layer.ndim == {"nan": 3, "2d": 2, "4d": 4}[kind]
+        assert np.all(np.isfinite(layer.contrast_limits))
+        widget.image_layer.value = layer
+        count = len(errors)
+        widget.run_button.native.click()
+        assert len(errors) == count + 1, errors
+        assert layer.name in errors[-1] and "\n" not in errors[-1]
+        assert not widget.is_running and widget.run_button.enabled
+
+
+def test_reader_still_reports_a_file_it_cannot_read(tmp_path):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ValueError, match="not a readable NIfTI"):
+        napari_get_reader(str(broken))(str(broken))
