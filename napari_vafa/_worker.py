@@ -331,14 +331,12 @@ def result_layer_data(
     ``block_size``; the zeroed-coefficient mask needs the attack's own grid and is left out
     (with a note) when the image was resampled for the model.
     """
-    from vafa.report.figures import dct_log_magnitude
+    from vafa.report.figures import dct_pictures
 
     def kji(array: np.ndarray, dtype) -> np.ndarray:
         return np.ascontiguousarray(np.transpose(array, (2, 1, 0)), dtype=dtype)
 
     model_input = outcome.model_input
-    mapping = model_input.mapping
-    source = model_input.source
     notes: list[str] = []
     layers = {
         "adversarial": kji(outcome.adversarial.array, np.float32),
@@ -346,13 +344,9 @@ def result_layer_data(
         "clean_prediction": kji(outcome.clean_prediction.array, _label_dtype(outcome)),
         "adversarial_prediction": kji(outcome.adversarial_prediction.array, _label_dtype(outcome)),
     }
-    if model_input.resampled:
-        clean01 = mapping.forward(source.array)
-    else:
-        clean01 = model_input.tensor[0, 0].numpy()
-    adversarial01 = mapping.forward(outcome.adversarial.array)
-    layers["dct_clean"] = kji(dct_log_magnitude(clean01, block_size), np.float32)
-    layers["dct_adversarial"] = kji(dct_log_magnitude(adversarial01, block_size), np.float32)
+    dct_clean, dct_adversarial = dct_pictures(outcome, block_size)
+    layers["dct_clean"] = kji(dct_clean, np.float32)
+    layers["dct_adversarial"] = kji(dct_adversarial, np.float32)
     if outcome.q_table is not None:
         layers["q_table"] = kji(outcome.q_table.array, np.float32)
         band = (outcome.settings.get("attack") or {}).get("bands", "all")

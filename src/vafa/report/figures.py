@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,7 +14,13 @@ from vafa.io.files import save_figure
 from vafa.ops.frequency import layout_dct, normalize_block_size, pad_to_blocks
 from vafa.run.outcome_metrics import OutcomeMetrics
 
-__all__ = ["attack_figure", "dct_log_magnitude", "label_colors"]
+if TYPE_CHECKING:
+    from vafa.run.pipeline import AttackOutcome
+
+__all__ = ["attack_figure", "dct_log_magnitude", "dct_pictures", "label_colors"]
+
+#: Block side of the DCT pictures of an attack that has no blocks of its own (voxel attacks).
+DISPLAY_BLOCK = 32
 
 
 def dct_log_magnitude(volume01: np.ndarray, block_size: int | Sequence[int] = 32) -> np.ndarray:
@@ -27,6 +34,34 @@ def dct_log_magnitude(volume01: np.ndarray, block_size: int | Sequence[int] = 32
     coeffs = layout_dct(pad_to_blocks(x * 255.0 - 128.0, sizes), sizes)
     i, j, k = volume01.shape
     return torch.log1p(coeffs.abs())[0, 0, :i, :j, :k].numpy()
+
+
+def dct_pictures(
+    outcome: AttackOutcome, block_size: int | Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The DCT pictures (:func:`dct_log_magnitude`) of an attack's clean and adversarial volume.
+
+    Both volumes are first mapped into [0, 1] by the model card's intensity mapping (what the
+    model and the attack see), so the two pictures compare coefficient by coefficient.
+
+    Args:
+        outcome: a :func:`vafa.run.pipeline.run_attack` outcome.
+        block_size: DCT block size; default: the attack's own (VAFA), else
+            :data:`DISPLAY_BLOCK`.
+
+    Returns:
+        ``(clean, adversarial)``: float32 ``[I, J, K]`` on the grid of ``outcome.adversarial``
+        (the input grid with ``resample_back=True``, else the model grid).
+    """
+    model_input = outcome.model_input
+    if block_size is None:
+        block_size = (outcome.settings.get("attack") or {}).get("block_size") or DISPLAY_BLOCK
+    if model_input.resampled and outcome.settings.get("resample_back"):
+        clean01 = model_input.mapping.forward(model_input.source.array)
+    else:
+        clean01 = model_input.tensor[0, 0].numpy()
+    adversarial01 = model_input.mapping.forward(outcome.adversarial.array)
+    return dct_log_magnitude(clean01, block_size), dct_log_magnitude(adversarial01, block_size)
 
 
 def label_colors(n: int) -> np.ndarray:
