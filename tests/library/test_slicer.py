@@ -296,3 +296,62 @@ def test_attack_module_called_by_hand_with_few_parameters_runs(modules, tmp_path
     ijk_to_ras, _ = read_with_slicer(adversarial, label=False)
     np.testing.assert_allclose(ijk_to_ras, reference, atol=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aBcDeF.nii.gz", "adversarial.nii.gz"]
+
+
+# ----------------------------------------------------------------------------- lesson outputs
+PICTURES = ("dct_clean", "dct_adversarial", "q_table")
+
+
+def test_attack_module_writes_the_dct_pictures_and_q_table_when_asked(modules, tmp_path):
+    import nibabel as nib
+
+    from vafa.io.data import load_demo_model
+    from vafa.io.intensity import mapping_from_dict
+    from vafa.io.volume import load_volume
+    from vafa.report.figures import dct_log_magnitude
+
+    declared = {p.name: p for p in _parameters(modules / "VAFAAttack.xml")}
+    for name in PICTURES:  # optional image outputs: empty = not written
+        p = declared[name]
+        assert p.typ == "image" and p.channel == "output" and p.default is None
+        assert p.longflag and p.index is None and "empty: not written" in p.description
+
+    ct, _ = sample_paths()
+    image = _image_file(ct, tmp_path, "aBcDeF")
+    out = {k: tmp_path / f"{k}.nii.gz" for k in ("adversarial", *PICTURES)}
+    done, _, _ = run_module(modules, "VAFAAttack", {"input": image, "steps": 1, **out}, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
+    reference, _ = read_with_slicer(image, label=False)
+    for path in out.values():
+        ijk_to_ras, scalar = read_with_slicer(path, label=False)
+        np.testing.assert_allclose(ijk_to_ras, reference, atol=1e-4)
+        assert scalar == "float" and nib.load(path).shape == nib.load(image).shape
+    volume = load_volume(image)
+    _, card = load_demo_model(device="cpu")
+    clean01 = mapping_from_dict(card.intensity).fit(volume.array).forward(volume.array)
+    dct_clean = nib.load(out["dct_clean"]).get_fdata()
+    np.testing.assert_allclose(dct_clean, dct_log_magnitude(clean01, 32), atol=1e-4)
+    assert not np.allclose(nib.load(out["dct_adversarial"]).get_fdata(), dct_clean)
+    q = nib.load(out["q_table"]).get_fdata()
+    assert q.max() <= 20 and q.min() >= 0 and (q >= 5).mean() > 0.5  # q_min 5, q_max 20
+
+    # left empty (as Slicer leaves an output out): not written
+    adversarial = tmp_path / "again.nii.gz"
+    values = {"input": image, "steps": 1, "adversarial": adversarial,
+              **{name: "" for name in PICTURES}}  # fmt: skip
+    before = set(tmp_path.iterdir())
+    done, _, _ = run_module(modules, "VAFAAttack", values, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(tmp_path.iterdir()) - before == {adversarial}
+
+
+def test_attack_module_refuses_a_q_table_of_an_attack_without_one(modules, tmp_path):
+    ct, _ = sample_paths()
+    image = _image_file(ct, tmp_path, "aBcDeF")
+    out = {"adversarial": tmp_path / "adv.nii.gz", "q_table": tmp_path / "q.nii.gz"}
+    values = {"input": image, "attack": "pgd", "steps": 1, **out}
+    done, _, _ = run_module(modules, "VAFAAttack", values, tmp_path)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "q_table" in done.stderr and "Traceback" not in done.stderr
+    assert not any(path.exists() for path in out.values())

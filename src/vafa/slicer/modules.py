@@ -224,6 +224,20 @@ def attack_module() -> Module:
             Param("adversarial_prediction", "image", "Adversarial prediction",
                   "The model's segmentation of the adversarial volume.", channel="output",
                   image_type="label", extensions=NIFTI),
+            Param("dct_clean", "image", "DCT picture, clean",
+                  "log(1 + |c|) of the block DCT of the input in the model's intensity window: "
+                  "every block's coefficients in place of its voxels (lowest frequency at the "
+                  "block's first corner), blocks of the attack's size (32 for voxel attacks); "
+                  "empty: not written.", channel="output", image_type="scalar",
+                  extensions=NIFTI),
+            Param("dct_adversarial", "image", "DCT picture, adversarial",
+                  "The same picture of the adversarial volume: coefficients VAFA quantized "
+                  "away go dark; empty: not written.", channel="output", image_type="scalar",
+                  extensions=NIFTI),
+            Param("q_table", "image", "Quantization table",
+                  "VAFA and VAFA-2D: the learned quantization step of every DCT coefficient, "
+                  "in the same block layout (larger: coarser; 0: not quantized); empty: not "
+                  "written.", channel="output", image_type="scalar", extensions=NIFTI),
         ),
     )  # fmt: skip
     attack = Group(
@@ -255,7 +269,8 @@ def attack_module() -> Module:
         "VAFA attack",
         "Attack a segmentation model with VAFA (Hanif et al., MICCAI 2023: learnable "
         "quantization of 3D DCT coefficients) or a voxel baseline; writes the adversarial "
-        "volume, the perturbation and both predictions.",
+        "volume, the perturbation and both predictions, and on request the DCT pictures of "
+        "the input and the adversarial volume and VAFA's learned quantization table.",
         (io, _model_group(), attack, *_attack_groups(schemas, names, first="vafa"), results),
     )
 

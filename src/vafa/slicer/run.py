@@ -22,6 +22,11 @@ from vafa.slicer.modules import MODULES, TRISTATE, Module
 __all__ = ["main", "parse"]
 
 _TYPES = {"integer": int, "integer-enumeration": int, "double": float, "float": float}
+#: Attack module outputs that are fields of :class:`vafa.run.pipeline.AttackOutcome`.
+ATTACK_OUTPUTS = ("adversarial", "perturbation", "clean_prediction", "adversarial_prediction",
+                  "q_table")  # fmt: skip
+#: Outputs of the attack module drawn from the outcome (:func:`vafa.report.figures.dct_pictures`).
+DCT_PICTURES = ("dct_clean", "dct_adversarial")
 
 
 def parse(module: Module, argv: Sequence[str]) -> argparse.Namespace:
@@ -89,17 +94,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ----------------------------------------------------------------------------- modules
 def run_attack_module(args, progress: Progress) -> dict[str, Any]:
-    from vafa.attacks import attack_class
+    from vafa.attacks import VAFA, attack_class
     from vafa.io.volume import load_labels, load_volume
-    from vafa.run.pipeline import run_attack, write_volumes
+    from vafa.run.pipeline import run_attack
 
-    outputs = _outputs(args, ("adversarial", "perturbation", "clean_prediction",
-                              "adversarial_prediction"))  # fmt: skip
+    outputs = _outputs(args, (*ATTACK_OUTPUTS, *DCT_PICTURES))
+    cls = attack_class(args.attack)
+    if "q_table" in outputs and not issubclass(cls, VAFA):
+        raise ValueError(
+            f"q_table: only VAFA and VAFA-2D learn a quantization table, not {cls.name} "
+            "(leave the output empty)"
+        )
     progress.comment("loading the model")
     model, card = _model(args)
     image = load_volume(args.input)
     labels = None if not args.labels else load_labels(args.labels, image, card.out_channels)
-    cls = attack_class(args.attack)
     options = _attack_options(args, MODULES["VAFAAttack"](), {o.name for o in cls.options})
     progress.comment(f"attacking with {cls.name}")
     progress(0.0)
@@ -113,7 +122,7 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
                          device=args.device, seed=args.seed, callback=on_step,
                          resample_back=True)  # fmt: skip
     progress.comment("writing the outputs")
-    write_volumes(outcome, outputs, overwrite=True)
+    _write_attack_outputs(outcome, outputs)
     progress(1.0)
     m = outcome.metrics
     return {
@@ -198,6 +207,28 @@ RUNNERS = {
 
 
 # ----------------------------------------------------------------------------- helpers
+def _write_attack_outputs(outcome, outputs: dict[str, Path]) -> None:
+    """Every output of the attack module at once, all or nothing: the outcome's own fields
+    through the one outcome writer (:func:`vafa.run.pipeline.write_volumes`, each into its
+    temporary file), the DCT pictures as float32 volumes on the adversarial volume's grid."""
+    from vafa.io.files import atomic_write
+    from vafa.io.volume import save_volume
+    from vafa.report.figures import dct_pictures
+    from vafa.run.pipeline import write_volumes
+
+    pictures = {}
+    if any(name in outputs for name in DCT_PICTURES):
+        pictures = dict(zip(DCT_PICTURES, dct_pictures(outcome), strict=True))
+
+    def writer(name: str):
+        if name in pictures:
+            volume = outcome.adversarial.with_array(pictures[name])
+            return lambda tmp: save_volume(volume, tmp, overwrite=True, protect=outcome.inputs)
+        return lambda tmp: write_volumes(outcome, {name: tmp}, overwrite=True)
+
+    atomic_write({path: writer(name) for name, path in outputs.items()})
+
+
 def _model(args):
     from vafa.io.handle import ModelSource
 
