@@ -40,6 +40,11 @@ class StepEvent:
         adversarial: the current adversarial volume ``[B, C, H, W, D]`` (a view: do not modify).
         tile: 1-based tile index when a full volume is attacked tile by tile (else None).
         tiles: number of tiles (else None).
+        prediction: ``[B, 1, H, W, D]`` int64 class map of ``adversarial`` (what the model made
+            of this iterate), or None.
+        q_table: VAFA: ``[B, C, H, W, D]`` the quantization step of every voxel's (block,
+            frequency) position that made ``adversarial`` (0 outside a band-limited VAFA's
+            band; a copy), else None.
     """
 
     step: int
@@ -50,6 +55,8 @@ class StepEvent:
     adversarial: torch.Tensor
     tile: int | None = None
     tiles: int | None = None
+    prediction: torch.Tensor | None = None
+    q_table: torch.Tensor | None = None
 
 
 Callback = Callable[[StepEvent], "bool | None"]
@@ -254,6 +261,10 @@ class Attack:
     def _finish(self, result: AttackResult, kept: dict[str, torch.Tensor], state: dict) -> None:
         """Fill attack-specific result fields from the kept snapshot."""
 
+    def _step_table(self, state: dict) -> torch.Tensor | None:
+        """The table of the current iterate as ``[B, C, H, W, D]`` (a copy; VAFA), or None."""
+        return None
+
     def _rework(self, kept: dict[str, torch.Tensor], state: dict):
         """Optionally remake the kept volume from the kept snapshot (VAFA's hard rounding).
 
@@ -297,11 +308,19 @@ class Attack:
                 tracker.offer(objective, x_adv, prediction, self._snapshot(state), step + 1)
                 del logits
                 history.append(row)
+                table = self._step_table(state)  # before the update changes it
                 if update:
                     self._update(state, grad, step)
             steps_run = step + 1
             event = StepEvent(
-                step + 1, self.steps, row["loss"], row["dice"], row["ssim"], x_adv.detach()
+                step + 1,
+                self.steps,
+                row["loss"],
+                row["dice"],
+                row["ssim"],
+                x_adv.detach(),
+                prediction=prediction,
+                q_table=table,
             )
             if (yield event) is False:
                 cancelled = True

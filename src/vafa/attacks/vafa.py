@@ -355,6 +355,13 @@ class VAFA(Attack):
     def _snapshot(self, state: dict) -> dict[str, torch.Tensor]:
         return {"q": state["q"].detach()}
 
+    def _step_table(self, state: dict) -> torch.Tensor:
+        q = state["q"].detach()
+        if state["band"] is not None:  # 0: not quantized
+            q = torch.where(state["band"], q, torch.zeros((), dtype=q.dtype, device=q.device))
+        h, w, d = state["shape"]
+        return q[:, :, :h, :w, :d].clone()
+
     def _history_extras(self, state: dict, step) -> dict[str, Any]:
         return {"alpha": 0.0 if step == "hard" else state["schedule"].alpha(step - 1)}
 
