@@ -99,7 +99,7 @@ def test_installed_manifest_validates():
     assert "valid" in result.stdout
 
 
-# ----------------------------------------------------------------------------- what it cannot attack
+# ----------------------------------------------------------------------------- not attackable
 def _unattackable(tmp_path) -> dict:
     """NIfTI files napari can show but the attack cannot take: a NaN voxel, 2D, 4D."""
     rng = np.random.default_rng(2)
