@@ -14,16 +14,20 @@ plugin discovery.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    Label,
     PushButton,
     SpinBox,
 )
+from qtpy.QtCore import QTimer
 
 from napari_vafa._attack_controls import AttackControls
 from napari_vafa._compare_view import CompareView
@@ -50,6 +54,26 @@ USE_PREDICTION = "use model prediction"
 METRICS_DOCK = "VAFA metrics"
 #: Least seconds between two live refreshes of the 3D "adversarial" layer.
 PREVIEW_INTERVAL = 0.4
+#: ms the lens waits after a setting changed (a spin box typed into, a combo) before it runs.
+LENS_SETTLE_MS = 60
+#: ms it waits after the view moved (scrolling slices sends many events).
+LENS_VIEW_SETTLE_MS = 150
+
+
+def lens_summary(done) -> str:
+    """The status line of a lens: where, what it chose, Dice and SSIM of the cube."""
+    result, plan = done.result, done.plan
+    size = "×".join(str(s.stop - s.start) for s in result.region)
+    text = (
+        f"live lens {size} · {plan.steps if plan else '?'} steps · {result.seconds:.2f} s · "
+        f"Dice {result.dice_clean:.3f} → {result.dice_adversarial:.3f} · "
+        f"SSIM {result.ssim:.3f}"
+    )
+    if not result.labels_used:
+        text += " (vs clean prediction)"
+    if plan is not None and plan.note:
+        text += f"\n{plan.note}"
+    return text
 
 
 def attack_choices() -> tuple[tuple[str, str], ...]:
@@ -79,7 +103,10 @@ class AttackWidget(WorkerWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         from napari_vafa._bands_panel import BandsPanel
+        from napari_vafa._lens import LENS_LAYERS, LensRunner
+        from napari_vafa._pacer import Pacer
         from napari_vafa._plots import MetricsPlot
+        from napari_vafa._scrubber import Scrubber
         from napari_vafa._worker import ModelCache
         from vafa.ops.devices import available_devices
 
@@ -95,6 +122,21 @@ class AttackWidget(WorkerWidget):
         self._cache = ModelCache()
         self._compare = CompareView(napari_viewer)
         self._source_layer = None
+        #: the live lens: its layers, its jobs, its own GUI pieces (never delaying a Run)
+        self.lens = ResultLayers(napari_viewer, self.reset_choices, names=LENS_LAYERS)
+        self.lens_runner = LensRunner(
+            self._cache, self._on_lens_progress, self._show_lens, self._on_lens_failed
+        )
+        self.lens_pacer = Pacer(self._on_pacer_error, self._main_window)
+        self.last_lens = None
+        #: perf_counter of the last lens result on screen, and how many were shown
+        self.lens_shown_at = 0.0
+        self.lens_shown = 0
+        self._lens_timer = QTimer()
+        self._lens_timer.setSingleShot(True)
+        self._lens_timer.timeout.connect(self.request_lens)
+        self._lens_center = None
+        self.scrubber = Scrubber(lambda message: notify_error(f"{self.TITLE}: {message}"))
 
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)
@@ -104,6 +146,7 @@ class AttackWidget(WorkerWidget):
         self.compare_button.changed.connect(self.compare)
         self.compare_view.changed.connect(self._toggle_compare_view)
         self._connect()
+        self._connect_lens()
 
     # ------------------------------------------------------------------ construction
     def _build_controls(self, devices: list[str]) -> None:
@@ -125,7 +168,13 @@ class AttackWidget(WorkerWidget):
         self.export_button = PushButton(text="Export NIfTI…", enabled=False)
         self.quick_compare = CheckBox(text="quick grid", value=True)
         self.compare_view = CheckBox(text="compare view", value=False, enabled=False)
+        self.compare_changes = CheckBox(text="changed labels", value=False)
         self.compare_button = PushButton(text="Compare attacks")
+        self.live = CheckBox(text="live lens", value=self.model_source.value == "demo")
+        self.lens_size = SpinBox(label="lens", min=32, max=256, step=16, value=64)
+        self.step_slider, self.step_info = self.scrubber.slider, self.scrubber.info
+        self.layer_help = Label(value="")
+        self.layer_help.native.setWordWrap(True)
         for name in (
             *self._own_input_names(),
             "run_button",
@@ -134,6 +183,12 @@ class AttackWidget(WorkerWidget):
             "export_button",
             "compare_button",
             "compare_view",
+            "compare_changes",
+            "live",
+            "lens_size",
+            "step_slider",
+            "step_info",
+            "layer_help",
         ):
             getattr(self, name).tooltip = tooltip("attack", name)
         extras = Container(
@@ -145,7 +200,10 @@ class AttackWidget(WorkerWidget):
         export_row = Container(
             layout="horizontal",
             labels=False,
-            widgets=[self.export_button, self.compare_view],
+            widgets=[self.export_button, self.compare_view, self.compare_changes],
+        )
+        live_row = Container(
+            layout="horizontal", labels=False, label="", widgets=[self.live, self.lens_size]
         )
         comparison = Container(
             layout="horizontal",
@@ -156,8 +214,8 @@ class AttackWidget(WorkerWidget):
         self.extend([
             self.image_layer, self.labels_layer, self.model_source, self.weights,
             self.card_preset, self.card_file, self.device, self.attack,
-            *self.attack_controls.widgets, self.seed, buttons, self.status, extras,
-            export_row, comparison,
+            *self.attack_controls.widgets, self.seed, live_row, buttons, self.status,
+            self.step_slider, self.step_info, extras, export_row, comparison, self.layer_help,
         ])  # fmt: skip
 
     def _own_input_names(self) -> tuple[str, ...]:
@@ -178,8 +236,12 @@ class AttackWidget(WorkerWidget):
         return [
             (layer.name, layer)
             for layer in self.viewer.layers
-            if isinstance(layer, Image) and not self.results.is_result(layer)
+            if isinstance(layer, Image) and not self._ours(layer)
         ]
+
+    def _ours(self, layer) -> bool:
+        """A result or lens layer of this widget."""
+        return self.results.is_result(layer) or self.lens.is_result(layer)
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
         from napari.layers import Labels
@@ -187,7 +249,7 @@ class AttackWidget(WorkerWidget):
         layers = [
             layer
             for layer in self.viewer.layers
-            if isinstance(layer, Labels) and not self.results.is_result(layer)
+            if isinstance(layer, Labels) and not self._ours(layer)
         ]
         image = getattr(self, "image_layer", None)
         shape = None if image is None or image.value is None else image.value.data.shape
@@ -248,23 +310,216 @@ class AttackWidget(WorkerWidget):
         self.export_button.enabled = not running and self.last_outcome is not None
         self.compare_view.enabled = not running and bool(self._compared_layers())
 
+    # ------------------------------------------------------------------ live lens
+    def _connect_lens(self) -> None:
+        """A lens runs when a slider is released, an attack option changes, or the view moves
+        to another place (and when *live lens* is ticked)."""
+        from qtpy.QtWidgets import QAbstractSlider
+
+        settings = [*self.attack_controls.widgets, self.attack, self.seed, self.labels_layer,
+                    self.image_layer, self.lens_size]  # fmt: skip
+        for control in settings:
+            control.changed.connect(self._setting_changed)
+            for slider in control.native.findChildren(QAbstractSlider):
+                slider.sliderReleased.connect(self.request_lens)
+        self.live.changed.connect(self._live_toggled)
+        self.model_source.changed.connect(self._setting_changed)
+        self.viewer.dims.events.current_step.connect(self._view_moved)
+        self.viewer.camera.events.center.connect(self._view_moved)
+        self.viewer.layers.selection.events.active.connect(self._explain_layer)
+
+    def _explain_layer(self, *_: Any) -> None:
+        """One or two sentences, for students, on the selected result or lens layer."""
+        from napari_vafa._tooltips import LAYER_HELP
+
+        active = self.viewer.layers.selection.active
+        for group in (self.results.layers, self.lens.layers):
+            for key, layer in group.items():
+                if active is not None and active == layer and key in LAYER_HELP:
+                    self.layer_help.value = f"{active.name}: {LAYER_HELP[key]}"
+                    return
+        self.layer_help.value = ""
+
+    def _setting_changed(self, *_: Any) -> None:
+        from qtpy.QtWidgets import QAbstractSlider
+
+        if any(
+            slider.isSliderDown()
+            for control in self.attack_controls.widgets
+            for slider in control.native.findChildren(QAbstractSlider)
+        ):
+            return  # a slider is being dragged: its release asks
+        self._schedule_lens(LENS_SETTLE_MS)
+
+    def _live_toggled(self, on: bool) -> None:
+        if on:
+            self._schedule_lens(0)
+        else:
+            self._lens_timer.stop()
+            self.lens_runner.stop()
+
+    def _view_moved(self, *_: Any) -> None:
+        """Only a move to another place (a quarter of the cube or more) asks for a lens."""
+        if self._lens_center is None or self.last_lens is None:
+            self._schedule_lens(LENS_VIEW_SETTLE_MS)
+            return
+        center = self._view_center()
+        size = int(self.lens_size.value)
+        if (
+            center is not None
+            and max(abs(a - b) for a, b in zip(center, self._lens_center, strict=True)) >= size / 4
+        ):
+            self._schedule_lens(LENS_VIEW_SETTLE_MS)
+
+    def _schedule_lens(self, delay_ms: int) -> None:
+        if self.live.value and not self._closed:
+            self._lens_timer.start(delay_ms)
+
+    def _view_center(self) -> tuple[float, float, float] | None:
+        """The view point in the chosen image's voxels ``(i, j, k)``: the slice shown on the
+        axes not displayed, the camera's centre on the displayed ones."""
+        layer = self.image_layer.value
+        if layer is None or layer not in self.viewer.layers or layer.ndim != 3:
+            return None
+        point = list(self.viewer.dims.point[-3:])
+        displayed = list(self.viewer.dims.displayed)
+        center = list(self.viewer.camera.center)[-len(displayed) :]
+        offset = self.viewer.dims.ndim - 3
+        for axis, value in zip(displayed, center, strict=True):
+            if axis >= offset:
+                point[axis - offset] = value
+        kji = [(p - t) / s for p, t, s in zip(point, layer.translate, layer.scale, strict=True)]
+        return tuple(float(v) for v in kji[::-1])  # type: ignore[return-value]
+
+    def request_lens(self, *_: Any) -> bool:
+        """Attack the cube around the view point now (returns False when it did not start:
+        live lens off, a full run busy, or bad input — said in the status line)."""
+        import torch
+
+        from napari_vafa._lens import LensJob
+
+        self._lens_timer.stop()
+        if not self.live.value or self._closed or self.is_running:
+            return False
+        try:
+            layer, image, _, labels = self._inputs()
+        except (ValueError, TypeError) as err:
+            self.status.value = f"live lens: {err}"
+            return False
+        center = self._view_center()
+        if center is None:
+            return False
+        self._lens_center = center
+        job = LensJob(
+            image=image,
+            labels=labels,
+            model=self.model_picker.spec(),
+            attack=self.attack.value,
+            options=self._attack_options(),
+            seed=int(self.seed.value),
+            center=center,
+            image_key=(id(layer.data), layer.name),
+            size=int(self.lens_size.value),
+            threads=torch.get_num_threads(),
+        )
+        self._lens_layer = layer
+        self.lens_runner.request(job)
+        return True
+
+    def _on_lens_progress(self, p) -> None:
+        if not self._closed and not self.is_running:
+            self.status.value = f"live lens: step {p.step}/{p.total}…"
+
+    def _on_lens_failed(self, message: str) -> None:
+        if not self._closed:
+            self.status.value = f"live lens: {message}"
+
+    def _show_lens(self, done) -> None:
+        """The lens result in place: its layers over the cube, the status, the scrubber."""
+        from napari_vafa._lens import LENS_ORDER, lens_source
+        from napari_vafa._scrubber import ScrubSource, returned_position
+
+        if self._closed or self.is_running:
+            return
+        layer = self._lens_layer
+        if layer not in self.viewer.layers:
+            return
+        self.lens.source = lens_source(source_of(layer, None), done.start_kji)
+
+        def put(key: str):
+            return lambda: self.lens.put(key, done.layers.get(key), done)
+
+        def finish() -> None:
+            result = done.result
+            adversarial = self.lens.layers.get("adversarial")
+            if adversarial is not None:
+                adversarial.bounding_box.visible = True
+            self.last_lens = done
+            self.scrubber.attach(
+                ScrubSource(
+                    name="lens",
+                    history=result.history,
+                    mapping=done.mapping,
+                    clean_units=done.clean_units,
+                    layers=self.lens.layers,
+                    result=done.layers,
+                    returned=returned_position([result.returned_step], result.history.total),
+                    clean_dice=result.dice_clean,
+                )
+            )
+            self.status.value = lens_summary(done)
+            self.lens_shown_at = time.perf_counter()
+            self.lens_shown += 1
+
+        pieces = [*(put(key) for key in LENS_ORDER), finish]
+        existing = [self.lens.layers.get(key) for key in done.layers]
+        if all(layer in self.viewer.layers for layer in existing) and not self.lens_pacer.busy:
+            for piece in pieces:  # in place: a few ms, shown at once
+                piece()
+            return
+        self.lens_pacer.run(pieces)  # new layers: one insertion per event-loop turn
+
     # ------------------------------------------------------------------ compare view
     def _compared_layers(self) -> list[Any]:
-        """Clean image, adversarial, perturbation, clean and adversarial predictions (those
-        that exist), in that order."""
-        keys = ("adversarial", "perturbation", "clean_prediction", "adversarial_prediction")
-        results = [self.results.layers[k] for k in keys if k in self.results.layers]
-        source = self._source_layer
-        clean = [source] if source is not None and source in self.viewer.layers else []
-        return [*clean, *(layer for layer in results if layer in self.viewer.layers)]
+        """The compare view's cells, two layers each (the second over the first): clean image
+        and clean prediction, adversarial image and prediction, perturbation (and the changed
+        labels over it) — [] when the last run's layers are not all there."""
+        keys = ("clean_prediction", "adversarial", "adversarial_prediction", "perturbation")
+        layers = [self._source_layer, *(self.results.layers.get(k) for k in keys)]
+        if self.compare_changes.value:
+            layers.append(self._changed_labels_layer())
+        if any(layer is None or layer not in self.viewer.layers for layer in layers):
+            return []
+        return layers
+
+    def _changed_labels_layer(self):
+        """The voxels whose label the attack changed (their new label; 0 elsewhere), as a
+        result layer made now (the compare view waits for it)."""
+        done = self.last_result
+        if done is None:
+            return None
+        clean = done.layers["clean_prediction"]
+        adversarial = done.layers["adversarial_prediction"]
+        changed = np.where(adversarial != clean, adversarial, 0).astype(adversarial.dtype)
+        pending = list(self.results.put("changed", changed, done))
+        while pending:  # a new layer: insert it now, not over later turns
+            pending = [*(pending.pop(0)() or []), *pending]
+        layer = self.results.layers["changed"]
+        layer.contour = 1
+        return layer
 
     def _toggle_compare_view(self, on: bool) -> None:
         """Show the last run side by side in napari's grid, or put the previous view back."""
         try:
             if on:
-                self._compare.show(self._compared_layers(), shape=(2, 3))
+                layers = self._compared_layers()
+                if not layers:
+                    raise ValueError("nothing to compare yet: run an attack first")
+                perturbation = self.results.layers["perturbation"]
+                self._compare.show(layers, shape=(1, 3), stride=2, colorbars=[perturbation])
             else:
                 self._compare.restore()
+                self.results.remove("changed")  # made for the compare view only
         except ValueError as err:
             notify_error(f"{self.TITLE}: {err}")
             self.compare_view.value = False
@@ -287,6 +542,9 @@ class AttackWidget(WorkerWidget):
         from napari_vafa._worker import AttackJob
 
         layer, image, data, labels = self._inputs()
+        self._lens_timer.stop()
+        self.lens_runner.stop()  # the lens stops within a step; the run waits for the model
+        self.scrubber.detach()
         job = AttackJob(
             image=image,
             labels=labels,
@@ -446,6 +704,7 @@ class AttackWidget(WorkerWidget):
             outcome = done.outcome
             self.last_outcome = outcome
             self.last_result = done
+            self._attach_run_history(done)
             self.plots.show_outcome(outcome.metrics)
             head = (
                 "cancelled, best so far"
@@ -462,6 +721,35 @@ class AttackWidget(WorkerWidget):
                 self._finish_run()
 
         return [metrics, lambda: self.bands_panel.show_result(done), finish]
+
+    def _attach_run_history(self, done: JobDone) -> None:
+        """The step scrubber replays the full run (when its history was kept)."""
+        from napari_vafa._scrubber import ScrubSource, returned_position
+
+        history = done.history
+        if history is None:
+            return
+        outcome = done.outcome
+        returned = [row["step"] for row in outcome.history if row.get("returned")]
+        dice = outcome.metrics.dice_fg.clean
+        self.scrubber.attach(
+            ScrubSource(
+                name="run",
+                history=history,
+                mapping=outcome.model_input.mapping,
+                clean_units=outcome.model_input.source.array,
+                layers=self.results.layers,
+                result=done.layers,
+                returned=returned_position(returned, history.total),
+                clean_dice=None if dice is None else float(dice),
+            )
+        )
+
+    def _on_destroyed(self, *_: Any) -> None:
+        self._lens_timer.stop()
+        self.lens_pacer.clear()
+        self.lens_runner.close()
+        super()._on_destroyed()
 
     # ------------------------------------------------------------------ export
     def export(self, path: str | Path | None = None) -> list[Path]:

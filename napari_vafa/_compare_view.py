@@ -1,12 +1,12 @@
-"""The attack widget's *Compare view*: the clean image, the adversarial one, the perturbation and
-both predictions side by side in napari's grid (one camera, one slice for all), and the user's
-previous view back when it is switched off.
+"""The attack widget's *Compare view*: the clean image with its prediction over it, the
+adversarial image with its prediction, and the perturbation, side by side in napari's grid (one
+camera, one slice for all), and the user's previous view back when it is switched off.
 
-napari's grid (positive stride) places the visible layers only, the lowest in the layer list
-top left; so the compared layers are shown alone and moved to the top of the list in reading
-order, and everything
-changed — grid settings, display dimensions, camera, each layer's visibility and the layer
-order — is remembered and put back.
+napari's grid places the visible layers only, the lowest in the layer list top left, ``stride``
+consecutive layers in one cell (stride 2: an image and the labels over it); so the compared
+layers are shown alone and moved to the bottom of the list in reading order, and everything
+changed — grid settings, display dimensions, camera, each layer's visibility, the layer order
+and the colour bars shown — is remembered and put back.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class _View:
     camera: dict[str, Any]
     visible: list[tuple[Any, bool]]
     order: list[Any]
+    colorbars: list[tuple[Any, bool]]
 
 
 class CompareView:
@@ -42,8 +43,17 @@ class CompareView:
     def active(self) -> bool:
         return self._saved is not None
 
-    def show(self, layers: Sequence[Any], shape: tuple[int, int] = (-1, -1)) -> None:
-        """Only ``layers`` visible, in napari's grid, first one top left, in 2D.
+    def show(
+        self,
+        layers: Sequence[Any],
+        shape: tuple[int, int] = (-1, -1),
+        *,
+        stride: int = 1,
+        colorbars: Sequence[Any] = (),
+    ) -> None:
+        """Only ``layers`` visible, in napari's grid, ``stride`` of them per cell (the later
+        one over the earlier), first cell top left, in 2D; ``colorbars``: layers whose colour
+        bar is shown.
 
         Raises:
             ValueError: no layers to compare.
@@ -63,15 +73,21 @@ class CompareView:
                 },
                 visible=[(layer, layer.visible) for layer in viewer.layers],
                 order=list(viewer.layers),
+                colorbars=[],
             )
         chosen = list(layers)
         for layer in viewer.layers:
             layer.visible = any(layer == other for other in chosen)
-        for layer in chosen:  # to the top, in order: the first visible one is top left
-            _move(viewer.layers, layer, len(viewer.layers))
+        for index, layer in enumerate(chosen):
+            # to the bottom of the list, in order: the first one is top left, and napari's
+            # cells (index // stride of the whole list) pair them as given
+            _move(viewer.layers, layer, index)
+        for layer in colorbars:
+            self._saved.colorbars.append((layer, layer.colorbar.visible))
+            layer.colorbar.visible = True
         viewer.dims.ndisplay = 2
         grid = viewer.canvas.grid
-        grid.stride, grid.shape, grid.enabled = 1, shape, True
+        grid.stride, grid.shape, grid.enabled = stride, shape, True
         viewer.reset_view()
 
     def restore(self) -> None:
@@ -89,6 +105,8 @@ class CompareView:
         for layer, visible in saved.visible:
             if layer in viewer.layers:
                 layer.visible = visible
+        for layer, visible in saved.colorbars:
+            layer.colorbar.visible = visible
         viewer.dims.ndisplay = saved.ndisplay
         viewer.scene.camera.update(saved.camera)
 

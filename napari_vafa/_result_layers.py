@@ -39,7 +39,9 @@ LAYER_ORDER = (
     "clean_prediction",
     "adversarial_prediction",
 )
-LABEL_LAYERS = ("clean_prediction", "adversarial_prediction", "zeroed")
+LABEL_LAYERS = ("clean_prediction", "adversarial_prediction", "zeroed", "changed")
+#: Layers the compare view makes on demand: key → name.
+COMPARE_LAYERS = {"changed": "changed labels"}
 #: Colour of q = 0 in the quantization table: coefficients that were not quantized.
 UNQUANTIZED_GREY = (0.5, 0.5, 0.5, 1.0)
 
@@ -83,14 +85,24 @@ class ResultLayers:
         viewer: the napari viewer.
         on_change: called after a layer was added and registered (the host's
             ``reset_choices``: the layer-list event comes before the layer is known as ours).
+        names: layer name by key (default :data:`napari_vafa._worker.RESULT_LAYERS`).
 
     Attributes:
         layers: the layers by key.
-        source: :func:`source_of` the image layer of the current run.
+        source: :func:`source_of` the image layer of the current run (its ``translate`` is
+            where the layers start: the live lens shifts it to its cube).
     """
 
-    def __init__(self, viewer: napari.viewer.Viewer, on_change: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        on_change: Callable[[], Any],
+        names: dict[str, str] | None = None,
+    ) -> None:
+        from napari_vafa._worker import RESULT_LAYERS
+
         self.viewer = viewer
+        self.names = dict({**RESULT_LAYERS, **COMPARE_LAYERS} if names is None else names)
         self.layers: dict[str, Any] = {}
         self.source: SimpleNamespace | None = None
         self._clean_kji: np.ndarray | None = None
@@ -179,13 +191,12 @@ class ResultLayers:
 
         from napari_vafa._layers import derived_kwargs
         from napari_vafa._pacer import paint_apart
-        from napari_vafa._worker import RESULT_LAYERS
 
         style = dict(style)
         extra_meta = style.pop("metadata", {})
         limits_range = style.pop("contrast_limits_range", None)
         visible = bool(style.pop("visible", True))
-        kwargs = derived_kwargs(self.source, RESULT_LAYERS[key], **style, visible=False)
+        kwargs = derived_kwargs(self.source, self.names[key], **style, visible=False)
         kwargs["metadata"] = {**kwargs["metadata"], **extra_meta}
         layer = (Labels if key in LABEL_LAYERS else Image)(data, **kwargs)
         if limits_range is not None:
@@ -231,6 +242,6 @@ class ResultLayers:
             return {"colormap": colormap, "contrast_limits": limits[key], "visible": False}
         if key == "zeroed":
             return {"opacity": 0.6, "visible": False}
-        names = [] if done is None else list(done.outcome.settings.get("class_names") or [])
+        names = [] if done is None else list(done.class_names)
         visible = key == "adversarial_prediction"
         return {"opacity": 0.5, "visible": visible, "metadata": {"class_names": names}}

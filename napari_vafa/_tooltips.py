@@ -6,7 +6,7 @@ The attack settings bring their own, from the attacks' option schemas
 
 from __future__ import annotations
 
-__all__ = ["ATTACK_WIDGET", "TRAIN_WIDGET", "tooltip"]
+__all__ = ["ATTACK_WIDGET", "LAYER_HELP", "TRAIN_WIDGET", "tooltip"]
 
 _CARD_PRESET = (
     "Which model card describes the checkpoint: its card file (beside the weights, or chosen "
@@ -60,14 +60,67 @@ ATTACK_WIDGET: dict[str, str] = {
         "20/30; 10 steps). Unticked: the paper's full Table 1 (ε/σ 4 and 8, BIM; 20 steps)."
     ),
     "compare_view": (
-        "Show the last run side by side in napari's grid: clean | adversarial | perturbation | "
-        "clean and adversarial predictions, one camera and one slice for all. Untick to get "
-        "your previous view back."
+        "Show the last run side by side in napari's grid, each image with its prediction over "
+        "it: clean + clean prediction | adversarial + adversarial prediction | perturbation "
+        "(blue darker, red brighter; its colour bar gives the scale). One camera and one "
+        "slice for all. Untick to get your previous view back."
     ),
+    "compare_changes": (
+        "In the compare view, also outline the voxels whose label the attack changed, over "
+        "the perturbation (coloured by their new label)."
+    ),
+    "live": (
+        "Live lens: attack a small cube around the point you look at whenever you release a "
+        "slider, change a setting or move to another place, and show it in place within "
+        "about a second (the 'lens:' layers; the cube is outlined). The full volume still "
+        "needs Run."
+    ),
+    "lens_size": (
+        "Side of the lens cube in voxels of the model's grid. A bigger model gets a smaller "
+        "cube or fewer steps so that the lens still answers within a second; the status line "
+        "says what it chose."
+    ),
+    "step_slider": (
+        "Replay the last run (lens or Run) step by step: 0 is the clean image; at every step "
+        "the adversarial image, the prediction and the quantization table are shown as the "
+        "attack had them then."
+    ),
+    "step_info": "Dice and SSIM of the step shown by the step slider.",
+    "layer_help": "What the selected layer shows.",
     "compare_button": (
         "Run the paper's Table-1 attacks on this volume and model, one after the other, and "
         "show Dice, SSIM, PSNR and L∞ of each in the metrics dock (minutes on a CPU)."
     ),
+}
+
+#: One or two sentences per result layer, for students (shown when the layer is selected).
+LAYER_HELP: dict[str, str] = {
+    "adversarial": (
+        "The attacked image. It looks almost like the original: the attack only rounded its "
+        "3D frequency coefficients (VAFA) or nudged voxels by a few grey levels (PGD)."
+    ),
+    "perturbation": (
+        "Attacked minus original, amplified: blue where the attack darkened the image, red "
+        "where it brightened it. This is all the attack changed."
+    ),
+    "clean_prediction": "What the model segments on the original image.",
+    "adversarial_prediction": (
+        "What the model segments on the attacked image. Compare it with the clean "
+        "prediction: organs that shrink or vanish are what the attack broke."
+    ),
+    "dct_clean": (
+        "Log-magnitude of the 3D DCT of every block of the original: bright top-left corners "
+        "are the low frequencies that carry most of the image."
+    ),
+    "dct_adversarial": (
+        "The same after the attack: the high frequencies (away from each block's corner) "
+        "that the quantization rounded to zero have gone dark."
+    ),
+    "q_table": (
+        "The quantization step VAFA learned for every frequency of every block: a bigger "
+        "step rounds that frequency more coarsely (more damage, less like the original)."
+    ),
+    "zeroed": "Frequencies that the learned table rounded to exactly zero (removed).",
 }
 
 #: Tooltips of :class:`napari_vafa._train_widget.TrainWidget`, by control attribute name.

@@ -27,6 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from vafa.io.models import ModelCard
     from vafa.io.volume import Volume
+    from vafa.run.history import StepHistory
     from vafa.run.pipeline import AttackOutcome
 
 __all__ = [
@@ -152,6 +153,8 @@ class JobDone:
         block_size: block size of the DCT pictures.
         notes: remarks for the user (e.g. a layer that could not be made).
         timings: seconds spent loading the model, attacking, making the layers.
+        history: the run step by step (:class:`vafa.run.history.StepHistory`, model grid =
+            image grid), or None when the image was resampled for the model.
     """
 
     outcome: AttackOutcome
@@ -160,6 +163,11 @@ class JobDone:
     block_size: tuple[int, ...]
     notes: list[str]
     timings: dict[str, float]
+    history: StepHistory | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.outcome.settings.get("class_names") or [])
 
 
 @dataclass
@@ -184,10 +192,16 @@ class JobCancelled:
 
 
 class ModelCache:
-    """The last loaded model, so that re-runs with the same model do not reload it."""
+    """The last loaded model, so that re-runs with the same model do not reload it.
+
+    Attributes:
+        in_use: held by a job while it runs the model (an attack sets the model's training
+            flag and ``requires_grad`` and puts them back: two jobs at once would mix them up).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.in_use = threading.Lock()
         self._key: ModelSpec | None = None
         self._value: tuple[Any, ModelCard] | None = None
 
@@ -221,19 +235,23 @@ def run_job(
         cache: model cache shared across runs (None: load every time).
     """
     timings: dict[str, float] = {}
+    cache = cache or ModelCache()
     try:
-        model, card = load_in_worker(job.threads, (cache or ModelCache()).get, job.model, timings)
-        if cancel.is_set():
-            return JobCancelled(timings)
-        start = time.perf_counter()
-        outcome = yield from _attack(job, model, card, cancel, start)
-        timings["attack"] = time.perf_counter() - start
+        model, card = load_in_worker(job.threads, cache.get, job.model, timings)
+        with cache.in_use:
+            if cancel.is_set():
+                return JobCancelled(timings)
+            start = time.perf_counter()
+            outcome, history = yield from _attack(job, model, card, cancel, start)
+            timings["attack"] = time.perf_counter() - start
         start = time.perf_counter()
         block = _block_size(outcome)
         layers, notes = result_layer_data(outcome, block)
         limits = display_limits(layers)
+        if history is not None:
+            history.set_clean_prediction(np.transpose(layers["clean_prediction"], (2, 1, 0)))
         timings["layers"] = time.perf_counter() - start
-        return JobDone(outcome, layers, limits, block, notes, timings)
+        return JobDone(outcome, layers, limits, block, notes, timings, history)
     except Exception as err:  # every failure becomes a notification, never a crash
         return JobFailed.from_exception(err)
 
@@ -266,6 +284,9 @@ def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
         seed=job.seed,
         resample_back=True,
     )
+    history = previewer.history(job.attack, _steps_of(job.attack, job.options))
+    if history is not None:
+        steps = history.recording(steps)
     try:
         event = next(steps)
         while True:
@@ -282,7 +303,7 @@ def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
             )
             event = steps.send(False if cancel.is_set() else None)
     except StopIteration as stop:
-        return stop.value
+        return stop.value, history
 
 
 class _Previewer:
@@ -304,6 +325,19 @@ class _Previewer:
             self.roi = tuple(card.roi_size)
             self.tiles = tile_grid(image.shape, self.roi)
             self.mapping = mapping_from_dict(card.intensity).fit(image.array)
+
+    def history(self, attack: str, steps: int) -> StepHistory | None:
+        """A step history of the run on the image's grid (None: the image is resampled)."""
+        import torch
+
+        from vafa.run.history import StepHistory
+
+        if not self.enabled:
+            return None
+        clean01 = torch.from_numpy(self.mapping.forward(self.image.array))[None, None]
+        return StepHistory(
+            clean01, steps, tiles=self.tiles, roi=self.roi, with_tables=attack.startswith("vafa")
+        )
 
     def offer(self, event) -> TilePreview | None:
         from vafa.run.tiling import crop_tile
@@ -383,8 +417,9 @@ def display_limits(layers: dict[str, np.ndarray]) -> dict[str, tuple[float, floa
         limits["perturbation_range"] = (-high, high)
     else:
         limits["perturbation"] = limits["perturbation_range"] = (-1.0, 1.0)
-    high = float(np.percentile(layers["dct_clean"], 99.9)) or 1.0
-    limits["dct_clean"] = limits["dct_adversarial"] = (0.0, high)
+    if "dct_clean" in layers:
+        high = float(np.percentile(layers["dct_clean"], 99.9)) or 1.0
+        limits["dct_clean"] = limits["dct_adversarial"] = (0.0, high)
     if "q_table" in layers:
         low, high = float(layers["q_table"].min()), float(layers["q_table"].max())
         limits["q_table"] = (low, max(high, low + 1.0))
@@ -415,6 +450,16 @@ def _block_size(outcome: AttackOutcome) -> tuple[int, ...]:
     if isinstance(block, int):
         return (block,) * 3
     return tuple(int(b) for b in block)
+
+
+def _steps_of(attack: str, options: dict[str, Any]) -> int:
+    """The steps ``attack`` runs with ``options`` (its schema's default when not given)."""
+    from vafa.attacks import attack_class
+
+    if options.get("steps") is not None:
+        return int(options["steps"])
+    defaults = {o.name: o.default for o in attack_class(attack).options}
+    return int(defaults.get("steps") or 0)
 
 
 def _same_grid(image: Volume, card: ModelCard) -> bool:

@@ -226,3 +226,16 @@ def test_lens_cancels_between_steps_and_pads_a_small_volume():
         result = stop.value
     assert result.cancelled and result.adversarial01.shape == (1, 12, 16, 16)
     assert result.dice_clean == 1.0  # without labels: the clean prediction is the reference
+
+
+def test_history_keeps_values_inside_the_window_inside():
+    """Rounded to float16, 0.99994 would become 1.0 — where a CT window's inverse mapping gives
+    a clipped voxel its original HU back; the history keeps it below 1 (and above 0)."""
+    x = torch.full((1, 1, 4, 4, 4), 0.5)
+    x[..., 0, 0, 0] = 0.99994
+    x[..., 1, 0, 0] = 1e-9
+    x[..., 2, 0, 0] = 1.0
+    x[..., 3, 0, 0] = 0.0
+    clean = StepHistory(x, 1).at(0).adversarial[0]
+    assert 1 - 2**-10 < clean[0, 0, 0] < 1 and 0 < clean[1, 0, 0] < 1e-6
+    assert clean[2, 0, 0] == 1 and clean[3, 0, 0] == 0

@@ -221,6 +221,7 @@ def _viewer_with_sample(make_napari_viewer, **kwargs):
     viewer = make_napari_viewer(**kwargs)
     ct, seg = viewer.open_sample(PLUGIN, "abdominal_ct")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    widget.live.value = False  # these tests are about full runs (the lens: test_live_lens.py)
     return viewer, widget, ct, seg
 
 
@@ -621,21 +622,35 @@ def test_compare_view_shows_the_run_side_by_side_and_restores_the_view(
     before_order = [layer.name for layer in viewer.layers]
     before_visible = {layer.name: layer.visible for layer in viewer.layers}
     results = widget.result_layers
-    compared = [ct, *(results[k] for k in
-                      ("adversarial", "perturbation", "clean_prediction", "adversarial_prediction"))]  # fmt: skip
+    perturbation = results["perturbation"]
+    assert not perturbation.colorbar.visible
 
+    widget.compare_changes.value = True
     widget.compare_view.native.click()  # as a user
+    changed = results["changed"]  # the voxels whose label changed, made on demand
+    compared = [ct, *(results[k] for k in ("clean_prediction", "adversarial",
+                                           "adversarial_prediction", "perturbation")), changed]  # fmt: skip
     grid = viewer.canvas.grid
-    assert grid.enabled and tuple(grid.shape) == (2, 3) and viewer.dims.ndisplay == 2
+    assert grid.enabled and grid.stride == 2 and viewer.dims.ndisplay == 2
     assert [layer.name for layer in viewer.layers if layer.visible] == [c.name for c in compared]
     positions = [grid.position(viewer.layers.index(layer), viewer.layers) for layer in compared]
-    assert positions == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]  # reading order
+    # each image with its prediction over it, then the perturbation with the changes over it
+    assert positions == [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2)]
+    assert perturbation.colorbar.visible and perturbation.colormap.name == "RdBu_r"
+    clean_pred = results["clean_prediction"].data
+    adv_pred = results["adversarial_prediction"].data
+    assert np.array_equal(changed.data != 0, (adv_pred != clean_pred) & (adv_pred != 0))
+    if os.environ.get("NAPARI_VAFA_COMPARE_SCREENSHOT"):
+        viewer.window._qt_window.resize(1500, 700)
+        qtbot.wait(200)
+        viewer.screenshot(os.environ["NAPARI_VAFA_COMPARE_SCREENSHOT"], canvas_only=True)
 
     widget.compare_view.native.click()  # off: the previous view comes back
     assert not grid.enabled and viewer.dims.ndisplay == 3
     assert [layer.name for layer in viewer.layers] == before_order
     assert {layer.name: layer.visible for layer in viewer.layers} == before_visible
     assert viewer.scene.camera.zoom == pytest.approx(1.7)
+    assert not perturbation.colorbar.visible
     assert errors == []
 
 

@@ -201,7 +201,7 @@ def test_a_new_result_layer_is_made_inserted_and_shown_in_three_pieces(make_napa
         name="ct", scale=(2.0, 1.0, 1.0), translate=(0.0, 0.0, 0.0), metadata={"affine": 1},
         contrast_limits=(0.0, 1.0), colormap="gray", source=None,
     )  # fmt: skip
-    done = SimpleNamespace(limits={}, outcome=SimpleNamespace(settings={"class_names": ["bg"]}))
+    done = SimpleNamespace(limits={}, class_names=["bg"])
     data = np.zeros((4, 5, 6), dtype=np.int32)
     (insert,) = results.put("adversarial_prediction", data, done)
     layer = results.layers["adversarial_prediction"]

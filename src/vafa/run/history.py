@@ -6,7 +6,8 @@ kept step, the volume the model saw at that step, the model's prediction of it a
 quantization table — stitched over tiles by the tiling's rule (raster order, the later tile
 wins), so that step ``k`` of a tiled run is every tile at its own step ``k``.
 
-Memory: the adversarial volume as float16 (2 bytes a voxel: |error| ≤ 2⁻¹¹ on [0, 1]), the
+Memory: the adversarial volume as float16 (2 bytes a voxel: |error| ≤ 2⁻¹¹ on [0, 1]; a value
+inside (0, 1) stays inside, so a window's inverse mapping still knows it was not clipped), the
 prediction as uint8 (int16 above 255 classes), the table as float16; when keeping every step
 would exceed ``cap_bytes``, only every ``stride``-th step is kept (and always the last).
 Step 0 is the clean volume (:meth:`StepHistory.set_clean`).
@@ -90,7 +91,7 @@ class StepHistory:
         self.total = int(steps)
         self.tiles = list(tiles) if tiles is not None else [tuple(slice(0, n) for n in shape)]
         self.roi = tuple(roi) if roi is not None else shape
-        self._clean = clean[0].detach().to("cpu", torch.float16).numpy()
+        self._clean = _unit_f16(clean[0])
         voxels = math.prod(shape)
         per_step = voxels * (2 * self.channels + 1 + (2 * self.channels if with_tables else 0))
         self.stride = max(1, math.ceil(per_step * max(steps, 1) / max(cap_bytes, 1)))
@@ -116,7 +117,7 @@ class StepHistory:
         adv = self._adv.get(step)
         if adv is None:
             adv = self._adv[step] = self._clean.copy()
-        adv[region] = _numpy(crop_tile(event.adversarial[0], sl, self.roi), np.float16)
+        adv[region] = _unit_f16(crop_tile(event.adversarial[0], sl, self.roi))
         if event.prediction is not None:
             pred = self._pred.get(step)
             part = crop_tile(event.prediction[0, 0], sl, self.roi)
@@ -207,6 +208,19 @@ class StepHistory:
             scores["ssim"],
             scores["loss"],
         )
+
+
+def _unit_f16(tensor: torch.Tensor) -> np.ndarray:
+    """[0, 1] values as float16 that stay inside the open interval when they were inside: a
+    value just below 1 (or above 0) must not round onto the bound, where an intensity window's
+    inverse mapping tells clipped voxels apart (it gives them back their original value)."""
+    x = tensor.detach().to("cpu", torch.float32)
+    half = x.to(torch.float16)
+    below_one = torch.tensor(1.0 - 2.0**-11, dtype=torch.float16)
+    above_zero = torch.tensor(2.0**-24, dtype=torch.float16)
+    half = torch.where((x < 1) & (half >= 1), below_one, half)
+    half = torch.where((x > 0) & (half <= 0), above_zero, half)
+    return half.numpy()
 
 
 def _numpy(tensor: torch.Tensor, dtype) -> np.ndarray:

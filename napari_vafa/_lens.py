@@ -1,0 +1,372 @@
+"""The attack widget's *live lens*: a cube around the view point, attacked again whenever a
+setting or the view changes, shown in place within about a second.
+
+* :func:`run_lens` — the background job (a generator, no Qt): model, model input (cached per
+  image), a plan that fits the time budget (:func:`vafa.run.lens.plan_lens`, from a measured
+  pass time that later lenses refine), :func:`vafa.run.lens.iter_lens`, and the layer data in
+  the image's units and napari's ``(k, j, i)`` order.
+* :class:`LensRunner` — one lens job at a time on the GUI side: a new request cancels the
+  running job (it stops between two steps) and runs as soon as it has stopped; only the newest
+  request runs, and a cancelled job's result is never shown.
+
+The lens works on the image's own grid (the model's grid, as for the bundled sample); an image
+that the model would see resampled gets a one-line message instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_vafa._worker import (
+    JobCancelled,
+    JobFailed,
+    ModelCache,
+    ModelSpec,
+    _same_grid,
+    load_in_worker,
+)
+
+if TYPE_CHECKING:
+    from vafa.io.intensity import IntensityMapping
+    from vafa.io.volume import Volume
+    from vafa.run.lens import LensPlan, LensResult
+
+__all__ = [
+    "LENS_LAYERS",
+    "LENS_ORDER",
+    "LensDone",
+    "LensJob",
+    "LensPlanner",
+    "LensProgress",
+    "LensRunner",
+    "lens_source",
+    "run_lens",
+]
+
+#: Lens layers: key → layer name.
+LENS_LAYERS = {
+    "q_table": "lens: quantization table",
+    "perturbation": "lens: perturbation",
+    "adversarial": "lens: adversarial",
+    "clean_prediction": "lens: clean prediction",
+    "adversarial_prediction": "lens: adversarial prediction",
+}
+#: Their stacking order (bottom first).
+LENS_ORDER = tuple(LENS_LAYERS)
+
+
+@dataclass
+class LensJob:
+    """One lens request (built on the GUI thread).
+
+    Attributes:
+        image: the image in file units (``(i, j, k)``), ``image_key`` identifies its data.
+        labels: ground truth on its grid, or None (the model's prediction is attacked).
+        center: the view point in the image's voxel coordinates ``(i, j, k)``.
+        size: the wanted side of the cube; budget: seconds it should take.
+    """
+
+    image: Volume
+    labels: Volume | None
+    model: ModelSpec
+    attack: str
+    options: dict[str, Any]
+    seed: int | None
+    center: tuple[float, float, float]
+    image_key: Any = None
+    size: int = 64
+    budget: float = 1.0
+    threads: int | None = None
+
+
+@dataclass
+class LensProgress:
+    """One step of a lens job."""
+
+    step: int
+    total: int
+
+
+@dataclass
+class LensDone:
+    """A finished lens.
+
+    Attributes:
+        result: the library's :class:`~vafa.run.lens.LensResult`.
+        layers: layer data by key of :data:`LENS_LAYERS`, ``(k, j, i)``, in the image's units.
+        limits: contrast limits (``perturbation``, ``perturbation_range``, ``q_table``).
+        start_kji: the cube's first voxel in napari's order (where its layers are placed).
+        mapping: the model's intensity mapping, fitted to the image (for the scrubber).
+        clean_units: the cube of the clean image, ``(i, j, k)`` file units.
+        class_names: the model's class names.
+        timings: seconds (load, plan, attack, layers).
+    """
+
+    result: LensResult
+    layers: dict[str, np.ndarray]
+    limits: dict[str, tuple[float, float]]
+    start_kji: tuple[int, int, int]
+    mapping: IntensityMapping
+    clean_units: np.ndarray
+    class_names: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def plan(self) -> LensPlan | None:
+        return self.result.plan
+
+
+class LensPlanner:
+    """What lens jobs keep between runs: the model input of the last image, and a pass time
+    per model and cube side (measured once, then refined by every finished lens)."""
+
+    def __init__(self) -> None:
+        self._input_key: Any = None
+        self._input: tuple[Any, Any, Any] | None = None
+        self._pass: dict[tuple[Any, int], float] = {}
+        self._fixed: dict[Any, int] = {}
+
+    def model_input(self, job: LensJob, card):
+        """``(x01 [1, 1, H, W, D], labels [1, 1, H, W, D] or None, fitted mapping)``."""
+        from vafa.run.pipeline import labels_to_model_space, to_model_space
+
+        key = (job.image_key, card.architecture, id(job.labels) if job.labels else None)
+        if job.image_key is None or key != self._input_key or self._input is None:
+            model_input = to_model_space(job.image, card)
+            labels = None
+            if job.labels is not None:
+                labels = labels_to_model_space(job.labels, model_input)
+            self._input = (model_input.tensor, labels, model_input.mapping)
+            self._input_key = key
+        return self._input
+
+    def plan(self, model, card, job: LensJob, steps: int) -> LensPlan:
+        """The lens that fits ``job.budget`` (measures the pass time the first time)."""
+        from vafa.run.lens import plan_lens
+
+        spec = job.model
+        fixed = self._fixed.get(spec)
+        size = fixed or job.size
+        seconds = self._pass_seconds(model, card, spec, size)
+        if seconds is None:  # the model refuses this size: its own tile size only
+            size = int(card.roi_size[0])
+            self._fixed[spec] = size
+            seconds = self._pass_seconds(model, card, spec, size)
+            if seconds is None:
+                raise ValueError(f"the model does not accept a {size}³ cube")
+        fixed = spec in self._fixed
+        plan = plan_lens(seconds, size=size, steps=steps, budget=job.budget, fixed_size=fixed)
+        if plan.size != size:  # warm the chosen size up too, and plan with its own time
+            own = self._pass_seconds(model, card, spec, plan.size)
+            if own is not None:
+                again = plan_lens(own, size=plan.size, steps=steps, budget=job.budget)
+                if again.size == plan.size:
+                    plan = type(plan)(plan.size, again.steps, again.seconds, plan.note)
+        return plan
+
+    def observe(self, spec: ModelSpec, result: LensResult) -> None:
+        """Refine the pass time of ``result``'s cube side from its measured duration."""
+        from vafa.run.lens import SETUP_PASSES, STEP_OVERHEAD
+
+        plan = result.plan
+        if plan is None or result.cancelled or plan.steps == 0:
+            return
+        seen = result.seconds / (STEP_OVERHEAD * plan.steps + SETUP_PASSES)
+        key = (spec, plan.size)
+        before = self._pass.get(key, seen)
+        self._pass[key] = 0.5 * before + 0.5 * seen
+
+    def _pass_seconds(self, model, card, spec: ModelSpec, size: int) -> float | None:
+        from vafa.run.lens import measure_step_seconds
+
+        key = (spec, size)
+        if key not in self._pass:
+            try:
+                self._pass[key] = measure_step_seconds(model, size, card.in_channels)
+            except ValueError:
+                return None
+        return self._pass[key]
+
+
+def run_lens(
+    job: LensJob, cancel: threading.Event, cache: ModelCache, planner: LensPlanner
+) -> Generator[LensProgress, Any, LensDone | JobFailed | JobCancelled]:
+    """One lens: yields a :class:`LensProgress` per step, returns the result (never raises)."""
+    from vafa.run.lens import iter_lens, lens_region
+
+    timings: dict[str, float] = {}
+    try:
+        model, card = load_in_worker(job.threads, cache.get, job.model, timings)
+        if not _same_grid(job.image, card):
+            spacing = ", ".join(f"{s:g}" for s in card.spacing or ())
+            raise ValueError(
+                f"the live lens needs the image on the model's grid ({card.orientation}, "
+                f"{spacing} mm); use Run, which resamples"
+            )
+        with cache.in_use:
+            if cancel.is_set():
+                return JobCancelled(timings)
+            start = time.perf_counter()
+            x01, labels, mapping = planner.model_input(job, card)
+            options = dict(job.options)
+            steps = int(options.get("steps", 0) or 0)
+            plan = planner.plan(model, card, job, steps)
+            if "steps" in options:
+                options["steps"] = plan.steps
+            timings["plan"] = time.perf_counter() - start
+            start = time.perf_counter()
+            region = lens_region(x01.shape[2:], job.center, plan.size)
+            gen = iter_lens(
+                model, x01, labels, region, num_classes=card.out_channels, attack=job.attack,
+                options=options, seed=job.seed, size=plan.size, plan=plan,
+            )  # fmt: skip
+            try:
+                event = next(gen)
+                while True:
+                    yield LensProgress(event.step, event.total)
+                    event = gen.send(False if cancel.is_set() else None)
+            except StopIteration as stop:
+                result = stop.value
+            timings["attack"] = time.perf_counter() - start
+        if result.cancelled:
+            return JobCancelled(timings)
+        planner.observe(job.model, result)
+        start = time.perf_counter()
+        done = _lens_done(job, result, mapping, card)
+        done.timings = {**timings, "layers": time.perf_counter() - start}
+        return done
+    except Exception as err:  # every failure becomes a status line, never a crash
+        return JobFailed.from_exception(err)
+
+
+def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:
+    from napari_vafa._worker import display_limits
+
+    region = result.region
+    clean_units = np.asarray(job.image.array[region], dtype=np.float32)
+    adversarial = mapping.inverse(result.adversarial01[0], clean_units).astype(np.float32)
+
+    def kji(array: np.ndarray, dtype=None) -> np.ndarray:
+        out = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    labels_dtype = np.uint8 if card.out_channels <= 256 else np.int32
+    layers = {
+        "adversarial": kji(adversarial),
+        "perturbation": kji(adversarial - clean_units),
+        "clean_prediction": kji(result.clean_prediction, labels_dtype),
+        "adversarial_prediction": kji(result.adversarial_prediction, labels_dtype),
+    }
+    if result.q_table is not None:
+        layers["q_table"] = kji(result.q_table[0], np.float32)
+    limits = display_limits(layers)
+    start = tuple(int(s.start) for s in region)[::-1]
+    return LensDone(result, layers, limits, start, mapping, clean_units, list(card.class_names))  # type: ignore[arg-type]
+
+
+def lens_source(source: SimpleNamespace, start_kji: tuple[int, int, int]) -> SimpleNamespace:
+    """The image layer's description with its ``translate`` moved to the cube's first voxel."""
+    translate = tuple(
+        float(t) + float(s) * int(k)
+        for t, s, k in zip(source.translate[-3:], source.scale[-3:], start_kji, strict=True)
+    )
+    return SimpleNamespace(**{**vars(source), "translate": translate})
+
+
+class LensRunner:
+    """One lens job at a time; the newest request wins (GUI thread).
+
+    Args:
+        cache: the widget's model cache (shared with full runs; see ``ModelCache.in_use``).
+        on_progress, on_done, on_failed: GUI callbacks with a :class:`LensProgress`, a
+            :class:`LensDone`, a one-line message.
+    """
+
+    def __init__(
+        self,
+        cache: ModelCache,
+        on_progress: Callable[[LensProgress], Any],
+        on_done: Callable[[LensDone], Any],
+        on_failed: Callable[[str], Any],
+    ) -> None:
+        self.cache = cache
+        self.planner = LensPlanner()
+        self._on_progress, self._on_done, self._on_failed = on_progress, on_done, on_failed
+        self._worker = None
+        self._cancel: threading.Event | None = None
+        self._pending: LensJob | None = None
+        #: jobs started, and those cancelled by a newer request (tests, benchmarks)
+        self.started = 0
+        self.superseded = 0
+        self.closed = False
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None or self._pending is not None
+
+    def request(self, job: LensJob) -> None:
+        """Run ``job`` now, or as soon as the running job has stopped (which is asked now)."""
+        if self.closed:
+            return
+        self._pending = job
+        if self._worker is not None:
+            if self._cancel is not None and not self._cancel.is_set():
+                self._cancel.set()
+                self.superseded += 1
+            return
+        self._start_pending()
+
+    def stop(self) -> None:
+        """Cancel the running job and drop the waiting one."""
+        self._pending = None
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.stop()
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _start_pending(self) -> None:
+        from napari.qt.threading import create_worker
+
+        job, self._pending = self._pending, None
+        if job is None or self.closed:
+            return
+        cancel = threading.Event()
+        worker = create_worker(
+            run_lens, job, cancel, self.cache, self.planner, _start_thread=False,
+            _ignore_errors=True,
+        )  # fmt: skip
+        worker.yielded.connect(self._progress)
+        worker.returned.connect(lambda value, c=cancel: self._returned(value, c))
+        worker.finished.connect(lambda w=worker: self._finished(w))
+        self._worker, self._cancel = worker, cancel
+        self.started += 1
+        worker.start()
+
+    def _progress(self, progress: LensProgress) -> None:
+        if not self.closed and self._cancel is not None and not self._cancel.is_set():
+            self._on_progress(progress)
+
+    def _returned(self, value, cancel: threading.Event) -> None:
+        if self.closed or cancel.is_set():
+            return  # superseded: only the newest request is shown
+        if isinstance(value, LensDone):
+            self._on_done(value)
+        elif isinstance(value, JobFailed):
+            self._on_failed(value.message)
+
+    def _finished(self, worker) -> None:
+        if self._worker is worker:
+            self._worker, self._cancel = None, None
+        if not self.closed:
+            self._start_pending()

@@ -1,0 +1,159 @@
+"""The attack widget's *step scrubber*: after a run (the lens or a full run) a slider 0…steps
+shows the adversarial image, the model's prediction, the quantization table and the step's
+Dice/SSIM as they were at that step — the library's own iterates, kept by
+:class:`vafa.run.history.StepHistory` (float16 volumes, every k-th step above a memory cap).
+
+Step 0 is the clean image. At the step the attack returned, the run's own result layers come
+back exactly. The history is released when another run is attached or a full run starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import Label, Slider
+
+if TYPE_CHECKING:
+    from vafa.io.intensity import IntensityMapping
+    from vafa.run.history import StepHistory
+
+__all__ = ["ScrubSource", "Scrubber", "returned_position"]
+
+#: Layer keys the scrubber rewrites (those of the run that exist).
+SCRUBBED = ("adversarial", "perturbation", "adversarial_prediction", "q_table")
+
+
+@dataclass
+class ScrubSource:
+    """A run the scrubber can replay.
+
+    Attributes:
+        name: what ran ("lens", "run"), for the info line.
+        history: its iterates.
+        mapping: the model's intensity mapping (fitted), to bring [0, 1] back to file units.
+        clean_units: the clean image where the history lives, ``(i, j, k)`` file units.
+        layers: ``{key: layer}`` the layers to rewrite (keys of :data:`SCRUBBED`).
+        result: the run's own layer data by key (shown at the returned position).
+        returned: the slider position of the returned iterate.
+        clean_dice: foreground Dice of the clean image (step 0), if known.
+    """
+
+    name: str
+    history: StepHistory
+    mapping: IntensityMapping
+    clean_units: np.ndarray
+    layers: dict[str, Any]
+    result: dict[str, np.ndarray]
+    returned: int
+    clean_dice: float | None = None
+
+
+def returned_position(steps: Sequence[Any], total: int) -> int:
+    """Slider position of a run's returned iterate: its step when every tile (batch) returned
+    the same numbered step, else the last step (e.g. ``"final"``: after the last update)."""
+    numbered = {s for s in steps if isinstance(s, int)}
+    if len(numbered) == 1 and len(numbered) == len(set(steps)):
+        return int(numbered.pop())
+    return int(total)
+
+
+class Scrubber:
+    """The step slider and its info line (``slider``, ``info``: magicgui widgets to place).
+
+    Args:
+        on_error: called with a message when a step cannot be shown.
+    """
+
+    def __init__(self, on_error: Callable[[str], Any]) -> None:
+        self.slider = Slider(label="step", min=0, max=0, value=0, enabled=False)
+        self.info = Label(value="")
+        self.source: ScrubSource | None = None
+        self._on_error = on_error
+        self.slider.changed.connect(self._show)
+
+    def attach(self, source: ScrubSource) -> None:
+        """Replay ``source`` from now on (the previous history is released); the slider
+        stands at the returned iterate."""
+        self.detach()
+        history = source.history
+        self.source = source
+        with self.slider.changed.blocked():
+            self.slider.max = max(history.total, 0)
+            self.slider.step = history.stride
+            self.slider.value = min(source.returned, self.slider.max)
+        self.slider.enabled = history.total > 0
+        self._describe(self.slider.value)
+
+    def detach(self) -> None:
+        """Forget the current run and free its history."""
+        source, self.source = self.source, None
+        if source is not None:
+            source.history.release()
+        self.slider.enabled = False
+        self.info.value = ""
+
+    def frames(self, step: int) -> dict[str, np.ndarray]:
+        """Layer data of ``step`` (``(k, j, i)``, file units) for the keys of the run."""
+        source = self.source
+        if source is None:
+            return {}
+        if step == source.returned:
+            return {k: v for k, v in source.result.items() if k in SCRUBBED}
+        kept = source.history.at(step)
+        clean = source.clean_units
+        adversarial = source.mapping.inverse(kept.adversarial[0], clean).astype(np.float32)
+        out = {
+            "adversarial": _kji(adversarial),
+            "perturbation": _kji(adversarial - clean),
+        }
+        if kept.prediction is not None:
+            dtype = source.result.get("adversarial_prediction", kept.prediction).dtype
+            out["adversarial_prediction"] = _kji(kept.prediction).astype(dtype, copy=False)
+        if "q_table" in source.result:
+            q = kept.q_table[0] if kept.q_table is not None else np.zeros(clean.shape)
+            out["q_table"] = _kji(q).astype(np.float32, copy=False)
+        return out
+
+    def _show(self, step: int) -> None:
+        source = self.source
+        if source is None:
+            return
+        try:
+            for key, data in self.frames(int(step)).items():
+                layer = source.layers.get(key)
+                if layer is not None and data.shape == tuple(layer.data.shape):
+                    layer.data = data
+        except Exception as err:  # a layer changed under us: report, stay usable
+            self._on_error(f"could not show step {step}: {err}")
+            return
+        self._describe(int(step))
+
+    def _describe(self, step: int) -> None:
+        source = self.source
+        if source is None:
+            return
+        history = source.history
+        kept = history.nearest(step)
+        total = history.total
+        if kept == 0:
+            dice = "" if source.clean_dice is None else f" · Dice {source.clean_dice:.3f}"
+            self.info.value = f"{source.name} step 0/{total}: the clean image{dice}"
+            return
+        scores = history.scores(kept)
+        text = f"{source.name} step {kept}/{total}"
+        if scores["dice"] is not None:
+            text += f" · Dice {scores['dice']:.3f}"
+        if scores["ssim"] is not None:
+            text += f" · SSIM {scores['ssim']:.3f}"
+        if step == source.returned:
+            text += " · the iterate the attack returned"
+        if history.stride > 1:
+            text += f" (every {history.stride}th step kept)"
+        self.info.value = text
+
+
+def _kji(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(array, (2, 1, 0)))

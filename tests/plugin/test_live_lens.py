@@ -1,0 +1,184 @@
+"""The attack widget's live lens and step scrubber, driven as a user in a real viewer with the
+bundled sample and demo model (few steps), checked against the library run directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vafa.attacks import build_attack
+from vafa.io.data import sample_paths
+from vafa.io.volume import load_volume
+from vafa.run.pipeline import labels_to_model_space, to_model_space
+
+PLUGIN, WIDGET = "napari-vafa", "VAFA attack"
+TIMEOUT_MS = 120_000
+HU_F16 = 425 * 2.0**-11 * 1.01  # float16 rounding of [0, 1] in the CT window's HU
+
+
+def _viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    ct, _ = viewer.open_sample(PLUGIN, "abdominal_ct")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+    return viewer, widget, ct
+
+
+def _q_slider(widget):
+    from qtpy.QtWidgets import QAbstractSlider
+
+    return widget.q_range.native.findChildren(QAbstractSlider)[0]
+
+
+def _wait_lens(qtbot, widget, count):
+    qtbot.waitUntil(lambda: widget.lens_shown >= count, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.lens_runner.busy, timeout=TIMEOUT_MS)
+
+
+def _library_events(widget, options, seed):
+    """The library's own iterates of the lens cube (attack run directly, no history)."""
+    model, card = widget._cache.get(widget.model_picker.spec())
+    image, labels = load_volume(sample_paths()[0]), load_volume(sample_paths()[1])
+    model_input = to_model_space(image, card)
+    y = labels_to_model_space(labels, model_input)
+    region = widget.last_lens.result.region
+    index = (slice(None), slice(None), *region)
+    attack = build_attack("vafa", model, **options, seed=seed)
+    gen = attack.iter_attack(model_input.tensor[index], y[index])
+    events = []
+    try:
+        event = next(gen)
+        while True:
+            events.append((event.adversarial.clone(), event.prediction.clone()))
+            event = gen.send(None)
+    except StopIteration:
+        pass
+    return events, model_input, region
+
+
+@pytest.mark.gui
+def test_slider_release_starts_a_lens_and_a_newer_one_cancels_it(make_napari_viewer, qtbot, errors):
+    viewer, widget, ct = _viewer(make_napari_viewer)
+    assert widget.live.value  # on by default with the bundled demo model
+    widget.live.value = False
+    widget.steps.value = 8
+    widget.live.value = True  # ticking it asks for a lens
+    qtbot.waitUntil(lambda: widget.lens_runner.started == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: "live lens: step" in widget.status.value, timeout=TIMEOUT_MS)
+
+    widget.q_range.value = (5.0, 35.0)  # as the user drags ...
+    _q_slider(widget).sliderReleased.emit()  # ... and lets go
+    assert widget.lens_runner.superseded == 1  # the running lens is cancelled at once
+    _wait_lens(qtbot, widget, 1)
+    assert widget.lens_shown == 1 and widget.lens_runner.started == 2  # only the newer shown
+    lens = widget.last_lens
+    assert lens.result.settings["q_max"] == 35.0 and not lens.result.cancelled
+    assert "live lens" in widget.status.value and "Dice" in widget.status.value
+
+    # in place: over the cube of the image, in HU, the perturbation is the difference
+    layers = widget.lens.layers
+    start = lens.start_kji
+    assert np.allclose(layers["adversarial"].translate, np.multiply(start, ct.scale))
+    cube = tuple(
+        slice(s, s + n) for s, n in zip(start, layers["adversarial"].data.shape, strict=True)
+    )
+    clean = np.asarray(ct.data[cube], dtype=np.float32)
+    np.testing.assert_allclose(
+        layers["adversarial"].data - clean, layers["perturbation"].data, atol=1e-3
+    )
+    assert layers["adversarial"].bounding_box.visible
+    assert layers["adversarial_prediction"].visible and not layers["clean_prediction"].visible
+    assert errors == []
+
+    # moving to another place asks again; a small move does not
+    started = widget.lens_runner.started
+    viewer.dims.set_point(0, viewer.dims.point[0] + 1 * ct.scale[0])
+    qtbot.wait(400)
+    assert widget.lens_runner.started == started
+    viewer.dims.set_point(0, viewer.dims.point[0] + 40 * ct.scale[0])
+    qtbot.waitUntil(lambda: widget.lens_runner.started == started + 1, timeout=5_000)
+    _wait_lens(qtbot, widget, 2)
+    assert widget.last_lens.start_kji != start
+
+    widget.live.value = False  # off: nothing more runs
+    widget.seed.value = 3
+    qtbot.wait(300)
+    assert widget.lens_runner.started == started + 1 and errors == []
+
+
+@pytest.mark.gui
+def test_step_scrubber_shows_the_library_iterate_of_each_step(make_napari_viewer, qtbot, errors):
+    _, widget, ct = _viewer(make_napari_viewer)
+    widget.live.value = False
+    widget.steps.value = 4
+    widget.seed.value = 2
+    widget.live.value = True
+    _wait_lens(qtbot, widget, 1)
+    done = widget.last_lens
+    options = dict(widget.attack_controls.options("vafa"))
+    options["steps"] = done.plan.steps
+    events, model_input, region = _library_events(widget, options, seed=2)
+    slider, layers = widget.step_slider, widget.lens.layers
+    assert slider.enabled and slider.max == done.plan.steps
+    assert slider.value == done.result.returned_step  # the returned iterate first
+    np.testing.assert_array_equal(layers["adversarial"].data, done.layers["adversarial"])
+
+    source = model_input.source.array[region]
+    mapping = model_input.mapping
+    for k in range(1, done.plan.steps + 1):
+        if k == done.result.returned_step:
+            continue
+        slider.value = k  # as the user drags
+        x01, prediction = events[k - 1]
+        expected = mapping.inverse(x01[0, 0].numpy(), source).transpose(2, 1, 0)
+        np.testing.assert_allclose(layers["adversarial"].data, expected, atol=HU_F16, rtol=0)
+        np.testing.assert_array_equal(
+            layers["adversarial_prediction"].data, prediction[0, 0].numpy().transpose(2, 1, 0)
+        )
+        assert f"step {k}/" in widget.step_info.value and "SSIM" in widget.step_info.value
+    slider.value = 0  # the clean cube
+    np.testing.assert_allclose(layers["adversarial"].data, source.transpose(2, 1, 0), atol=HU_F16)
+    assert np.abs(layers["perturbation"].data).max() <= HU_F16
+    assert "clean image" in widget.step_info.value
+    slider.value = done.result.returned_step  # back to the result, exactly
+    np.testing.assert_array_equal(layers["adversarial"].data, done.layers["adversarial"])
+    assert errors == []
+
+    # a full run replaces the lens history by its own, freed when the next run starts
+    widget.steps.value = 2
+    widget.run_button.native.click()
+    assert widget.scrubber.source is None and not slider.enabled  # freed at the start
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=600_000)
+    assert errors == [] and widget.scrubber.source.name == "run"
+    result = widget.result_layers
+    slider.value = 0
+    clean = np.asarray(ct.data, dtype=np.float32)
+    np.testing.assert_allclose(result["adversarial"].data, clean, atol=HU_F16 * 4)
+    assert slider.max == 2 and widget.last_result.history.nbytes < 256 * 2**20
+
+
+@pytest.mark.gui
+def test_run_stops_the_lens_and_the_lens_waits_for_the_run(make_napari_viewer, qtbot, errors):
+    _, widget, _ = _viewer(make_napari_viewer)
+    widget.steps.value = 2
+    assert widget.request_lens()
+    widget.run_button.native.click()  # the lens stops within a step, the run gets the model
+    assert widget.is_running and not widget.request_lens()  # no lens while a run runs
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=600_000)
+    assert widget.last_outcome is not None and errors == []
+    model, _ = widget._cache.get(widget.model_picker.spec())
+    assert not model.training or all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.gui
+def test_lens_on_an_image_off_the_models_grid_says_so_in_one_line(
+    make_napari_viewer, qtbot, errors
+):
+    viewer, widget, ct = _viewer(make_napari_viewer)
+    fine = viewer.add_image(np.asarray(ct.data)[::2, ::2, ::2].astype(np.float32), scale=(6, 6, 6))
+    widget.image_layer.value = fine
+    widget.labels_layer.value = "use model prediction"
+    assert widget.request_lens()
+    qtbot.waitUntil(lambda: "model's grid" in widget.status.value, timeout=TIMEOUT_MS)
+    assert widget.status.value.count("\n") == 0 and widget.lens_shown == 0
+    assert torch.get_num_threads() >= 1 and errors == []
