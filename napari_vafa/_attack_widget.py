@@ -746,7 +746,10 @@ class AttackWidget(WorkerWidget):
         )
 
     def _on_destroyed(self, *_: Any) -> None:
-        self._lens_timer.stop()
+        try:
+            self._lens_timer.stop()
+        except RuntimeError:  # Qt deleted it already (napari closing)
+            pass
         self.lens_pacer.clear()
         self.lens_runner.close()
         super()._on_destroyed()

@@ -60,6 +60,8 @@ LENS_LAYERS = {
 }
 #: Their stacking order (bottom first).
 LENS_ORDER = tuple(LENS_LAYERS)
+#: Seconds of a lens's budget kept for the GUI (making the job, showing the result).
+GUI_MARGIN = 0.15
 
 
 @dataclass
@@ -148,28 +150,38 @@ class LensPlanner:
         return self._input
 
     def plan(self, model, card, job: LensJob, steps: int) -> LensPlan:
-        """The lens that fits ``job.budget`` (measures the pass time the first time)."""
-        from vafa.run.lens import plan_lens
+        """The lens that fits ``job.budget`` less :data:`GUI_MARGIN` (measures a cube side's
+        pass time the first time it is considered, then uses what lenses took)."""
+        from vafa.run.lens import LensPlan, plan_lens
 
         spec = job.model
-        fixed = self._fixed.get(spec)
-        size = fixed or job.size
-        seconds = self._pass_seconds(model, card, spec, size)
-        if seconds is None:  # the model refuses this size: its own tile size only
-            size = int(card.roi_size[0])
+        size = self._fixed.get(spec) or job.size
+        if self._pass_seconds(model, card, spec, size) is None:
+            size = int(card.roi_size[0])  # the model refuses other sizes: its own tile only
             self._fixed[spec] = size
-            seconds = self._pass_seconds(model, card, spec, size)
-            if seconds is None:
+            if self._pass_seconds(model, card, spec, size) is None:
                 raise ValueError(f"the model does not accept a {size}³ cube")
         fixed = spec in self._fixed
-        plan = plan_lens(seconds, size=size, steps=steps, budget=job.budget, fixed_size=fixed)
-        if plan.size != size:  # warm the chosen size up too, and plan with its own time
-            own = self._pass_seconds(model, card, spec, plan.size)
-            if own is not None:
-                again = plan_lens(own, size=plan.size, steps=steps, budget=job.budget)
-                if again.size == plan.size:
-                    plan = type(plan)(plan.size, again.steps, again.seconds, plan.note)
-        return plan
+        budget = max(job.budget - GUI_MARGIN, 0.1)
+        plan = plan_lens(self._pass[(spec, size)], size=size, steps=steps, budget=budget,
+                         fixed_size=fixed)  # fmt: skip
+        for _ in range(3):  # a smaller side: plan again with that side's own time
+            if plan.size == size:
+                break
+            size = plan.size
+            seconds = self._pass_seconds(model, card, spec, size)
+            if seconds is None:
+                break
+            plan = plan_lens(seconds, size=size, steps=steps, budget=budget)
+        if plan.size == job.size and plan.steps == steps:
+            return plan
+        changed = [f"{plan.steps} of {steps} steps"] if plan.steps != steps else []
+        if plan.size != job.size:
+            changed.insert(0, f"cube {plan.size}³ instead of {job.size}³")
+        note = f"{', '.join(changed)} to answer within {job.budget:g} s"
+        if plan.seconds > budget:
+            note += f" (this model needs ≈{plan.seconds + GUI_MARGIN:.1f} s even so)"
+        return LensPlan(plan.size, plan.steps, plan.seconds, note)
 
     def observe(self, spec: ModelSpec, result: LensResult) -> None:
         """Refine the pass time of ``result``'s cube side from its measured duration."""

@@ -172,16 +172,30 @@ class ResultLayers:
         layer = self.layers.get(key)
         if layer is None or layer not in self.viewer.layers:
             return self._make(key, data, style)[1]
-        layer.data = data
-        layer.scale = self.source.scale
-        layer.translate = self.source.translate
-        layer.metadata = {**self.source.metadata, **style.get("metadata", {})}
+        # only what changed: every property set is a layer event that napari's layer list,
+        # controls and canvas answer on the GUI thread (the live lens updates five layers)
+        if layer.data.shape != data.shape or layer.data.dtype != data.dtype:
+            layer.data = data
+        else:
+            with layer.events.data.blocker():  # same shape: one refresh instead of the
+                layer.data = data  # data event's full reset of the layer's controls
+            layer.refresh()
+        if not np.allclose(layer.scale, self.source.scale):
+            layer.scale = self.source.scale
+        if not np.allclose(layer.translate, self.source.translate):
+            layer.translate = self.source.translate
+        metadata = {**self.source.metadata, **style.get("metadata", {})}
+        if not _same_metadata(layer.metadata, metadata):
+            layer.metadata = metadata
         if "contrast_limits_range" in style:
-            layer.contrast_limits_range = style["contrast_limits_range"]
+            if not np.allclose(layer.contrast_limits_range, style["contrast_limits_range"]):
+                layer.contrast_limits_range = style["contrast_limits_range"]
         if "contrast_limits" in style:
-            layer.contrast_limits = style["contrast_limits"]
+            if not np.allclose(layer.contrast_limits, style["contrast_limits"]):
+                layer.contrast_limits = style["contrast_limits"]
         if key == "q_table":  # grey for q = 0 only when the run left coefficients unquantized
-            layer.colormap = style["colormap"]
+            if layer.colormap.name != getattr(style["colormap"], "name", style["colormap"]):
+                layer.colormap = style["colormap"]
         return []
 
     def _make(self, key: str, data: np.ndarray, style: dict[str, Any]) -> tuple[Any, list[Piece]]:
@@ -245,3 +259,17 @@ class ResultLayers:
         names = [] if done is None else list(done.class_names)
         visible = key == "adversarial_prediction"
         return {"opacity": 0.5, "visible": visible, "metadata": {"class_names": names}}
+
+
+def _same_metadata(a: dict, b: dict) -> bool:
+    """Equal metadata dictionaries (arrays compared by value)."""
+    if a.keys() != b.keys():
+        return False
+    for key, value in a.items():
+        other = b[key]
+        if isinstance(value, np.ndarray) or isinstance(other, np.ndarray):
+            if not np.array_equal(np.asarray(value), np.asarray(other)):
+                return False
+        elif value != other:
+            return False
+    return True
