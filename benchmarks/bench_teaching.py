@@ -197,10 +197,13 @@ def lens(args) -> dict:
         "max_gui_gap_ms": 1000.0 * _gaps(ticks.ticks, first, last)[0][0],
         "median_attack_s": statistics.median(attack),
         "worst_gaps": [
-            {"at_s": round(a - first, 2), "ms": round(1000 * g),
-             **({"where": sampler.explain(a, a + g)} if sampler else {})}
+            {
+                "at_s": round(a - first, 2),
+                "ms": round(1000 * g),
+                **({"where": sampler.explain(a, a + g)} if sampler else {}),
+            }
             for g, a in _gaps(ticks.ticks, first, last)[:4]
-        ],  # fmt: skip
+        ],
         "timings_last": lens.timings,
     }
     viewer.close()

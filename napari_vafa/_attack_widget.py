@@ -14,6 +14,7 @@ plugin discovery.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -746,10 +747,8 @@ class AttackWidget(WorkerWidget):
         )
 
     def _on_destroyed(self, *_: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # Qt deleted it already (napari closing)
             self._lens_timer.stop()
-        except RuntimeError:  # Qt deleted it already (napari closing)
-            pass
         self.lens_pacer.clear()
         self.lens_runner.close()
         super()._on_destroyed()

@@ -187,15 +187,13 @@ class ResultLayers:
         metadata = {**self.source.metadata, **style.get("metadata", {})}
         if not _same_metadata(layer.metadata, metadata):
             layer.metadata = metadata
-        if "contrast_limits_range" in style:
-            if not np.allclose(layer.contrast_limits_range, style["contrast_limits_range"]):
-                layer.contrast_limits_range = style["contrast_limits_range"]
-        if "contrast_limits" in style:
-            if not np.allclose(layer.contrast_limits, style["contrast_limits"]):
-                layer.contrast_limits = style["contrast_limits"]
-        if key == "q_table":  # grey for q = 0 only when the run left coefficients unquantized
-            if layer.colormap.name != getattr(style["colormap"], "name", style["colormap"]):
-                layer.colormap = style["colormap"]
+        for name in ("contrast_limits_range", "contrast_limits"):
+            if name in style and not np.allclose(getattr(layer, name), style[name]):
+                setattr(layer, name, style[name])
+        colormap = style.get("colormap") if key == "q_table" else None
+        # grey for q = 0 only when the run left coefficients unquantized
+        if colormap is not None and layer.colormap.name != getattr(colormap, "name", colormap):
+            layer.colormap = colormap
         return []
 
     def _make(self, key: str, data: np.ndarray, style: dict[str, Any]) -> tuple[Any, list[Piece]]:
