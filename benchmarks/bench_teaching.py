@@ -115,12 +115,17 @@ def first_run(args) -> dict:
     viewer, widget = _open(args)
     ticks = _Ticks()
     sampler = _StackSampler() if args.explain else None
+    widget.pacer.trace = trace = []
     ticks.start()
     if sampler:
         sampler.start()
     _wait(0.3)
     start = time.perf_counter()
     widget.run_button.native.click()
+    if sampler:  # sample the click and the results, not the attack (sampling slows torch)
+        worker = widget._worker
+        worker.yielded.connect(lambda _p: sampler.pause())
+        worker.returned.connect(lambda _r: sampler.resume())
     _run_until(lambda: not widget.is_running)
     end = time.perf_counter()
     _wait(0.5)
@@ -140,6 +145,11 @@ def first_run(args) -> dict:
     }
     for gap, began in _gaps(ticks.ticks, start, end + 0.5)[:5]:
         row = {"at_s": round(began - start, 2), "ms": round(1000.0 * gap)}
+        row["pieces"] = [
+            f"{name} {1000 * seconds:.0f} ms"
+            for name, t, seconds in trace
+            if t < began + gap and t + seconds > began and seconds > 0.01
+        ]
         if sampler:
             row["where"] = sampler.explain(began, began + gap)
         result["worst_gaps"].append(row)
@@ -241,9 +251,19 @@ class _StackSampler(threading.Thread):
         self.interval = interval
         self.samples: list[tuple[float, list[str]]] = []
         self._halt = threading.Event()
+        self._paused = threading.Event()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def run(self) -> None:
         while not self._halt.is_set():
+            if self._paused.is_set():
+                time.sleep(self.interval)
+                continue
             frame = sys._current_frames().get(self.target)
             stack = []
             while frame is not None and len(stack) < 60:
@@ -280,7 +300,11 @@ def _print(name: str, r: dict) -> None:
         print(f"first run (labels {r['labels']!r}, {r['threads']} threads): {r['seconds']:.1f} s, "
               f"worst GUI gap {r['max_gui_gap_ms']:.0f} ms (target ≤ {TARGET_FIRST_RUN_GAP_MS:.0f})")  # fmt: skip
         for row in r["worst_gaps"]:
-            print(f"  {row['ms']:4d} ms at {row['at_s']:6.2f} s  {'; '.join(row.get('where', []))}")
+            print(
+                f"  {row['ms']:4d} ms at {row['at_s']:6.2f} s  pieces: {', '.join(row['pieces'])}"
+            )
+            for where in row.get("where", []):
+                print(f"      {where}")
         return
     print(f"live lens ({r['threads']} threads, {r['steps']} steps): cold first {r['cold_first_lens_s']:.2f} s; "
           f"{r['releases']} releases: median {r['median_s']:.2f} s (target ≤ {TARGET_LENS_MEDIAN_S}), "

@@ -721,7 +721,12 @@ class AttackWidget(WorkerWidget):
             if self._worker is None:
                 self._finish_run()
 
-        return [metrics, lambda: self.bands_panel.show_result(done), finish]
+        from napari_vafa._pacer import paint_apart
+
+        # each redraws a plot canvas (80-150 ms of Agg drawing under software OpenGL): in
+        # repaints of their own
+        bands = paint_apart(lambda: self.bands_panel.show_result(done))
+        return [paint_apart(metrics), bands, finish]
 
     def _attach_run_history(self, done: JobDone) -> None:
         """The step scrubber replays the full run (when its history was kept)."""

@@ -350,6 +350,8 @@ class LensRunner:
     def _start_pending(self) -> None:
         from napari.qt.threading import create_worker
 
+        from napari_vafa._gc import freeze_old_objects, unfreeze_old_objects
+
         job, self._pending = self._pending, None
         if job is None or self.closed:
             return
@@ -363,6 +365,8 @@ class LensRunner:
         worker.finished.connect(lambda w=worker: self._finished(w))
         self._worker, self._cancel = worker, cancel
         self.started += 1
+        freeze_old_objects()  # short GC pauses while it runs (napari_vafa._gc)
+        worker.finished.connect(unfreeze_old_objects)
         worker.start()
 
     def _progress(self, progress: LensProgress) -> None:

@@ -47,6 +47,7 @@ def paint_apart(piece: Piece) -> Piece:
         return piece()
 
     apart.paint_apart = True  # type: ignore[attr-defined]
+    apart.__wrapped__ = piece  # type: ignore[attr-defined]
     return apart
 
 
@@ -70,6 +71,9 @@ class Pacer:
         self._held = None  # the window while its updates are held
         self._due = 0.0  # when the scheduled call is due (perf_counter seconds)
         self._waits = 0
+        #: a list to record ``(what, start, seconds)`` of every piece and held repaint in
+        #: (benchmarks: which piece a GUI stall was); None records nothing
+        self.trace: list[tuple[str, float, float]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -108,10 +112,12 @@ class Pacer:
             return
         self._waits = 0
         piece = self._queue.popleft()
+        began = time.perf_counter()
         try:
             if getattr(piece, "paint_apart", False):
                 self._hold()
             follow = piece()
+            self._record(piece, began)
         except Exception as err:  # report, and keep the GUI usable
             self._queue.clear()
             self._release(repaint=False)
@@ -127,8 +133,15 @@ class Pacer:
     def _paint_turn(self) -> None:
         """The held repaint, in its own turn; the next piece a turn later."""
         self._scheduled = False
+        began = time.perf_counter()
         self._release(repaint=True)
+        self._record("repaint", began)
         self._schedule()
+
+    def _record(self, piece, began: float) -> None:
+        if self.trace is not None:
+            name = piece if isinstance(piece, str) else _name(piece)
+            self.trace.append((name, began, time.perf_counter() - began))
 
     def _hold(self) -> None:
         window = self._window() if self._window is not None else None
@@ -148,3 +161,12 @@ class Pacer:
                 window.repaint()
         except RuntimeError:  # the window was deleted meanwhile
             pass
+
+
+def _name(piece) -> str:
+    """A readable name of a piece (its function, and the key it closes over if any)."""
+    inner = getattr(piece, "__wrapped__", piece)
+    name = getattr(inner, "__qualname__", repr(inner))
+    cells = getattr(inner, "__closure__", None) or ()
+    keys = [c.cell_contents for c in cells if isinstance(c.cell_contents, str)]
+    return f"{name}[{keys[0]}]" if keys else name

@@ -91,6 +91,7 @@ class MetricsPlot(QWidget):
             ax.tick_params(labelsize=7)
         self.canvas.mpl_connect("draw_event", self._on_full_draw)
         self.start()
+        self._warm_up_text()
 
     # ------------------------------------------------------------------ updates
     def start(self, title: str = "", total_steps: int | None = None) -> None:
@@ -233,6 +234,27 @@ class MetricsPlot(QWidget):
         else:
             ax.text(0.5, 0.5, "run an attack", ha="center", va="center",
                     transform=ax.transAxes, fontsize=8, color="gray")  # fmt: skip
+
+    @staticmethod
+    def _warm_up_text() -> None:
+        """Draw, off screen, text like the Dice chart's (rotated 6-point class names, 7- and
+        8-point labels): matplotlib finds and loads the fonts and glyphs once, here, while
+        the widget is being built, instead of in the first run's result (measured: a 200 ms
+        GUI stall when the first run's chart was drawn)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(4.2, 3.4), dpi=80)
+        ax = figure.add_subplot()
+        names = ["spleen", "right kidney", "left kidney", "liver", "inferior vena cava"]
+        ax.bar(range(len(names)), [0.5] * len(names), label="clean")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=6)
+        ax.set_ylabel("Dice per class", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.legend(fontsize=7)
+        ax.text(0.5, 0.5, "Dice 0.890 → 0.777 · SSIM 0.979", fontsize=7)
+        FigureCanvasAgg(figure).draw()
 
     def _set_text(self, text: str) -> None:
         self.summary = text

@@ -21,6 +21,18 @@ def _torch_threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _no_frozen_objects_left():
+    """The plugin keeps old objects frozen for a few idle seconds after a job
+    (napari_vafa._gc); the next test starts with none frozen."""
+    yield
+    import sys
+
+    module = sys.modules.get("napari_vafa._gc")
+    if module is not None:
+        module.unfreeze_now()
+
+
 def _synthetic_batch(n: int, size: int, classes: int, seed: int):
     import numpy as np
     from monai.data import create_test_image_3d

@@ -22,6 +22,7 @@ import pytest
 import torch
 from factories import tiny_card
 
+from napari_vafa._gc import IDLE_UNFREEZE_MS
 from napari_vafa._worker import (
     RESULT_LAYERS,
     AttackJob,
@@ -360,7 +361,8 @@ def test_cancel_keeps_best_result_and_layer_deletion_is_harmless(make_napari_vie
     assert not widget.cancel_button.enabled
     qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
     assert errors == []
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() > 0  # still frozen while the result shows, then idle:
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=IDLE_UNFREEZE_MS + 10_000)
     outcome = widget.last_outcome
     assert outcome.cancelled and outcome.metrics.steps_run < 20
     assert "cancelled" in widget.status.value
@@ -434,27 +436,38 @@ def test_main_opens_sample_and_closing_napari_stops_the_worker(
         viewer.close()  # as the make_napari_viewer fixture does: keep the user's settings
     qtbot.waitUntil(lambda: not worker.is_running, timeout=RUN_TIMEOUT_MS)
     assert len(widget.plots.steps) < 20  # stopped within a step or two
-    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5000)  # unfrozen though closed
+    qtbot.waitUntil(
+        lambda: gc.get_freeze_count() == 0, timeout=IDLE_UNFREEZE_MS + 5000
+    )  # closed too
 
 
-def test_gc_freeze_nests_across_jobs(monkeypatch):
+def test_gc_freeze_nests_across_jobs_and_unfreezes_once_idle(monkeypatch):
     import napari_vafa._gc as module
-    from napari_vafa._gc import freeze_old_objects, unfreeze_old_objects
+    from napari_vafa._gc import IDLE_UNFREEZE_MS, freeze_old_objects, unfreeze_old_objects
 
     calls: list[str] = []
-    for name in ("freeze", "unfreeze"):  # the real calls, counted (the frozen count itself
-        real = getattr(gc, name)  # drops whenever a frozen object is freed meanwhile)
+    for name in ("freeze", "unfreeze", "collect"):  # the real calls, counted (the frozen
+        real = getattr(gc, name)  # count itself drops whenever a frozen object is freed)
         monkeypatch.setattr(module.gc, name, lambda _r=real, _n=name: calls.append(_n) or _r())
+    waiting: list = []  # the idle timer: (ms, call)
+    monkeypatch.setattr(module, "_later", lambda ms, call: waiting.append((ms, call)))
     assert gc.get_freeze_count() == 0
     freeze_old_objects()
     assert gc.get_freeze_count() > 0 and calls == ["freeze"]
     freeze_old_objects()  # a second job (e.g. VAFT beside an attack) does not re-freeze
     unfreeze_old_objects()
-    assert calls == ["freeze"] and gc.get_freeze_count() > 0  # one job still runs
+    assert calls == ["freeze"] and waiting == []  # one job still runs
     unfreeze_old_objects()
-    assert calls == ["freeze", "unfreeze"] and gc.get_freeze_count() == 0
+    assert calls == ["freeze"] and gc.get_freeze_count() > 0  # still frozen: results showing
+    assert [ms for ms, _ in waiting] == [IDLE_UNFREEZE_MS]
+    freeze_old_objects()  # the next job (a lens) starts before the GUI was idle
+    waiting.pop()[1]()  # the old timer fires: nothing happens
+    assert calls == ["freeze", "freeze"] and gc.get_freeze_count() > 0
+    unfreeze_old_objects()
     unfreeze_old_objects()  # an extra call is harmless
-    assert calls == ["freeze", "unfreeze"] and gc.get_freeze_count() == 0
+    waiting.pop()[1]()  # idle: unfrozen, and the full collection runs now
+    assert calls == ["freeze", "freeze", "unfreeze", "collect"] and gc.get_freeze_count() == 0
+    assert waiting == []
 
 
 @pytest.mark.gui
