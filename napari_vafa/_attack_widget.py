@@ -55,6 +55,8 @@ USE_PREDICTION = "use model prediction"
 METRICS_DOCK = "VAFA metrics"
 #: Least seconds between two live refreshes of the 3D "adversarial" layer.
 PREVIEW_INTERVAL = 0.4
+#: Sides of the live lens's cube offered (voxels of the model grid).
+LENS_SIDES = (32, 48, 64, 96, 128)
 #: ms the lens waits after a setting changed (a spin box typed into, a combo) before it runs.
 LENS_SETTLE_MS = 60
 #: ms it waits after the view moved (scrolling slices sends many events).
@@ -172,7 +174,9 @@ class AttackWidget(WorkerWidget):
         self.compare_changes = CheckBox(text="changed labels", value=False)
         self.compare_button = PushButton(text="Compare attacks")
         self.live = CheckBox(text="live lens", value=self.model_source.value == "demo")
-        self.lens_size = SpinBox(label="lens", min=32, max=256, step=16, value=64)
+        self.lens_size = ComboBox(
+            label="lens", choices=[(f"{n}³ cube", n) for n in LENS_SIDES], value=64
+        )
         self.step_slider, self.step_info = self.scrubber.slider, self.scrubber.info
         self.layer_help = Label(value="")
         self.layer_help.native.setWordWrap(True)
@@ -515,7 +519,9 @@ class AttackWidget(WorkerWidget):
                 if not layers:
                     raise ValueError("nothing to compare yet: run an attack first")
                 perturbation = self.results.layers["perturbation"]
-                self._compare.show(layers, shape=(1, 3), stride=2, colorbars=[perturbation])
+                height, width = self.viewer.canvas.size
+                shape = (1, 3) if width >= height else (3, 1)  # the biggest cells
+                self._compare.show(layers, shape=shape, stride=2, colorbars=[perturbation])
             else:
                 self._compare.restore()
                 self.results.remove("changed")  # made for the compare view only

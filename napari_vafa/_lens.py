@@ -262,7 +262,7 @@ def run_lens(
 
 
 def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:
-    from napari_vafa._worker import display_limits
+    from napari_vafa._worker import display_limits, window_interior
 
     region = result.region
     clean_units = np.asarray(job.image.array[region], dtype=np.float32)
@@ -281,7 +281,7 @@ def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:
     }
     if result.q_table is not None:
         layers["q_table"] = kji(result.q_table[0], np.float32)
-    limits = display_limits(layers)
+    limits = display_limits(layers, kji(window_interior(mapping, clean_units)))
     start = tuple(int(s.start) for s in region)[::-1]
     return LensDone(result, layers, limits, start, mapping, clean_units, list(card.class_names))  # type: ignore[arg-type]
 

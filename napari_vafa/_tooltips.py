@@ -101,7 +101,9 @@ LAYER_HELP: dict[str, str] = {
     ),
     "perturbation": (
         "Attacked minus original, amplified: blue where the attack darkened the image, red "
-        "where it brightened it. This is all the attack changed."
+        "where it brightened it. This is all the attack changed. The air around the body "
+        "saturates: it lies far below the model's intensity window, and the attack lifted it "
+        "to the window's edge — hundreds of HU that the model sees as almost nothing."
     ),
     "clean_prediction": "What the model segments on the original image.",
     "adversarial_prediction": (

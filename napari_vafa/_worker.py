@@ -247,7 +247,7 @@ def run_job(
         start = time.perf_counter()
         block = _block_size(outcome)
         layers, notes = result_layer_data(outcome, block)
-        limits = display_limits(layers)
+        limits = display_limits(layers, _seen_by_model(outcome))
         if history is not None:
             history.set_clean_prediction(np.transpose(layers["clean_prediction"], (2, 1, 0)))
         timings["layers"] = time.perf_counter() - start
@@ -396,12 +396,16 @@ def result_layer_data(
     return layers, notes
 
 
-def display_limits(layers: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+def display_limits(
+    layers: dict[str, np.ndarray], seen: np.ndarray | None = None
+) -> dict[str, tuple[float, float]]:
     """Contrast limits of the image result layers (computed here, off the GUI thread).
 
-    * perturbation: centred on 0, ±(99.5th percentile of the changed voxels' |change|) — a
-      robust bound: voxels outside the model's intensity window (air, dense bone) map back to
-      large changes in file units and would wash out the rest; ``perturbation_range`` is ±max;
+    * perturbation: centred on 0, ±(99.5th percentile of |change| over the changed voxels
+      inside the model's intensity window, ``seen`` (``(k, j, i)`` bool; None: all)): voxels
+      outside it (air, dense bone) that the attack moved into the window map back to changes of
+      hundreds of HU and would wash out what the model actually sees; ``perturbation_range``
+      is ±max;
     * DCT pictures: ``[0, 99.9th percentile]`` of the clean picture, shared by both;
     * quantization table: its minimum and maximum; a minimum of 0 (coefficients not
       quantized: outside a band-limited VAFA's band, or tiles never attacked) is drawn grey
@@ -409,10 +413,11 @@ def display_limits(layers: dict[str, np.ndarray]) -> dict[str, tuple[float, floa
     """
     limits: dict[str, tuple[float, float]] = {}
     change = np.abs(layers["perturbation"])
+    inside = change[(change != 0) & seen] if seen is not None else np.empty(0)
     change = change[change != 0]
     if change.size:
         high = float(change.max())
-        limit = float(np.percentile(change, 99.5)) or high
+        limit = float(np.percentile(inside if inside.size else change, 99.5)) or high
         limits["perturbation"] = (-limit, limit)
         limits["perturbation_range"] = (-high, high)
     else:
@@ -450,6 +455,22 @@ def _block_size(outcome: AttackOutcome) -> tuple[int, ...]:
     if isinstance(block, int):
         return (block,) * 3
     return tuple(int(b) for b in block)
+
+
+def _seen_by_model(outcome: AttackOutcome) -> np.ndarray | None:
+    """``(k, j, i)`` mask of the voxels inside the model's intensity window (None: the
+    result is on another grid than the clean image)."""
+    clean = outcome.model_input.source.array
+    if clean.shape != outcome.perturbation.shape:
+        return None
+    return np.transpose(window_interior(outcome.model_input.mapping, clean), (2, 1, 0))
+
+
+def window_interior(mapping, clean: np.ndarray) -> np.ndarray:
+    """Voxels of ``clean`` (file units) that the intensity ``mapping`` puts strictly inside
+    (0, 1): the ones whose change the model sees as it is."""
+    mapped = mapping.forward(clean)
+    return (mapped > 0) & (mapped < 1)
 
 
 def _steps_of(attack: str, options: dict[str, Any]) -> int:
