@@ -22,7 +22,7 @@ bundle's ``network_def``, :mod:`vafa.io.bundles`) and ``"nnunet"`` (an nnU-Net v
 configuration, :mod:`vafa.io.nnunet`); both wrap the network in
 :class:`vafa.io.wrapped.NormalizedInput`, its first layer from [0, 1] to the network's units.
 
-Card JSON (``card_version`` 1), written by :func:`save_card` and
+Card JSON (``card_version`` 1), written by :func:`vafa.io.checkpoints.save_card` and
 :func:`vafa.io.checkpoints.save_model`::
 
     {
@@ -40,8 +40,9 @@ Card JSON (``card_version`` 1), written by :func:`save_card` and
       "training": null
     }
 
-Reading and writing cards and weights (:func:`load_card`, :func:`save_card`, :func:`load_model`,
-:func:`save_model`) live in :mod:`vafa.io.checkpoints` and are re-exported here.
+Reading and writing cards and weights (:func:`~vafa.io.checkpoints.load_card`,
+:func:`~vafa.io.checkpoints.save_card`, :func:`~vafa.io.checkpoints.load_model`,
+:func:`~vafa.io.checkpoints.save_model`) live in :mod:`vafa.io.checkpoints`.
 """
 
 from __future__ import annotations
@@ -69,11 +70,7 @@ __all__ = [
     "build_model",
     "count_parameters",
     "list_presets",
-    "load_card",  # noqa: F822 (lazy, see __getattr__)
-    "load_model",  # noqa: F822
     "register_preset",
-    "save_card",  # noqa: F822
-    "save_model",  # noqa: F822
 ]
 
 #: Version written in the ``card_version`` field of every card.
