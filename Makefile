@@ -59,7 +59,7 @@ $(DEMO_STAMP): setup.cfg pyproject.toml
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
-	$(BIN)/vafa demo
+	$(BIN)/vafa demo --overwrite
 
 test: sysdeps $(STAMP)
 	$(BIN)/lint-imports

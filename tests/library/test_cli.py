@@ -363,3 +363,36 @@ def test_gui_display_check_follows_the_qt_platform(environ, platform, refused):
     from vafa.cli.gui import display_problem
 
     assert (display_problem(environ, platform) is not None) == refused
+
+
+def _earlier_demo(out, names=("adversarial.nii.gz", "metrics.json", "figure.png")):
+    """``out`` as an earlier ``vafa demo`` left it (placeholder contents); ``{name: bytes}``."""
+    out.mkdir()
+    for name in names:
+        (out / name).write_bytes(f"earlier {name}".encode())
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_demo_refuses_to_replace_an_earlier_run_without_overwrite(tmp_path):
+    out = tmp_path / "vafa-demo"
+    before = _earlier_demo(out)
+    done = _vafa("demo", "--out", out, "--attack", "gn", "--quiet")
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    # the first output it would write, named; how to replace it said
+    assert f"{out / 'adversarial.nii.gz'} exists" in err[0] and "--overwrite" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written
+    assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_demo_overwrite_replaces_an_earlier_run(tmp_path):
+    out = tmp_path / "vafa-demo"
+    before = _earlier_demo(out)
+    done = _vafa("demo", "--out", out, "--attack", "gn", "--quiet", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["settings"]
+    assert nib.load(out / "adversarial.nii.gz").shape == nib.load(out / "clean.nii.gz").shape
+    assert all((out / name).read_bytes() != data for name, data in before.items())
+    assert {"figure.png", "clean_prediction.nii.gz"} <= {p.name for p in out.iterdir()}

@@ -13,6 +13,7 @@ from vafa.cli.common import (
     load_model,
     one_line,
     print_metrics,
+    refuse_existing,
     roi_triple,
     with_roi,
 )
@@ -252,8 +253,7 @@ def _check_target(target: Path, inputs, overwrite: bool) -> None:
     for src in inputs:
         if src is not None and target.resolve() == Path(src).resolve():
             raise CLIError(f"refusing to overwrite the input {src}")
-    if target.exists() and not overwrite:
-        raise CLIError(f"{target} exists (pass --overwrite to replace it)")
+    refuse_existing([target], overwrite)
     if target.parent.exists() and not target.parent.is_dir():
         raise CLIError(f"{target.parent}: not a folder")
 

@@ -21,6 +21,7 @@ __all__ = [
     "model_source",
     "one_line",
     "print_metrics",
+    "refuse_existing",
     "roi_triple",
     "with_roi",
 ]
@@ -123,6 +124,16 @@ def print_metrics(args, metrics, title: str) -> None:
         print(json.dumps(json_ready(metrics.to_dict()), indent=2))
     elif not args.quiet:
         print(format_metrics_table(metrics, title=title))
+
+
+def refuse_existing(paths, overwrite: bool) -> None:
+    """Unless ``overwrite``: a :class:`CLIError` naming the first of ``paths`` that exists (the
+    one rule of every command that writes files: nothing is replaced without ``--overwrite``)."""
+    if overwrite:
+        return
+    for path in paths:
+        if Path(path).exists():
+            raise CLIError(f"{path} exists (pass --overwrite to replace it)")
 
 
 def datalist_cases(path: Path, split: str) -> list[tuple[Path, Path | None]]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from vafa.cli.attack import run_attack_command
-from vafa.cli.common import print_metrics
+from vafa.cli.common import print_metrics, refuse_existing
 from vafa.cli.options import add_attack_arguments
 
 __all__ = ["add_parser"]
+
+#: What ``vafa demo`` writes into ``--out`` besides the outcome's files (``OUTCOME_FILES``).
+CLEAN, FIGURE = "clean.nii.gz", "figure.png"
 
 
 def add_parser(subparsers, common) -> None:
@@ -21,6 +24,9 @@ def add_parser(subparsers, common) -> None:
     )
     add_attack_arguments(p)
     p.add_argument("--out", default="vafa-demo", help="output folder (default vafa-demo/)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier run in --out"
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run)
 
@@ -29,16 +35,19 @@ def run(args) -> int:
     from vafa.io.data import load_demo_model, load_sample
     from vafa.io.volume import save_volume
     from vafa.report.figures import attack_figure
-    from vafa.run.pipeline import write_outcome
+    from vafa.run.pipeline import OUTCOME_FILES, write_outcome
 
+    out = Path(args.out)
+    # every file a demo can write, in the order it writes them: nothing replaced without
+    # --overwrite, checked before anything is computed
+    refuse_existing([out / f for f in (*OUTCOME_FILES.values(), CLEAN, FIGURE)], args.overwrite)
     image, labels = load_sample()
     model, card = load_demo_model(device=args.device)
     outcome = run_attack_command(args, model, card, image, labels, title="demo")
-    out = Path(args.out)
-    paths = write_outcome(outcome, out, overwrite=True)
+    paths = write_outcome(outcome, out, overwrite=args.overwrite)
     clean = outcome.model_input.grid
     paths["clean"] = save_volume(
-        clean, out / "clean.nii.gz", overwrite=True, protect=[image.source]
+        clean, out / CLEAN, overwrite=args.overwrite, protect=[image.source]
     )
     block = (outcome.settings.get("attack") or {}).get("block_size")
     paths["figure"] = attack_figure(
@@ -47,7 +56,7 @@ def run(args) -> int:
         outcome.clean_prediction.array,
         outcome.adversarial_prediction.array,
         outcome.metrics,
-        out / "figure.png",
+        out / FIGURE,
         block_size=block if block and len(block) == 3 else 32,
     )
     print_metrics(
