@@ -409,3 +409,27 @@ def test_every_repository_path_the_docs_name_exists():
             if not (root / path).exists() and not (page.parent / path).exists():
                 missing.append(f"{page.relative_to(root)}:{number}: {path}")
     assert not missing, "the docs name paths that do not exist:\n" + "\n".join(missing)
+
+
+def test_the_organ_count_the_docs_give_is_the_samples():
+    import json
+
+    import numpy as np
+
+    from vafa.io.data import load_sample
+
+    organs = len(np.unique(np.asarray(load_sample()[1].array))) - 1  # background left out
+    root = API_MD.parents[1]
+    texts = {
+        p: p.read_text(encoding="utf-8") for p in [root / "README.md", *root.glob("docs/*.md")]
+    }
+    notebook = json.loads((root / "docs" / "tutorial.ipynb").read_text(encoding="utf-8"))
+    texts[root / "docs" / "tutorial.ipynb"] = "\n".join(
+        "".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "markdown"
+    )
+    said = {
+        (str(path.relative_to(root)), int(n))
+        for path, text in texts.items()
+        for n in re.findall(r"\b(\d+) organ(?:s| labels)\b", text)
+    }
+    assert said and all(n == organs for _, n in said), (organs, sorted(said))
