@@ -433,3 +433,19 @@ def test_the_organ_count_the_docs_give_is_the_samples():
         for n in re.findall(r"\b(\d+) organ(?:s| labels)\b", text)
     }
     assert said and all(n == organs for _, n in said), (organs, sorted(said))
+
+
+def test_the_docs_index_lists_every_figure_a_page_shows_and_no_other():
+    root = API_MD.parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    shown = {
+        (page.parent / target).resolve().relative_to(root).as_posix()
+        for page in pages
+        if page.name != "README.md" or page.parent == root
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", page.read_text(encoding="utf-8"))
+    }
+    index = (root / "docs" / "README.md").read_text(encoding="utf-8")
+    listed = {f"docs/{name}" for name in re.findall(r"\]\(([\w.-]+\.png)\)", index)}
+    assert listed == shown, (sorted(listed - shown), sorted(shown - listed))
+    files = {p.relative_to(root).as_posix() for p in (root / "docs").glob("*.png")}
+    assert shown == files, (sorted(files - shown), sorted(shown - files))
