@@ -14,12 +14,9 @@ plugin discovery.
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -28,10 +25,9 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtCore import QTimer
 
 from napari_vafa._attack_controls import AttackControls
-from napari_vafa._compare_view import CompareView
+from napari_vafa._compare_view import CompareView, run_cells
 from napari_vafa._model_picker import ModelPicker
 from napari_vafa._result_layers import LAYER_ORDER, ResultLayers, source_of
 from napari_vafa._tooltips import tooltip
@@ -57,26 +53,6 @@ METRICS_DOCK = "VAFA metrics"
 PREVIEW_INTERVAL = 0.4
 #: Sides of the live lens's cube offered (voxels of the model grid).
 LENS_SIDES = (32, 48, 64, 96, 128)
-#: ms the lens waits after a setting changed (a spin box typed into, a combo) before it runs.
-LENS_SETTLE_MS = 60
-#: ms it waits after the view moved (scrolling slices sends many events).
-LENS_VIEW_SETTLE_MS = 150
-
-
-def lens_summary(done) -> str:
-    """The status line of a lens: where, what it chose, Dice and SSIM of the cube."""
-    result, plan = done.result, done.plan
-    size = "×".join(str(s.stop - s.start) for s in result.region)
-    text = (
-        f"live lens {size} · {plan.steps if plan else '?'} steps · {result.seconds:.2f} s · "
-        f"Dice {result.dice_clean:.3f} → {result.dice_adversarial:.3f} · "
-        f"SSIM {result.ssim:.3f}"
-    )
-    if not result.labels_used:
-        text += " (vs clean prediction)"
-    if plan is not None and plan.note:
-        text += f"\n{plan.note}"
-    return text
 
 
 def attack_choices() -> tuple[tuple[str, str], ...]:
@@ -106,8 +82,7 @@ class AttackWidget(WorkerWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         from napari_vafa._bands_panel import BandsPanel
-        from napari_vafa._lens import LENS_LAYERS, LensRunner
-        from napari_vafa._pacer import Pacer
+        from napari_vafa._live_lens import LiveLens
         from napari_vafa._plots import MetricsPlot
         from napari_vafa._scrubber import Scrubber
         from napari_vafa._worker import ModelCache
@@ -125,20 +100,6 @@ class AttackWidget(WorkerWidget):
         self._cache = ModelCache()
         self._compare = CompareView(napari_viewer)
         self._source_layer = None
-        #: the live lens: its layers, its jobs, its own GUI pieces (never delaying a Run)
-        self.lens = ResultLayers(napari_viewer, self.reset_choices, names=LENS_LAYERS)
-        self.lens_runner = LensRunner(
-            self._cache, self._on_lens_progress, self._show_lens, self._on_lens_failed
-        )
-        self.lens_pacer = Pacer(self._on_pacer_error, self._main_window)
-        self.last_lens = None
-        #: perf_counter of the last lens result on screen, and how many were shown
-        self.lens_shown_at = 0.0
-        self.lens_shown = 0
-        self._lens_timer = QTimer()
-        self._lens_timer.setSingleShot(True)
-        self._lens_timer.timeout.connect(self.request_lens)
-        self._lens_center = None
         self.scrubber = Scrubber(lambda message: notify_error(f"{self.TITLE}: {message}"))
 
         self._build_controls(available_devices())
@@ -149,7 +110,9 @@ class AttackWidget(WorkerWidget):
         self.compare_button.changed.connect(self.compare)
         self.compare_view.changed.connect(self._toggle_compare_view)
         self._connect()
-        self._connect_lens()
+        #: the live lens: its layers, its jobs, its own GUI pieces (never delaying a Run)
+        self.live_lens = LiveLens(self)
+        self.viewer.layers.selection.events.active.connect(self._explain_layer)
 
     # ------------------------------------------------------------------ construction
     def _build_controls(self, devices: list[str]) -> None:
@@ -246,7 +209,8 @@ class AttackWidget(WorkerWidget):
 
     def _ours(self, layer) -> bool:
         """A result or lens layer of this widget."""
-        return self.results.is_result(layer) or self.lens.is_result(layer)
+        lens = getattr(self, "live_lens", None)
+        return self.results.is_result(layer) or (lens is not None and lens.layers.is_result(layer))
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
         from napari.layers import Labels
@@ -313,209 +277,32 @@ class AttackWidget(WorkerWidget):
     def _set_running(self, running: bool) -> None:
         super()._set_running(running)
         self.export_button.enabled = not running and self.last_outcome is not None
-        self.compare_view.enabled = not running and bool(self._compared_layers())
+        cells = run_cells(self.viewer, self._source_layer, self.results, self.last_result)
+        self.compare_view.enabled = not running and bool(cells)
 
-    # ------------------------------------------------------------------ live lens
-    def _connect_lens(self) -> None:
-        """A lens runs when a slider is released, an attack option changes, or the view moves
-        to another place (and when *live lens* is ticked)."""
-        from qtpy.QtWidgets import QAbstractSlider
-
-        settings = [*self.attack_controls.widgets, self.attack, self.seed, self.labels_layer,
-                    self.image_layer, self.lens_size]  # fmt: skip
-        for control in settings:
-            control.changed.connect(self._setting_changed)
-            for slider in control.native.findChildren(QAbstractSlider):
-                slider.sliderReleased.connect(self.request_lens)
-        self.live.changed.connect(self._live_toggled)
-        self.model_source.changed.connect(self._setting_changed)
-        self.viewer.dims.events.current_step.connect(self._view_moved)
-        self.viewer.camera.events.center.connect(self._view_moved)
-        self.viewer.layers.selection.events.active.connect(self._explain_layer)
+    def request_lens(self, *_: Any) -> bool:
+        """Attack the cube around the view point now (see :class:`LiveLens`)."""
+        return self.live_lens.request()
 
     def _explain_layer(self, *_: Any) -> None:
         """One or two sentences, for students, on the selected result or lens layer."""
         from napari_vafa._tooltips import LAYER_HELP
 
         active = self.viewer.layers.selection.active
-        for group in (self.results.layers, self.lens.layers):
+        for group in (self.results.layers, self.live_lens.layers.layers):
             for key, layer in group.items():
                 if active is not None and active == layer and key in LAYER_HELP:
                     self.layer_help.value = f"{active.name}: {LAYER_HELP[key]}"
                     return
         self.layer_help.value = ""
 
-    def _setting_changed(self, *_: Any) -> None:
-        from qtpy.QtWidgets import QAbstractSlider
-
-        if any(
-            slider.isSliderDown()
-            for control in self.attack_controls.widgets
-            for slider in control.native.findChildren(QAbstractSlider)
-        ):
-            return  # a slider is being dragged: its release asks
-        self._schedule_lens(LENS_SETTLE_MS)
-
-    def _live_toggled(self, on: bool) -> None:
-        if on:
-            self._schedule_lens(0)
-        else:
-            self._lens_timer.stop()
-            self.lens_runner.stop()
-
-    def _view_moved(self, *_: Any) -> None:
-        """Only a move to another place (a quarter of the cube or more) asks for a lens."""
-        if self._lens_center is None or self.last_lens is None:
-            self._schedule_lens(LENS_VIEW_SETTLE_MS)
-            return
-        center = self._view_center()
-        size = int(self.lens_size.value)
-        if (
-            center is not None
-            and max(abs(a - b) for a, b in zip(center, self._lens_center, strict=True)) >= size / 4
-        ):
-            self._schedule_lens(LENS_VIEW_SETTLE_MS)
-
-    def _schedule_lens(self, delay_ms: int) -> None:
-        if self.live.value and not self._closed:
-            self._lens_timer.start(delay_ms)
-
-    def _view_center(self) -> tuple[float, float, float] | None:
-        """The view point in the chosen image's voxels ``(i, j, k)``: the slice shown on the
-        axes not displayed, the camera's centre on the displayed ones."""
-        layer = self.image_layer.value
-        if layer is None or layer not in self.viewer.layers or layer.ndim != 3:
-            return None
-        point = list(self.viewer.dims.point[-3:])
-        displayed = list(self.viewer.dims.displayed)
-        center = list(self.viewer.camera.center)[-len(displayed) :]
-        offset = self.viewer.dims.ndim - 3
-        for axis, value in zip(displayed, center, strict=True):
-            if axis >= offset:
-                point[axis - offset] = value
-        kji = [(p - t) / s for p, t, s in zip(point, layer.translate, layer.scale, strict=True)]
-        return tuple(float(v) for v in kji[::-1])  # type: ignore[return-value]
-
-    def request_lens(self, *_: Any) -> bool:
-        """Attack the cube around the view point now (returns False when it did not start:
-        live lens off, a full run busy, or bad input — said in the status line)."""
-        import torch
-
-        from napari_vafa._lens import LensJob
-
-        self._lens_timer.stop()
-        if not self.live.value or self._closed or self.is_running:
-            return False
-        try:
-            layer, image, _, labels = self._inputs()
-        except (ValueError, TypeError) as err:
-            self.status.value = f"live lens: {err}"
-            return False
-        center = self._view_center()
-        if center is None:
-            return False
-        self._lens_center = center
-        job = LensJob(
-            image=image,
-            labels=labels,
-            model=self.model_picker.spec(),
-            attack=self.attack.value,
-            options=self._attack_options(),
-            seed=int(self.seed.value),
-            center=center,
-            image_key=(id(layer.data), layer.name),
-            size=int(self.lens_size.value),
-            threads=torch.get_num_threads(),
-        )
-        self._lens_layer = layer
-        self.lens_runner.request(job)
-        return True
-
-    def _on_lens_progress(self, p) -> None:
-        if not self._closed and not self.is_running:
-            self.status.value = f"live lens: step {p.step}/{p.total}…"
-
-    def _on_lens_failed(self, message: str) -> None:
-        if not self._closed:
-            self.status.value = f"live lens: {message}"
-
-    def _show_lens(self, done) -> None:
-        """The lens result in place: its layers over the cube, the status, the scrubber."""
-        from napari_vafa._lens import LENS_ORDER, lens_source
-        from napari_vafa._scrubber import ScrubSource, returned_position
-
-        if self._closed or self.is_running:
-            return
-        layer = self._lens_layer
-        if layer not in self.viewer.layers:
-            return
-        self.lens.source = lens_source(source_of(layer, None), done.start_kji)
-
-        def put(key: str):
-            return lambda: self.lens.put(key, done.layers.get(key), done)
-
-        def finish() -> None:
-            result = done.result
-            adversarial = self.lens.layers.get("adversarial")
-            if adversarial is not None:
-                adversarial.bounding_box.visible = True
-            self.last_lens = done
-            self.scrubber.attach(
-                ScrubSource(
-                    name="lens",
-                    history=result.history,
-                    mapping=done.mapping,
-                    clean_units=done.clean_units,
-                    layers=self.lens.layers,
-                    result=done.layers,
-                    returned=returned_position([result.returned_step], result.history.total),
-                    clean_dice=result.dice_clean,
-                )
-            )
-            self.status.value = lens_summary(done)
-            self.lens_shown_at = time.perf_counter()
-            self.lens_shown += 1
-
-        # one layer per event-loop turn, in place too: each update is 10-30 ms of napari's
-        # own work (layer list, thumbnail, controls) plus a repaint; five at once froze the
-        # GUI for 100-130 ms
-        self.lens_pacer.clear()  # an older lens still being shown: the newest wins
-        self.lens_pacer.run([*(put(key) for key in LENS_ORDER), finish])
-
     # ------------------------------------------------------------------ compare view
-    def _compared_layers(self) -> list[Any]:
-        """The compare view's cells, two layers each (the second over the first): clean image
-        and clean prediction, adversarial image and prediction, perturbation (and the changed
-        labels over it) — [] when the last run's layers are not all there."""
-        keys = ("clean_prediction", "adversarial", "adversarial_prediction", "perturbation")
-        layers = [self._source_layer, *(self.results.layers.get(k) for k in keys)]
-        if self.compare_changes.value:
-            layers.append(self._changed_labels_layer())
-        if any(layer is None or layer not in self.viewer.layers for layer in layers):
-            return []
-        return layers
-
-    def _changed_labels_layer(self):
-        """The voxels whose label the attack changed (their new label; 0 elsewhere), as a
-        result layer made now (the compare view waits for it)."""
-        done = self.last_result
-        if done is None:
-            return None
-        clean = done.layers["clean_prediction"]
-        adversarial = done.layers["adversarial_prediction"]
-        changed = np.where(adversarial != clean, adversarial, 0).astype(adversarial.dtype)
-        pending = list(self.results.put("changed", changed, done))
-        while pending:  # a new layer: insert it now, not over later turns
-            pending = [*(pending.pop(0)() or []), *pending]
-        layer = self.results.layers["changed"]
-        layer.contour = 1
-        return layer
-
     def _toggle_compare_view(self, on: bool) -> None:
         """Show the last run side by side in napari's grid, or put the previous view back."""
         try:
             if on:
-                layers = self._compared_layers()
+                layers = run_cells(self.viewer, self._source_layer, self.results,
+                                   self.last_result, bool(self.compare_changes.value))  # fmt: skip
                 if not layers:
                     raise ValueError("nothing to compare yet: run an attack first")
                 perturbation = self.results.layers["perturbation"]
@@ -547,8 +334,7 @@ class AttackWidget(WorkerWidget):
         from napari_vafa._worker import AttackJob
 
         layer, image, data, labels = self._inputs()
-        self._lens_timer.stop()
-        self.lens_runner.stop()  # the lens stops within a step; the run waits for the model
+        self.live_lens.stop()  # within a step; the run waits for the model meanwhile
         self.scrubber.detach()
         job = AttackJob(
             image=image,
@@ -734,32 +520,13 @@ class AttackWidget(WorkerWidget):
 
     def _attach_run_history(self, done: JobDone) -> None:
         """The step scrubber replays the full run (when its history was kept)."""
-        from napari_vafa._scrubber import ScrubSource, returned_position
+        from napari_vafa._scrubber import run_source
 
-        history = done.history
-        if history is None:
-            return
-        outcome = done.outcome
-        returned = [row["step"] for row in outcome.history if row.get("returned")]
-        dice = outcome.metrics.dice_fg.clean
-        self.scrubber.attach(
-            ScrubSource(
-                name="run",
-                history=history,
-                mapping=outcome.model_input.mapping,
-                clean_units=outcome.model_input.source.array,
-                layers=self.results.layers,
-                result=done.layers,
-                returned=returned_position(returned, history.total),
-                clean_dice=None if dice is None else float(dice),
-            )
-        )
+        if done.history is not None:
+            self.scrubber.attach(run_source(done, self.results.layers))
 
     def _on_destroyed(self, *_: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # Qt deleted it already (napari closing)
-            self._lens_timer.stop()
-        self.lens_pacer.clear()
-        self.lens_runner.close()
+        self.live_lens.close()
         super()._on_destroyed()
 
     # ------------------------------------------------------------------ export

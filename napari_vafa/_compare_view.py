@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CompareView"]
+__all__ = ["CompareView", "run_cells"]
 
 
 @dataclass
@@ -109,6 +109,46 @@ class CompareView:
             layer.colorbar.visible = visible
         viewer.dims.ndisplay = saved.ndisplay
         viewer.scene.camera.update(saved.camera)
+
+
+def run_cells(viewer, source, results, done, changes: bool = False) -> list[Any]:
+    """The compare view's layers for the attack widget's last run, two per cell (the second
+    over the first): the clean image (``source``) and its prediction, the adversarial image and
+    its prediction, the perturbation (and, with ``changes``, the changed labels over it).
+
+    Args:
+        viewer: the viewer.
+        source: the attacked image layer.
+        results: the widget's :class:`~napari_vafa._result_layers.ResultLayers`.
+        done: the run's :class:`~napari_vafa._worker.JobDone` (None: no run yet).
+        changes: add the changed-labels layer (made now if needed).
+
+    Returns:
+        The layers, or [] when the last run's layers are not all in the viewer.
+    """
+    keys = ("clean_prediction", "adversarial", "adversarial_prediction", "perturbation")
+    layers = [source, *(results.layers.get(k) for k in keys)]
+    if changes and done is not None:
+        layers.append(_changed_labels(results, done))
+    if any(layer is None or layer not in viewer.layers for layer in layers):
+        return []
+    return layers
+
+
+def _changed_labels(results, done):
+    """The voxels whose label the attack changed (their new label; 0 elsewhere), as result
+    layer ``"changed"``, inserted now (the compare view waits for it)."""
+    import numpy as np
+
+    clean = done.layers["clean_prediction"]
+    adversarial = done.layers["adversarial_prediction"]
+    changed = np.where(adversarial != clean, adversarial, 0).astype(adversarial.dtype)
+    pending = list(results.put("changed", changed, done))
+    while pending:  # a new layer's pieces, now rather than over later turns
+        pending = [*(pending.pop(0)() or []), *pending]
+    layer = results.layers["changed"]
+    layer.contour = 1
+    return layer
 
 
 def _move(layers, layer, index: int) -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from vafa.io.intensity import IntensityMapping
     from vafa.run.history import StepHistory
 
-__all__ = ["ScrubSource", "Scrubber", "returned_position"]
+__all__ = ["ScrubSource", "Scrubber", "returned_position", "run_source"]
 
 #: Layer keys the scrubber rewrites (those of the run that exist).
 SCRUBBED = ("adversarial", "perturbation", "adversarial_prediction", "q_table")
@@ -58,6 +58,24 @@ def returned_position(steps: Sequence[Any], total: int) -> int:
     if len(numbered) == 1 and len(numbered) == len(set(steps)):
         return int(numbered.pop())
     return int(total)
+
+
+def run_source(done, layers: dict[str, Any]) -> ScrubSource:
+    """The :class:`ScrubSource` of a full run (``done``: a
+    :class:`napari_vafa._worker.JobDone` with a history; ``layers``: its result layers)."""
+    outcome, history = done.outcome, done.history
+    returned = [row["step"] for row in outcome.history if row.get("returned")]
+    dice = outcome.metrics.dice_fg.clean
+    return ScrubSource(
+        name="run",
+        history=history,
+        mapping=outcome.model_input.mapping,
+        clean_units=outcome.model_input.source.array,
+        layers=layers,
+        result=done.layers,
+        returned=returned_position(returned, history.total),
+        clean_dice=None if dice is None else float(dice),
+    )
 
 
 class Scrubber:

@@ -51,9 +51,9 @@ def main(argv=None) -> None:
     if args.lens:
         widget.steps.value = 10
         settle(0.5)
-        shown = widget.lens_shown
+        shown = widget.live_lens.shown
         widget.request_lens()
-        while widget.lens_shown == shown or widget.lens_runner.busy:
+        while widget.live_lens.shown == shown or widget.live_lens.runner.busy:
             settle(0.05)
         settle()
         print(f"lens: {widget.status.value}")

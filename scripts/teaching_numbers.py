@@ -4,10 +4,8 @@
 Everything runs on the bundled CT sample and the bundled ``demo`` model, 2 torch threads,
 seed 0, the settings of the napari widgets' defaults:
 
-* ``lens``: the live lens — a 64³ cube around the centre of the volume, 10 VAFA steps, q_max
-  10 / 20 / 40 (q_min 5); the cube and steps the widget's planner picks on this machine for
-  its 20 steps (from a measured pass time, a 1 s budget: machine and load decide), and a 48³
-  cube with 20 steps (what it picked on a 2-core CPU), at the same three q_max;
+* ``lens``: the live lens — a 48³ and a 64³ cube around the centre of the volume, 10 VAFA
+  steps, q_max 10 / 20 / 40 (q_min 5) (the widget picks 48³ for 10 steps on 2 cores);
 * ``attack``: the full VAFA run (q_max 20, 32³ blocks, 20 steps): per-class Dice clean and
   adversarial, Dice/SSIM of every step (the step scrubber), the zeroed coefficients and the
   quantization table, the DCT pictures, the changed labels and the perturbation's colour bar;
@@ -36,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_vafa._worker import display_limits, window_interior
 from vafa.attacks.base import drive
 from vafa.io.data import load_demo_model, load_sample, sample_paths
 from vafa.io.model_space import labels_to_model_space, to_model_space
-from vafa.run.lens import iter_lens, lens_region, measure_step_seconds, plan_lens
+from vafa.run.lens import iter_lens, lens_region
 from vafa.run.pipeline import run_attack
 
 THREADS = 2
@@ -49,6 +48,7 @@ SECTIONS = ("lens", "attack", "pgd", "train", "slicer")
 DEFAULT_SECTIONS = ("lens", "attack", "pgd", "train")
 LENS_Q_MAX = (10, 20, 40)
 VAFA = {"q_max": 20, "block_size": 32, "steps": 20}
+LENS_STEPS = 10
 
 
 def main() -> None:
@@ -121,30 +121,12 @@ def lens_numbers(model, card, image, labels) -> dict:
         return row
 
     lens(20, 64, 2)  # warm-up: the first passes on a new shape are slow
-    asked = [lens(q, 64, 10) for q in LENS_Q_MAX]
-    # what the widget's planner picks here (napari_vafa._lens.LensPlanner.plan, for its 20
-    # steps; it depends on the measured speed, so on the machine and its load) ...
-    pass64 = measure_step_seconds(model, 64)
-    plan = plan_lens(pass64, size=64, steps=VAFA["steps"])
-    if plan.size != 64:
-        own = measure_step_seconds(model, plan.size)
-        again = plan_lens(own, size=plan.size, steps=VAFA["steps"])
-        if again.size == plan.size:
-            plan = type(plan)(plan.size, again.steps, again.seconds, plan.note)
-    print(
-        f"widget plan: pass 64³ {pass64:.3f} s → {plan.size}³, {plan.steps} steps "
-        f"({plan.note or 'as asked'})"
-    )
-    planned = [lens(q, plan.size, plan.steps) for q in LENS_Q_MAX]
-    # ... and the lens of a 48³ cube with all 20 steps (the size the brief expected on 2 cores)
-    cube48 = [lens(q, 48, VAFA["steps"]) for q in LENS_Q_MAX]
-    return {
-        "center": center,
-        "asked": asked,
-        "plan": {"pass64": pass64, "size": plan.size, "steps": plan.steps, "note": plan.note},
-        "planned": planned,
-        "cube48": cube48,
-    }
+    lens(20, 48, 2)
+    # the lesson sets 10 steps for the lens; on 2 cores the widget then picks a 48³ cube
+    # (benchmarks/bench_teaching.py lens), on a faster machine the 64³ it asks for
+    cube48 = [lens(q, 48, LENS_STEPS) for q in LENS_Q_MAX]
+    cube64 = [lens(q, 64, LENS_STEPS) for q in LENS_Q_MAX]
+    return {"center": center, "cube48": cube48, "cube64": cube64}
 
 
 # ----------------------------------------------------------------------------- 3–5, 7. full run
@@ -245,6 +227,10 @@ def attack_numbers(model, card, image, labels) -> dict:
     changed = clean_pred != adv_pred
     change = np.abs(outcome.perturbation.array)
     change = change[change != 0]
+    # the widget's own contrast limits of the perturbation layer (from the voxels inside the
+    # model's intensity window)
+    seen = window_interior(outcome.model_input.mapping, outcome.model_input.source.array)
+    bar = display_limits({"perturbation": outcome.perturbation.array}, seen)["perturbation"]
     names = list(m.class_names)
     lost = {
         names[c]: int((clean_pred == c).sum() - (adv_pred == c).sum())
@@ -255,7 +241,7 @@ def attack_numbers(model, card, image, labels) -> dict:
         "changed_voxels": int(changed.sum()),
         "voxels": int(changed.size),
         "changed_to_background": int((changed & (adv_pred == 0)).sum()),
-        "colour_bar_hu": float(np.percentile(change, 99.5)),
+        "colour_bar_hu": float(bar[1]),
         "max_change_hu": float(change.max()),
         "changed_fraction_of_voxels": float(change.size / outcome.perturbation.array.size),
         "voxels_lost_by_class": dict(sorted(lost.items(), key=lambda kv: -kv[1])),

@@ -31,8 +31,8 @@ def _q_slider(widget):
 
 
 def _wait_lens(qtbot, widget, count):
-    qtbot.waitUntil(lambda: widget.lens_shown >= count, timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: not widget.lens_runner.busy, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: widget.live_lens.shown >= count, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.live_lens.runner.busy, timeout=TIMEOUT_MS)
 
 
 def _library_events(widget, options, seed):
@@ -41,7 +41,7 @@ def _library_events(widget, options, seed):
     image, labels = load_volume(sample_paths()[0]), load_volume(sample_paths()[1])
     model_input = to_model_space(image, card)
     y = labels_to_model_space(labels, model_input)
-    region = widget.last_lens.result.region
+    region = widget.live_lens.last.result.region
     index = (slice(None), slice(None), *region)
     attack = build_attack("vafa", model, **options, seed=seed)
     gen = attack.iter_attack(model_input.tensor[index], y[index])
@@ -63,20 +63,22 @@ def test_slider_release_starts_a_lens_and_a_newer_one_cancels_it(make_napari_vie
     widget.live.value = False
     widget.steps.value = 8
     widget.live.value = True  # ticking it asks for a lens
-    qtbot.waitUntil(lambda: widget.lens_runner.started == 1, timeout=5_000)
-    qtbot.waitUntil(lambda: widget.lens_runner.steps_seen >= 1, timeout=TIMEOUT_MS)  # running
+    qtbot.waitUntil(lambda: widget.live_lens.runner.started == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: widget.live_lens.runner.steps_seen >= 1, timeout=TIMEOUT_MS)  # running
 
     widget.q_range.value = (5.0, 35.0)  # as the user drags ...
     _q_slider(widget).sliderReleased.emit()  # ... and lets go
-    assert widget.lens_runner.superseded == 1  # the running lens is cancelled at once
+    assert widget.live_lens.runner.superseded == 1  # the running lens is cancelled at once
     _wait_lens(qtbot, widget, 1)
-    assert widget.lens_shown == 1 and widget.lens_runner.started == 2  # only the newer shown
-    lens = widget.last_lens
+    assert (
+        widget.live_lens.shown == 1 and widget.live_lens.runner.started == 2
+    )  # only the newer shown
+    lens = widget.live_lens.last
     assert lens.result.settings["q_max"] == 35.0 and not lens.result.cancelled
     assert "live lens" in widget.status.value and "Dice" in widget.status.value
 
     # in place: over the cube of the image, in HU, the perturbation is the difference
-    layers = widget.lens.layers
+    layers = widget.live_lens.layers.layers
     start = lens.start_kji
     assert np.allclose(layers["adversarial"].translate, np.multiply(start, ct.scale))
     cube = tuple(
@@ -91,19 +93,19 @@ def test_slider_release_starts_a_lens_and_a_newer_one_cancels_it(make_napari_vie
     assert errors == []
 
     # moving to another place asks again; a small move does not
-    started = widget.lens_runner.started
+    started = widget.live_lens.runner.started
     viewer.dims.set_point(0, viewer.dims.point[0] + 1 * ct.scale[0])
     qtbot.wait(400)
-    assert widget.lens_runner.started == started
+    assert widget.live_lens.runner.started == started
     viewer.dims.set_point(0, viewer.dims.point[0] + 40 * ct.scale[0])
-    qtbot.waitUntil(lambda: widget.lens_runner.started == started + 1, timeout=5_000)
+    qtbot.waitUntil(lambda: widget.live_lens.runner.started == started + 1, timeout=5_000)
     _wait_lens(qtbot, widget, 2)
-    assert widget.last_lens.start_kji != start
+    assert widget.live_lens.last.start_kji != start
 
     widget.live.value = False  # off: nothing more runs
     widget.seed.value = 3
     qtbot.wait(300)
-    assert widget.lens_runner.started == started + 1 and errors == []
+    assert widget.live_lens.runner.started == started + 1 and errors == []
 
 
 @pytest.mark.gui
@@ -114,11 +116,11 @@ def test_step_scrubber_shows_the_library_iterate_of_each_step(make_napari_viewer
     widget.seed.value = 2
     widget.live.value = True
     _wait_lens(qtbot, widget, 1)
-    done = widget.last_lens
+    done = widget.live_lens.last
     options = dict(widget.attack_controls.options("vafa"))
     options["steps"] = done.plan.steps
     events, model_input, region = _library_events(widget, options, seed=2)
-    slider, layers = widget.step_slider, widget.lens.layers
+    slider, layers = widget.step_slider, widget.live_lens.layers.layers
     assert slider.enabled and slider.max == done.plan.steps
     assert slider.value == done.result.returned_step  # the returned iterate first
     np.testing.assert_array_equal(layers["adversarial"].data, done.layers["adversarial"])
@@ -180,5 +182,5 @@ def test_lens_on_an_image_off_the_models_grid_says_so_in_one_line(
     widget.labels_layer.value = "use model prediction"
     assert widget.request_lens()
     qtbot.waitUntil(lambda: "model's grid" in widget.status.value, timeout=TIMEOUT_MS)
-    assert widget.status.value.count("\n") == 0 and widget.lens_shown == 0
+    assert widget.status.value.count("\n") == 0 and widget.live_lens.shown == 0
     assert torch.get_num_threads() >= 1 and errors == []
