@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# Where pip gets torch: empty = the public index (PyPI: the CUDA build on Linux x86-64, several
+# GB; the CPU build on macOS and Windows). CPU only on Linux: https://download.pytorch.org/whl/cpu;
+# a CUDA version: https://download.pytorch.org/whl/cu126 (cu128, …).
+TORCH_INDEX ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -28,12 +32,14 @@ venv: $(STAMP)
 # The extras must not replace the torch installed first (nnunetv2 asks for any torch, and pip
 # would fetch a multi-GB CUDA build): a constraints file pins the version that is installed.
 CONSTRAINTS := $(VENV)/torch-constraints.txt
+TORCH_ARGS := "$(TORCH)"$(if $(TORCH_INDEX), --index-url "$(TORCH_INDEX)")
+PIN_TORCH := $(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(CONSTRAINTS)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(CONSTRAINTS)
+	$(BIN)/python -m pip install $(TORCH_ARGS)
+	$(PIN_TORCH)
 	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e ".[test,napari,qt]"
 	touch $(STAMP)
 
@@ -54,8 +60,9 @@ sysdeps:
 $(DEMO_STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install "$(TORCH)"
-	$(BIN)/python -m pip install -e .
+	$(BIN)/python -m pip install $(TORCH_ARGS)
+	$(PIN_TORCH)
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e .
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
@@ -82,7 +89,7 @@ gui: $(STAMP)
 # What a user gets from `pip install napari-vafa`: the wheel, no extras, in a fresh venv (then
 # the napari extra for the plugin manifest). Run by CI after the tests.
 wheel-check: $(STAMP)
-	bash scripts/check_wheel.sh "$(WHEEL_DIR)" "$(TORCH)"
+	bash scripts/check_wheel.sh "$(WHEEL_DIR)" "$(TORCH)" "$(TORCH_INDEX)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -2,9 +2,11 @@
 # Build the wheel and use it as a user would: a fresh venv, `pip install` of the wheel without
 # extras, `vafa --help` for every command and a short `vafa demo`; then the napari extra and
 # `npe2 validate napari-vafa`. Usage: scripts/check_wheel.sh [WORK_DIR] [TORCH_REQUIREMENT]
+# [TORCH_INDEX] (the index pip gets torch from; default: the public one)
 set -euo pipefail
 WORK=${1:-build/wheel-check}
 TORCH=${2:-torch==2.13.0}
+TORCH_INDEX=${3:-}
 PY=${PYTHON:-.venv/bin/python}
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -14,7 +16,8 @@ wheel=$(ls "$WORK"/dist/napari_vafa-*.whl)
 python3 -m venv "$WORK/venv"
 bin="$WORK/venv/bin"
 "$bin/python" -m pip install -q --upgrade pip
-"$bin/python" -m pip install -q "$TORCH"  # the pinned build first (else pip picks a CUDA one)
+# the pinned build (from TORCH_INDEX if given) first, else installing the wheel picks a torch itself
+"$bin/python" -m pip install -q "$TORCH" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
 "$bin/python" -m pip install -q "$wheel"
 for command in "" demo attack evaluate info train report gui slicer; do
   "$bin/vafa" $command --help >/dev/null
