@@ -137,8 +137,10 @@ class AttackWidget(WorkerWidget):
         self.compare_changes = CheckBox(text="changed labels", value=False)
         self.compare_button = PushButton(text="Compare attacks")
         self.live = CheckBox(text="live lens", value=self.model_source.value == "demo")
-        self.lens_size = ComboBox(
-            label="lens", choices=[(f"{n}³ cube", n) for n in LENS_SIDES], value=64
+        self.lens_size = ComboBox(  # on a GPU the lens is the whole volume
+            label="lens",
+            choices=[*((f"{n}³ cube", n) for n in LENS_SIDES), ("whole volume", 0)],
+            value=0 if "cuda" in devices else 64,
         )
         self.step_slider, self.step_info = self.scrubber.slider, self.scrubber.info
         self.layer_help = Label(value="")

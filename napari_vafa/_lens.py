@@ -48,6 +48,7 @@ __all__ = [
     "LensRunner",
     "lens_source",
     "run_lens",
+    "whole_side",
 ]
 
 #: Lens layers: key → layer name.
@@ -75,7 +76,8 @@ class LensJob:
         image: the image in file units (``(i, j, k)``), ``image_key`` identifies its data.
         labels: ground truth on its grid, or None (the model's prediction is attacked).
         center: the view point in the image's voxel coordinates ``(i, j, k)``.
-        size: the wanted side of the cube; budget: seconds it should take.
+        size: the wanted side of the cube (0: the whole volume); budget: seconds it should
+            take.
     """
 
     image: Volume
@@ -152,13 +154,13 @@ class LensPlanner:
             self._input_key = key
         return self._input
 
-    def plan(self, model, card, job: LensJob, steps: int) -> LensPlan:
+    def plan(self, model, card, job: LensJob, steps: int, wanted: int) -> LensPlan:
         """The lens that fits ``job.budget`` less :data:`GUI_MARGIN` (measures a cube side's
         pass time the first time it is considered, then uses what lenses took)."""
         from vafa.run.lens import LensPlan, plan_lens
 
         spec = job.model
-        size = self._fixed.get(spec) or job.size
+        size = self._fixed.get(spec) or wanted
         if self._pass_seconds(model, card, spec, size) is None:
             size = int(card.roi_size[0])  # the model refuses other sizes: its own tile only
             self._fixed[spec] = size
@@ -176,11 +178,11 @@ class LensPlanner:
             if seconds is None:
                 break
             plan = plan_lens(seconds, size=size, steps=steps, budget=budget)
-        if plan.size == job.size and plan.steps == steps:
+        if plan.size == wanted and plan.steps == steps:
             return plan
         changed = [f"{plan.steps} of {steps} steps"] if plan.steps != steps else []
-        if plan.size != job.size:
-            changed.insert(0, f"cube {plan.size}³ instead of {job.size}³")
+        if plan.size != wanted:
+            changed.insert(0, f"cube {plan.size}³ instead of {wanted}³")
         note = f"{', '.join(changed)} to answer within {job.budget:g} s"
         if plan.seconds > budget:
             note += f" (this model needs ≈{plan.seconds + GUI_MARGIN:.1f} s even so)"
@@ -232,7 +234,7 @@ def run_lens(
             x01, labels, mapping = planner.model_input(job, card)
             options = dict(job.options)
             steps = int(options.get("steps", 0) or 0)
-            plan = planner.plan(model, card, job, steps)
+            plan = planner.plan(model, card, job, steps, job.size or whole_side(x01.shape[2:]))
             if "steps" in options:
                 options["steps"] = plan.steps
             timings["plan"] = time.perf_counter() - start
@@ -259,6 +261,12 @@ def run_lens(
         return done
     except Exception as err:  # every failure becomes a status line, never a crash
         return JobFailed.from_exception(err)
+
+
+def whole_side(shape) -> int:
+    """The side of a cube holding a whole volume of ``shape`` (a multiple of 16: strided
+    networks need one)."""
+    return 16 * -(-max(int(n) for n in shape) // 16)
 
 
 def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:

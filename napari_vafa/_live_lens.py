@@ -112,6 +112,8 @@ class LiveLens:
             self._schedule(VIEW_SETTLE_MS)
             return
         center = self.view_center()
+        if not self.host.lens_size.value:
+            return  # the whole volume: wherever one looks
         quarter = int(self.host.lens_size.value) / 4
         if (
             center is not None

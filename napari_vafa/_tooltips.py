@@ -76,9 +76,9 @@ ATTACK_WIDGET: dict[str, str] = {
         "needs Run."
     ),
     "lens_size": (
-        "Side of the lens cube in voxels of the model's grid. A bigger model gets a smaller "
-        "cube or fewer steps so that the lens still answers within a second; the status line "
-        "says what it chose."
+        "Side of the lens cube in voxels of the model's grid, or the whole volume (the default "
+        "on a GPU). A slower model or computer gets a smaller cube or fewer steps so that the "
+        "lens still answers within a second; the status line says what it chose."
     ),
     "step_slider": (
         "Replay the last run (lens or Run) step by step: 0 is the clean image; at every step "

@@ -184,3 +184,39 @@ def test_lens_on_an_image_off_the_models_grid_says_so_in_one_line(
     qtbot.waitUntil(lambda: "model's grid" in widget.status.value, timeout=TIMEOUT_MS)
     assert widget.status.value.count("\n") == 0 and widget.live_lens.shown == 0
     assert torch.get_num_threads() >= 1 and errors == []
+
+
+def test_a_whole_volume_lens_covers_the_volume_when_the_budget_allows():
+    """Size 0 (the default on a GPU): the whole volume, when the measured time fits."""
+    import threading
+
+    from factories import tiny_card, tiny_model
+
+    from napari_vafa._lens import LensDone, LensJob, LensPlanner, run_lens, whole_side
+    from napari_vafa._worker import ModelCache, ModelSpec
+    from vafa.io.volume import Volume
+
+    assert whole_side((122, 101, 112)) == 128 and whole_side((16, 8, 4)) == 16
+    card = tiny_card(roi=16, spacing=(3.0, 3.0, 3.0), orientation="RAS")
+    spec = ModelSpec("demo", device="cpu")
+    cache = ModelCache()
+    cache.put(spec, tiny_model(card).eval(), card)
+    rng = np.random.default_rng(0)
+    image = Volume(rng.normal(0, 200, (20, 18, 12)).astype(np.float32), np.diag([3, 3, 3, 1.0]))
+    job = LensJob(image, None, spec, "vafa", {"steps": 2, "block_size": (8, 8, 8)}, 0,
+                  center=(0, 0, 0), size=0, budget=60.0)  # fmt: skip
+    gen = run_lens(job, threading.Event(), cache, LensPlanner())
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        done = stop.value
+    assert isinstance(done, LensDone), getattr(done, "message", done)
+    assert [s.stop - s.start for s in done.result.region] == [20, 18, 12]
+    assert done.layers["adversarial"].shape == (12, 18, 20) and done.plan.note == ""
+    tight = LensJob(image, None, spec, "vafa", {"steps": 50, "block_size": (8, 8, 8)}, 0,
+                    center=(0, 0, 0), size=0, budget=0.2)  # fmt: skip
+    planner = LensPlanner()
+    planner._pass[(spec, 32)] = planner._pass[(spec, 16)] = 0.05  # a slow machine
+    plan = planner.plan(*cache.get(spec), tight, 50, whole_side(image.shape))
+    assert plan.steps < 50 and "to answer within 0.2 s" in plan.note
