@@ -19,7 +19,7 @@ Targets (issue "live attacks for teaching"): lens median ≤ 1.0 s, worst ≤ 1.
 during the releases; first run: no gap over 250 ms.
 
 Run: ``python benchmarks/bench_teaching.py [first-run|lens|all] [--explain] [--threads 2]
-[--releases 20] [--steps 10] [--json out.json]``.
+[--releases 20] [--steps 10] [--quick] [--json out.json]`` (``make bench`` runs it too).
 """
 
 from __future__ import annotations
@@ -28,14 +28,13 @@ import argparse
 import collections
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
 
-from bench_widget import _gaps, _run_until, _wait
+from bench_widget import _gaps, _run_until, _wait, rerun_under_xvfb
 
 TIMER_MS = 50
 TARGET_FIRST_RUN_GAP_MS = 250.0
@@ -46,13 +45,9 @@ TARGET_LENS_GAP_MS = 100.0
 
 def main() -> int:
     args = _parse()
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        xvfb = shutil.which("xvfb-run")
-        if xvfb is None:
-            print("no display and no xvfb-run: install xvfb (see the Makefile)", file=sys.stderr)
-            return 2
-        cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv]
-        return subprocess.run(cmd).returncode
+    code = rerun_under_xvfb()
+    if code is not None:
+        return code
     if args.scenario == "all":  # each scenario in a fresh process (a fresh viewer)
         results = {}
         for scenario in ("first-run", "lens"):
@@ -87,7 +82,11 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--releases", type=int, default=20, help="lens: slider releases")
     parser.add_argument("--steps", type=int, default=10, help="lens: VAFA steps")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="5 slider releases")
+    args = parser.parse_args()
+    if args.quick:
+        args.releases = 5
+    return args
 
 
 def _passed_on(args) -> list[str]:

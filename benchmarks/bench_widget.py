@@ -47,15 +47,24 @@ TARGET_GAP_MS = 200.0
 TIMER_MS = 50
 
 
+def rerun_under_xvfb() -> int | None:
+    """Without a display: run this script again under ``xvfb-run`` and return its exit code
+    (2 when there is no xvfb-run); None when there is a display."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        print("no display and no xvfb-run: install xvfb (see the Makefile)", file=sys.stderr)
+        return 2
+    cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv]
+    return subprocess.run(cmd).returncode
+
+
 def main() -> int:
     args = _parse()
-    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-        xvfb = shutil.which("xvfb-run")
-        if xvfb is None:
-            print("no display and no xvfb-run: install xvfb (see the Makefile)", file=sys.stderr)
-            return 2
-        cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, *sys.argv]
-        return subprocess.run(cmd).returncode
+    code = rerun_under_xvfb()
+    if code is not None:
+        return code
     result = run(args)
     _print_table(result)
     if args.json:
