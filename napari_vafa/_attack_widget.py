@@ -136,7 +136,8 @@ class AttackWidget(WorkerWidget):
         self.compare_view = CheckBox(text="compare view", value=False, enabled=False)
         self.compare_changes = CheckBox(text="changed labels", value=False)
         self.compare_button = PushButton(text="Compare attacks")
-        self.live = CheckBox(text="live lens", value=self.model_source.value == "demo")
+        bundled = self.model_source.value not in ("file", "folder")  # demo, robust-demo
+        self.live = CheckBox(text="live lens", value=bundled)
         self.lens_size = ComboBox(  # on a GPU the lens is the whole volume
             label="lens",
             choices=[*((f"{n}³ cube", n) for n in LENS_SIDES), ("whole volume", 0)],
