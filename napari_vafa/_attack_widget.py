@@ -100,7 +100,9 @@ class AttackWidget(WorkerWidget):
         self._cache = ModelCache()
         self._compare = CompareView(napari_viewer)
         self._source_layer = None
-        self.scrubber = Scrubber(lambda message: notify_error(f"{self.TITLE}: {message}"))
+        self.scrubber = Scrubber(
+            lambda message: notify_error(f"{self.TITLE}: {message}"), self.plots.mark_step
+        )
 
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)

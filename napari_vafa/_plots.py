@@ -79,7 +79,10 @@ class MetricsPlot(QWidget):
         self._background = None
         (self._loss_line,) = self.ax_curve.plot([], [], color=LOSS_COLOR, marker=".")
         (self._dice_line,) = self.ax_dice.plot([], [], color=ADVERSARIAL_COLOR, marker=".")
-        for line in (self._loss_line, self._dice_line):
+        # the step the scrubber shows (a vertical line; hidden until it is used)
+        self._marker = self.ax_curve.axvline(0, color="#555555", linestyle="--", linewidth=1)
+        self._marker.set_visible(False)
+        for line in (self._loss_line, self._dice_line, self._marker):
             line.set_animated(True)  # drawn by _draw_lines, not by a full draw
         self.ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
         self.ax_curve.set_xlabel("step", fontsize=8)
@@ -102,6 +105,7 @@ class MetricsPlot(QWidget):
         self.dices.clear()
         self._loss_line.set_data([], [])
         self._dice_line.set_data([], [])
+        self._marker.set_visible(False)
         self.ax_curve.set_title(title or "attack progress", fontsize=9)
         self.ax_curve.set_xlim(0.5, max(total_steps or 1, 2) + 0.5)
         self.ax_curve.set_ylim(0.0, 1.0)
@@ -123,6 +127,15 @@ class MetricsPlot(QWidget):
         if self._grow_limits(step, loss) or self._background is None:
             self.canvas.draw_idle()
         else:
+            self._blit()
+
+    def mark_step(self, step: float | None) -> None:
+        """A dashed line at ``step`` of the curve (the step scrubber's position; None hides
+        it), blitted like the curve."""
+        self._marker.set_visible(step is not None)
+        if step is not None:
+            self._marker.set_xdata([step, step])
+        if self._background is not None:
             self._blit()
 
     def show_outcome(self, metrics: OutcomeMetrics) -> None:
@@ -197,6 +210,8 @@ class MetricsPlot(QWidget):
     def _draw_lines(self) -> None:
         self.ax_curve.draw_artist(self._loss_line)
         self.ax_dice.draw_artist(self._dice_line)
+        if self._marker.get_visible():
+            self.ax_curve.draw_artist(self._marker)
 
     def _blit(self) -> None:
         """Redraw only the lines into the canvas buffer; shown with the next paint (``update``,

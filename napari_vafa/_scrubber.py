@@ -83,13 +83,18 @@ class Scrubber:
 
     Args:
         on_error: called with a message when a step cannot be shown.
+        on_step: called with the step of a full run being shown, None when none is (the
+            widget marks it on the run's curve).
     """
 
-    def __init__(self, on_error: Callable[[str], Any]) -> None:
+    def __init__(
+        self, on_error: Callable[[str], Any], on_step: Callable[[int | None], Any] | None = None
+    ) -> None:
         self.slider = Slider(label="step", min=0, max=0, value=0, enabled=False)
         self.info = Label(value="")
         self.source: ScrubSource | None = None
         self._on_error = on_error
+        self._on_step = on_step  # called with a full run's step shown (None: none)
         self.slider.changed.connect(self._show)
 
     def attach(self, source: ScrubSource) -> None:
@@ -104,6 +109,7 @@ class Scrubber:
             self.slider.value = min(source.returned, self.slider.max)
         self.slider.enabled = history.total > 0
         self._describe(self.slider.value)
+        self._mark(self.slider.value)
 
     def detach(self) -> None:
         """Forget the current run and free its history."""
@@ -112,6 +118,7 @@ class Scrubber:
             source.history.release()
         self.slider.enabled = False
         self.info.value = ""
+        self._mark(None)
 
     def frames(self, step: int) -> dict[str, np.ndarray]:
         """Layer data of ``step`` (``(k, j, i)``, file units) for the keys of the run."""
@@ -148,6 +155,13 @@ class Scrubber:
             self._on_error(f"could not show step {step}: {err}")
             return
         self._describe(int(step))
+        self._mark(int(step))
+
+    def _mark(self, step: int | None) -> None:
+        if self._on_step is not None:
+            source = self.source  # the curve's x is the step of a one-tile run only
+            run = source is not None and source.name == "run" and len(source.history.tiles) == 1
+            self._on_step(step if run and step is not None else None)
 
     def _describe(self, step: int) -> None:
         source = self.source

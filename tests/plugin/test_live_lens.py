@@ -157,6 +157,12 @@ def test_step_scrubber_shows_the_library_iterate_of_each_step(make_napari_viewer
     clean = np.asarray(ct.data, dtype=np.float32)
     np.testing.assert_allclose(result["adversarial"].data, clean, atol=HU_F16 * 4)
     assert slider.max == 2 and widget.last_result.history.nbytes < 256 * 2**20
+    slider.value = 1  # the run's curve marks the step shown
+    marker = widget.plots._marker
+    assert marker.get_visible() and list(marker.get_xdata()) == [1, 1]
+    widget.run_button.native.click()  # a new run: no mark
+    assert not marker.get_visible()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=600_000)
 
 
 @pytest.mark.gui
