@@ -1,5 +1,7 @@
 """The ``vafa`` command line: ``demo``, ``attack``, ``evaluate``, ``info``, ``train``,
-``report``, ``gui`` — one module per command, each with ``add_parser(subparsers, common)``.
+``report``, ``gui``, ``slicer`` — one module per command, each with ``add_parser(subparsers)``;
+every command takes the common flags (:func:`vafa.cli.common.add_common_arguments`) and its help
+says which of them it ignores.
 
 Errors in what the user gave (paths, files, cards, options) print one line on stderr and exit
 with status 2, never a traceback; Ctrl-C exits with 130 and leaves no partial file (every
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 from vafa import __version__
 from vafa.cli import attack, demo, evaluate, gui, info, report, slicer, train
-from vafa.cli.common import CLIError, common_parser
+from vafa.cli.common import CLIError, CLIParser
 from vafa.ops.messages import USER_ERRORS, one_line
 
 __all__ = ["build_parser", "main"]
@@ -44,14 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="vafa",
         description="Volumetric adversarial frequency attacks (VAFA) and training (VAFT) for 3D "
         "medical segmentation models.",
     )
     parser.add_argument("--version", action="version", version=f"vafa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = common_parser()
     for command in COMMANDS:
-        command.add_parser(sub, common)
+        command.add_parser(sub)
     return parser

@@ -8,6 +8,7 @@ from pathlib import Path
 from vafa.cli.common import (
     CLIError,
     add_amp_argument,
+    add_common_arguments,
     add_model_arguments,
     datalist_cases,
     load_model,
@@ -24,14 +25,14 @@ from vafa.run.outcome_metrics import OutcomeMetrics
 __all__ = ["add_parser", "run_attack_command"]
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "attack",
-        parents=[common],
         help="attack NIfTI volumes",
         description="Attack one NIfTI volume, a folder of them, or the cases "
         "of a decathlon-style datalist.",
     )
+    add_common_arguments(p, json="print the metrics as JSON (also with --quiet)")
     add_attack_arguments(p)
     p.add_argument("image", nargs="?", help="a .nii/.nii.gz file or a folder of them")
     add_model_arguments(p)
@@ -45,14 +46,12 @@ def add_parser(subparsers, common) -> None:
         action="store_true",
         help="write on the input grid when the card resamples (default: model grid)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
         "--resume",
         action="store_true",
         help="keep the cases already done in --out-dir (same settings) and attack the rest",
     )
     add_amp_argument(p)
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run)
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 from vafa.ops.messages import one_line
 
 __all__ = [
+    "COMMON_FLAGS",
     "CLIError",
+    "CLIParser",
     "add_amp_argument",
+    "add_common_arguments",
     "add_fold_arguments",
     "add_model_arguments",
-    "common_parser",
     "datalist_cases",
     "model_source",
     "one_line",
@@ -36,15 +38,40 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def common_parser() -> argparse.ArgumentParser:
-    """The parent parser of every command: ``--device``, ``--seed``, ``--quiet``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda[:N], mps"
-    )
-    common.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
-    return common
+#: The flags every command takes (:func:`add_common_arguments`): dest → (flags, help).
+COMMON_FLAGS = {
+    "device": (("--device",), "auto (cuda → mps → cpu), cpu, cuda[:N], mps"),
+    "seed": (("--seed",), "random seed (default 0)"),
+    "quiet": (("--quiet", "-q"), "no progress bar or table"),
+    "json": (("--json",), "print the result as JSON on stdout (also with --quiet)"),
+    "overwrite": (("--overwrite",), "replace existing outputs"),
+}
+
+
+class CLIParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2), like every
+    other user error of ``vafa``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_common_arguments(parser, *, ignored: dict[str, str] | None = None, **helps: str) -> None:
+    """The common flags of every command: ``--device``, ``--seed``, ``--quiet``/``-q``,
+    ``--json`` and ``--overwrite``. ``ignored`` maps the dest of those a command does not use
+    to why (its help then says "ignored: why"); ``helps`` replace the default help texts."""
+    ignored = ignored or {}
+    unknown = (set(ignored) | set(helps)) - set(COMMON_FLAGS)
+    if unknown:
+        raise ValueError(f"not common flags: {sorted(unknown)}")
+    for dest, (flags, text) in COMMON_FLAGS.items():
+        text = f"ignored: {ignored[dest]}" if dest in ignored else helps.get(dest, text)
+        if dest == "device":
+            parser.add_argument(*flags, default="auto", help=text)
+        elif dest == "seed":
+            parser.add_argument(*flags, type=int, default=0, help=text)
+        else:
+            parser.add_argument(*flags, action="store_true", help=text)
 
 
 def add_model_arguments(parser, *, required: bool = True, card_help: str | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vafa.cli.attack import run_attack_command
-from vafa.cli.common import print_metrics, refuse_existing
+from vafa.cli.common import add_common_arguments, print_metrics, refuse_existing
 from vafa.cli.options import add_attack_arguments
 
 __all__ = ["add_parser"]
@@ -14,20 +14,20 @@ __all__ = ["add_parser"]
 CLEAN, FIGURE = "clean.nii.gz", "figure.png"
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        parents=[common],
         help="attack the bundled CT sample with the bundled demo model",
         description="Attack the bundled abdominal CT sample with the bundled demo "
         "model; print the damage and write volumes, metrics and a figure.",
     )
+    add_common_arguments(
+        p,
+        json="print the metrics as JSON (also with --quiet)",
+        overwrite="replace the files of an earlier run in --out",
+    )
     add_attack_arguments(p)
     p.add_argument("--out", default="vafa-demo", help="output folder (default vafa-demo/)")
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace the files of an earlier run in --out"
-    )
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run)
 
 

@@ -8,6 +8,7 @@ from vafa.cli.common import (
     CLIError,
     add_amp_argument,
     add_band_arguments,
+    add_common_arguments,
     add_model_arguments,
     load_model,
 )
@@ -15,18 +16,27 @@ from vafa.cli.common import (
 __all__ = ["add_parser"]
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        parents=[common],
         help="segmentation metrics of a model",
         description="Dice/HD95 of a model on a volume, and on an adversarial version of it.",
+    )
+    add_common_arguments(
+        p,
+        ignored={"seed": "evaluation draws nothing at random", "overwrite": "writes no files"},
+        quiet="no table (--json and --format csv still print)",
+        json="print the metrics as JSON (the same as --format json; also with --quiet)",
     )
     p.add_argument("image")
     add_model_arguments(p)
     p.add_argument("--labels", help="ground truth (else the clean prediction is the reference)")
     p.add_argument("--adversarial", help="adversarial volume on IMAGE's grid")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        help="table (default), json (--json) or csv",
+    )
     add_band_arguments(p, "--adversarial")
     add_amp_argument(p)
     p.set_defaults(func=run)
@@ -37,6 +47,9 @@ def run(args) -> int:
     from vafa.report.tables import format_metrics_table, metrics_csv
     from vafa.run.pipeline import evaluate, json_ready
 
+    if args.json and args.format not in (None, "json"):
+        raise CLIError(f"--json and --format {args.format}: give one of them")
+    fmt = "json" if args.json else args.format or "table"
     if args.bands and args.adversarial is None:
         raise CLIError("--bands needs --adversarial (the perturbation is adversarial − IMAGE)")
     if args.band_block < 1:
@@ -47,18 +60,18 @@ def run(args) -> int:
     adversarial = None if args.adversarial is None else load_volume(args.adversarial)
     metrics = evaluate(model, card, image, labels, adversarial, amp=args.amp)
     bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
-    if args.format == "json":
+    if fmt == "json":
         doc = metrics.to_dict()
         if bands is not None:
             doc["bands"] = bands.to_dict()
         print(json.dumps(json_ready(doc), indent=2))
-    elif args.format == "csv":
+    elif fmt == "csv":
         print(metrics_csv(metrics), end="")
         if bands is not None:
             from vafa.report.bands import band_csv
 
             print(band_csv(bands), end="")
-    else:
+    elif not args.quiet:
         print(format_metrics_table(metrics, title=args.image))
         if bands is not None:
             from vafa.report.bands import format_band_table

@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from vafa.cli.common import CLIError
+from vafa.cli.common import CLIError, add_common_arguments
 
 __all__ = ["add_parser", "display_problem"]
 
@@ -14,11 +14,21 @@ __all__ = ["add_parser", "display_problem"]
 _DISPLAY_PLATFORMS = ("", "xcb", "wayland", "wayland-egl")
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "gui",
         help="open napari with the sample and the VAFA widget",
         description="Open napari with the bundled sample and the VAFA attack widget.",
+    )
+    add_common_arguments(
+        p,
+        ignored={
+            "device": "chosen in the widget",
+            "seed": "chosen in the widget",
+            "quiet": "opens a window, prints no result",
+            "json": "opens a window, prints no result",
+            "overwrite": "files are saved from the window",
+        },
     )
     p.set_defaults(func=run)
 

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 
-from vafa.cli.common import TRUST_HELP, add_fold_arguments, load_model
+from vafa.cli.common import TRUST_HELP, add_common_arguments, add_fold_arguments, load_model
 
 __all__ = ["add_parser"]
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "info",
         help="show a model card and parameter count",
         description="Print the model card of a checkpoint and its parameter count.",
+    )
+    add_common_arguments(
+        p,
+        ignored={
+            "device": "the card is read on the CPU",
+            "seed": "nothing is drawn at random",
+            "quiet": "prints only the card, no bar or table",
+            "overwrite": "writes no files",
+        },
+        json='print {"card": …, "parameters": N} as JSON',
     )
     p.add_argument(
         "weights",
@@ -31,6 +41,10 @@ def run(args) -> int:
 
     args.model, args.device = args.weights, "cpu"
     model, card = load_model(args)
+    if args.json:
+        doc = {"card": card.to_dict(), "parameters": count_parameters(model)}
+        print(json.dumps(doc, indent=2))
+        return 0
     print(json.dumps(card.to_dict(), indent=2))
     print(f"parameters: {count_parameters(model):,}")
     return 0

@@ -8,6 +8,7 @@ the plots are written only at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from vafa.cli.common import (
     CLIError,
     add_amp_argument,
     add_band_arguments,
+    add_common_arguments,
     datalist_cases,
     model_source,
 )
@@ -41,15 +43,20 @@ analysis of every Table-1 attack (bands.csv, bands.png).
 """
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
-        parents=[common],
         help="robustness report: the paper's tables on any model and data",
         description="Run the paper's attack grid (Table 1/5, the sweeps of Tables 2-4, Table 6)\n"
         "on models x cases; write results.csv, report.md and plots.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_arguments(
+        p,
+        ignored={"overwrite": "a report resumes in --out (start over in a new folder)"},
+        json="print the result as JSON: the files written, entries run and skipped, the rows "
+        "(also with --quiet)",
     )
     p.add_argument(
         "images", nargs="*", metavar="IMAGE", help="NIfTI cases (default: the bundled CT sample)"
@@ -147,7 +154,9 @@ def _run(args, dist) -> int:
         if bar is not None:
             bar.close()
     failed = [r for r in result.rows if r["status"] != "ok"]
-    if not args.quiet:
+    if args.json and dist.is_writer:
+        print(json.dumps(_result_doc(result), indent=2))
+    elif not args.quiet:
         print(
             f"ran {result.ran} entries, skipped {result.skipped} already in results.csv; "
             f"wrote {result.report} ({', '.join(p.name for p in result.plots.values())})"
@@ -164,6 +173,14 @@ def _run(args, dist) -> int:
                 f"  {row['model']} / {row['case']} / {row['key']}: {row['status']}", file=sys.stderr
             )
     return 1 if failed else 0
+
+
+def _result_doc(result) -> dict:
+    """What ``--json`` prints: the :class:`vafa.report.runner.ReportResult` without its tables."""
+    from vafa.run.pipeline import json_ready
+
+    keys = ("out_dir", "results_csv", "report", "plots", "ran", "skipped", "failed", "rows")
+    return json_ready({key: getattr(result, key) for key in keys})
 
 
 def _models(args) -> list[tuple[str, str]]:

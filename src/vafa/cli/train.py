@@ -7,6 +7,7 @@ DistributedDataParallel is set up by the trainer and only rank 0 prints and writ
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from vafa.cli.common import (
     CLIError,
+    add_common_arguments,
     add_model_arguments,
     model_source,
     roi_triple,
@@ -41,19 +43,24 @@ attack (clean Dice in mode clean).
 """
 
 
-def add_parser(subparsers, common) -> None:
+def add_parser(subparsers) -> None:
     from vafa.io.models import list_presets
     from vafa.training import MODES
 
     p = subparsers.add_parser(
         "train",
-        parents=[common],
         help="adversarial training (VAFT) of a segmentation model",
         description="Train a segmentation model with VAFA or voxel adversarial samples\n"
         "(VAFT, Hanif et al., MICCAI 2023) on a decathlon-style datalist, or on the\n"
         "bundled CT sample.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_arguments(
+        p,
+        json="print the result as JSON: iterations, epochs, best metric, the files written "
+        "(also with --quiet)",
+        overwrite="replace a run in --out-dir",
     )
     p.add_argument("--attack", help=argparse.SUPPRESS)  # only to explain that --mode decides
     add_attack_arguments(  # the training attack follows --mode
@@ -103,7 +110,6 @@ def add_parser(subparsers, common) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out-dir", default="vafa-train", help="output folder (vafa-train/)")
     out.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
-    out.add_argument("--overwrite", action="store_true", help="replace a run in --out-dir")
     p.set_defaults(func=run)
 
 
@@ -164,7 +170,9 @@ def run(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if not quiet:
+    if args.json and int(os.environ.get("RANK", "0") or 0) == 0:
+        print(json.dumps(_result_doc(result), indent=2))
+    elif not quiet:
         _summary(result, attack)
     return 0
 
@@ -254,7 +262,8 @@ class _TrainProgress:
         elif event.validation is not None:
             from vafa.training import validation_summary
 
-            self.bar.write(f"epoch {event.epoch}: {validation_summary(event.validation)}")
+            line = f"epoch {event.epoch}: {validation_summary(event.validation)}"
+            self.bar.write(line, file=sys.stderr)  # with the bar: stdout keeps the result
         elif event.stage == "validation":
             where = f"validating {event.case}/{event.cases}"
             if event.attack_step is not None:
@@ -267,6 +276,15 @@ class _TrainProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _result_doc(result) -> dict[str, Any]:
+    """What ``--json`` prints: the :class:`vafa.training.TrainingResult` without the model."""
+    from vafa.run.pipeline import json_ready
+
+    keys = ("out_dir", "latest", "best", "log", "plot", "iterations", "epochs_done")
+    keys += ("cancelled", "selection", "best_metric", "validation")
+    return json_ready({key: getattr(result, key) for key in keys})
 
 
 def _summary(result, attack: str | None) -> None:
