@@ -74,14 +74,10 @@ def test_the_common_flags_are_defined_once():
     import vafa.cli
 
     folder = Path(vafa.cli.__file__).parent
-    for path in folder.glob("*.py"):
-        text = path.read_text()
-        for flag in COMMON:
-            count = text.count(f'"{flag}"')
-            if path.name == "common.py":
-                assert count >= 1, (path.name, flag)
-            else:  # only through the shared function (a mention in a message is fine)
-                assert f'add_argument("{flag}"' not in text, (path.name, flag)
+    common = (folder / "common.py").read_text()
+    assert all(f'"{flag}"' in common for flag in COMMON)
+    for path in folder.glob("*.py"):  # the commands add them only through the shared function
+        assert not [f for f in COMMON if f'add_argument("{f}"' in path.read_text()], path.name
 
 
 # ----------------------------------------------------------------------------- runs
