@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vafa.attacks.inputs import check_images, check_labels
 from vafa.attacks.options import Option
 from vafa.ops.devices import resolve_device
 from vafa.ops.losses import DiceCELoss
@@ -210,9 +211,9 @@ class Attack:
         Made for GUI workers that report progress by yielding. Grad mode is set per step, never
         across a ``yield``, so the consumer's own grad mode is not disturbed.
         """
-        _check_images(images, self.clamp_inputs)
+        check_images(images, self.clamp_inputs)
         if labels is not None:
-            _check_labels(labels, images)
+            check_labels(labels, images)
         model = self.model
         device = _model_device(model) if self.device == "auto" else self.device
         if self.device != "auto" and _model_device(model) != device:
@@ -274,7 +275,9 @@ class Attack:
         return None
 
     # ------------------------------------------------------------------ the loop
-    def _run(self, model, images, labels, device):
+    def _start(self, model, images, labels, device):
+        """``(clean_pred, num_classes, target, state)``: the clean prediction, the labels the
+        attack works against and the attack's initial state (seeded generator)."""
         generator = torch.Generator(device="cpu")
         seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         generator.manual_seed(seed)
@@ -287,7 +290,10 @@ class Attack:
             clean_pred = predict_labels(clean_logits)
             del clean_logits
             target = self._target(labels, clean_pred, num_classes, device)
-            state = self._init(x, generator)
+            return clean_pred, num_classes, target, self._init(x, generator)
+
+    def _run(self, model, images, labels, device):
+        clean_pred, num_classes, target, state = self._start(model, images, labels, device)
         tracker = _BestTracker(self.keep)
         history: list[dict[str, Any]] = []
         cancelled = False
@@ -481,45 +487,3 @@ def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def _check_images(images, clamp: bool) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 5:
-        raise ValueError(
-            f"images must have shape [B, C, H, W, D] (5 dims), got {tuple(images.shape)}"
-        )
-    if not images.is_floating_point():
-        raise TypeError(
-            f"images must be a floating point tensor in [0, 1], got dtype {images.dtype}"
-        )
-    if images.numel() == 0:
-        raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
-    if not bool(torch.isfinite(images).all()):
-        bad = int((~torch.isfinite(images)).sum())
-        raise ValueError(f"images must be finite, got {bad} NaN/Inf voxel(s)")
-    if not clamp:
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                "(map intensities first, or pass clamp_inputs=True)"
-            )
-
-
-def _check_labels(labels, images) -> None:
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
-    expected = (images.shape[0], 1, *images.shape[2:])
-    if tuple(labels.shape) != expected:
-        raise ValueError(
-            f"labels must have shape {expected} to match images, got {tuple(labels.shape)}"
-        )
-    if labels.is_floating_point():
-        if not bool(torch.isfinite(labels).all()) or not bool((labels == labels.round()).all()):
-            raise ValueError("labels must hold integer class indices, got non-integer values")
-    elif labels.dtype == torch.bool or labels.is_complex():
-        raise TypeError(f"labels must be an integer class-index map, got dtype {labels.dtype}")
-    if bool((labels < 0).any()):
-        raise ValueError(f"labels must be >= 0, got minimum {labels.min().item()}")

@@ -108,7 +108,6 @@ def attack_figure(
     amplify = amplify or max(1.0, round(0.5 / limit))
     names = list(metrics.class_names)
     n_classes = max(len(names), int(max(clean_prediction.max(), adversarial_prediction.max())) + 1)
-    cmap = ListedColormap(label_colors(n_classes))
     dct_clean = dct_log_magnitude(clean01, block_size)
     dct_adv = dct_log_magnitude(adversarial01, block_size)
     dct_max = float(np.percentile(dct_clean, 99.9))
@@ -131,20 +130,27 @@ def attack_figure(
         ("clean prediction", None, clean_prediction),
         ("adversarial prediction", None, adversarial_prediction),
     ]
+    labels_style = {"cmap": ListedColormap(label_colors(n_classes)), "vmax": n_classes - 1}
+    _slice_panels(fig, grid, views, columns, clean01, labels_style)
+    _dice_bars(fig.add_subplot(grid[2, :]), metrics)
+    fig.suptitle(title or _summary_title(metrics), fontsize=12)
+    fig.tight_layout()
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _slice_panels(fig, grid, views, columns, clean01: np.ndarray, labels_style) -> None:
+    """One row per view (a function cutting a slice), one column per ``(name, data, style)``;
+    ``data`` None: the class map ``style`` over the clean slice, drawn with ``labels_style``."""
     for row, (view, cut) in enumerate(views.items()):
         for col, (name, data, style) in enumerate(columns):
             ax = fig.add_subplot(grid[row, col])
             if data is None:
                 ax.imshow(cut(clean01), cmap="gray", vmin=0, vmax=1, origin="lower")
-                ax.imshow(
-                    cut(style),
-                    cmap=cmap,
-                    vmin=0,
-                    vmax=n_classes - 1,
-                    origin="lower",
-                    interpolation="nearest",
-                    alpha=0.8,
-                )
+                ax.imshow(cut(style), vmin=0, origin="lower", interpolation="nearest",
+                          alpha=0.8, **labels_style)  # fmt: skip
             else:
                 ax.imshow(cut(data), origin="lower", **style)
             ax.set_xticks([])
@@ -153,13 +159,6 @@ def attack_figure(
                 ax.set_title(name, fontsize=10)
             if col == 0:
                 ax.set_ylabel(view)
-    _dice_bars(fig.add_subplot(grid[2, :]), metrics)
-    fig.suptitle(title or _summary_title(metrics), fontsize=12)
-    fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
 
 
 def _dice_bars(ax, metrics: OutcomeMetrics) -> None:
