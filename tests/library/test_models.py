@@ -174,7 +174,7 @@ def test_register_preset_for_a_custom_network(tmp_path):
         assert loaded_card == card
         assert torch.equal(outputs(loaded, size=8), outputs(model, size=8))
     finally:
-        models._PRESETS.pop("test-pointwise", None)
+        models.PRESETS.pop("test-pointwise", None)
 
 
 def test_count_parameters():

@@ -23,6 +23,8 @@ Serialised form (model card JSON)::
 
 Example:
     >>> import numpy as np
+
+from vafa.ops.messages import did_you_mean
     >>> window = CTWindow(-175, 250)
     >>> hu = np.array([-1000.0, -175.0, 37.5, 250.0, 900.0])
     >>> window.forward(hu).tolist()
@@ -33,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from numbers import Real
 from typing import Any, ClassVar
 
 import numpy as np
+
+from vafa.ops.messages import did_you_mean
 
 __all__ = [
     "CTWindow",
@@ -342,7 +345,7 @@ def mapping_from_dict(d: Mapping[str, Any]) -> IntensityMapping:
     kind = d["type"]
     if kind not in _MAPPINGS:
         raise ValueError(
-            f"type must be one of {sorted(_MAPPINGS)}, got {kind!r}{_did_you_mean(kind, _MAPPINGS)}"
+            f"type must be one of {sorted(_MAPPINGS)}, got {kind!r}{did_you_mean(kind, _MAPPINGS, 0.6)}"
         )
     cls = _MAPPINGS[kind]
     fields = _FIELDS[kind]
@@ -353,7 +356,7 @@ def mapping_from_dict(d: Mapping[str, Any]) -> IntensityMapping:
         if key not in fields:
             raise ValueError(
                 f"field {key!r} is not allowed for type {kind!r} (allowed: {list(fields)})"
-                f"{_did_you_mean(key, fields)}"
+                f"{did_you_mean(key, fields, 0.6)}"
             )
         kwargs[key] = value
     for key, required in fields.items():
@@ -373,13 +376,6 @@ _FIELDS: dict[str, dict[str, bool]] = {
     "percentile": {"p_low": False, "p_high": False},
     "zscore": {"k": False, "nonzero": False},
 }
-
-
-def _did_you_mean(name: object, options: Mapping[str, Any]) -> str:
-    if not isinstance(name, str):
-        return ""
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_array(name: str, value: object) -> None:

@@ -48,10 +48,8 @@ Reading and writing cards and weights (:func:`~vafa.io.checkpoints.load_card`,
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import json
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,7 +58,9 @@ from typing import Any
 from torch import nn
 
 from vafa.io.intensity import mapping_from_dict
+from vafa.io.presets import BTCV_CLASSES, BTCV_WINDOW, PRESETS, Preset, get_preset
 from vafa.ops.checks import positive_int, positive_triple
+from vafa.ops.messages import did_you_mean
 
 __all__ = [
     "BTCV_CLASSES",
@@ -75,26 +75,6 @@ __all__ = [
 
 #: Version written in the ``card_version`` field of every card.
 CARD_VERSION = 1
-
-#: The 14 Synapse/BTCV labels (index 0 first), as used by the VAFA paper.
-BTCV_CLASSES = (
-    "background",
-    "spleen",
-    "right kidney",
-    "left kidney",
-    "gallbladder",
-    "esophagus",
-    "liver",
-    "stomach",
-    "aorta",
-    "inferior vena cava",
-    "portal and splenic veins",
-    "pancreas",
-    "right adrenal gland",
-    "left adrenal gland",
-)
-#: The paper's CT window: [-175, 250] HU → [0, 1], clipped.
-BTCV_WINDOW = {"type": "ct_window", "a_min": -175, "a_max": 250}
 
 
 @dataclass
@@ -155,7 +135,7 @@ class ModelCard:
             ValueError: unknown preset or field name (with a "did you mean" hint), or an invalid
                 resulting card.
         """
-        preset = _get_preset(name)
+        preset = get_preset(name)
         _check_names(overrides, _FIELD_NAMES - {"architecture"}, "ModelCard.from_preset argument")
         fields: dict[str, Any] = {
             "architecture": preset.name,
@@ -242,7 +222,7 @@ def build_model(preset_or_card: str | ModelCard) -> nn.Module:
             "preset_or_card must be a preset name or a ModelCard, "
             f"got {type(preset_or_card).__name__}"
         )
-    preset = _get_preset(card.architecture)
+    preset = get_preset(card.architecture)
     kwargs = {**preset.kwargs, **card.kwargs}
     constructor = preset.constructor()
     try:
@@ -256,7 +236,7 @@ def build_model(preset_or_card: str | ModelCard) -> nn.Module:
 def list_presets() -> list[str]:
     """Names of the registered presets, sorted (not the self-describing ``"monai-bundle"`` and
     ``"nnunet"``, whose cards are made from a bundle or a result folder)."""
-    return sorted(name for name, preset in _PRESETS.items() if preset.listed)
+    return sorted(name for name, preset in PRESETS.items() if preset.listed)
 
 
 def register_preset(
@@ -292,9 +272,9 @@ def register_preset(
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string, got {name!r}")
-    if name in _PRESETS:
+    if name in PRESETS:
         raise ValueError(f"name must not be an existing preset, got {name!r}")
-    preset = _Preset(
+    preset = Preset(
         name,
         lambda: constructor,
         dict(kwargs or {}),
@@ -306,11 +286,11 @@ def register_preset(
         orientation,
         roi_check,
     )
-    _PRESETS[name] = preset
+    PRESETS[name] = preset
     try:
         ModelCard.from_preset(name)
     except (TypeError, ValueError):
-        del _PRESETS[name]
+        del PRESETS[name]
         raise
 
 
@@ -319,169 +299,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-# ---------------------------------------------------------------------------------- presets
-
-
-@dataclass(frozen=True)
-class _Preset:
-    name: str
-    constructor: Callable[[], Callable[..., nn.Module]]  # lazy: MONAI imports in ~6 s
-    kwargs: dict[str, Any]
-    class_names: tuple[str, ...]
-    intensity: dict[str, Any]
-    roi_size: tuple[int, ...]
-    in_channels: int = 1
-    spacing: tuple[float, ...] | None = None
-    orientation: str | None = None
-    roi_check: Callable[[dict[str, Any], tuple[int, ...]], str | None] | None = None
-    listed: bool = True  # offered by list_presets()
-
-
-def _monai(class_name: str) -> Callable[[], Callable[..., nn.Module]]:
-    def get() -> Callable[..., nn.Module]:
-        import monai.networks.nets
-
-        return getattr(monai.networks.nets, class_name)
-
-    return get
-
-
-def _roi_equals_img_size(kwargs: dict[str, Any], roi: tuple[int, ...]) -> str | None:
-    img = kwargs.get("img_size")
-    img = [img] * 3 if isinstance(img, int) else img
-    if img is not None and list(img) != list(roi):
-        return f"roi_size must equal kwargs['img_size'] for UNETR, got {list(roi)} and {list(img)}"
-    return None
-
-
-def _roi_multiple_of(factor: Callable[[dict[str, Any]], int | None]) -> Callable:
-    def check(kwargs: dict[str, Any], roi: tuple[int, ...]) -> str | None:
-        m = factor(kwargs)
-        if m and any(r % m for r in roi):
-            return f"roi_size must be a multiple of {m} for this architecture, got {list(roi)}"
-        return None
-
-    return check
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _unet_factor(kwargs: dict[str, Any]) -> int | None:
-    strides = kwargs.get("strides") or []
-    if not all(_int_or_none(s) for s in strides):
-        return None
-    return math.prod(strides)
-
-
-def _wrapped(name: str) -> Callable[[], Callable[..., Any]]:
-    def get() -> Callable[..., Any]:
-        from vafa.io import wrapped
-
-        return getattr(wrapped, name)
-
-    return get
-
-
-_BTCV = {
-    "class_names": BTCV_CLASSES,
-    "intensity": BTCV_WINDOW,
-    "roi_size": (96, 96, 96),
-    "spacing": (1.5, 1.5, 2.0),
-    "orientation": "RAS",
-}
-_PRESETS: dict[str, _Preset] = {
-    "unetr-btcv": _Preset(
-        "unetr-btcv",
-        _monai("UNETR"),
-        {
-            "img_size": [96, 96, 96],
-            "feature_size": 16,
-            "hidden_size": 768,
-            "mlp_dim": 3072,
-            "num_heads": 12,
-            "proj_type": "perceptron",
-            "norm_name": "instance",
-            "res_block": True,
-            "dropout_rate": 0.0,
-        },
-        roi_check=_roi_equals_img_size,
-        **_BTCV,
-    ),
-    "swin-unetr": _Preset(
-        "swin-unetr",
-        _monai("SwinUNETR"),
-        {"feature_size": 48, "spatial_dims": 3},
-        roi_check=_roi_multiple_of(lambda kw: 16 * (_int_or_none(kw.get("patch_size", 2)) or 0)),
-        **_BTCV,
-    ),
-    "segresnet": _Preset(
-        "segresnet",
-        _monai("SegResNet"),
-        {"spatial_dims": 3, "init_filters": 16},
-        roi_check=_roi_multiple_of(lambda kw: 2 ** (len(kw.get("blocks_down", (1, 2, 2, 4))) - 1)),
-        **_BTCV,
-    ),
-    "unet": _Preset(
-        "unet",
-        _monai("UNet"),
-        {
-            "spatial_dims": 3,
-            "channels": [16, 32, 64, 128, 256],
-            "strides": [2, 2, 2, 2],
-            "num_res_units": 2,
-        },
-        roi_check=_roi_multiple_of(_unet_factor),
-        **_BTCV,
-    ),
-    "demo-unet": _Preset(
-        "demo-unet",
-        _monai("UNet"),
-        {
-            "spatial_dims": 3,
-            "channels": [16, 32, 64, 128],
-            "strides": [2, 2, 2],
-            "num_res_units": 0,
-            "norm": "batch",
-        },
-        roi_check=_roi_multiple_of(_unet_factor),
-        **{**_BTCV, "spacing": (3.0, 3.0, 3.0)},
-    ),
-    # self-describing: the network comes from the card's kwargs (not offered as presets)
-    "monai-bundle": _Preset(
-        "monai-bundle",
-        _wrapped("build_monai_network"),
-        {},
-        ("background", "foreground"),
-        BTCV_WINDOW,
-        (96, 96, 96),
-        listed=False,
-    ),
-    "nnunet": _Preset(
-        "nnunet",
-        _wrapped("build_nnunet_network"),
-        {},
-        ("background", "foreground"),
-        BTCV_WINDOW,
-        (128, 128, 128),
-        roi_check=lambda kw, roi: _wrapped("nnunet_roi_check")()(kw, roi),
-        listed=False,
-    ),
-}
-
-
-def _get_preset(name: object) -> _Preset:
-    if not isinstance(name, str):
-        raise TypeError(f"architecture must be a preset name (str), got {type(name).__name__}")
-    if name not in _PRESETS:
-        raise ValueError(
-            f"architecture must be one of {sorted(_PRESETS)}, got {name!r}"
-            + _did_you_mean(name, _PRESETS)
-        )
-    return _PRESETS[name]
 
 
 # ------------------------------------------------------------------------------- validation
@@ -498,24 +315,17 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def _did_you_mean(name: object, options: Any) -> str:
-    if not isinstance(name, str):
-        return ""
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _check_names(given: Mapping[str, Any], allowed: Any, what: str) -> None:
     for key in given:
         if key not in allowed:
             raise ValueError(
                 f"{what} {key!r} is unknown; allowed: {sorted(allowed)}"
-                + _did_you_mean(key, allowed)
+                + did_you_mean(key, allowed)
             )
 
 
 def _validate_card(card: ModelCard) -> None:
-    preset = _get_preset(card.architecture)
+    preset = get_preset(card.architecture)
     card.in_channels = positive_int("in_channels", card.in_channels)
     card.out_channels = positive_int("out_channels", card.out_channels)
     card.class_names = _class_names(card.class_names, card.out_channels)
@@ -581,7 +391,7 @@ def _json_dict(name: str, value: Any) -> dict[str, Any]:
         raise TypeError(f"{name} must hold only JSON values (finite numbers): {err}") from None
 
 
-def _check_kwargs(preset: _Preset, kwargs: dict[str, Any]) -> None:
+def _check_kwargs(preset: Preset, kwargs: dict[str, Any]) -> None:
     for key in ("in_channels", "out_channels"):
         if key in kwargs:
             raise ValueError(f"kwargs must not contain {key!r}: set the card field {key} instead")

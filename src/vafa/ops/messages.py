@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["USER_ERRORS", "one_line"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["USER_ERRORS", "did_you_mean", "one_line"]
 
 #: Exceptions that mean "the input is wrong", not "the program is": every interface shows
 #: them as one line (CLI: exit 2; Slicer modules: exit 2; GUI: a notification).
@@ -23,3 +26,11 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, FileNotFoundError) and err.filename:
         text = f"{err.filename}: no such file"
     return " ".join(text.split())
+
+
+def did_you_mean(name: object, options: Iterable[str], cutoff: float = 0.5) -> str:
+    """`` (did you mean 'x'?)`` for the option closest to a mistyped ``name``, else ""."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""
