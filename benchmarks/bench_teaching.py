@@ -170,7 +170,7 @@ def lens(args) -> dict:
     assert widget.live.value, "the live lens should be on with the bundled demo model"
     widget.steps.value = args.steps  # (a setting change: asks for the cold lens)
     cold_start = time.perf_counter()
-    widget.request_lens()
+    widget.live_lens.request()
     _run_until(lambda: widget.live_lens.shown >= 1 and not widget.live_lens.runner.busy)
     cold = time.perf_counter() - cold_start
     slider = widget.q_range.native.findChildren(QAbstractSlider)[0]

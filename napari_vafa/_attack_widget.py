@@ -27,14 +27,16 @@ from magicgui.widgets import (
 )
 
 from napari_vafa._attack_controls import AttackControls
+from napari_vafa._compare_panel import CompareAttacks
 from napari_vafa._compare_view import CompareView, run_cells
 from napari_vafa._model_picker import ModelPicker
 from napari_vafa._result_layers import LAYER_ORDER, ResultLayers, source_of
-from napari_vafa._tooltips import tooltip
+from napari_vafa._tooltips import ATTACK_WIDGET
 from napari_vafa._worker_widget import (
     WorkerWidget,
     image_layer_volume,
     labels_on_image_grid,
+    layer_choices,
     notify_error,
     notify_info,
 )
@@ -55,6 +57,11 @@ PREVIEW_INTERVAL = 0.4
 LENS_SIDES = (32, 48, 64, 96, 128)
 
 
+def _row(*widgets, label: str = "") -> Container:
+    """Controls side by side, under one ``label``."""
+    return Container(layout="horizontal", labels=False, label=label, widgets=list(widgets))
+
+
 def attack_choices() -> tuple[tuple[str, str], ...]:
     """Attack combo entries ``(label, registry name)``, in the registry's order."""
     from vafa.attacks import ATTACKS
@@ -62,7 +69,7 @@ def attack_choices() -> tuple[tuple[str, str], ...]:
     return tuple((cls.label, name) for name, cls in ATTACKS.items())
 
 
-class AttackWidget(WorkerWidget):
+class AttackWidget(CompareAttacks, WorkerWidget):
     """Dock widget running VAFA (and the voxel baselines) on an image layer.
 
     Args:
@@ -93,9 +100,7 @@ class AttackWidget(WorkerWidget):
         self.plots.layout().addWidget(self.bands_panel, stretch=170)
         self.last_outcome = None
         self.last_result: JobDone | None = None
-        #: the :class:`napari_vafa._compare.CompareDone` of the last "Compare attacks" run
-        self.last_comparison = None
-        self._comparison_rows: list[dict[str, Any]] = []
+        self._comparison_rows: list[dict[str, Any]] = []  # "Compare attacks" (its mixin)
         self.results = ResultLayers(napari_viewer, self.reset_choices)
         self._cache = ModelCache()
         self._compare = CompareView(napari_viewer)
@@ -148,42 +153,13 @@ class AttackWidget(WorkerWidget):
         self.step_slider, self.step_info = self.scrubber.slider, self.scrubber.info
         self.layer_help = Label(value="")
         self.layer_help.native.setWordWrap(True)
-        for name in (
-            *self._own_input_names(),
-            "run_button",
-            "cancel_button",
-            "status",
-            "export_button",
-            "compare_button",
-            "compare_view",
-            "compare_changes",
-            "live",
-            "lens_size",
-            "step_slider",
-            "step_info",
-            "layer_help",
-        ):
-            getattr(self, name).tooltip = tooltip("attack", name)
-        extras = Container(
-            layout="horizontal",
-            labels=False,
-            label="also export",
-            widgets=[self.export_perturbation, self.export_predictions, self.export_q_table],
-        )
-        export_row = Container(
-            layout="horizontal",
-            labels=False,
-            widgets=[self.export_button, self.compare_view, self.compare_changes],
-        )
-        live_row = Container(
-            layout="horizontal", labels=False, label="", widgets=[self.live, self.lens_size]
-        )
-        comparison = Container(
-            layout="horizontal",
-            labels=False,
-            label="Table 1",
-            widgets=[self.compare_button, self.quick_compare],
-        )
+        for name, text in ATTACK_WIDGET.items():  # the attack settings bring their own
+            getattr(self, name).tooltip = text
+        extras = _row(self.export_perturbation, self.export_predictions, self.export_q_table,
+                      label="also export")  # fmt: skip
+        export_row = _row(self.export_button, self.compare_view, self.compare_changes)
+        live_row = _row(self.live, self.lens_size)
+        comparison = _row(self.compare_button, self.quick_compare, label="Table 1")
         self.extend([
             self.image_layer, self.labels_layer, self.model_source, self.weights,
             self.card_preset, self.card_file, self.device, self.attack,
@@ -191,26 +167,16 @@ class AttackWidget(WorkerWidget):
             self.step_slider, self.step_info, extras, export_row, comparison, self.layer_help,
         ])  # fmt: skip
 
-    def _own_input_names(self) -> tuple[str, ...]:
-        """The inputs whose tooltips live in :mod:`napari_vafa._tooltips` (the attack
-        controls bring theirs from the schema)."""
+    def _input_names(self) -> tuple[str, ...]:
+        """The inputs disabled while a job runs."""
         return (
             "image_layer", "labels_layer", "model_source", "weights", "card_preset", "card_file",
             "device", "attack", "seed", "export_perturbation", "export_predictions",
-            "export_q_table", "quick_compare", "compare_button",
+            "export_q_table", "quick_compare", "compare_button", *self.attack_controls.names,
         )  # fmt: skip
 
-    def _input_names(self) -> tuple[str, ...]:
-        return (*self._own_input_names(), *self.attack_controls.names)
-
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        from napari.layers import Image
-
-        return [
-            (layer.name, layer)
-            for layer in self.viewer.layers
-            if isinstance(layer, Image) and not self._ours(layer)
-        ]
+        return layer_choices(self.viewer, "Image", self._ours)
 
     def _ours(self, layer) -> bool:
         """A result or lens layer of this widget."""
@@ -218,17 +184,11 @@ class AttackWidget(WorkerWidget):
         return self.results.is_result(layer) or (lens is not None and lens.layers.is_result(layer))
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        from napari.layers import Labels
-
-        layers = [
-            layer
-            for layer in self.viewer.layers
-            if isinstance(layer, Labels) and not self._ours(layer)
-        ]
+        layers = layer_choices(self.viewer, "Labels", self._ours)
         image = getattr(self, "image_layer", None)
         shape = None if image is None or image.value is None else image.value.data.shape
-        on_grid = [(layer.name, layer) for layer in layers if layer.data.shape == shape]
-        others = [(layer.name, layer) for layer in layers if layer.data.shape != shape]
+        on_grid = [choice for choice in layers if choice[1].data.shape == shape]
+        others = [choice for choice in layers if choice[1].data.shape != shape]
         # labels on the image's grid come first, so that they are the default
         return [*on_grid, (USE_PREDICTION, USE_PREDICTION), *others]
 
@@ -284,10 +244,6 @@ class AttackWidget(WorkerWidget):
         self.export_button.enabled = not running and self.last_outcome is not None
         cells = run_cells(self.viewer, self._source_layer, self.results, self.last_result)
         self.compare_view.enabled = not running and bool(cells)
-
-    def request_lens(self, *_: Any) -> bool:
-        """Attack the cube around the view point now (see :class:`LiveLens`)."""
-        return self.live_lens.request()
 
     def _explain_layer(self, *_: Any) -> None:
         """One or two sentences, for students, on the selected result or lens layer."""
@@ -358,36 +314,6 @@ class AttackWidget(WorkerWidget):
         self.pacer.run(self.results.begin_run(source_of(layer, source), data))
         return job
 
-    def compare(self, *_: Any) -> bool:
-        """Run the paper's Table-1 attacks on the current volume and model in the background;
-        the table and bars grow in the metrics dock (returns False when it did not start)."""
-        import torch
-
-        from napari_vafa._compare import CompareJob, run_comparison
-
-        if self.is_running:
-            return False
-        try:
-            layer, image, _, labels = self._inputs()
-            job = CompareJob(
-                image=image,
-                labels=labels,
-                model=self.model_picker.spec(),
-                quick=bool(self.quick_compare.value),
-                seed=int(self.seed.value),
-                threads=torch.get_num_threads(),
-            )
-        except (ValueError, TypeError, OSError) as err:
-            notify_error(f"{self.TITLE}: {err}")
-            self.status.value = f"not started: {err}"
-            return False
-        self.last_comparison = None
-        self._comparison_rows = []
-        self.plots.start(f"Table 1 on {layer.name}")
-        self.status.value = f"loading {job.model.describe()}…"
-        self._start_worker(run_comparison, job, self._cache, progress="VAFA: compare attacks")
-        return True
-
     def _attack_options(self) -> dict[str, Any]:
         return self.attack_controls.options(self.attack.value)
 
@@ -428,21 +354,6 @@ class AttackWidget(WorkerWidget):
         if p.preview is not None:
             self.results.paste_preview(p.preview)
 
-    def _on_compare_progress(self, p: CompareProgress) -> None:
-        if self._pbar is not None:
-            if self._pbar.total != p.total:
-                self._pbar.total = p.total
-            self._pbar.set_description(f"VAFA compare: {p.label}")
-            self._pbar.n = p.index - 1
-            self._pbar.refresh()
-        if p.row is not None:
-            self._comparison_rows.append(p.row)
-            self.plots.show_comparison(self._comparison_rows, p.row["model"])
-        text = f"comparing attacks: {p.index}/{p.total} {p.label}"
-        if p.steps:
-            text += f" · step {p.step}/{p.steps}"
-        self.status.value = f"{self.CANCEL_TEXT} {text}" if self.cancelling else text
-
     def _on_returned(self, result) -> None:
         from napari_vafa._compare import CompareDone
         from napari_vafa._worker import JobCancelled, JobDone
@@ -450,13 +361,7 @@ class AttackWidget(WorkerWidget):
         if self._closed:
             return
         if isinstance(result, CompareDone):
-            self.last_comparison = result
-            self.plots.show_comparison(result.rows, result.model_name)
-            done = sum(row["status"] == "ok" for row in result.rows)
-            head = "comparison cancelled" if result.cancelled else "comparison done"
-            self.status.value = (
-                f"{head} in {self._elapsed():.0f} s: {done}/{len(result.entries)} attacks"
-            )
+            self._show_comparison(result)
             return
         if isinstance(result, JobDone):
             self.results.keep_preview()

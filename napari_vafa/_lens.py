@@ -73,7 +73,8 @@ class LensJob:
     """One lens request (built on the GUI thread).
 
     Attributes:
-        image: the image in file units (``(i, j, k)``), ``image_key`` identifies its data.
+        image: the image in file units (``(i, j, k)``); ``image_key`` identifies the image and
+            labels data (the same key: the model input of the last lens is reused).
         labels: ground truth on its grid, or None (the model's prediction is attacked).
         center: the view point in the image's voxel coordinates ``(i, j, k)``.
         size: the wanted side of the cube (0: the whole volume); budget: seconds it should
@@ -144,7 +145,7 @@ class LensPlanner:
         """``(x01 [1, 1, H, W, D], labels [1, 1, H, W, D] or None, fitted mapping)``."""
         from vafa.run.pipeline import labels_to_model_space, to_model_space
 
-        key = (job.image_key, card.architecture, id(job.labels) if job.labels else None)
+        key = (job.image_key, card.architecture)
         if job.image_key is None or key != self._input_key or self._input is None:
             model_input = to_model_space(job.image, card)
             labels = None
@@ -270,7 +271,7 @@ def whole_side(shape) -> int:
 
 
 def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:
-    from napari_vafa._worker import display_limits, window_interior
+    from napari_vafa._layer_data import display_limits, window_interior
 
     region = result.region
     clean_units = np.asarray(job.image.array[region], dtype=np.float32)

@@ -42,6 +42,7 @@ from napari_vafa._worker_widget import (
     WorkerWidget,
     image_layer_volume,
     labels_on_image_grid,
+    layer_choices,
     notify_error,
     notify_info,
 )
@@ -173,14 +174,10 @@ class TrainWidget(WorkerWidget):
         )  # fmt: skip
 
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        from napari.layers import Image
-
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+        return layer_choices(self.viewer, "Image")
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        from napari.layers import Labels
-
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Labels)]
+        return layer_choices(self.viewer, "Labels")
 
     def _update_visibility(self, *_: Any) -> None:
         self.model_picker.update_visibility()

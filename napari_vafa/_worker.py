@@ -24,6 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_vafa._layer_data import (
+    display_block_size,
+    display_limits,
+    result_layer_data,
+    seen_by_model,
+)
+
 if TYPE_CHECKING:
     from vafa.io.models import ModelCard
     from vafa.io.volume import Volume
@@ -31,7 +38,6 @@ if TYPE_CHECKING:
     from vafa.run.pipeline import AttackOutcome
 
 __all__ = [
-    "DISPLAY_BLOCK",
     "RESULT_LAYERS",
     "AttackJob",
     "JobCancelled",
@@ -41,9 +47,7 @@ __all__ = [
     "ModelSpec",
     "Progress",
     "TilePreview",
-    "display_limits",
     "load_in_worker",
-    "result_layer_data",
     "run_job",
 ]
 
@@ -58,8 +62,6 @@ RESULT_LAYERS = {
     "q_table": "quantization table",
     "zeroed": "zeroed coefficients",
 }
-#: Block size of the DCT pictures for attacks without blocks (voxel attacks).
-DISPLAY_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -245,9 +247,9 @@ def run_job(
             outcome, history = yield from _attack(job, model, card, cancel, start)
             timings["attack"] = time.perf_counter() - start
         start = time.perf_counter()
-        block = _block_size(outcome)
+        block = display_block_size(outcome)
         layers, notes = result_layer_data(outcome, block)
-        limits = display_limits(layers, _seen_by_model(outcome))
+        limits = display_limits(layers, seen_by_model(outcome))
         if history is not None:
             history.set_clean_prediction(np.transpose(layers["clean_prediction"], (2, 1, 0)))
         timings["layers"] = time.perf_counter() - start
@@ -354,123 +356,6 @@ class _Previewer:
         units = self.mapping.inverse(tile01, self.image.array[sl])
         region = (sl[2], sl[1], sl[0])
         return TilePreview(region, np.ascontiguousarray(units.transpose(2, 1, 0), np.float32))
-
-
-def result_layer_data(
-    outcome: AttackOutcome, block_size: tuple[int, ...]
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Data of every result layer (keys of :data:`RESULT_LAYERS`) in napari's ``(k, j, i)``.
-
-    Volumes are on the image's grid (``resample_back=True``). The DCT pictures use
-    ``block_size``; the zeroed-coefficient mask needs the attack's own grid and is left out
-    (with a note) when the image was resampled for the model.
-    """
-    from vafa.report.figures import dct_pictures
-
-    def kji(array: np.ndarray, dtype) -> np.ndarray:
-        return np.ascontiguousarray(np.transpose(array, (2, 1, 0)), dtype=dtype)
-
-    model_input = outcome.model_input
-    notes: list[str] = []
-    layers = {
-        "adversarial": kji(outcome.adversarial.array, np.float32),
-        "perturbation": kji(outcome.perturbation.array, np.float32),
-        "clean_prediction": kji(outcome.clean_prediction.array, _label_dtype(outcome)),
-        "adversarial_prediction": kji(outcome.adversarial_prediction.array, _label_dtype(outcome)),
-    }
-    dct_clean, dct_adversarial = dct_pictures(outcome, block_size)
-    layers["dct_clean"] = kji(dct_clean, np.float32)
-    layers["dct_adversarial"] = kji(dct_adversarial, np.float32)
-    if outcome.q_table is not None:
-        layers["q_table"] = kji(outcome.q_table.array, np.float32)
-        band = (outcome.settings.get("attack") or {}).get("bands", "all")
-        if band != "all":
-            notes.append(
-                f"quantization table: only the {band} DCT band was quantized; the other "
-                "coefficients (q = 0) are shown grey"
-            )
-        if model_input.resampled:
-            notes.append("zeroed-coefficient mask not shown: the image was resampled")
-        else:
-            layers["zeroed"] = kji(_zeroed(outcome, block_size), np.uint8)
-    return layers, notes
-
-
-def display_limits(
-    layers: dict[str, np.ndarray], seen: np.ndarray | None = None
-) -> dict[str, tuple[float, float]]:
-    """Contrast limits of the image result layers (computed here, off the GUI thread).
-
-    * perturbation: centred on 0, ±(99.5th percentile of |change| over the changed voxels
-      inside the model's intensity window, ``seen`` (``(k, j, i)`` bool; None: all)): voxels
-      outside it (air, dense bone) that the attack moved into the window map back to changes of
-      hundreds of HU and would wash out what the model actually sees; ``perturbation_range``
-      is ±max;
-    * DCT pictures: ``[0, 99.9th percentile]`` of the clean picture, shared by both;
-    * quantization table: its minimum and maximum; a minimum of 0 (coefficients not
-      quantized: outside a band-limited VAFA's band, or tiles never attacked) is drawn grey
-      (:func:`napari_vafa._result_layers.q_table_colormap`).
-    """
-    limits: dict[str, tuple[float, float]] = {}
-    change = np.abs(layers["perturbation"])
-    inside = change[(change != 0) & seen] if seen is not None else np.empty(0)
-    change = change[change != 0]
-    if change.size:
-        high = float(change.max())
-        limit = float(np.percentile(inside if inside.size else change, 99.5)) or high
-        limits["perturbation"] = (-limit, limit)
-        limits["perturbation_range"] = (-high, high)
-    else:
-        limits["perturbation"] = limits["perturbation_range"] = (-1.0, 1.0)
-    if "dct_clean" in layers:
-        high = float(np.percentile(layers["dct_clean"], 99.9)) or 1.0
-        limits["dct_clean"] = limits["dct_adversarial"] = (0.0, high)
-    if "q_table" in layers:
-        low, high = float(layers["q_table"].min()), float(layers["q_table"].max())
-        limits["q_table"] = (low, max(high, low + 1.0))
-    return limits
-
-
-def _zeroed(outcome: AttackOutcome, block_size: tuple[int, ...]) -> np.ndarray:
-    import torch
-
-    from vafa.run.tiling import quantized_to_zero_layout
-
-    q = torch.from_numpy(outcome.q_table.array)[None, None]
-    mask = quantized_to_zero_layout(
-        outcome.model_input.tensor, q, block_size, outcome.model_input.card.roi_size
-    )
-    return mask[0, 0].numpy()
-
-
-def _label_dtype(outcome: AttackOutcome):
-    high = max(outcome.clean_prediction.array.max(), outcome.adversarial_prediction.array.max())
-    return np.uint8 if high <= 255 else np.int32
-
-
-def _block_size(outcome: AttackOutcome) -> tuple[int, ...]:
-    block = (outcome.settings.get("attack") or {}).get("block_size")
-    if block is None:
-        return (DISPLAY_BLOCK,) * 3
-    if isinstance(block, int):
-        return (block,) * 3
-    return tuple(int(b) for b in block)
-
-
-def _seen_by_model(outcome: AttackOutcome) -> np.ndarray | None:
-    """``(k, j, i)`` mask of the voxels inside the model's intensity window (None: the
-    result is on another grid than the clean image)."""
-    clean = outcome.model_input.source.array
-    if clean.shape != outcome.perturbation.shape:
-        return None
-    return np.transpose(window_interior(outcome.model_input.mapping, clean), (2, 1, 0))
-
-
-def window_interior(mapping, clean: np.ndarray) -> np.ndarray:
-    """Voxels of ``clean`` (file units) that the intensity ``mapping`` puts strictly inside
-    (0, 1): the ones whose change the model sees as it is."""
-    mapped = mapping.forward(clean)
-    return (mapped > 0) & (mapped < 1)
 
 
 def _steps_of(attack: str, options: dict[str, Any]) -> int:

@@ -35,6 +35,7 @@ __all__ = [
     "WorkerWidget",
     "image_layer_volume",
     "labels_on_image_grid",
+    "layer_choices",
     "notify_error",
     "notify_info",
 ]
@@ -86,6 +87,19 @@ def image_layer_volume(viewer, layer, purpose: str) -> tuple[Volume, np.ndarray]
     if source:
         volume.source = Path(source)
     return volume, data
+
+
+def layer_choices(viewer, kind: str, exclude=None) -> list[tuple[str, Any]]:
+    """``(name, layer)`` of the viewer's napari ``kind`` layers (``"Image"``, ``"Labels"``),
+    in list order, without those ``exclude(layer)`` rejects (e.g. a widget's own results)."""
+    import napari.layers
+
+    cls = getattr(napari.layers, kind)
+    return [
+        (layer.name, layer)
+        for layer in viewer.layers
+        if isinstance(layer, cls) and not (exclude is not None and exclude(layer))
+    ]
 
 
 def labels_on_image_grid(viewer, labels, image_layer, image: Volume, hint: str) -> Volume:

@@ -52,7 +52,7 @@ def main(argv=None) -> None:
         widget.steps.value = 10
         settle(0.5)
         shown = widget.live_lens.shown
-        widget.request_lens()
+        widget.live_lens.request()
         while widget.live_lens.shown == shown or widget.live_lens.runner.busy:
             settle(0.05)
         settle()

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_vafa._worker import display_limits, window_interior
+from napari_vafa._layer_data import display_limits, window_interior
 from vafa.attacks.base import drive
 from vafa.io.data import load_demo_model, load_sample, sample_paths
 from vafa.io.model_space import labels_to_model_space, to_model_space

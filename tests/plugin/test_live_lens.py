@@ -169,9 +169,9 @@ def test_step_scrubber_shows_the_library_iterate_of_each_step(make_napari_viewer
 def test_run_stops_the_lens_and_the_lens_waits_for_the_run(make_napari_viewer, qtbot, errors):
     _, widget, _ = _viewer(make_napari_viewer)
     widget.steps.value = 2
-    assert widget.request_lens()
+    assert widget.live_lens.request()
     widget.run_button.native.click()  # the lens stops within a step, the run gets the model
-    assert widget.is_running and not widget.request_lens()  # no lens while a run runs
+    assert widget.is_running and not widget.live_lens.request()  # no lens while a run runs
     qtbot.waitUntil(lambda: not widget.is_running, timeout=600_000)
     assert widget.last_outcome is not None and errors == []
     model, _ = widget._cache.get(widget.model_picker.spec())
@@ -186,7 +186,7 @@ def test_lens_on_an_image_off_the_models_grid_says_so_in_one_line(
     fine = viewer.add_image(np.asarray(ct.data)[::2, ::2, ::2].astype(np.float32), scale=(6, 6, 6))
     widget.image_layer.value = fine
     widget.labels_layer.value = "use model prediction"
-    assert widget.request_lens()
+    assert widget.live_lens.request()
     qtbot.waitUntil(lambda: "model's grid" in widget.status.value, timeout=TIMEOUT_MS)
     assert widget.status.value.count("\n") == 0 and widget.live_lens.shown == 0
     assert torch.get_num_threads() >= 1 and errors == []
