@@ -131,9 +131,6 @@ def lens_numbers(model, card, image, labels) -> dict:
 
 # ----------------------------------------------------------------------------- 3–5, 7. full run
 def attack_numbers(model, card, image, labels) -> dict:
-    from vafa.report.figures import dct_pictures
-    from vafa.run.history import StepHistory
-    from vafa.run.tiling import quantized_to_zero_layout, tile_grid
 
     print("\n== full VAFA run (q_max 20, 32³ blocks, 20 steps) ==")
     start = time.perf_counter()
@@ -172,7 +169,25 @@ def attack_numbers(model, card, image, labels) -> dict:
         f"zeroed {m.zeroed_fraction:.3f}"
     )
 
-    # 4. the step scrubber: the attack's own Dice and SSIM of every step
+    steps, stride = _scrubber_numbers(outcome, card)
+    dct = _dct_numbers(outcome, card)
+    compare = _compare_numbers(outcome)
+    return {
+        "summary": summary,
+        "per_class": per_class,
+        "steps": steps,
+        "history_stride": stride,
+        "dct": dct,
+        "compare": compare,
+    }
+
+
+def _scrubber_numbers(outcome, card) -> tuple[list, int]:
+    """4. the step scrubber: the attack's own Dice and SSIM of every step, and the history's
+    stride."""
+    from vafa.run.history import StepHistory
+    from vafa.run.tiling import tile_grid
+
     steps = [
         {
             "step": r["step"],
@@ -195,7 +210,17 @@ def attack_numbers(model, card, image, labels) -> dict:
     stride = history.stride
     history.release()
 
-    # 5. DCT pictures, zeroed coefficients, quantization table (the widget's layers)
+    return steps, stride
+
+
+def _dct_numbers(outcome, card) -> dict:
+    """5. the DCT pictures, the zeroed coefficients and the quantization table (the widget's
+    layers)."""
+    from vafa.report.figures import dct_pictures
+    from vafa.run.tiling import quantized_to_zero_layout
+
+    roi = tuple(card.roi_size)
+    x01 = outcome.model_input.tensor
     start = time.perf_counter()
     dct_clean, dct_adv = dct_pictures(outcome, (32, 32, 32))
     q = torch.from_numpy(outcome.q_table.array)[None, None]
@@ -221,7 +246,11 @@ def attack_numbers(model, card, image, labels) -> dict:
         f"{layer_seconds:.1f} s"
     )
 
-    # 7. compare view: the changed labels and the perturbation's colour bar
+    return dct
+
+
+def _compare_numbers(outcome) -> dict:
+    """7. the compare view: the changed labels and the perturbation's colour bar."""
     clean_pred = outcome.clean_prediction.array.astype(int)
     adv_pred = outcome.adversarial_prediction.array.astype(int)
     changed = clean_pred != adv_pred
@@ -231,7 +260,7 @@ def attack_numbers(model, card, image, labels) -> dict:
     # model's intensity window)
     seen = window_interior(outcome.model_input.mapping, outcome.model_input.source.array)
     bar = display_limits({"perturbation": outcome.perturbation.array}, seen)["perturbation"]
-    names = list(m.class_names)
+    names = list(outcome.metrics.class_names)
     lost = {
         names[c]: int((clean_pred == c).sum() - (adv_pred == c).sum())
         for c in range(1, len(names))
@@ -255,14 +284,7 @@ def attack_numbers(model, card, image, labels) -> dict:
         "  voxels lost by class: "
         + ", ".join(f"{k} {v:+d}" for k, v in list(compare["voxels_lost_by_class"].items())[:5])
     )
-    return {
-        "summary": summary,
-        "per_class": per_class,
-        "steps": steps,
-        "history_stride": stride,
-        "dct": dct,
-        "compare": compare,
-    }
+    return compare
 
 
 # ----------------------------------------------------------------------------- 6. PGD

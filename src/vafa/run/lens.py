@@ -276,13 +276,6 @@ def iter_lens(
     history.set_clean_prediction(clean_pred)
     reference = clean_pred if target is None else target[0, 0].to(clean_pred.device)
 
-    def fg_dice(prediction: torch.Tensor) -> float:
-        dice = dice_per_class(
-            prediction[None, None].long(), reference[None, None].long(), num_classes
-        )
-        values = dice[0, 1:]
-        return float(torch.nanmean(values)) if values.numel() else float("nan")
-
     adversarial = result.adversarial.detach().float().cpu()
     clean = crop.detach().float().cpu()
     q_layout = result.q_layout()
@@ -294,8 +287,8 @@ def iter_lens(
         adversarial01=adversarial[0].numpy(),
         clean_prediction=clean_pred.cpu().numpy(),
         adversarial_prediction=adv_pred.cpu().numpy(),
-        dice_clean=fg_dice(clean_pred),
-        dice_adversarial=fg_dice(adv_pred),
+        dice_clean=_foreground_dice(clean_pred, reference, num_classes),
+        dice_adversarial=_foreground_dice(adv_pred, reference, num_classes),
         ssim=float(ssim(clean, adversarial)[0]),
         q_table=None if q_layout is None else q_layout[0].numpy(),
         returned_step=returned[0] if returned else None,
@@ -306,3 +299,10 @@ def iter_lens(
         plan=plan,
         labels_used=target is not None,
     )
+
+
+def _foreground_dice(prediction: torch.Tensor, reference: torch.Tensor, num_classes: int) -> float:
+    """Mean Dice of the classes >= 1 of two ``[h, w, d]`` class maps (absent classes left out)."""
+    dice = dice_per_class(prediction[None, None].long(), reference[None, None].long(), num_classes)
+    values = dice[0, 1:]
+    return float(torch.nanmean(values)) if values.numel() else float("nan")
