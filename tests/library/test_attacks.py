@@ -278,6 +278,9 @@ def test_bad_labels(trained_model, synthetic_data):
     [
         ({"q_min": 10, "q_max": 5}, "q_min"),
         ({"q_min": 0}, "q_min"),
+        ({"q_min": float("nan")}, "q_min"),
+        ({"q_max": float("inf")}, "q_max"),
+        ({"q_max": True}, "q_max"),
         ({"block_size": 0}, "block_size"),
         ({"block_size": (8, 8)}, "block_size"),
         ({"steps": 0}, "steps"),

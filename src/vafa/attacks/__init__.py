@@ -1,6 +1,7 @@
 """All attacks share one API: ``Attack(model, **hyper_parameters).attack(images, labels)``."""
 
 import difflib
+import inspect
 
 from vafa.attacks.base import Attack, AttackResult, Callback, StepEvent, drive
 from vafa.attacks.options import Option, validate_options
@@ -48,7 +49,11 @@ ATTACKS: dict[str, type[Attack]] = {
 
 
 #: Keywords of every attack that are about how it runs, not what it does (not in the schemas).
-RUNTIME_KEYWORDS = ("targeted", "seed", "device", "clamp_inputs")
+RUNTIME_KEYWORDS = tuple(
+    name
+    for name, parameter in inspect.signature(Attack.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
 
 
 def build_attack(name: str, model, **options) -> Attack:
@@ -59,9 +64,7 @@ def build_attack(name: str, model, **options) -> Attack:
     attack's default" and are dropped, so that CLI and GUI code can pass one dict of settings;
     any other option the attack does not take is an error.
     """
-    cls = attack_class(name)
-    runtime = {k: options.pop(k) for k in RUNTIME_KEYWORDS if options.get(k) is not None}
-    return cls(model, **validate_options(cls.options, options, cls.name), **runtime)
+    return attack_class(name)(model, **{k: v for k, v in options.items() if v is not None})
 
 
 def attack_class(name: str) -> type[Attack]:

@@ -9,7 +9,8 @@ An attack is an object built from a model and its hyper-parameters and called on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import inspect
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,14 +19,12 @@ import torch
 from torch import nn
 
 from vafa.attacks.inputs import check_images, check_labels
-from vafa.attacks.options import Option
+from vafa.attacks.options import FREE, Option, validate_options
 from vafa.ops.devices import resolve_device
 from vafa.ops.losses import DiceCELoss
 from vafa.ops.metrics import dice_per_class, predict_labels
 
 __all__ = ["Attack", "AttackResult", "Callback", "StepEvent"]
-
-KEEP_MODES = ("best", "last")
 
 
 @dataclass
@@ -101,74 +100,114 @@ class AttackResult:
 class Attack:
     """Base class of all attacks (see the module docstring).
 
+    An attack is built as ``Attack(model, **options, targeted=…, seed=…, device=…,
+    clamp_inputs=…)``: ``options`` are the keywords of its schema (:attr:`options`), checked
+    once by :meth:`resolve_options` and set as attributes of the same names; the others take
+    the schema's defaults. Subclasses declare no constructor.
+
     Args:
         model: segmentation network mapping ``[B, C, H, W, D]`` to logits ``[B, K, H, W, D]``.
-        steps: number of gradient steps (0 for attacks without gradient).
-        keep: ``"best"`` returns, per sample, the evaluated iterate with the highest objective;
-            ``"last"`` the last evaluated iterate (see :attr:`evaluates_final`).
         targeted: minimise the loss towards ``labels`` instead of maximising it.
         seed: seed of the attack's own random generator (random starts, noise, random tables);
             None draws one from torch's global generator.
         device: ``"auto"`` runs where the model's parameters are; a name moves the model there.
         clamp_inputs: clamp images to [0, 1] instead of refusing values outside.
+        **options: the attack's hyper-parameters (None: the default).
+
+    Raises:
+        ValueError: an option the attack does not take, or an invalid value (named).
     """
 
     name = "attack"
     #: Name in GUI lists (e.g. ``"VAFA-3D"``).
     label = "attack"
     #: The user-facing hyper-parameters, one :class:`~vafa.attacks.options.Option` each:
-    #: the CLI flags, GUI controls and tooltips are generated from them.
+    #: construction, validation, ``settings()``, the CLI flags, GUI controls and tooltips are
+    #: generated from them.
     options: tuple[Option, ...] = ()
     #: Whether the iterate after the last update is evaluated (and offered to ``keep``). Voxel
     #: attacks: yes (PGD returns the point after its last step). VAFA: no — the published code
     #: returns the volume of its last step, made before the last update, which it never uses.
     evaluates_final = True
+    #: Gradient steps and returned iterate of attacks whose schema has no ``steps`` / ``keep``
+    #: (schema options of these names become instance attributes instead).
+    steps: int = 0
+    keep: str = "last"
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        steps: int,
-        keep: str = "best",
         targeted: bool = False,
         seed: int | None = None,
         device: str | torch.device = "auto",
         clamp_inputs: bool = False,
+        **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        if keep not in KEEP_MODES:
-            raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
+        for key, value in self.resolve_options(options).items():
+            setattr(self, key, value)
         self.model = model
-        self.steps = steps
-        self.keep = keep
         self.targeted = bool(targeted)
         self.seed = seed
         self.device = device if device == "auto" else resolve_device(device)
         self.clamp_inputs = bool(clamp_inputs)
         self.loss_fn = DiceCELoss(reduction="none")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = _signature(cls.options)
+        if cls.options and cls.__doc__ and "Options:" not in cls.__doc__:
+            cls.__doc__ = cls.__doc__.rstrip() + "\n\n" + _options_doc(cls.options)
+
     # ------------------------------------------------------------------ public API
     @classmethod
-    def check_options(cls, **values: Any) -> dict[str, Any]:
-        """``values`` checked and converted by their options (:meth:`Option.check`)."""
-        schema = {o.name: o for o in cls.options}
-        return {name: schema[name].check(value) for name, value in values.items()}
+    def resolve_options(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option's value: ``given`` checked by its :class:`Option` (None: the default),
+        the schema's default for the others; with ``paper=True`` the values the published
+        algorithm fixes (:meth:`published_settings`); then :meth:`_settle`.
+
+        Raises:
+            ValueError: an unknown option, an invalid value, or a value ``paper=True`` fixes
+                otherwise.
+        """
+        checked = validate_options(cls.options, given, cls.name)
+        values = {o.name: o.default for o in cls.options} | checked
+        if values.get("paper"):
+            for key, fixed in cls.published_settings().items():
+                if checked.get(key, fixed) != fixed:
+                    raise ValueError(
+                        f"paper=True fixes {key}={fixed!r}, got {key}={checked[key]!r}"
+                    )
+                values[key] = fixed
+        return cls._settle(values)
+
+    @classmethod
+    def _settle(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Rules between options (e.g. ``q_min <= q_max``) and normalised forms; ValueError."""
+        return values
+
+    @classmethod
+    def published_settings(cls) -> dict[str, Any]:
+        """The values ``paper=True`` fixes (the options' :attr:`~Option.published`)."""
+        return {o.name: o.published for o in cls.options if o.published is not FREE}
 
     def settings(self) -> dict[str, Any]:
-        """Name and hyper-parameters (JSON-friendly)."""
-        return {
+        """Name and hyper-parameters (JSON-friendly: tuples as lists)."""
+        values = {
             "attack": self.name,
             "steps": self.steps,
             "keep": self.keep,
             "targeted": self.targeted,
             "seed": self.seed,
-            **self._hyper_parameters(),
         }
+        for option in self.options:
+            value = getattr(self, option.name)
+            values[option.name] = list(value) if isinstance(value, tuple) else value
+        return values
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "attack")
@@ -231,9 +270,6 @@ class Attack:
                 p.requires_grad_(flag)
 
     # ------------------------------------------------------------------ hooks
-    def _hyper_parameters(self) -> dict[str, Any]:
-        return {}
-
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         """Build the attack's state for clean ``x`` ``[B, C, H, W, D]`` (float32, on device)."""
         raise NotImplementedError
@@ -487,3 +523,24 @@ def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def _signature(options: Sequence[Option]) -> inspect.Signature:
+    """``(model, *, <option>=<default>, …, targeted=False, seed=None, device="auto",
+    clamp_inputs=False)``: the constructor's signature as users see it."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    runtime = inspect.signature(Attack.__init__).parameters
+    parameters = [
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *(inspect.Parameter(o.name, keyword, default=o.default) for o in options),
+        *(p for name, p in runtime.items() if p.kind is keyword),
+    ]
+    return inspect.Signature(parameters)
+
+
+def _options_doc(options: Sequence[Option]) -> str:
+    """The ``Options:`` section of an attack's docstring, from its schema."""
+    lines = ["    Options (keywords of the constructor, from :attr:`options`):"]
+    for o in options:
+        lines.append(f"        {o.name} (default {o.default!r}): {o.text}.")
+    return "\n".join(lines) + "\n"

@@ -9,8 +9,11 @@ is generated from it:
   texts and defaults;
 * the controls of both napari widgets, their tooltips and which of them each attack or training
   mode shows (``napari_vafa._attack_controls``);
-* the validation of values (:meth:`Option.check`, used by the attacks' constructors and
-  :func:`validate_options`, used by :func:`vafa.attacks.build_attack`).
+* the construction of the attacks: :class:`vafa.attacks.base.Attack` takes every option as a
+  keyword, checks it once (:func:`validate_options`, :meth:`Option.check`), fills in the
+  schema's default for the others and sets them as attributes; its ``settings()`` (what
+  results and reports record) lists them; ``inspect.signature`` and the class docstring show
+  them.
 
 Adding an option to an attack = one :class:`Option` in its ``options``; see
 ``docs/adding_an_attack.md`` for a whole attack.
@@ -25,21 +28,34 @@ from typing import Any
 
 from vafa.ops.bands import BANDS
 from vafa.ops.checks import is_finite
+from vafa.ops.frequency import normalize_block_size
 
 __all__ = [
     "BANDS_OPTION",
     "BLOCK_SIZES",
+    "FREE",
     "KEEP",
     "STEPS",
     "Option",
+    "OptionError",
+    "block_sides",
     "block_size",
     "option_table",
     "validate_options",
     "with_default",
+    "with_defaults",
 ]
 
 #: Block sides offered by the GUIs (the paper's Table 4 range).
 BLOCK_SIZES = (4, 8, 16, 32, 48, 96)
+
+
+class OptionError(ValueError):
+    """An invalid value of one option; ``option`` is its name (the CLI shows its flag)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 def block_size(value: Any) -> Any:
@@ -56,6 +72,31 @@ def block_size(value: Any) -> Any:
     if not sides or min(sides) < 1:
         raise ValueError(f"block_size must be positive integers like 32 or 32,32,32, got {value!r}")
     return sides[0] if len(sides) == 1 else tuple(sides)
+
+
+def block_sides(value: int | Sequence[int], dims: int, attack: str) -> tuple[int, ...]:
+    """The ``dims`` sides of a block (an int is a cube); ValueError naming ``attack`` if the
+    number of sides is wrong."""
+    try:
+        sides = normalize_block_size(value, dims)
+    except ValueError as err:
+        raise OptionError("block_size", str(err)) from None
+    if len(sides) != dims:
+        raise OptionError(
+            "block_size", f"block_size must have {dims} entries for {attack}, got {value!r}"
+        )
+    return sides
+
+
+class _Free:
+    """Type of :data:`FREE`."""
+
+    def __repr__(self) -> str:
+        return "FREE"
+
+
+#: :attr:`Option.published` of an option the published algorithm leaves free.
+FREE = _Free()
 
 
 @dataclass(frozen=True)
@@ -80,6 +121,8 @@ class Option:
             values of a ``"combo"`` over a non-``str`` option.
         group: GUI control name shared by the two options of a ``"range"`` widget.
         training: offered as a setting of the training attack in the training widget.
+        published: the value the published algorithm fixes (an attack's ``paper=True``), or
+            :data:`FREE` when the paper leaves it free.
     """
 
     name: str
@@ -97,6 +140,7 @@ class Option:
     gui: tuple[Any, ...] | None = None
     group: str | None = None
     training: bool = False
+    published: Any = FREE
 
     @property
     def cli_flags(self) -> tuple[str, ...]:
@@ -115,12 +159,18 @@ class Option:
         return f"{self.help} ({self.unit})" if self.unit else self.help
 
     def check(self, value: Any) -> Any:
-        """``value`` converted to the option's type; ValueError naming the option if invalid.
-
-        None passes through (the attack decides the default).
-        """
+        """``value`` converted to the option's type; :class:`OptionError` naming the option if
+        invalid. None passes through (the attack decides the default)."""
         if value is None:
             return None
+        try:
+            return self._checked(value)
+        except OptionError:
+            raise
+        except ValueError as err:
+            raise OptionError(self.name, str(err)) from None
+
+    def _checked(self, value: Any) -> Any:
         name = self.name
         if self.kind is bool:
             if not isinstance(value, bool):
@@ -201,6 +251,15 @@ BANDS_OPTION = Option(
 )  # fmt: skip
 
 
-def with_default(option: Option, default: Any) -> Option:
-    """``option`` with another default (e.g. ``keep="last"`` for PGD)."""
-    return replace(option, default=default)
+def with_default(option: Option, default: Any, **fields: Any) -> Option:
+    """``option`` with another default (e.g. ``keep="last"`` for PGD) and other ``fields``."""
+    return replace(option, default=default, **fields)
+
+
+def with_defaults(options: Sequence[Option], **changes: dict[str, Any]) -> tuple[Option, ...]:
+    """``options`` with some of their fields changed, by option name, e.g.
+    ``with_defaults(VAFA_OPTIONS, block_size={"default": (32, 32)})``."""
+    unknown = set(changes) - {o.name for o in options}
+    if unknown:
+        raise ValueError(f"no option(s) {sorted(unknown)} to change")
+    return tuple(replace(o, **changes[o.name]) if o.name in changes else o for o in options)

@@ -23,18 +23,24 @@ and the model's forward and backward pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from vafa.attacks.base import Attack
-from vafa.attacks.options import BANDS_OPTION, KEEP, STEPS, Option, with_default
+from vafa.attacks.options import (
+    BANDS_OPTION,
+    KEEP,
+    STEPS,
+    Option,
+    OptionError,
+    block_sides,
+    with_default,
+)
 from vafa.attacks.vafa import BLOCK_SIZE
 from vafa.attacks.voxel import RANDOM_START
 from vafa.ops.bands import band_layout
-from vafa.ops.frequency import layout_dct, layout_idct, normalize_block_size, pad_to_blocks
+from vafa.ops.frequency import layout_dct, layout_idct, pad_to_blocks
 from vafa.ops.ssim import BlockSSIM
 
 __all__ = ["SA2"]
@@ -60,81 +66,26 @@ SA2_OPTIONS = (
 
 
 class SA2(Attack):
-    """SA², the spectral amplitude attack (module docstring).
-
-    Args:
-        model: segmentation network (logits ``[B, K, H, W, D]``).
-        steps: signed steps (paper: 10).
-        rho: factor bound, ``0 < rho < 1`` (paper: 0.2): factors stay in ``[1 − rho, 1 + rho]``.
-        factor_step: size of each signed update of the factors (paper: 0.1).
-        block_size: ``(h, w, d)`` cube of the DCT (int = cube; paper: 8³). Sides that are not
-            multiples are padded (replicate) and cropped back.
-        bands: the coefficients changed (:mod:`vafa.ops.bands`; the DC terms never):
-            - ``"all"``: every coefficient but the DC term (default);
-            - ``"low"``, ``"middle"``, ``"high"``: thirds of the normalised index in the block.
-        random_start: start from uniform random factors (else all 1: the clean volume).
-        keep: ``"last"`` (default: the point after the last update) or ``"best"``.
-        targeted, seed, device, clamp_inputs: see :class:`~vafa.attacks.base.Attack`.
+    """SA², the spectral amplitude attack (module docstring): factors in ``[1 − rho, 1 + rho]``
+    on every coefficient of the chosen ``bands`` (the DC terms never) of the block DCT.
+    Sides that are not multiples of the block size are padded (replicate) and cropped back.
 
     ``attack(images [B, C, H, W, D] in [0, 1], labels [B, 1, H, W, D] | None)`` returns an
     :class:`~vafa.attacks.base.AttackResult`.
-
-    Raises:
-        ValueError: ``rho`` not in (0, 1), an unknown band, or another invalid option.
     """
 
     name = "SA2"
     label = "SA² (DCT amplitude)"
     options = SA2_OPTIONS
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        steps: int = 10,
-        rho: float = 0.2,
-        factor_step: float = 0.1,
-        block_size: int | Sequence[int] = (8, 8, 8),
-        bands: str = "all",
-        random_start: bool = True,
-        keep: str = "last",
-        targeted: bool = False,
-        seed: int | None = None,
-        device: str | torch.device = "auto",
-        clamp_inputs: bool = False,
-    ) -> None:
-        checked = self.check_options(
-            steps=steps, rho=rho, factor_step=factor_step, bands=bands,
-            random_start=random_start, keep=keep,
-        )  # fmt: skip
-        if checked["rho"] >= 1.0:
-            raise ValueError(f"rho must be < 1 (factors stay positive), got {rho!r}")
-        super().__init__(
-            model,
-            steps=steps,
-            keep=keep,
-            targeted=targeted,
-            seed=seed,
-            device=device,
-            clamp_inputs=clamp_inputs,
-        )
-        sizes = normalize_block_size(block_size, 3)
-        if len(sizes) != 3:
-            raise ValueError(f"block_size must have 3 entries for {self.name}, got {block_size!r}")
-        self.rho = checked["rho"]
-        self.factor_step = checked["factor_step"]
-        self.block_size = sizes
-        self.bands = checked["bands"]
-        self.random_start = random_start
-
-    def _hyper_parameters(self) -> dict[str, Any]:
-        return {
-            "rho": self.rho,
-            "factor_step": self.factor_step,
-            "block_size": list(self.block_size),
-            "bands": self.bands,
-            "random_start": self.random_start,
-        }
+    @classmethod
+    def _settle(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if values["rho"] >= 1.0:
+            raise OptionError(
+                "rho", f"rho must be < 1 (factors stay positive), got {values['rho']!r}"
+            )
+        values["block_size"] = block_sides(values["block_size"], 3, cls.name)
+        return values
 
     # ------------------------------------------------------------------ hooks
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:

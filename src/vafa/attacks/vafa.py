@@ -23,31 +23,27 @@ SSIM and the model.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from vafa.attacks.base import Attack, AttackResult
 from vafa.attacks.options import (
     BANDS_OPTION,
     BLOCK_SIZES,
+    FREE,
     KEEP,
     STEPS,
     Option,
+    OptionError,
+    block_sides,
     block_size,
     with_default,
+    with_defaults,
 )
 from vafa.ops.bands import band_layout
-from vafa.ops.frequency import (
-    layout_dct,
-    layout_idct,
-    normalize_block_size,
-    pad_to_blocks,
-    to_blocks,
-)
-from vafa.ops.quantization import ROUNDINGS, AlphaSchedule, quantize, validate_bounds
+from vafa.ops.frequency import layout_dct, layout_idct, pad_to_blocks, to_blocks
+from vafa.ops.quantization import ROUNDINGS, AlphaSchedule, quantize
 from vafa.ops.ssim import BlockSSIM
 
 __all__ = ["BLOCK_SIZE", "NORMALIZE_MODES", "PAPER_SETTINGS", "Q_INIT_MODES", "VAFA", "VAFA2D"]
@@ -55,20 +51,6 @@ __all__ = ["BLOCK_SIZE", "NORMALIZE_MODES", "PAPER_SETTINGS", "Q_INIT_MODES", "V
 NORMALIZE_MODES = ("clip", "slice")
 Q_INIT_MODES = ("max", "min", "random")
 _SLICE_EPS = 1e-8
-
-#: What ``paper=True`` fixes: the published code's algorithm (per-slice min–max, the volume of
-#: the last step, the table starting at q_max and moved by signed unit steps in [q_min, q_max],
-#: soft tanh rounding, the SSIM term with weight 1; the SSIM term is on in 3D and off in 2D, as
-#: published). q_min, q_max, steps and block size stay free (the paper varies them).
-PAPER_SETTINGS = {
-    "normalize": "slice",
-    "keep": "last",
-    "q_init": "max",
-    "q_step": 1.0,
-    "rounding": "tanh",
-    "ssim_weight": 1.0,
-    "hard_round": False,
-}
 
 _Q_UNIT = "in [0, 255] units"
 #: The side of the DCT blocks (shared with the other block-DCT attacks, e.g. SA²).
@@ -92,33 +74,34 @@ VAFA_OPTIONS = (
         positive=True, widget="range", group="q_range", gui=(1, 100, 1),
         label="q_min – q_max", training=True,
     ),
-    Option("q_init", str, "max", "start of the table: max | min | random", choices=Q_INIT_MODES),
-    Option("q_step", float, 1.0, "table change per step", positive=True),
+    Option("q_init", str, "max", "start of the table: max | min | random", choices=Q_INIT_MODES,
+           published="max"),
+    Option("q_step", float, 1.0, "table change per step", positive=True, published=1.0),
     BLOCK_SIZE,
     BANDS_OPTION,
     Option(
         "use_ssim_loss", bool, True,
         "subtract ssim_weight × (1 − blockwise SSIM) from the objective",
-        label="SSIM loss", flags=("--ssim", "--no-ssim"), widget="check",
+        label="SSIM loss", flags=("--ssim", "--no-ssim"), widget="check", published=True,
     ),
     Option(
         "ssim_weight", float, 1.0, "weight of the SSIM term", label="SSIM weight", minimum=0.0,
-        widget="spin", gui=(0.0, 100.0, 0.1),
+        widget="spin", gui=(0.0, 100.0, 0.1), published=1.0,
     ),
     Option(
         "normalize", str, "clip",
         "how the reconstruction returns to [0, 1]: clip (divide by 255 and clamp) or slice "
         "(min–max of every axial slice, as the published code: itself a contrast change)",
-        choices=NORMALIZE_MODES, widget="combo",
+        choices=NORMALIZE_MODES, widget="combo", published="slice",
     ),
     Option("rounding", str, "tanh", "differentiable rounding: tanh (published) | cubic",
-           choices=ROUNDINGS),
-    KEEP,
+           choices=ROUNDINGS, published="tanh"),
+    with_default(KEEP, "best", published="last"),
     Option(
         "hard_round", bool, False,
         "return the kept table hard-rounded (a real quantization) instead of the soft-rounded "
         "volume the attack evaluated: usually stronger and more visible",
-        label="hard rounding", flags=("--hard-round",), widget="check",
+        label="hard rounding", flags=("--hard-round",), widget="check", published=False,
     ),
     Option(
         "paper", bool, False,
@@ -127,43 +110,25 @@ VAFA_OPTIONS = (
         label="published algorithm", flags=("--paper",), widget="check",
     ),
 )  # fmt: skip
+#: What ``paper=True`` fixes (the options' ``published`` values): the published code's
+#: algorithm — per-slice min–max, the volume of the last step, the table starting at q_max and
+#: moved by signed unit steps in [q_min, q_max], soft tanh rounding, the SSIM term with weight 1
+#: (on in 3D, off in 2D, as published). q_min, q_max, steps and block size stay free.
+PAPER_SETTINGS = {o.name: o.published for o in VAFA_OPTIONS if o.published is not FREE}
 
 
 class VAFA(Attack):
-    """Volumetric Adversarial Frequency Attack on 3D blocks.
+    """Volumetric Adversarial Frequency Attack on 3D blocks (module docstring).
 
-    Args:
-        model: segmentation network (logits ``[B, K, H, W, D]``).
-        steps: optimisation steps (paper: 20).
-        q_min, q_max: bounds of the quantization table (``0 < q_min <= q_max``); published code:
-            5 and 20 (Synapse) or 10 (ACDC). Bigger ``q_max`` = stronger, more visible attack.
-        q_init: start of the table: ``"max"`` (published code), ``"min"`` (paper's Algorithm 1
-            with ``q_min=1``) or ``"random"`` (uniform in the bounds, from ``seed``).
-        q_step: size of each signed update, in quantization units (1).
-        block_size: ``(h, w, d)`` cube (int = cube); paper's experiments 32³, code default 8³.
-        bands: quantize only the coefficients of one DCT band of every block
-            (:mod:`vafa.ops.bands`: thirds of the normalised index within the block):
-            - ``"all"``: every coefficient (default, the published attack);
-            - ``"low"``: ``r < 1/3`` (with the DC term); ``"middle"``: ``1/3 <= r < 2/3``;
-            - ``"high"``: ``r >= 2/3``.
-            The other coefficients pass through unchanged (up to the return to [0, 1]); their
-            entries of ``q_tables`` are 0 ("not quantized").
-        use_ssim_loss: subtract ``ssim_weight·(1 − SSIM)`` of every block from the objective.
-        ssim_weight: weight of the SSIM term.
-        normalize: how the reconstruction returns to [0, 1]:
-            - ``"clip"``: divide by 255 and clamp (default; a pure frequency perturbation).
-            - ``"slice"``: min–max of every axial (H, W) slice, as the published code (with an
-              epsilon guard); adds a contrast change wherever a slice does not span [0, 1].
-        rounding: ``"tanh"`` (published, annealed α from 0.1 towards 0) or ``"cubic"``.
-        keep: ``"best"`` (default: the step with the highest objective among the ``steps``
-            evaluated ones) or ``"last"`` (the volume of the last step, as the published code).
-        hard_round: re-make the returned volume from the kept table with hard rounding
-            (``α = 0``): a real quantization, usually a stronger and more visible change than
-            the soft-rounded iterate the published code returns.
-        paper: the published algorithm (:data:`PAPER_SETTINGS`): ``normalize`` and ``keep``
-            default to ``"slice"`` and ``"last"``; a conflicting value of a fixed option is an
-            error.
-        targeted, seed, device, clamp_inputs: see :class:`~vafa.attacks.base.Attack`.
+    ``VAFA(model, **options)``; the published code's bounds are q_min 5 and q_max 20 (Synapse)
+    or 10 (ACDC); its experiments use 32³ blocks (code default 8³). ``bands`` other than
+    ``"all"`` quantize only the coefficients of one DCT band of every block (thirds of the
+    normalised index within the block, :mod:`vafa.ops.bands`); the others pass through (up to
+    the return to [0, 1]) and their ``q_tables`` entries are 0 ("not quantized"). ``normalize``:
+    ``"clip"`` is a pure frequency perturbation; ``"slice"`` (published, with an epsilon guard)
+    adds a contrast change wherever an axial slice does not span [0, 1]. ``paper=True`` fixes
+    :data:`PAPER_SETTINGS`; a conflicting value of a fixed option is an error. ``targeted``,
+    ``seed``, ``device``, ``clamp_inputs``: see :class:`~vafa.attacks.base.Attack`.
 
     ``attack(images [B, C, H, W, D] in [0, 1], labels [B, 1, H, W, D] | None)`` returns an
     :class:`~vafa.attacks.base.AttackResult` whose ``q_tables`` is ``[B, C, N, h, w, d]``.
@@ -177,101 +142,15 @@ class VAFA(Attack):
     spatial_dims = 3
     evaluates_final = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        steps: int = 20,
-        q_min: float = 5.0,
-        q_max: float = 20.0,
-        q_init: str = "max",
-        q_step: float = 1.0,
-        block_size: int | Sequence[int] = (32, 32, 32),
-        bands: str = "all",
-        use_ssim_loss: bool = True,
-        ssim_weight: float = 1.0,
-        normalize: str | None = None,
-        rounding: str = "tanh",
-        keep: str | None = None,
-        hard_round: bool = False,
-        paper: bool = False,
-        targeted: bool = False,
-        seed: int | None = None,
-        device: str | torch.device = "auto",
-        clamp_inputs: bool = False,
-    ) -> None:
-        checked = self.check_options(
-            steps=steps, q_min=q_min, q_max=q_max, q_init=q_init, q_step=q_step, bands=bands,
-            use_ssim_loss=use_ssim_loss, ssim_weight=ssim_weight, normalize=normalize,
-            rounding=rounding, keep=keep, hard_round=hard_round, paper=paper,
-        )  # fmt: skip
-        self.paper = paper
-        if self.paper:
-            normalize = PAPER_SETTINGS["normalize"] if normalize is None else normalize
-            keep = PAPER_SETTINGS["keep"] if keep is None else keep
-            given = dict(
-                normalize=normalize,
-                keep=keep,
-                q_init=q_init,
-                q_step=q_step,
-                rounding=rounding,
-                ssim_weight=ssim_weight,
-                hard_round=hard_round,
-            )
-            fixed = self.published_settings()
-            given["use_ssim_loss"] = use_ssim_loss
-            for key, value in given.items():
-                if value != fixed[key]:
-                    raise ValueError(f"paper=True fixes {key}={fixed[key]!r}, got {key}={value!r}")
-        normalize = "clip" if normalize is None else normalize
-        keep = "best" if keep is None else keep
-        super().__init__(
-            model,
-            steps=steps,
-            keep=keep,
-            targeted=targeted,
-            seed=seed,
-            device=device,
-            clamp_inputs=clamp_inputs,
-        )
-        validate_bounds(checked["q_min"], checked["q_max"])
-        sizes = normalize_block_size(block_size, self.spatial_dims)
-        if len(sizes) != self.spatial_dims:
-            raise ValueError(
-                f"block_size must have {self.spatial_dims} entries for {self.name}, got {block_size!r}"
-            )
-        self.q_min, self.q_max = checked["q_min"], checked["q_max"]
-        self.q_init = q_init
-        self.q_step = checked["q_step"]
-        self.block_size = sizes
-        self.bands = checked["bands"]
-        self.use_ssim_loss = use_ssim_loss
-        self.ssim_weight = checked["ssim_weight"]
-        self.normalize = normalize
-        self.rounding = rounding
-        self.hard_round = bool(hard_round)
-
-    def _hyper_parameters(self) -> dict[str, Any]:
-        return {
-            "q_min": self.q_min,
-            "q_max": self.q_max,
-            "q_init": self.q_init,
-            "q_step": self.q_step,
-            "block_size": list(self.block_size),
-            "bands": self.bands,
-            "use_ssim_loss": self.use_ssim_loss,
-            "ssim_weight": self.ssim_weight,
-            "normalize": self.normalize,
-            "rounding": self.rounding,
-            "hard_round": self.hard_round,
-            "paper": self.paper,
-        }
-
     @classmethod
-    def published_settings(cls) -> dict[str, Any]:
-        """The values ``paper=True`` fixes for this attack (:data:`PAPER_SETTINGS` and the SSIM
-        term: on in 3D, off in 2D, as published)."""
-        return {**PAPER_SETTINGS, "use_ssim_loss": cls.spatial_dims == 3}
+    def _settle(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if values["q_min"] > values["q_max"]:
+            raise OptionError(
+                "q_min",
+                f"q_min must be <= q_max, got q_min={values['q_min']!r} > q_max={values['q_max']!r}",
+            )
+        values["block_size"] = block_sides(values["block_size"], cls.spatial_dims, cls.name)
+        return values
 
     # ------------------------------------------------------------------ hooks
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
@@ -380,27 +259,16 @@ class VAFA(Attack):
 class VAFA2D(VAFA):
     """VAFA on 2D ``h×w`` blocks of every axial (H, W) slice (the paper's VAFA-2D baseline).
 
-    Same arguments as :class:`VAFA` with a two-entry ``block_size`` (default ``(32, 32)``) and the
-    SSIM term off by default, as in the published 2D code. ``q_tables`` is ``[B, C, N, h, w]``
-    with ``N = n_h·n_w·D``.
+    The options of :class:`VAFA` with a two-entry ``block_size`` (default ``(32, 32)``) and the
+    SSIM term off by default (and with ``paper=True``), as in the published 2D code.
+    ``q_tables`` is ``[B, C, N, h, w]`` with ``N = n_h·n_w·D``.
     """
 
     name = "VAFA-2D"
     label = "VAFA-2D"
-    options = tuple(
-        with_default(o, {"block_size": (32, 32), "use_ssim_loss": False}[o.name])
-        if o.name in ("block_size", "use_ssim_loss")
-        else o
-        for o in VAFA_OPTIONS
+    options = with_defaults(
+        VAFA_OPTIONS,
+        block_size={"default": (32, 32)},
+        use_ssim_loss={"default": False, "published": False},
     )
     spatial_dims = 2
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        block_size: int | Sequence[int] = (32, 32),
-        use_ssim_loss: bool = False,
-        **kwargs,
-    ) -> None:
-        super().__init__(model, block_size=block_size, use_ssim_loss=use_ssim_loss, **kwargs)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from vafa.attacks.base import Attack
 from vafa.attacks.options import KEEP, STEPS, Option, with_default
@@ -45,16 +44,8 @@ _KEEP_LAST = with_default(KEEP, "last")
 
 
 class PGD(Attack):
-    """Projected gradient descent in the L∞ ball of radius ``eps/255``.
-
-    Args:
-        model: segmentation network.
-        eps: L∞ budget in [0, 255] units (paper: 4 and 8), ``>= 0``.
-        alpha: step size in [0, 1] units (paper: 0.01).
-        steps: iterations (paper: 20).
-        random_start: start from a uniform point of the ball.
-        keep: ``"last"`` (default, as published) or ``"best"``.
-        targeted, seed, device, clamp_inputs: see :class:`~vafa.attacks.base.Attack`.
+    """Projected gradient descent in the L∞ ball of radius ``eps/255`` (paper: ε 4 and 8, step
+    α 0.01, 20 steps; returns the point after the last step, as published).
 
     Guarantees ``‖X' − X‖∞ <= eps/255`` and ``X' ∈ [0, 1]``.
     """
@@ -62,36 +53,6 @@ class PGD(Attack):
     name = "PGD"
     label = "PGD"
     options = (STEPS, EPS, ALPHA, RANDOM_START, _KEEP_LAST)
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float = 4.0,
-        alpha: float = 0.01,
-        steps: int = 20,
-        random_start: bool = True,
-        keep: str = "last",
-        targeted: bool = False,
-        seed: int | None = None,
-        device: str | torch.device = "auto",
-        clamp_inputs: bool = False,
-    ) -> None:
-        super().__init__(
-            model,
-            steps=steps,
-            keep=keep,
-            targeted=targeted,
-            seed=seed,
-            device=device,
-            clamp_inputs=clamp_inputs,
-        )
-        checked = PGD.check_options(eps=eps, alpha=alpha, random_start=random_start)
-        self.eps, self.alpha = checked["eps"], checked["alpha"]
-        self.random_start = random_start
-
-    def _hyper_parameters(self) -> dict[str, Any]:
-        return {"eps": self.eps, "alpha": self.alpha, "random_start": self.random_start}
 
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         radius = self.eps / 255.0
@@ -130,78 +91,31 @@ class BIM(PGD):
     name = "BIM"
     label = "BIM"
     options = (STEPS, EPS, ALPHA, _KEEP_LAST)
-
-    def __init__(self, model: nn.Module, **kwargs) -> None:
-        if kwargs.pop("random_start", False):
-            raise ValueError("random_start must be False for BIM (use PGD)")
-        super().__init__(model, random_start=False, **kwargs)
+    random_start = False
 
 
 class FGSM(PGD):
-    """Fast gradient sign method: one signed step of size ``eps/255``."""
+    """Fast gradient sign method: one signed step of size ``eps/255`` from the clean volume."""
 
     name = "FGSM"
     label = "FGSM"
     options = (EPS, _KEEP_LAST)
+    steps = 1
+    random_start = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float = 4.0,
-        keep: str = "last",
-        targeted: bool = False,
-        seed: int | None = None,
-        device: str | torch.device = "auto",
-        clamp_inputs: bool = False,
-    ) -> None:
-        eps = self.check_options(eps=eps)["eps"]
-        super().__init__(
-            model,
-            eps=eps,
-            alpha=eps / 255.0,
-            steps=1,
-            random_start=False,
-            keep=keep,
-            targeted=targeted,
-            seed=seed,
-            device=device,
-            clamp_inputs=clamp_inputs,
-        )
-
-    def _hyper_parameters(self) -> dict[str, Any]:
-        return {"eps": self.eps}
+    @property
+    def alpha(self) -> float:
+        """The step: the whole budget, ``eps/255``."""
+        return self.eps / 255.0
 
 
 class GaussianNoise(Attack):
-    """Additive Gaussian noise ``N(0, (std/255)²)``, clamped to [0, 1] (no gradient).
-
-    Args:
-        model: segmentation network (used for the predictions and metrics).
-        std: standard deviation in [0, 255] units (paper: 4 and 8), ``>= 0``.
-        seed, device, clamp_inputs: see :class:`~vafa.attacks.base.Attack`.
-    """
+    """Additive Gaussian noise ``N(0, (std/255)²)``, clamped to [0, 1] (no gradient; paper: σ 4
+    and 8). The model is used for the predictions and metrics only."""
 
     name = "GN"
     label = "GN"
     options = (STD,)
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        std: float = 4.0,
-        seed: int | None = None,
-        device: str | torch.device = "auto",
-        clamp_inputs: bool = False,
-    ) -> None:
-        super().__init__(
-            model, steps=0, keep="last", seed=seed, device=device, clamp_inputs=clamp_inputs
-        )
-        self.std = self.check_options(std=std)["std"]
-
-    def _hyper_parameters(self) -> dict[str, Any]:
-        return {"std": self.std}
 
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from vafa import __version__
 from vafa.cli import attack, demo, evaluate, gui, info, report, slicer, train
 from vafa.cli.common import CLIError, CLIParser
+from vafa.cli.options import flag_prefix
 from vafa.ops.messages import USER_ERRORS, one_line
 
 __all__ = ["build_parser", "main"]
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vafa: interrupted (nothing partial was written)", file=sys.stderr)
         return 130
     except (CLIError, *USER_ERRORS) as err:
-        print(f"vafa {args.command}: error: {one_line(err)}", file=sys.stderr)
+        print(f"vafa {args.command}: error: {flag_prefix(err)}{one_line(err)}", file=sys.stderr)
         return 2
 
 

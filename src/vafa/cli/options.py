@@ -8,9 +8,9 @@ import argparse
 from typing import Any
 
 from vafa.attacks import ATTACKS
-from vafa.attacks.options import Option, option_table
+from vafa.attacks.options import Option, OptionError, option_table
 
-__all__ = ["add_attack_arguments", "attack_options"]
+__all__ = ["add_attack_arguments", "attack_options", "flag_prefix"]
 
 
 def _table() -> dict[str, dict[str, Option]]:
@@ -57,20 +57,21 @@ def add_attack_arguments(
 
 
 def attack_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The attack options given on the command line (parsed; unset ones left out).
+    """The attack options given on the command line (as parsed; unset ones left out).
 
-    Whether the chosen attack takes them is checked by :func:`vafa.attacks.build_attack`.
+    The attack checks them when it is built (:meth:`vafa.attacks.base.Attack.resolve_options`).
     """
-    options = {}
-    for name, by_attack in _table().items():
-        value = getattr(args, name, None)
-        if value is not None:
-            option = next(iter(by_attack.values()))
-            try:
-                options[name] = option.check(value)
-            except ValueError as err:
-                raise ValueError(f"{option.cli_flags[0]}: {err}") from None
-    return options
+    values = {name: getattr(args, name, None) for name in _table()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def flag_prefix(err: BaseException) -> str:
+    """``"--q-max: "`` when ``err`` is about one attack option that has a flag, else ``""``."""
+    if isinstance(err, OptionError) and err.option in _table():
+        flags = next(iter(_table()[err.option].values())).cli_flags
+        if flags:
+            return f"{flags[0]}: "
+    return ""
 
 
 def _help(by_attack: dict[str, Option]) -> str:

@@ -26,7 +26,6 @@ __all__ = [
     "cubic_round",
     "quantize",
     "tanh_round",
-    "validate_bounds",
 ]
 
 ROUNDINGS = ("tanh", "cubic")
@@ -106,21 +105,6 @@ def quantize(
     u = coeffs / q
     rounded = cubic_round(u) if rounding == "cubic" else torch.floor(u + 0.5)
     return offset + scale * (rounded * q)
-
-
-def validate_bounds(q_min: float, q_max: float) -> None:
-    """Check ``0 < q_min <= q_max`` (finite)."""
-    for name, value in (("q_min", q_min), ("q_max", q_max)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if q_min <= 0:
-        raise ValueError(f"q_min must be > 0, got {q_min!r}")
-    if q_min > q_max:
-        raise ValueError(f"q_min must be <= q_max, got q_min={q_min!r} > q_max={q_max!r}")
 
 
 def _tanh_constants(alpha: float) -> tuple[float, float]:
