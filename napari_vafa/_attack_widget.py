@@ -224,7 +224,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
 
         cls = attack_class(self.attack.value)
         paper = "paper" in self.attack_controls.shown(self.attack.value) and bool(self.paper.value)
-        fixed = cls.published_settings() if hasattr(cls, "published_settings") else {}
+        fixed = cls.published_settings()
         for name, value in fixed.items():
             control = self.attack_controls.controls.get(name)
             if control is None:
