@@ -16,8 +16,10 @@ parameters, and ``L_seg`` the paper's Dice-CE (:class:`vafa.ops.losses.DiceCELos
 :func:`iter_train` is the trainer as a generator (for GUI workers); :func:`train` drives it with
 a callback. Both run in one process or under ``torchrun`` (DistributedDataParallel, see
 :func:`iter_train`). Files of a run: :mod:`vafa.training.files`;
-data and patch transforms: :mod:`vafa.training.data`; settings :mod:`vafa.training.config`;
-objective :mod:`vafa.training.objective`; the loop :mod:`vafa.training.trainer`.
+data and patch transforms: :mod:`vafa.training.data`; the modes :mod:`vafa.training.modes`; the
+settings schema and the faces' profile :mod:`vafa.training.settings`; the run's settings
+:mod:`vafa.training.config`; objective :mod:`vafa.training.objective`; the loop
+:mod:`vafa.training.trainer`.
 
 Example::
 
@@ -32,16 +34,11 @@ Example::
     result.best, result.card.training["metrics"]
 """
 
-from vafa.training.config import (
-    ITERATIVE_ATTACKS,
-    MODE_ATTACKS,
-    MODE_TITLES,
-    MODES,
-    TrainingConfig,
-)
+from vafa.training.config import TrainingConfig
 from vafa.training.data import Augmentation
 from vafa.training.events import TrainingEvent, TrainingResult, validation_summary
 from vafa.training.loop import iter_train, train
+from vafa.training.modes import ITERATIVE_ATTACKS, MODE_ATTACKS, MODE_TITLES, MODES
 from vafa.training.objective import VAFTLoss
 
 __all__ = [

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from vafa.ops.losses import DiceCELoss, FrequencyConsistencyLoss
-from vafa.training.config import resolve_mode
+from vafa.training.modes import resolve_mode
 
 __all__ = ["VAFTLoss"]
 

@@ -5,13 +5,10 @@ Internal: use :func:`vafa.training.train` / :func:`vafa.training.iter_train`.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import time
 from collections.abc import Generator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ from torch import nn
 from vafa.attacks import build_attack
 from vafa.io.models import ModelCard
 from vafa.run.distributed import Dist
-from vafa.training.config import MODES, TrainingConfig
+from vafa.training.config import TrainingConfig
 from vafa.training.data import PatchSampler, load_cases, read_datalist, resolve_flip_axes
 from vafa.training.events import TrainingEvent, TrainingResult
 from vafa.training.files import (
@@ -31,26 +28,19 @@ from vafa.training.files import (
     LOG,
     PLOT,
     STATE,
-    STATE_FORMAT,
     TRAINING_FILES,
     TrainingLog,
     check_out_dir,
-    json_clean,
-    load_state,
     plot_log,
     save_state,
 )
 from vafa.training.objective import VAFTLoss
+from vafa.training.optim import Optimisation
+from vafa.training.records import restore, resume_state, trained_card
 
 __all__ = ["Trainer"]
 
 VALIDATION_OVERLAP = 0.5
-_OBJECTIVES = {
-    "vafa-fr": "Eq. 3: L_seg(M(X),Y) + L_seg(M(X'),Y) + lambda_fr * L_fr(M(X),M(X')) (L_fr: Eq. 4)",
-    "clean": "L_seg(M(X),Y)",
-    **{m: "L_seg(M(X'),Y)" for m in MODES if m not in ("vafa-fr", "clean")},
-}
-_ARCH_FIELDS = ("architecture", "kwargs", "in_channels", "out_channels", "class_names")
 
 
 class Trainer:
@@ -126,12 +116,12 @@ class Trainer:
             if self.stop and self.dist.world_size == 1:
                 return None
             x_adv = result.adversarial.detach()
-        self.last_lr = float(self.optimizer.param_groups[0]["lr"])
+        self.last_lr = self.optim.lr
         terms = self._update(x, y, x_adv)
         self.step += 1
         self.iteration += 1
         losses = self.dist.mean({k: float(v) for k, v in terms.items()})
-        if not math.isfinite(losses["loss"]) and not self.scaler.is_enabled():
+        if not math.isfinite(losses["loss"]) and not self.optim.scaler.is_enabled():
             raise FloatingPointError(
                 f"the training loss is not finite at iteration {self.iteration}: {losses} "
                 "(try a smaller lr, or grad_clip)"
@@ -143,21 +133,13 @@ class Trainer:
         return losses
 
     def _update(self, x, y, x_adv) -> dict[str, torch.Tensor]:
-        cfg = self.config
         self.raw.train()
         with torch.inference_mode(False), torch.enable_grad():
-            with self._autocast():
+            with self.optim.autocast():
                 clean = _logits(self.model(x)) if self.loss_fn.needs_clean else None
                 adv = _logits(self.model(x_adv)) if self.loss_fn.needs_adversarial else None
             terms = self.loss_fn(y, clean, adv)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(terms["loss"]).backward()
-        if cfg.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+            self.optim.step(terms["loss"], self.raw, self.config.grad_clip)
         return {k: v.detach() for k, v in terms.items()}
 
     def _validate(self):
@@ -250,9 +232,9 @@ class Trainer:
             built = build_attack(cfg.attack, self.raw, **cfg.attack_options, seed=cfg.seed)
             self.attack_settings = {k: v for k, v in built.settings().items() if k != "seed"}
         self.loss_fn = VAFTLoss(cfg.mode, cfg.lambda_fr)
-        self._build_optimizer()
+        self.optim = Optimisation.build(self.raw, cfg, self.total, self.device)
         if self.resume:
-            self._restore()
+            restore(self)
         self.model = self.raw
         if dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -267,66 +249,6 @@ class Trainer:
                 self.out_dir / LOG, keep_until=self.iteration if self.resume else None
             )
         dist.barrier()
-
-    def _build_optimizer(self) -> None:
-        cfg = self.config
-        self.optimizer = torch.optim.AdamW(
-            self.raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
-        warmup = round(cfg.warmup * self.total)
-        self.lr_factor = _warmup_cosine(warmup, self.total)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
-        cuda = self.device.type == "cuda" and cfg.amp
-        self.amp_dtype = None
-        if cuda:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
-    def _restore(self) -> None:
-        from vafa.io.checkpoints import card_path_for, load_card, read_state_dict
-
-        path = self.out_dir / STATE
-        state = load_state(path)
-        ours, theirs = _arch(self.card), state.get("card")
-        if theirs != ours:
-            raise ValueError(
-                f"cannot resume from {path}: it was written for another model "
-                f"({_describe(theirs)}), the model given is {_describe(ours)}; use another "
-                "out_dir, or overwrite=True (CLI --overwrite) to start over"
-            )
-        if state.get("mode") != self.config.mode:
-            raise ValueError(
-                f"cannot resume from {path}: it was written in mode {state.get('mode')!r}, "
-                f"the mode given is {self.config.mode!r}"
-            )
-        latest = self.out_dir / LATEST
-        saved = load_card(card_path_for(latest)).training or {}
-        done = saved.get("iterations_done")
-        self.initialised_from = saved.get("initialised_from")
-        if done != state["iteration"]:
-            raise ValueError(
-                f"cannot resume: {latest} (iteration {done}) and {path} (iteration "
-                f"{state['iteration']}) disagree — a save was interrupted"
-            )
-        try:
-            self.raw.load_state_dict(read_state_dict(latest), strict=True)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise ValueError(f"cannot resume from {self.out_dir}: {err}") from None
-        if state.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state["scaler"])
-        factor = self.lr_factor(self.scheduler.last_epoch)  # epochs may have grown
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            group["lr"] = base * factor
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.iteration, self.validated_epoch = (
-            int(state["iteration"]),
-            int(state["validated_epoch"]),
-        )
-        self.best, self.best_iteration = state["best_metric"], state["best_iteration"]
-        self.last_validation = json.loads(state["last_validation"])
-        self.last_lr = float(state.get("last_lr", self.last_lr))
 
     # ------------------------------------------------------------------ records and files
     def _record_validation(self, validation: dict[str, Any]) -> None:
@@ -345,33 +267,15 @@ class Trainer:
             if self.dist.is_writer:
                 from vafa.io.checkpoints import save_model
 
-                save_model(self.raw, self._card(), self.out_dir / BEST)
+                save_model(self.raw, trained_card(self), self.out_dir / BEST)
 
     def _save_latest(self) -> None:
         if not self.dist.is_writer:
             return
         from vafa.io.checkpoints import save_model
 
-        save_model(self.raw, self._card(), self.out_dir / LATEST)
-        state = {
-            "format": STATE_FORMAT,
-            "card": _arch(self.card),
-            "mode": self.config.mode,
-            "config": json.dumps(json_clean(self.config.to_dict())),
-            "epoch": self.epoch,
-            "step": self.step,
-            "iteration": self.iteration,
-            "validated_epoch": self.validated_epoch,
-            "best_metric": self.best,
-            "best_iteration": self.best_iteration,
-            "last_validation": json.dumps(json_clean(self.last_validation)),
-            "last_lr": self.last_lr,
-            "world_size": self.dist.world_size,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-        }
-        save_state(state, self.out_dir / STATE)
+        save_model(self.raw, trained_card(self), self.out_dir / LATEST)
+        save_state(resume_state(self), self.out_dir / STATE)
 
     def _finish(self, cancelled: bool) -> TrainingResult:
         writer = self.dist.is_writer
@@ -386,7 +290,7 @@ class Trainer:
         best = self.out_dir / BEST
         return TrainingResult(
             model=self.raw,
-            card=self._card(),
+            card=trained_card(self),
             out_dir=self.out_dir,
             latest=self.out_dir / LATEST if writer else None,
             best=best if writer and best.is_file() else None,
@@ -400,48 +304,6 @@ class Trainer:
             validation=self.last_validation,
             history=self.history,
         )
-
-    def _card(self) -> ModelCard:
-        cfg = self.config
-        info = {
-            "mode": cfg.mode,
-            "objective": _OBJECTIVES[cfg.mode],
-            "epochs": cfg.epochs,
-            # the best checkpoint is written after an epoch's last update, before it is counted
-            "epochs_done": self.epoch + int(self.step >= self.ipe),
-            "iterations_per_epoch": self.ipe,
-            "iterations_done": self.iteration,
-            "batch_size": cfg.batch_size,
-            "world_size": self.dist.world_size,
-            "lr": cfg.lr,
-            "weight_decay": cfg.weight_decay,
-            "optimizer": "AdamW",
-            "schedule": {"name": "warmup-cosine", "warmup": cfg.warmup},
-            "grad_clip": cfg.grad_clip,
-            "amp": None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
-            "lambda_fr": cfg.lambda_fr if cfg.mode == "vafa-fr" else None,
-            "attack": self.attack_settings,
-            "augmentation": cfg.augmentation.to_dict(),
-            "seed": cfg.seed,
-            "data": {
-                "datalist": self.datalist,
-                "training_cases": len(self.train_cases),
-                "validation_cases": len(self.val_cases),
-                "roi_size": list(self.card.roi_size),
-            },
-            "selection": {
-                "metric": self.selection,
-                "description": "validation foreground Dice "
-                + ("(clean)" if cfg.attack is None else f"under {cfg.attack} (training attack)"),
-            },
-            "metrics": {
-                "validation": self.last_validation,
-                "best": self.best,
-                "best_iteration": self.best_iteration,
-            },
-            "initialised_from": self.initialised_from,
-        }
-        return replace(self.card, training=json_clean(info))
 
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
@@ -468,11 +330,6 @@ class Trainer:
         words = np.random.SeedSequence([self.config.seed, kind, rank, *values]).generate_state(2)
         return int((int(words[0]) << 30) ^ int(words[1]))
 
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
-
 
 # ----------------------------------------------------------------------------- helpers
 def _pairs(train_data, val_data):
@@ -481,16 +338,6 @@ def _pairs(train_data, val_data):
         val = lists["validation"] if val_data is None else val_data
         return lists["training"], val, str(train_data)
     return train_data, [] if val_data is None else val_data, None
-
-
-def _warmup_cosine(warmup: int, total: int):
-    def factor(i: int) -> float:
-        if i < warmup:
-            return (i + 1) / warmup
-        progress = (i - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 def _logits(out) -> torch.Tensor:
@@ -524,16 +371,3 @@ def _validation_means(sums: torch.Tensor, cases: int, attacked: bool) -> dict[st
         "cases": cases,
     }
     return out
-
-
-def _arch(card: ModelCard) -> str:
-    d = card.to_dict()
-    return json.dumps({k: d[k] for k in _ARCH_FIELDS}, sort_keys=True)
-
-
-def _describe(arch_json) -> str:
-    try:
-        d = json.loads(arch_json)
-        return f"{d['architecture']} with {d['out_channels']} classes, kwargs {d['kwargs']}"
-    except (TypeError, ValueError, KeyError):
-        return repr(arch_json)
