@@ -6,6 +6,7 @@ errors are one stderr line and exit status 2, internal errors exit 1.
 Cheap on purpose: ``--help`` and parsing for the command × flag matrix, runs on a tiny model
 and 16³ volumes for the rest."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -148,12 +149,15 @@ def test_train_json_prints_only_the_result(tiny, tmp_path, capsys):
 
 
 def test_report_json_prints_only_the_result(tiny, tmp_path, capsys, monkeypatch):
-    from vafa.report import GridEntry, grid, markdown, render, runner
+    import vafa.report as R
 
-    entries = [GridEntry("table1", "clean", {}, ""), GridEntry("table1", "gn", {"std": 4}, "σ=4")]
-    for module in (grid, runner, render, markdown):
-        if hasattr(module, "table1_grid"):
-            monkeypatch.setattr(module, "table1_grid", lambda quick=False, paper=False: entries)
+    entries = [
+        R.GridEntry("table1", "clean", {}, ""),
+        R.GridEntry("table1", "gn", {"std": 4}, "σ=4"),
+    ]
+    monkeypatch.setattr(
+        R, "run_report", functools.partial(R.run_report, grid=R.ReportGrid(entries))
+    )
     argv = ["report", tiny["ct"], "--labels", tiny["labels"], "--model", tiny["model"]]
     argv += ["--out", tmp_path / "rep", "--no-sweeps", "--device", "cpu", "--seed", "1"]
     for flags in (["--json", "--quiet"], ["--json"]):

@@ -1,6 +1,7 @@
 """``vafa.report`` and ``vafa report`` on a tiny model and small synthetic CT volumes."""
 
 import csv
+import functools
 import json
 import math
 
@@ -20,15 +21,6 @@ from vafa.run.pipeline import evaluate, run_attack
 
 SHAPE = (16, 16, 16)  # one 16³ tile: fast
 ORGAN_SLICES = (4, 11)  # labelled k range [4, 11): the middle slice is 7
-
-
-def _patch_grid(monkeypatch, name, replacement):
-    """Replace a grid function wherever the report modules look it up."""
-    from vafa.report import grid, markdown, render, runner
-
-    for module in (grid, runner, render, markdown):
-        if hasattr(module, name):
-            monkeypatch.setattr(module, name, replacement)
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +70,15 @@ SMALL_SWEEPS = [
     _vafa(block=4, table="block"),
 ]
 
+#: 4 + 4 entries (3 new sweep keys) of 1–2 steps instead of the paper's grid.
+SMALL_GRID = R.ReportGrid(SMALL_TABLE1, SMALL_SWEEPS)
+
 
 @pytest.fixture
 def small_grid(monkeypatch):
-    """Replace the paper grids by 4 + 4 entries (3 new sweep keys) of 1–2 steps."""
-    _patch_grid(monkeypatch, "table1_grid", lambda quick=False, paper=False: list(SMALL_TABLE1))
-    _patch_grid(monkeypatch, "sweep_grid", lambda quick=False, paper=False: list(SMALL_SWEEPS))
+    """``vafa report`` with :data:`SMALL_GRID`: the command's ``run_report`` is given the grid
+    (the library tests pass ``grid=`` themselves)."""
+    monkeypatch.setattr(R, "run_report", functools.partial(R.run_report, grid=SMALL_GRID))
 
 
 @pytest.fixture
@@ -178,6 +173,32 @@ def test_sweeps_and_quick_grid():
     for e in quick:
         if "steps" in e.options and e.table != "steps":
             assert e.options["steps"] == R.QUICK_STEPS
+
+
+def test_report_grid_holds_the_tables_and_checks_its_entries():
+    grid = R.ReportGrid(SMALL_TABLE1, SMALL_SWEEPS)
+    assert isinstance(grid.table1, tuple) and grid.sweeps == tuple(SMALL_SWEEPS)
+    keys = [e.key for e in grid.entries()]
+    assert len(keys) == len(set(keys)) == len(SMALL_TABLE1) + 3  # q_max 20 is table 1's VAFA
+    assert grid.entries(sweeps=False) == SMALL_TABLE1
+    standard = R.ReportGrid.standard(quick=True)
+    assert list(standard.table1) == R.table1_grid(quick=True)
+    assert list(standard.sweeps) == R.sweep_grid(quick=True)
+    assert standard.entries() == R.report_grid(quick=True)
+    with pytest.raises(TypeError, match="GridEntry"):
+        R.ReportGrid([("table1", "clean")])
+    with pytest.raises(ValueError, match="sweep"):
+        R.ReportGrid(SMALL_TABLE1, [SMALL_TABLE1[1]])  # a Table-1 row among the sweeps
+
+
+def test_report_settings_check_their_choices():
+    for bad in ({"sweep_models": "some"}, {"amp": "fp8"}, {"band_block": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            R.ReportSettings(**bad)
+    settings = R.ReportSettings(sweep_models="first")
+    assert settings.sweeps_on(0) and not settings.sweeps_on(1)
+    assert R.ReportSettings(sweep_models="all").sweeps_on(1)
+    assert not R.ReportSettings(sweeps=False).sweeps_on(0)
 
 
 def test_key_is_stable_and_order_independent():
@@ -288,14 +309,14 @@ def _non_blank(path):
 
 
 @pytest.mark.slow  # ~15 s quiet, 30 s on the shared 2-core machine
-def test_run_report_writes_everything(models, case, tmp_path, small_grid, count_attacks):
+def test_run_report_writes_everything(models, case, tmp_path, count_attacks):
     second = _case(tmp_path, "second", seed=3)
     args = (
         [("tiny", models[0]), ("tiny2", models[1])],
         [("case", case[0], case[1]), ("second", second[0], None)],
         tmp_path / "out",
     )
-    result = R.run_report(*args, seed=0)
+    result = R.run_report(*args, seed=0, grid=SMALL_GRID)
     out = tmp_path / "out"
     n_first = 4 + 3  # table 1 + the sweeps' new keys (q_max 20 is table 1's VAFA)
     assert result.ran == 2 * (n_first + 4) and result.skipped == 0 and result.failed == 0
@@ -337,36 +358,35 @@ def test_run_report_writes_everything(models, case, tmp_path, small_grid, count_
     assert not list(out.glob(".*partial*"))
 
 
-def test_run_report_resumes(models, case, tmp_path, small_grid, count_attacks):
+def test_run_report_resumes(models, case, tmp_path, count_attacks):
     args = ([("tiny", models[0])], [("case", case[0], case[1])], tmp_path / "out")
     csv_path = tmp_path / "out" / "results.csv"
-    first = R.run_report(*args, sweeps=False)
+    first = R.run_report(*args, sweeps=False, grid=SMALL_GRID)
     assert first.ran == len(SMALL_TABLE1) and len(count_attacks) == len(SMALL_TABLE1) - 1
     # resume: nothing runs again
     count_attacks.clear()
-    again = R.run_report(*args, sweeps=False)
+    again = R.run_report(*args, sweeps=False, grid=SMALL_GRID)
     assert again.ran == 0 and again.skipped == first.ran and count_attacks == []
     assert len(_csv_rows(csv_path)) == first.ran
     # drop two finished rows and tear the last line (an interrupted run): those two run again
     lines = csv_path.read_text().splitlines(keepends=True)
     dropped = _csv_rows(csv_path)[-2:]
     csv_path.write_text("".join(lines[:-2]) + lines[-1][:20])
-    third = R.run_report(*args, sweeps=False)
+    third = R.run_report(*args, sweeps=False, grid=SMALL_GRID)
     assert third.ran == 2 and len(count_attacks) == sum(r["key"] != "clean" for r in dropped)
     rows = R.read_results(csv_path)
     assert sorted(r["key"] for r in rows) == sorted(e.key for e in SMALL_TABLE1)
     assert third.report.is_file() and len(third.rows) == len(SMALL_TABLE1)
 
 
-def test_run_report_records_failures_and_continues(models, case, tmp_path, monkeypatch):
+def test_run_report_records_failures_and_continues(models, case, tmp_path):
     bad = R.GridEntry("table1", "pgd", {"eps": -1, "steps": 1}, "ε=-1")
-    grid = [SMALL_TABLE1[0], bad, SMALL_TABLE1[2]]
-    _patch_grid(monkeypatch, "table1_grid", lambda quick=False, paper=False: list(grid))
+    grid = R.ReportGrid([SMALL_TABLE1[0], bad, SMALL_TABLE1[2]])
     broken = _case(tmp_path, "broken")
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), broken[1])  # wrong grid
     cases = [("case", case[0], case[1]), ("broken", broken[0], broken[1])]
     out = tmp_path / "out"
-    result = R.run_report([("tiny", models[0])], cases, out, sweeps=False)
+    result = R.run_report([("tiny", models[0])], cases, out, grid=grid, sweeps=False)
     rows = _csv_rows(out / "results.csv")
     statuses = {(r["case"], r["key"]): r["status"] for r in rows}
     assert statuses[("case", "clean")] == "ok" and statuses[("case", bad.key)].startswith("failed")
@@ -376,11 +396,11 @@ def test_run_report_records_failures_and_continues(models, case, tmp_path, monke
     text = result.report.read_text()
     assert "## Entries that did not finish" in text and bad.key in text
     # a re-run retries only the failed ones
-    again = R.run_report([("tiny", models[0])], cases, out, sweeps=False)
+    again = R.run_report([("tiny", models[0])], cases, out, grid=grid, sweeps=False)
     assert again.ran == 1 and again.failed == 2  # bad entry re-run (fails again) + broken case
 
 
-def test_run_report_cancel_writes_no_report(models, case, tmp_path, small_grid):
+def test_run_report_cancel_writes_no_report(models, case, tmp_path):
     seen = []
 
     def stop_at_second_row(event):
@@ -390,11 +410,39 @@ def test_run_report_cancel_writes_no_report(models, case, tmp_path, small_grid):
 
     out = tmp_path / "out"
     result = R.run_report(
-        [("tiny", models[0])], [("c", *case)], out, sweeps=False, callback=stop_at_second_row
+        [("tiny", models[0])],
+        [("c", *case)],
+        out,
+        grid=SMALL_GRID,
+        sweeps=False,
+        callback=stop_at_second_row,
     )
     assert result.cancelled and result.report is None
     assert [r["key"] for r in _csv_rows(out / "results.csv")] == seen
     assert not (out / "report.md").exists()
+
+
+def test_a_plan_runs_the_grid_it_is_given(models, case, tmp_path, count_attacks):
+    """plan → run → write with a one-attack grid passed in (nothing patched)."""
+    gn = R.GridEntry("table1", "gn", {"std": 4}, "σ=4")
+    grid = R.ReportGrid([gn])
+    out = tmp_path / "out"
+    plan = R.plan_report([("tiny", models[0])], [("c", *case)], out, R.ReportSettings(), grid=grid)
+    assert plan.grid is grid and plan.entries(0) == [gn]
+    assert [m.name for m in plan.models] == ["tiny"] and plan.cases[0].labels == case[1]
+    assert not out.exists()  # planning writes nothing
+    result = R.run_plan(plan)
+    assert (result.ran, result.failed, result.cancelled) == (1, 0, False)
+    assert count_attacks == ["gn"] and [r["key"] for r in result.rows] == [gn.key]
+    assert result.report is None  # written by the write step
+    R.write_plan_report(plan, result)
+    text = result.report.read_text()
+    table6 = text.split("## Table 6")[1].split("##")[0]
+    assert "| GN σ=4 |" in table6 and "PGD" not in table6 and "clean" not in table6
+    assert result.table6 in text and set(result.plots) >= {"table1_bars", "qualitative"}
+    # run_report with the same grid: everything is done already
+    again = R.run_report([("tiny", models[0])], [("c", *case)], out, grid=grid)
+    assert (again.ran, again.skipped) == (0, 1) and again.report == result.report
 
 
 def test_run_report_refuses_bad_inputs_before_writing(models, case, tmp_path):
@@ -592,7 +640,7 @@ def test_cli_report_fills_lpips_from_local_weights(models, tmp_path, small_grid,
     assert "AlexNet LPIPS" in text and "| LPIPS |" in text.split("## Table 1/5")[1]
 
 
-def test_lpips_column_stays_empty_for_slices_too_small(models, case, tmp_path, small_grid):
+def test_lpips_column_stays_empty_for_slices_too_small(models, case, tmp_path):
     from safetensors.torch import save_file
 
     from vafa.io.lpips import LPIPS
@@ -603,6 +651,7 @@ def test_lpips_column_stays_empty_for_slices_too_small(models, case, tmp_path, s
         [("tiny", models[0])],
         [("case", *case)],
         tmp_path / "r",
+        grid=SMALL_GRID,
         sweeps=False,
         lpips_weights=weights,
     )

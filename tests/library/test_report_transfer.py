@@ -2,6 +2,7 @@
 ``--bands`` (bands.csv, table, bar plot), checked against direct evaluations."""
 
 import csv
+import functools
 
 import nibabel as nib
 import numpy as np
@@ -22,6 +23,7 @@ TABLE1 = [
         "table1", "vafa", {"q_max": 30, "steps": 2, "block_size": 8, **R.LIBRARY_VAFA}, "q_max=30"
     ),
 ]
+GRID = R.ReportGrid(TABLE1)
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +46,6 @@ def _case(folder, name, seed, labelled=True):
     return (name, ct, seg if labelled else None)
 
 
-@pytest.fixture
-def small_grid(monkeypatch):
-    from vafa.report import grid, markdown, render, runner
-
-    for module in (grid, runner, render, markdown):
-        if hasattr(module, "table1_grid"):
-            monkeypatch.setattr(module, "table1_grid", lambda quick=False, paper=False: TABLE1)
-
-
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -65,13 +58,14 @@ def _non_blank(path):
     return pixels.ndim == 3 and float(pixels[..., :3].std()) > 0.02
 
 
-def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path, small_grid):
+def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path):
     cases = [_case(tmp_path, "a", 0), _case(tmp_path, "b", 3, labelled=False)]
     names = ["m0", "m1"]
     out = tmp_path / "out"
     result = R.run_report(
-        list(zip(names, models, strict=True)), cases, out, sweeps=False, bands=True, band_block=8
-    )
+        list(zip(names, models, strict=True)), cases, out, grid=GRID, sweeps=False, bands=True,
+        band_block=8,
+    )  # fmt: skip
     assert result.failed == 0
     results = {(r["model"], r["case"], r["key"]): r for r in _rows(out / "results.csv")}
     transfer = _rows(out / "transfer.csv")
@@ -128,14 +122,14 @@ def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path, sm
     assert {"transfer", "bands"} <= set(result.plots)
 
 
-def test_resume_reruns_only_entries_missing_their_transfer_rows(models, tmp_path, small_grid):
+def test_resume_reruns_only_entries_missing_their_transfer_rows(models, tmp_path):
     import vafa.run.pipeline
 
     cases = [_case(tmp_path, "a", 0)]
     args = ([("m0", models[0]), ("m1", models[1])], cases, tmp_path / "out")
-    first = R.run_report(*args, sweeps=False)
+    first = R.run_report(*args, grid=GRID, sweeps=False)
     assert first.ran == 2 * len(TABLE1) and not (tmp_path / "out" / "bands.csv").exists()
-    again = R.run_report(*args, sweeps=False)
+    again = R.run_report(*args, grid=GRID, sweeps=False)
     assert again.ran == 0
     (tmp_path / "out" / "transfer.csv").unlink()
     calls = []
@@ -147,7 +141,7 @@ def test_resume_reruns_only_entries_missing_their_transfer_rows(models, tmp_path
 
     vafa.run.pipeline.iter_run_attack = counted
     try:
-        third = R.run_report(*args, sweeps=False)
+        third = R.run_report(*args, grid=GRID, sweeps=False)
     finally:
         vafa.run.pipeline.iter_run_attack = original
     assert sorted(calls) == sorted(["pgd", "vafa"] * 2) and third.ran == 4
@@ -155,8 +149,9 @@ def test_resume_reruns_only_entries_missing_their_transfer_rows(models, tmp_path
 
 
 def test_cli_report_prints_the_transfer_matrix_and_checks_band_block(
-    models, tmp_path, small_grid, capsys
+    models, tmp_path, capsys, monkeypatch
 ):
+    monkeypatch.setattr(R, "run_report", functools.partial(R.run_report, grid=GRID))
     _, ct, seg = _case(tmp_path, "a", 0)
     out = tmp_path / "out"
     argv = ["report", str(ct), "--labels", str(seg), "--model", str(models[0]),

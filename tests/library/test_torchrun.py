@@ -26,21 +26,20 @@ pytestmark = pytest.mark.slow
 SHAPE = (20, 18, 16)
 ATTACK = ["--steps", "3", "--block-size", "8", "--q-max", "20", "--seed", "7", "-q"]
 REPORT = ["--no-sweeps", "--seed", "3", "-q"]
-#: ``vafa`` with a report grid of two entries (clean and a 2-step VAFA), as the report tests
-#: of test_report.py patch it; the rest of the command line is the real one.
+#: ``vafa`` whose ``run_report`` is given a grid of two entries (clean and a 2-step VAFA), as
+#: the CLI tests of test_report.py do; the rest of the command line is the real one.
 SMALL_REPORT = """
+import functools
 import sys
-from vafa.report import grid, markdown, render, runner
+import vafa.report as R
 
-ENTRIES = [
-    grid.GridEntry("table1", "clean", {}, ""),
-    grid.GridEntry(
-        "table1", "vafa", {"q_max": 20, "steps": 2, "block_size": 8, **grid.LIBRARY_VAFA}, "q_max=20"
+GRID = R.ReportGrid([
+    R.GridEntry("table1", "clean", {}, ""),
+    R.GridEntry(
+        "table1", "vafa", {"q_max": 20, "steps": 2, "block_size": 8, **R.LIBRARY_VAFA}, "q_max=20"
     ),
-]
-for module in (grid, markdown, render, runner):
-    if hasattr(module, "table1_grid"):
-        module.table1_grid = lambda quick=False, paper=False: list(ENTRIES)
+])
+R.run_report = functools.partial(R.run_report, grid=GRID)
 from vafa.cli import main
 
 sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,6 @@
 """The attack grids of a report: the paper's Table 1/5 rows and the VAFA sweeps of Tables 2–4
-(:class:`GridEntry` lists), full, quick or with the published VAFA."""
+(:class:`GridEntry` lists, full, quick or with the published VAFA), a report's grid as one
+value (:class:`ReportGrid`) and how a report runs (:class:`ReportSettings`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vafa.attacks import ATTACKS
+from vafa.ops.amp import amp_dtype
 
 #: VAFA options of the published code (``--paper``): the attack's ``paper=True``
 #: (:data:`vafa.attacks.vafa.PAPER_SETTINGS`) with the published q_min.
@@ -119,10 +121,52 @@ def report_grid(
 ) -> list[GridEntry]:
     """:func:`table1_grid` then (``sweeps``) :func:`sweep_grid`, without repeated keys (a
     setting shared by two tables runs once; tables look results up by key)."""
-    entries = table1_grid(quick=quick, paper=paper)
-    if sweeps:
-        entries += sweep_grid(quick=quick, paper=paper)
-    return unique_entries(entries)
+    return ReportGrid.standard(quick=quick, paper=paper).entries(sweeps=sweeps)
+
+
+@dataclass(frozen=True)
+class ReportGrid:
+    """The attack grid of a report: what runs, and what each table shows.
+
+    Attributes:
+        table1: the rows of Table 1/5 (and of Table 6, the transfer matrix and the band
+            analysis), run on every model.
+        sweeps: the rows of Tables 2–4 (``table`` ``"qmax"``, ``"steps"`` or ``"block"``; the
+            sweep tables look their rows up by ``table``), run on the sweep models.
+
+    Sequences are kept as tuples.
+
+    Raises:
+        TypeError: an entry is not a :class:`GridEntry`.
+        ValueError: a sweep entry's ``table`` is not a sweep table.
+    """
+
+    table1: tuple[GridEntry, ...]
+    sweeps: tuple[GridEntry, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("table1", "sweeps"):
+            entries = tuple(getattr(self, name))
+            for entry in entries:
+                if not isinstance(entry, GridEntry):
+                    raise TypeError(f"ReportGrid.{name} must hold GridEntry, got {entry!r}")
+            object.__setattr__(self, name, entries)
+        for entry in self.sweeps:
+            if entry.table not in SWEEP_TITLES:
+                raise ValueError(
+                    f"a sweep entry's table must be one of {list(SWEEP_TITLES)}, got "
+                    f"{entry.table!r} ({entry.label})"
+                )
+
+    @classmethod
+    def standard(cls, *, quick: bool = False, paper: bool = False) -> ReportGrid:
+        """The paper's grid: :func:`table1_grid` and :func:`sweep_grid`."""
+        return cls(table1_grid(quick=quick, paper=paper), sweep_grid(quick=quick, paper=paper))
+
+    def entries(self, *, sweeps: bool = True) -> list[GridEntry]:
+        """The entries to run: :attr:`table1` then (``sweeps``) :attr:`sweeps`, without
+        repeated keys."""
+        return unique_entries([*self.table1, *(self.sweeps if sweeps else ())])
 
 
 def _vafa(table: str, paper: bool, *, q_max=20, steps=FULL_STEPS, block_size=32) -> GridEntry:
@@ -162,13 +206,21 @@ def sweep_value(entry: GridEntry, table: str) -> float:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """How a report was run (stated in ``report.md``).
+    """How a report runs (stated in ``report.md``).
 
     Attributes:
-        quick: the trimmed grid. paper: VAFA as the published code (:data:`PAPER_VAFA`).
+        quick: the trimmed grid. paper: VAFA as the published code (:data:`PAPER_VAFA`). Both
+            choose :meth:`ReportGrid.standard` when no grid is given, and the text of
+            ``report.md``.
         sweeps: run Tables 2–4. sweep_models: ``"first"`` (sweeps on the first model only,
             the default, to save time) or ``"all"``. device, seed: as given. lpips: LPIPS
             weights were given.
+        amp: mixed precision of the model passes (``"off"``, ``"bf16"``, ``"fp16"``).
+        bands: run the perturbation band analysis of every Table-1 attack, in blocks of
+            ``band_block`` voxels per side.
+
+    Raises:
+        ValueError: ``sweep_models``, ``amp`` or ``band_block`` out of its choices.
     """
 
     quick: bool = False
@@ -178,8 +230,18 @@ class ReportSettings:
     device: str = "auto"
     seed: int = 0
     lpips: bool = False
+    amp: str = "off"
+    bands: bool = False
+    band_block: int = 32
 
-    def grid(self, model_index: int) -> list[GridEntry]:
-        """The entries run on the ``model_index``-th model."""
-        sweeps = self.sweeps and (self.sweep_models == "all" or model_index == 0)
-        return report_grid(quick=self.quick, paper=self.paper, sweeps=sweeps)
+    def __post_init__(self) -> None:
+        if self.sweep_models not in ("first", "all"):
+            raise ValueError(f"sweep_models must be 'first' or 'all', got {self.sweep_models!r}")
+        amp_dtype(self.amp)  # checks amp
+        block = self.band_block
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise ValueError(f"band_block must be a positive int, got {block!r}")
+
+    def sweeps_on(self, model_index: int) -> bool:
+        """Whether the sweeps run on the ``model_index``-th model."""
+        return self.sweeps and (self.sweep_models == "all" or model_index == 0)

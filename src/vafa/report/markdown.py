@@ -15,11 +15,10 @@ from vafa.report.grid import (
     LIBRARY_VAFA,
     QUICK_STEPS,
     SWEEP_TITLES,
+    ReportGrid,
     ReportSettings,
     format_option,
-    sweep_grid,
     sweep_value,
-    table1_grid,
 )
 from vafa.report.render import format_table, summarize, write_plots
 from vafa.report.results import REPORT_MD
@@ -33,6 +32,7 @@ def write_report(
     cases: Sequence[tuple[str, Path, Path | None]],
     settings: ReportSettings,
     *,
+    grid: ReportGrid | None = None,
     transfer_rows: Sequence[Mapping[str, Any]] | None = None,
     band_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
@@ -44,6 +44,8 @@ def write_report(
         models: ``(name, description)`` in report order.
         cases: ``(name, image path, labels path or None)``; the first is the figure's case.
         settings: how the grid was run.
+        grid: the grid run (its tables); None: :meth:`ReportGrid.standard` of
+            ``settings.quick`` and ``settings.paper``.
         transfer_rows: ``transfer.csv`` rows (:mod:`vafa.report.transfer`): adds the transfer
             matrix and ``transfer.png``.
         band_rows: ``bands.csv`` rows (:mod:`vafa.report.bands`): adds the band analysis and
@@ -53,22 +55,41 @@ def write_report(
         ``{"report": path, <plot>: path, …}``. Every file is written atomically.
     """
     out_dir = Path(out_dir)
+    if grid is None:
+        grid = ReportGrid.standard(quick=settings.quick, paper=settings.paper)
     names = [m[0] for m in models]
     sweep_models = names if settings.sweep_models == "all" else names[:1]
-    plots = write_plots(out_dir, rows, names, sweep_models, cases, settings)
-    text = _markdown(rows, models, sweep_models, cases, settings, plots)
+    plots = write_plots(out_dir, rows, names, sweep_models, cases, settings, grid)
+    text = _markdown(rows, models, sweep_models, cases, settings, grid, plots)
     text += _extra_sections(out_dir, names, transfer_rows, band_rows, plots)
     path = out_dir / REPORT_MD
     write_text(path, text)
     return {"report": path, **plots}
 
 
-def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
-    from vafa.attacks.vafa import PAPER_SETTINGS
-
+def _markdown(rows, models, sweep_models, cases, settings, grid, plots) -> str:
     names = [m[0] for m in models]
-    table1 = table1_grid(quick=settings.quick, paper=settings.paper)
-    sweeps = sweep_grid(quick=settings.quick, paper=settings.paper)
+    out = [
+        *_preamble(models, cases, settings),
+        "## Trends observed",
+        "",
+        *_trends(rows, names, sweep_models, grid, settings),
+        "",
+        "The paper (UNETR, Synapse, 12 volumes, published settings): clean DSC 74.3; PGD ε4 62.7; "
+        "FGSM ε4 62.8; BIM ε4 62.8; GN σ4 74.2; VAFA-2D 61.7; VAFA q_max 20: 32.2, q_max 30: 29.8; "
+        "DSC falls as q_max (10→80: 66.0→48.8), steps and block size (4→96: 63.5→28.1) grow.",
+        "",
+        *_tables(rows, names, sweep_models, settings, grid, plots),
+        *_closing(rows, cases, plots),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _preamble(models, cases, settings) -> list[str]:
+    """Title, settings, data, models and protocol."""
+    from vafa.attacks.vafa import PAPER_SETTINGS
+    from vafa.io.data import sample_paths
+
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     vafa_mode = {**PAPER_SETTINGS, "q_min": 5} if settings.paper else LIBRARY_VAFA
     mode = "published code (`--paper`)" if settings.paper else "library defaults"
@@ -93,8 +114,6 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         "",
         "**Data**:",
     ]
-    from vafa.io.data import sample_paths
-
     sample = Path(sample_paths()[0]).resolve()
     for name, image, labels in cases:
         reference = (
@@ -120,26 +139,22 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
             "AlexNet and LPIPS weights; nothing is downloaded) to fill it."
         ),
         "",
-        "## Trends observed",
-        "",
-        *_trends(rows, names, sweep_models, table1, sweeps, settings),
-        "",
-        "The paper (UNETR, Synapse, 12 volumes, published settings): clean DSC 74.3; PGD ε4 62.7; "
-        "FGSM ε4 62.8; BIM ε4 62.8; GN σ4 74.2; VAFA-2D 61.7; VAFA q_max 20: 32.2, q_max 30: 29.8; "
-        "DSC falls as q_max (10→80: 66.0→48.8), steps and block size (4→96: 63.5→28.1) grow.",
-        "",
-        "## Table 1/5: attacks",
-        "",
     ]
+    return out
+
+
+def _tables(rows, names, sweep_models, settings, grid: ReportGrid, plots) -> list[str]:
+    """Table 1/5 per model, the sweep tables (Tables 2–4) and Table 6, with their figures."""
+    out = ["## Table 1/5: attacks", ""]
     lpips = ("lpips",) if settings.lpips or any(r.get("lpips") is not None for r in rows) else ()
     metrics = ("dice_fg", "dice", "hd95", "ssim", "psnr", "linf", *lpips)
     for name in names:
-        out += [f"### {name}", "", format_table(rows, table1, [name], metrics=metrics), ""]
+        out += [f"### {name}", "", format_table(rows, grid.table1, [name], metrics=metrics), ""]
     if "table1_bars" in plots:
         out += ["![Table 1 bars](table1_bars.png)", ""]
     if settings.sweeps:
         for table, (title, _, filename) in SWEEP_TITLES.items():
-            entries = [e for e in sweeps if e.table == table]
+            entries = [e for e in grid.sweeps if e.table == table]
             out += [f"## {title}", ""]
             out += [
                 format_table(
@@ -158,9 +173,15 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         "",
         "Foreground Dice and DSC of each model (columns) under each Table-1 attack (rows).",
         "",
-        format_table(rows, table1, names, metrics=("dice_fg", "dice")),
+        format_table(rows, grid.table1, names, metrics=("dice_fg", "dice")),
         "",
     ]
+    return out
+
+
+def _closing(rows, cases, plots) -> list[str]:
+    """The qualitative figure and the entries that did not finish."""
+    out: list[str] = []
     if "qualitative" in plots:
         out += [
             "## Qualitative (Fig. 2)",
@@ -176,7 +197,7 @@ def _markdown(rows, models, sweep_models, cases, settings, plots) -> str:
         out += ["## Entries that did not finish", ""]
         out += [f"- {r['model']} / {r['case']} / {r['key']}: {r['status']}" for r in failed]
         out += ["", "Re-run the same command to retry them (finished entries are skipped).", ""]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _extra_sections(out_dir, names, transfer_rows, band_rows, plots) -> str:
@@ -227,9 +248,10 @@ def _white_share(block: int) -> str:
     return " / ".join(f"{100 * s:.0f} %" for s in shares)
 
 
-def _trends(rows, names, sweep_models, table1, sweeps, settings) -> list[str]:
+def _trends(rows, names, sweep_models, grid: ReportGrid, settings) -> list[str]:
     """Sentences read off the numbers (directions as measured, never assumed)."""
     summary = summarize(rows)
+    table1, sweeps = grid.table1, grid.sweeps
 
     def get(model, key, metric="dice_fg"):
         return (summary.get((model, key)) or {}).get(metric)

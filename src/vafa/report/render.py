@@ -12,10 +12,9 @@ from vafa.io.files import save_figure
 from vafa.report.grid import (
     SWEEP_TITLES,
     GridEntry,
+    ReportGrid,
     format_option,
-    sweep_grid,
     sweep_value,
-    table1_grid,
     unique_entries,
 )
 from vafa.report.results import METRIC_COLUMNS, NUMERIC_FIELDS, parse_number, slice_path
@@ -129,19 +128,21 @@ def _figure(*args, **kwargs):
     return Figure(*args, **kwargs)
 
 
-def write_plots(out_dir, rows, models, sweep_models, cases, settings) -> dict[str, Path]:
-
+def write_plots(
+    out_dir, rows, models, sweep_models, cases, settings, grid: ReportGrid
+) -> dict[str, Path]:
+    """The report's PNGs: the sweep curves (``settings.sweeps``), the Table-1 bars and the
+    qualitative figure (when slices were kept); returns ``{name: path}``."""
     paths: dict[str, Path] = {}
-    sweeps = sweep_grid(quick=settings.quick, paper=settings.paper)
     if settings.sweeps:
         for table, (_, _, filename) in SWEEP_TITLES.items():
             fig = _figure(figsize=(10, 4), dpi=90)
             axes = fig.subplots(1, 2)
-            plot_setting_curves(axes, rows, sweeps, table, sweep_models)
+            plot_setting_curves(axes, rows, grid.sweeps, table, sweep_models)
             fig.suptitle(SWEEP_TITLES[table][0])
             fig.tight_layout()
             paths[table] = save_figure(fig, out_dir / filename)
-    table1 = table1_grid(quick=settings.quick, paper=settings.paper)
+    table1 = grid.table1
     fig = _figure(figsize=(11, 7), dpi=90)
     top, bottom = fig.subplots(2, 1)
     plot_attack_bars(top, rows, table1, models, "dice_fg")

@@ -1,4 +1,4 @@
-"""A report shared out over ``torchrun`` processes (:func:`vafa.report.runner.run_report` with a
+"""A report shared out over ``torchrun`` processes (:func:`vafa.report.job.run_report` with a
 :class:`vafa.run.distributed.Dist` of more than one process).
 
 Work items are the model × case × entry triples in the report's order (models, then cases,
@@ -36,7 +36,7 @@ PARTS_DIR = ".vafa-parts"
 
 
 class ReportShards:
-    """The sharding of one :func:`~vafa.report.runner.run_report` call.
+    """The sharding of one :func:`~vafa.report.job.run_report` call.
 
     Args:
         out_dir: the report folder.
@@ -82,7 +82,7 @@ class ReportShards:
 
     def finish(self, result) -> None:
         """Wait for every process; sum the counts of ``result`` (a
-        :class:`~vafa.report.runner.ReportResult`) over them; unless any process was
+        :class:`~vafa.report.job.ReportResult`) over them; unless any process was
         cancelled, rank 0 merges the part files into ``results.csv``."""
         if not self.active:
             return
