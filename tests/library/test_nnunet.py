@@ -24,7 +24,7 @@ from vafa.io.checkpoints import load_model, load_state_strict, save_model
 from vafa.io.handle import ModelSource
 from vafa.io.model_space import to_model_space
 from vafa.io.models import build_model
-from vafa.io.nnunet import read_nnunet_checkpoint
+from vafa.io.nnunet_checkpoint import read_nnunet_checkpoint
 from vafa.io.volume import Volume, load_volume
 from vafa.run.tiling import sliding_window_predict
 

@@ -46,6 +46,7 @@ from torch import nn
 
 from vafa.io.models import ModelCard, build_model
 from vafa.io.state_dicts import load_state_strict, read_state_dict
+from vafa.ops.messages import short_text
 
 __all__ = ["BUNDLE_CONFIGS", "bundle_card", "is_monai_bundle", "load_bundle"]
 
@@ -198,12 +199,14 @@ class _BundleReader:
             try:
                 read(str(path))
             except (ValueError, KeyError, OSError, TypeError) as err:  # bad JSON/YAML: ValueError
-                raise ValueError(f"{path}: not a readable bundle config: {_short(err)}") from None
+                raise ValueError(
+                    f"{path}: not a readable bundle config: {short_text(err)}"
+                ) from None
         try:
             self.parser.resolve_macro_and_relative_ids()
         except (ValueError, KeyError, OSError, TypeError) as err:
             raise ValueError(
-                f"{config}: a macro or reference does not resolve: {_short(err)}"
+                f"{config}: a macro or reference does not resolve: {short_text(err)}"
             ) from None
         self.meta = self.parser.get(self.parser.meta_key) or {}
         if not isinstance(self.meta, dict):
@@ -241,7 +244,7 @@ class _BundleReader:
     def _expression(self, value: str, id: str) -> Any:
         if not self.trust:
             raise ValueError(
-                f"{self.config}: {id} is a Python expression ({_short(value)}); vafa does not "
+                f"{self.config}: {id} is a Python expression ({short_text(value)}); vafa does not "
                 "evaluate bundle expressions (they can run code): trust the bundle to let MONAI "
                 "evaluate it (CLI: --trust-checkpoint)"
             )
@@ -250,7 +253,7 @@ class _BundleReader:
             return json.loads(json.dumps(result, allow_nan=False))
         except Exception as err:  # anything the bundle's own code raises
             raise ValueError(
-                f"{self.config}: {id} ({_short(value)}) failed: {_short(err)}"
+                f"{self.config}: {id} ({short_text(value)}) failed: {short_text(err)}"
             ) from None
 
     # ------------------------------------------------------------------ the parts
@@ -348,7 +351,7 @@ def _intensity(steps: list[tuple[str, dict[str, Any]]], config: Path) -> dict[st
     try:
         out = _INTERPRET[name](t)
     except (TypeError, ValueError, KeyError) as err:
-        raise ValueError(f"{config}: {t['_target_']}: {_short(err)}") from None
+        raise ValueError(f"{config}: {t['_target_']}: {short_text(err)}") from None
     out["notes"] = notes + out.get("notes", [])
     return out
 
@@ -487,8 +490,3 @@ def _b_range(t: dict[str, Any], low: str, high: str) -> tuple[Any, Any]:
     if t.get(low) is None or t.get(high) is None:  # MONAI: no output scaling
         return 0.0, 1.0
     return t[low], t[high]
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
