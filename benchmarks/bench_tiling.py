@@ -75,7 +75,8 @@ def _attack(model, args):
 def child(args) -> dict:
     """Run one job and return its timings and peak RSS."""
     from vafa.attacks import build_attack
-    from vafa.run.tiling import attack_volume, sliding_window_labels, tile_grid
+    from vafa.run.tiles import tile_grid
+    from vafa.run.tiling import attack_volume, sliding_window_labels
 
     model, image = _setup(args)
     roi = (args.roi,) * 3

@@ -25,7 +25,7 @@ from napari_vafa._worker import (
 
 if TYPE_CHECKING:
     from vafa.io.volume import Volume
-    from vafa.report import GridEntry
+    from vafa.report import GridEntry, GridProgress
 
 __all__ = ["CompareDone", "CompareJob", "CompareProgress", "run_comparison"]
 
@@ -54,6 +54,19 @@ class CompareProgress:
     steps: int = 0
     row: dict[str, Any] | None = None
 
+    @classmethod
+    def of(cls, event: GridProgress) -> CompareProgress:
+        """The record of one :func:`vafa.report.iter_grid` event."""
+        step, label = event.step, event.entry.label
+        return cls(
+            index=event.index,
+            total=event.total,
+            label=label,
+            step=0 if step is None else step.step,
+            steps=0 if step is None else step.total,
+            row=None if event.row is None else {**event.row, "label": label},
+        )
+
 
 @dataclass
 class CompareDone:
@@ -74,6 +87,7 @@ def run_comparison(
     timings: dict[str, float] = {}
     try:
         from vafa.report import iter_grid, table1_grid
+        from vafa.run.progress import relay
 
         model, card = load_in_worker(job.threads, (cache or ModelCache()).get, job.model, timings)
         if cancel.is_set():
@@ -92,23 +106,9 @@ def run_comparison(
             seed=job.seed or 0,
         )
         start = time.perf_counter()
-        try:
-            event = next(grid)
-            while True:
-                step = event.step
-                row = None if event.row is None else {**event.row, "label": event.entry.label}
-                yield CompareProgress(
-                    index=event.index,
-                    total=event.total,
-                    label=event.entry.label,
-                    step=0 if step is None else step.step,
-                    steps=0 if step is None else step.total,
-                    row=row,
-                )
-                event = grid.send(False if cancel.is_set() else None)
-        except StopIteration as stop:
-            labels = {entry.key: entry.label for entry in entries}
-            rows = [{**row, "label": labels.get(row["key"], row["key"])} for row in stop.value]
+        rows = yield from relay(grid, CompareProgress.of, cancel=cancel)
+        labels = {entry.key: entry.label for entry in entries}
+        rows = [{**row, "label": labels.get(row["key"], row["key"])} for row in rows]
         timings["grid"] = time.perf_counter() - start
         return CompareDone(rows, entries, name, cancelled=cancel.is_set(), timings=timings)
     except Exception as err:  # every failure becomes a notification, never a crash

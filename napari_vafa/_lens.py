@@ -218,6 +218,7 @@ def run_lens(
 ) -> Generator[LensProgress, Any, LensDone | JobFailed | JobCancelled]:
     """One lens: yields a :class:`LensProgress` per step, returns the result (never raises)."""
     from vafa.run.lens import iter_lens, lens_region
+    from vafa.run.progress import relay
 
     timings: dict[str, float] = {}
     try:
@@ -245,13 +246,9 @@ def run_lens(
                 model, x01, labels, region, num_classes=card.out_channels, attack=job.attack,
                 options=options, seed=job.seed, size=plan.size, plan=plan,
             )  # fmt: skip
-            try:
-                event = next(gen)
-                while True:
-                    yield LensProgress(event.step, event.total)
-                    event = gen.send(False if cancel.is_set() else None)
-            except StopIteration as stop:
-                result = stop.value
+            result = yield from relay(
+                gen, lambda event: LensProgress(event.step, event.total), cancel=cancel
+            )
             timings["attack"] = time.perf_counter() - start
         if result.cancelled:
             return JobCancelled(timings)

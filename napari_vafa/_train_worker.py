@@ -167,6 +167,7 @@ def load_base_model(spec: ModelSpec):
 
 
 def _train(job: TrainJob, model, card, cancel: threading.Event):
+    from vafa.run.progress import relay
     from vafa.training import iter_train
 
     steps = iter_train(
@@ -179,22 +180,31 @@ def _train(job: TrainJob, model, card, cancel: threading.Event):
         overwrite=job.overwrite,
         device=job.model.device,
     )
-    pending = _Pending()
-    last_sent = -math.inf
-    try:
-        event = next(steps)
-        while True:
-            pending.add(event)
-            if not cancel.is_set():
-                now = time.perf_counter()
-                if pending.validations or now - last_sent >= job.interval:
-                    yield pending.record(event)
-                    pending = _Pending()
-                    last_sent = now
-            # after a cancel nothing is yielded any more: the trainer is drained to its end
-            event = steps.send(False if cancel.is_set() else None)
-    except StopIteration as stop:
-        return stop.value, pending.tail()
+    throttle = _Throttle(job.interval, cancel)
+    result = yield from relay(steps, throttle, cancel=cancel)
+    return result, throttle.pending.tail()
+
+
+class _Throttle:
+    """Training events in, at most one progress record every ``interval`` seconds out (a
+    finished validation round at once); after a cancel none: the trainer is drained to its end."""
+
+    def __init__(self, interval: float, cancel: threading.Event) -> None:
+        self.interval = interval
+        self.cancel = cancel
+        self.pending = _Pending()
+        self.last_sent = -math.inf
+
+    def __call__(self, event: TrainingEvent) -> TrainProgress | None:
+        self.pending.add(event)
+        now = time.perf_counter()
+        if self.cancel.is_set() or not (
+            self.pending.validations or now - self.last_sent >= self.interval
+        ):
+            return None
+        record = self.pending.record(event)
+        self.pending, self.last_sent = _Pending(), now
+        return record
 
 
 class _Pending:

@@ -32,6 +32,7 @@ from napari_vafa._layer_data import (
 )
 
 if TYPE_CHECKING:
+    from vafa.attacks.base import StepEvent
     from vafa.io.models import ModelCard
     from vafa.io.volume import Volume
     from vafa.run.history import StepHistory
@@ -273,6 +274,7 @@ def load_in_worker(threads: int | None, load, spec: ModelSpec, timings: dict[str
 
 def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
     from vafa.run.pipeline import iter_run_attack
+    from vafa.run.progress import relay
 
     previewer = _Previewer(job.image, card, job.preview_interval)
     steps = iter_run_attack(
@@ -289,23 +291,21 @@ def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
     history = previewer.history(job.attack, _steps_of(job.attack, job.options))
     if history is not None:
         steps = history.recording(steps)
-    try:
-        event = next(steps)
-        while True:
-            yield Progress(
-                step=event.step,
-                total=event.total,
-                loss=event.loss,
-                dice=event.dice,
-                ssim=event.ssim,
-                tile=event.tile or 1,
-                tiles=event.tiles or 1,
-                elapsed=time.perf_counter() - start,
-                preview=previewer.offer(event),
-            )
-            event = steps.send(False if cancel.is_set() else None)
-    except StopIteration as stop:
-        return stop.value, history
+
+    def progress(event: StepEvent) -> Progress:
+        return Progress(
+            step=event.step,
+            total=event.total,
+            loss=event.loss,
+            dice=event.dice,
+            ssim=event.ssim,
+            tile=event.tile or 1,
+            tiles=event.tiles or 1,
+            elapsed=time.perf_counter() - start,
+            preview=previewer.offer(event),
+        )
+
+    return (yield from relay(steps, progress, cancel=cancel)), history
 
 
 class _Previewer:
@@ -317,7 +317,7 @@ class _Previewer:
 
     def __init__(self, image: Volume, card: ModelCard, interval: float) -> None:
         from vafa.io.intensity import mapping_from_dict
-        from vafa.run.tiling import tile_grid
+        from vafa.run.tiles import tile_grid
 
         self.image = image
         self.interval = interval
@@ -342,7 +342,7 @@ class _Previewer:
         )
 
     def offer(self, event) -> TilePreview | None:
-        from vafa.run.tiling import crop_tile
+        from vafa.run.tiles import crop_tile
 
         now = time.perf_counter()
         if not self.enabled or now - self.last < self.interval:

@@ -186,7 +186,7 @@ def _scrubber_numbers(outcome, card) -> tuple[list, int]:
     """4. the step scrubber: the attack's own Dice and SSIM of every step, and the history's
     stride."""
     from vafa.run.history import StepHistory
-    from vafa.run.tiling import tile_grid
+    from vafa.run.tiles import tile_grid
 
     steps = [
         {

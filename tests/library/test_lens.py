@@ -18,7 +18,8 @@ from vafa.run.lens import (
     measure_step_seconds,
     plan_lens,
 )
-from vafa.run.tiling import attack_volume, iter_attack_volume, q_table_layout, tile_grid
+from vafa.run.tiles import tile_grid
+from vafa.run.tiling import attack_volume, iter_attack_volume, q_table_layout
 
 F16 = 2.0**-11  # float16 spacing near 1: the history's rounding on [0, 1]
 

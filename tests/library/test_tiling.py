@@ -1,4 +1,5 @@
-"""Tests for vafa.run.tiling: tile grid, fast argmax, sliding-window inference, tiled attacks."""
+"""Tests for vafa.run.tiles and vafa.run.tiling: tile grid, fast argmax, sliding-window inference,
+tiled attacks."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ import torch
 
 from vafa.attacks import build_attack
 from vafa.ops.metrics import predict_labels
+from vafa.run.tiles import owned_slices, tile_grid, tile_starts
 from vafa.run.tiling import (
     attack_volume,
-    owned_slices,
     q_table_layout,
     sliding_window_labels,
     sliding_window_predict,
-    tile_grid,
-    tile_starts,
 )
 
 ROI = (16, 16, 16)
@@ -328,7 +327,7 @@ def test_attack_volume_rejects_non_attack(tiny_model):
 
 
 def test_short_tiles_are_padded_like_sliding_window_inference():
-    from vafa.run.tiling import crop_tile, extract_tile, tile_padding
+    from vafa.run.tiles import crop_tile, extract_tile, tile_padding
 
     sl = (slice(0, 10), slice(0, 16), slice(0, 13))
     assert tile_padding(sl, (16, 16, 16)) == [(3, 3), (0, 0), (1, 2)]

@@ -98,13 +98,8 @@ def _drain(gen, on_event=None):
 def test_zeroed_layout_matches_per_tile_quantized_to_zero(block):
     from vafa.ops.frequency import block_dct, from_blocks, padded_shape
     from vafa.ops.metrics import quantized_to_zero
-    from vafa.run.tiling import (
-        crop_tile,
-        extract_tile,
-        q_table_layout,
-        quantized_to_zero_layout,
-        tile_grid,
-    )
+    from vafa.run.tiles import crop_tile, extract_tile, tile_grid
+    from vafa.run.tiling import q_table_layout, quantized_to_zero_layout
 
     torch.manual_seed(0)
     shape, roi = (20, 18, 12), (16, 16, 16)

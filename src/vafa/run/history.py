@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from vafa.attacks.base import StepEvent
-from vafa.run.tiling import Slices, crop_tile
+from vafa.run.progress import relay
+from vafa.run.tiles import Slices, crop_tile
 
 __all__ = ["DEFAULT_HISTORY_CAP", "HistoryStep", "StepHistory"]
 
@@ -61,7 +62,7 @@ class StepHistory:
     Args:
         clean: ``[1, C, H, W, D]`` the clean volume in [0, 1] (the attacked model input).
         steps: steps per tile of the attack.
-        tiles: the tiles' slices (:func:`vafa.run.tiling.tile_grid`); None: one tile, the
+        tiles: the tiles' slices (:func:`vafa.run.tiles.tile_grid`); None: one tile, the
             whole volume.
         roi: the tile size the tiles were padded to (None: the volume's shape).
         with_tables: keep VAFA's quantization tables.
@@ -107,11 +108,12 @@ class StepHistory:
         """Whether ``step`` (1-based) is kept."""
         return step == self.total or step % self.stride == 0
 
-    def record(self, event: StepEvent) -> None:
-        """Keep ``event``'s iterate (its tile, when the run is tiled; batch of one tile)."""
+    def record(self, event: StepEvent) -> StepEvent:
+        """Keep ``event``'s iterate (its tile, when the run is tiled; batch of one tile);
+        returns ``event``."""
         step = int(event.step)
         if step < 1 or not self.keeps(step) or event.adversarial.shape[0] != 1:
-            return
+            return event
         sl = self.tiles[(event.tile or 1) - 1]
         region = (slice(None), *sl)
         adv = self._adv.get(step)
@@ -137,17 +139,12 @@ class StepHistory:
             value = getattr(event, name)
             if value is not None and math.isfinite(value):
                 scores[name].append(float(value))
+        return event
 
     def recording(self, events: Generator[StepEvent, bool | None, Any]):
         """Forward the generator ``events`` (replies included), recording every event; returns
         its return value: ``result = yield from history.recording(gen)``."""
-        try:
-            event = next(events)
-            while True:
-                self.record(event)
-                event = events.send((yield event))
-        except StopIteration as stop:
-            return stop.value
+        return (yield from relay(events, self.record))
 
     def set_clean_prediction(self, prediction: torch.Tensor | np.ndarray) -> None:
         """The model's class map of the clean volume ``[H, W, D]`` (step 0; the starting

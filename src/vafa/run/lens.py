@@ -27,7 +27,8 @@ from vafa.attacks import build_attack
 from vafa.attacks.base import StepEvent
 from vafa.ops.metrics import dice_per_class, ssim
 from vafa.run.history import DEFAULT_HISTORY_CAP, StepHistory
-from vafa.run.tiling import Slices, iter_attack_volume
+from vafa.run.tiles import Slices
+from vafa.run.tiling import iter_attack_volume
 
 __all__ = [
     "DEFAULT_BUDGET",

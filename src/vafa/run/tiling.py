@@ -2,8 +2,8 @@
 
 A segmentation network sees patches of a fixed ``roi`` (e.g. 96³). Following the published VAFA
 protocol, a full volume is attacked in non-overlapping ``roi`` tiles whose last tile along each
-axis is shifted inward so that it ends at the volume's edge (:func:`tile_starts`, the same grid
-as MONAI's ``dense_patch_slices`` with ``scan_interval = roi``), and it is then evaluated with
+axis is shifted inward so that it ends at the volume's edge (the grid of :mod:`vafa.run.tiles`,
+MONAI's ``dense_patch_slices`` with ``scan_interval = roi``), and it is then evaluated with
 MONAI's ``sliding_window_inference`` (overlap 0.5) — :func:`sliding_window_predict`.
 
 Stitching rule of :func:`attack_volume`: tiles are attacked and written in raster order (the
@@ -11,102 +11,42 @@ first spatial axis slowest), each writing its whole region, so where a shifted e
 overlaps an earlier tile **the later tile's voxels win**. Every voxel therefore comes from the
 last tile (in raster order) that contains it; no voxel is left untouched. Axes shorter than
 ``roi`` are zero-padded, centred, exactly as ``sliding_window_inference`` pads them
-(:func:`tile_padding`): strided networks are not shift-invariant, and a perturbation crafted
-on a tile aligned differently from the evaluation's windows barely transfers (measured on the
-bundled sample with high-end replicate padding: per-tile foreground Dice 0.89 → 0.78 under VAFA
-but 0.89 → 0.875 under sliding-window evaluation).
+(:func:`vafa.run.tiles.tile_padding`): strided networks are not shift-invariant, and a
+perturbation crafted on a tile aligned differently from the evaluation's windows barely
+transfers (measured on the bundled sample with high-end replicate padding: per-tile foreground
+Dice 0.89 → 0.78 under VAFA but 0.89 → 0.875 under sliding-window evaluation).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
+import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vafa.attacks.base import Attack, Callback, StepEvent, drive
 from vafa.ops.checks import positive_int, positive_triple
 from vafa.ops.frequency import layout_dct, normalize_block_size, pad_to_blocks
 from vafa.ops.metrics import predict_labels
+from vafa.run.progress import relay
+from vafa.run.tiles import Slices, crop_tile, extract_tile, owned_slices, tile_grid
 
 __all__ = [
     "VolumeAttackResult",
     "attack_volume",
-    "crop_tile",
-    "extract_tile",
     "iter_attack_volume",
-    "owned_slices",
     "q_table_layout",
     "quantized_to_zero_layout",
     "sliding_window_labels",
     "sliding_window_predict",
-    "tile_grid",
-    "tile_padding",
-    "tile_starts",
 ]
 
 BLEND_MODES = ("constant", "gaussian")
-Slices = tuple[slice, slice, slice]
-
-
-# ------------------------------------------------------------------------------ tile grid
-def tile_starts(size: int, roi: int) -> list[int]:
-    """Start indices of the tiles covering one axis of length ``size``.
-
-    Tiles of length ``roi`` are placed every ``roi`` voxels; the last one is shifted inward so
-    that it ends exactly at ``size`` (it then overlaps its neighbour). An axis shorter than
-    ``roi`` gets one tile at 0 (the caller pads the volume to ``roi``).
-
-    Example:
-        >>> tile_starts(100, 32), tile_starts(96, 32), tile_starts(20, 32)
-        ([0, 32, 64, 68], [0, 32, 64], [0])
-    """
-    size, roi = positive_int("size", size), positive_int("roi", roi)
-    if size <= roi:
-        return [0]
-    starts = list(range(0, size - roi + 1, roi))
-    if starts[-1] + roi < size:
-        starts.append(size - roi)
-    return starts
-
-
-def tile_grid(shape: Sequence[int], roi: int | Sequence[int]) -> list[Slices]:
-    """Tiles covering a volume of spatial ``shape`` ``(H, W, D)``, in raster order.
-
-    Returns:
-        One ``(slice_h, slice_w, slice_d)`` per tile, clipped to ``shape`` (a tile is shorter
-        than ``roi`` only along an axis shorter than ``roi``). The first axis varies slowest,
-        as in MONAI's ``dense_patch_slices``.
-    """
-    shape = positive_triple("shape", shape, cube=True)
-    roi = positive_triple("roi", roi, cube=True)
-    per_axis = [
-        [slice(s, min(s + r, n)) for s in tile_starts(n, r)]
-        for n, r in zip(shape, roi, strict=True)
-    ]
-    return [tuple(t) for t in itertools.product(*per_axis)]  # type: ignore[misc]
-
-
-def owned_slices(shape: Sequence[int], roi: int | Sequence[int]) -> list[Slices]:
-    """The part of every tile of :func:`tile_grid` that it finally owns after stitching.
-
-    Under the "later tile wins" rule a voxel belongs to the last tile (raster order) holding
-    it; the owned parts are disjoint and together cover the volume exactly.
-    """
-    shape = positive_triple("shape", shape, cube=True)
-    roi = positive_triple("roi", roi, cube=True)
-    per_axis = []
-    for n, r in zip(shape, roi, strict=True):
-        starts = tile_starts(n, r)
-        ends = [*starts[1:], n]
-        per_axis.append([slice(a, b) for a, b in zip(starts, ends, strict=True)])
-    return [tuple(t) for t in itertools.product(*per_axis)]  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------------------ inference
@@ -243,11 +183,11 @@ def attack_volume(
 ) -> VolumeAttackResult:
     """Attack a whole volume tile by tile (the published full-volume protocol).
 
-    The volume is cut by :func:`tile_grid`; tiles are attacked ``tile_batch`` at a time
-    (stacked as the batch) and written back by the rule in the module docstring. An axis
-    shorter than ``roi`` is zero-padded, centred (:func:`extract_tile`, the padding of MONAI's
-    sliding window, so the attacked tile is what the evaluation feeds the model), and cropped
-    back. Without ``labels`` the attack uses each tile's own clean prediction (pseudo-labels
+    The volume is cut by :func:`~vafa.run.tiles.tile_grid`; tiles are attacked ``tile_batch``
+    at a time (stacked as the batch) and written back by the rule in the module docstring. An
+    axis shorter than ``roi`` is zero-padded, centred (:func:`~vafa.run.tiles.extract_tile`, the
+    padding of MONAI's sliding window, so the attacked tile is what the evaluation feeds the
+    model), and cropped back. Without ``labels`` the attack uses each tile's own clean prediction (pseudo-labels
     computed per tile). Memory: the output volume, two stitched class maps, the q tables (VAFA,
     about one float per voxel) and one batch of tiles — nothing per tile at full size.
 
@@ -378,9 +318,9 @@ def quantized_to_zero_layout(
     ``q_layout`` is a full-volume table map as :func:`q_table_layout` builds it
     (:attr:`vafa.run.pipeline.AttackOutcome.q_table`): every voxel holds the ``q`` of its (block,
     frequency) position within the tile that owns it. The DCT is taken per tile exactly as the
-    tiled attack did (tile padded to ``roi`` as :func:`extract_tile`, then to whole
-    blocks; tiles in raster
-    order, the later tile wins), so the mask lines up with ``q_layout`` voxel for voxel.
+    tiled attack did (tile padded to ``roi`` as :func:`~vafa.run.tiles.extract_tile`, then to
+    whole blocks; tiles in raster order, the later tile wins), so the mask lines up with
+    ``q_layout`` voxel for voxel.
 
     Args:
         images: ``[1, C, H, W, D]`` clean volume in [0, 1] on the grid the attack ran on.
@@ -426,18 +366,11 @@ def _tile_batch_events(gen, batch: int, batches: int):
     Attacks without steps (Gaussian noise) yield nothing: one ``step = total = 0`` event is
     sent for them, so that a tiled run can still be followed and cancelled between tiles.
     """
-    stopped = False
-    events = 0
-    try:
-        event = next(gen)
-        while True:
-            events += 1
-            reply = yield dataclasses.replace(event, tile=batch, tiles=batches)
-            stopped = stopped or reply is False
-            event = gen.send(reply)
-    except StopIteration as stop:
-        result = stop.value
-    if events == 0:
+    stop = threading.Event()
+    result = yield from relay(
+        gen, lambda event: dataclasses.replace(event, tile=batch, tiles=batches), cancel=stop
+    )
+    if result.steps_run == 0:  # no step, no event
         row = result.history[-1] if result.history else {}
         reply = yield StepEvent(
             0,
@@ -449,8 +382,9 @@ def _tile_batch_events(gen, batch: int, batches: int):
             tile=batch,
             tiles=batches,
         )
-        stopped = reply is False
-    return result, stopped
+        if reply is False:
+            stop.set()
+    return result, stop.is_set()
 
 
 def _write_tile(out, result, clean, j: int, sl: Slices, own: Slices, index) -> None:
@@ -492,41 +426,6 @@ def _write_tile(out, result, clean, j: int, sl: Slices, own: Slices, index) -> N
             "zeroed_fraction": zeroed,
         }
     )
-
-
-def tile_padding(sl: Slices, roi: Sequence[int]) -> list[tuple[int, int]]:
-    """``(before, after)`` padding per axis that brings a tile up to ``roi``.
-
-    Centred, with the odd voxel after — the convention of MONAI's ``sliding_window_inference``,
-    so that a padded tile is the very input the sliding-window evaluation gives the model (a
-    strided network is not shift-invariant: a perturbation crafted at another alignment barely
-    transfers).
-    """
-    widths = []
-    for s, r in zip(sl, roi, strict=True):
-        missing = max(r - (s.stop - s.start), 0)
-        widths.append((missing // 2, missing - missing // 2))
-    return widths
-
-
-def extract_tile(
-    volume: torch.Tensor, sl: Slices, roi: Sequence[int], value: float = 0.0
-) -> torch.Tensor:
-    """One tile ``[B, C, *roi]`` of ``volume``, zero-padded (centred) where it is short."""
-    tile = volume[(slice(None), slice(None), *sl)]
-    widths = tile_padding(sl, roi)
-    if not any(a or b for a, b in widths):
-        return tile
-    return F.pad(tile, [v for pair in reversed(widths) for v in pair], mode="constant", value=value)
-
-
-def crop_tile(tile: torch.Tensor, sl: Slices, roi: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`extract_tile`'s padding: ``[..., *roi]`` → the tile's own extent."""
-    index = [
-        slice(a, a + (s.stop - s.start))
-        for (a, _), s in zip(tile_padding(sl, roi), sl, strict=True)
-    ]
-    return tile[(..., *index)]
 
 
 def _zeros_map(image: torch.Tensor) -> torch.Tensor:
