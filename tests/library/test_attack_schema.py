@@ -29,7 +29,8 @@ def test_constructor_defaults_and_settings_are_the_schema(key):
     signature = inspect.signature(cls)
     keywords = {n: p.default for n, p in signature.parameters.items() if n != "model"}
     assert list(keywords)[: len(cls.options)] == [o.name for o in cls.options]
-    assert set(keywords) - {o.name for o in cls.options} == set(RUNTIME_KEYWORDS)
+    runtime = set(RUNTIME_KEYWORDS) - ({"targeted"} if not cls.targetable else set())
+    assert set(keywords) - {o.name for o in cls.options} == runtime
     settings = cls(MODEL).settings()
     for option in cls.options:
         assert keywords[option.name] == option.default, option.name
@@ -88,3 +89,5 @@ def test_the_base_class_has_no_options_and_its_runtime_keywords_are_checked():
         ATTACKS["pgd"](MODEL, seed="7")
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         ATTACKS["pgd"](object())
+    with pytest.raises(ValueError, match="GN has no loss to target"):
+        ATTACKS["gn"](MODEL, targeted=True)

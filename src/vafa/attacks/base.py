@@ -133,6 +133,8 @@ class Attack:
     #: (schema options of these names become instance attributes instead).
     steps: int = 0
     keep: str = "last"
+    #: Whether the attack has a loss to target (``targeted``); Gaussian noise has none.
+    targetable = True
 
     def __init__(
         self,
@@ -148,6 +150,8 @@ class Attack:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if targeted and not self.targetable:
+            raise ValueError(f"{self.name} has no loss to target: targeted must be False")
         for key, value in self.resolve_options(options).items():
             setattr(self, key, value)
         self.model = model
@@ -159,7 +163,7 @@ class Attack:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.__signature__ = _signature(cls.options)
+        cls.__signature__ = _signature(cls.options, cls.targetable)
         if cls.options and cls.__doc__ and "Options:" not in cls.__doc__:
             cls.__doc__ = cls.__doc__.rstrip() + "\n\n" + _options_doc(cls.options)
 
@@ -525,7 +529,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _signature(options: Sequence[Option]) -> inspect.Signature:
+def _signature(options: Sequence[Option], targetable: bool) -> inspect.Signature:
     """``(model, *, <option>=<default>, …, targeted=False, seed=None, device="auto",
     clamp_inputs=False)``: the constructor's signature as users see it."""
     keyword = inspect.Parameter.KEYWORD_ONLY
@@ -533,7 +537,11 @@ def _signature(options: Sequence[Option]) -> inspect.Signature:
     parameters = [
         inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         *(inspect.Parameter(o.name, keyword, default=o.default) for o in options),
-        *(p for name, p in runtime.items() if p.kind is keyword),
+        *(
+            p
+            for name, p in runtime.items()
+            if p.kind is keyword and (targetable or name != "targeted")
+        ),
     ]
     return inspect.Signature(parameters)
 

@@ -116,6 +116,7 @@ class GaussianNoise(Attack):
     name = "GN"
     label = "GN"
     options = (STD,)
+    targetable = False
 
     def _init(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
