@@ -247,7 +247,8 @@ def test_vaft_module_fine_tunes_and_writes_weights_with_their_card(modules, tmp_
     weights = tmp_path / "tuned.safetensors"
     values = {"input": _image_file(ct, tmp_path, "aBcDeF"),
               "labels": _image_file(labels, tmp_path, "gHiJkL"), "output_weights": weights,
-              "epochs": 1, "iterations": 2, "batch_size": 1, "patch": 64, "steps": 1}  # fmt: skip
+              "epochs": 1, "iterations_per_epoch": 2, "batch_size": 1, "patch": 64, "steps": 1,
+              "validation_steps": 1}  # fmt: skip
     done, progress, returned = run_module(modules, "VAFTFineTune", values, tmp_path)
     assert done.returncode == 0, done.stderr
     _check_progress(progress)

@@ -24,7 +24,7 @@ from vafa.cli.common import (
 )
 from vafa.cli.options import add_attack_arguments, attack_options
 
-__all__ = ["add_parser"]
+__all__ = ["SHARED_FLAGS", "add_parser", "add_setting_arguments", "setting_help"]
 
 _EPILOG = """\
 examples:
@@ -34,18 +34,12 @@ examples:
   vafa train --datalist data.json --model model.safetensors --mode pgd --eps 4
   vafa train --resume --out-dir runs/vaft --epochs 200   # continue (and extend) a run
   torchrun --nproc_per_node 4 -m vafa train --datalist data.json --preset unetr-btcv
-
-modes: vafa-fr = Eq. 3 (Dice-CE clean + Dice-CE on VAFA samples + lambda * frequency
-consistency, Eq. 4); vafa = Dice-CE on VAFA samples only; pgd/segpgd/cospgd/fgsm/bim/gn = Dice-CE on voxel
-adversarial samples only; sa2 = Dice-CE on SA² (DCT amplitude) samples only; clean = normal
-training. The best checkpoint has the highest validation foreground Dice under the training
-attack (clean Dice in mode clean).
 """
 
 
 def add_parser(subparsers) -> None:
     from vafa.io.models import list_presets
-    from vafa.training import MODES
+    from vafa.training.settings import QUICK_DEMO, setting
 
     p = subparsers.add_parser(
         "train",
@@ -53,7 +47,7 @@ def add_parser(subparsers) -> None:
         description="Train a segmentation model with VAFA or voxel adversarial samples\n"
         "(VAFT, Hanif et al., MICCAI 2023) on a decathlon-style datalist, or on the\n"
         "bundled CT sample.",
-        epilog=_EPILOG,
+        epilog=_EPILOG + _profile_note(QUICK_DEMO),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(
@@ -61,13 +55,14 @@ def add_parser(subparsers) -> None:
         json="print the result as JSON: iterations, epochs, best metric, the files written "
         "(also with --quiet)",
         overwrite="replace a run in --out-dir",
+        seed=setting_help(setting("seed")),
     )
     p.add_argument("--attack", help=argparse.SUPPRESS)  # only to explain that --mode decides
     add_attack_arguments(  # the training attack follows --mode
         p,
         choose_attack=False,
-        roi_help="patch size, e.g. 96 or 96,96,96 (default: the card's roi_size)",
-        tile_batch_help="validation: tiles attacked together (default 1)",
+        roi_help=setting_help(setting("patch"), "e.g. 96 or 96,96,96"),
+        tile_batch_help=setting_help(setting("tile_batch")),
     )
     data = p.add_argument_group("data and model")
     data.add_argument(
@@ -82,40 +77,65 @@ def add_parser(subparsers) -> None:
         "from scratch",
     )
     data.add_argument("--preset", choices=list_presets(), help="train this preset from scratch")
-    training = p.add_argument_group("training")
-    training.add_argument("--mode", choices=MODES, default="vafa-fr", help="objective (vafa-fr)")
-    training.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
-    training.add_argument(
-        "--iterations-per-epoch", type=int, help="batches per epoch (default: cases / batch)"
-    )
-    training.add_argument("--batch-size", type=int, default=2, help="patches per batch (default 2)")
-    training.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (1e-4)")
-    training.add_argument("--weight-decay", type=float, default=1e-5, help="AdamW decay (1e-5)")
-    training.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction (0.05)")
-    training.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm, 0: off (1)")
-    training.add_argument(
-        "--lambda-fr", type=float, default=1.0, help="vafa-fr: weight of L_fr (default 1)"
-    )
-    training.add_argument("--val-every", type=int, default=1, help="validate every N epochs (1)")
-    training.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    training.add_argument(
-        "--flip-axes",
-        default="",
-        help="random flips: SI, AP, LR or 0,1,2 (comma-separated; default none — LR flips "
-        "swap left/right organs)",
-    )
-    training.add_argument(
-        "--crop-foreground", action="store_true", help="crop cases to the image foreground"
-    )
+    add_setting_arguments(p.add_argument_group("training"))
     out = p.add_argument_group("output")
     out.add_argument("--out-dir", default="vafa-train", help="output folder (vafa-train/)")
     out.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
     p.set_defaults(func=run)
 
 
+#: Settings whose flags other argument groups add (the common ``--seed``, the attack group's
+#: ``--roi`` and ``--tile-batch``), with their help from the schema.
+SHARED_FLAGS = ("seed", "patch", "tile_batch")
+
+
+def add_setting_arguments(group) -> None:
+    """One flag per training setting of the schema (:data:`vafa.training.settings.SETTINGS`)
+    that has flags, with its type, choices, default and help; a ``bool`` setting's flag sets
+    the opposite of its default."""
+    from vafa.training.settings import SETTINGS
+
+    for s in SETTINGS:
+        if not s.cli_flags or s.name in SHARED_FLAGS:
+            continue
+        if s.kind is bool:
+            action = "store_false" if s.default else "store_true"
+            group.add_argument(*s.cli_flags, dest=s.name, action=action, help=setting_help(s))
+            continue
+        kind = s.kind if s.kind in (int, float) else str
+        group.add_argument(
+            *s.cli_flags, dest=s.name, type=kind, choices=s.choices, default=s.default,
+            help=setting_help(s),
+        )  # fmt: skip
+
+
+def setting_help(s, example: str = "") -> str:
+    """``"<help> (<unit>; e.g. …; default <value>)"``; a flag that turns a setting off says so."""
+    if s.kind is bool and s.default:
+        return f"turn off: {s.text}".replace("%", "%%")
+    notes = [n for n in (s.unit, example, f"default {s.shown(s.default)}") if n]
+    if s.off is not None and s.default is not None:
+        notes.append(f"0: {s.off}")
+    return f"{s.help} ({'; '.join(notes)})".replace("%", "%%")
+
+
+def _profile_note(profile) -> str:
+    """The epilog's line on the interactive faces' profile, as flags of this command."""
+    from vafa.training.settings import setting
+
+    flags = [
+        f"{setting(name).cli_flags[0]} {setting(name).shown(value)}"
+        for name, value in profile.settings.items()
+    ]
+    flags += [f"--{name.replace('_', '-')} {value}" for name, value in profile.attack.items()]
+    return (
+        f"\nThe napari widget and the Slicer module start from the {profile.title!r} profile, "
+        f"here:\n  vafa train {' '.join(flags)}\n"
+    )
+
+
 def run(args) -> int:
     from vafa.training import MODE_ATTACKS, TrainingConfig, train
-    from vafa.training.data import Augmentation
 
     attack = MODE_ATTACKS[args.mode]
     if args.attack is not None and args.attack != attack:
@@ -131,25 +151,7 @@ def run(args) -> int:
     if args.roi:
         card = with_roi(card, roi_triple(args.roi))
     train_data, val_data, note = _train_data(args)
-    config = TrainingConfig(
-        mode=args.mode,
-        epochs=args.epochs,
-        iterations_per_epoch=args.iterations_per_epoch,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        grad_clip=args.grad_clip if args.grad_clip > 0 else None,
-        lambda_fr=args.lambda_fr,
-        attack_options=options,
-        val_every=args.val_every,
-        tile_batch=args.tile_batch,
-        amp=not args.no_amp,
-        seed=args.seed,
-        augmentation=Augmentation(
-            crop_foreground=args.crop_foreground, flip_axes=_flip_axes(args.flip_axes)
-        ),
-    )
+    config = TrainingConfig.from_settings(_config_values(args), attack_options=options)
     quiet = args.quiet or int(os.environ.get("RANK", "0") or 0) != 0
     if note and not quiet:
         print(f"note: {note}", file=sys.stderr)
@@ -175,6 +177,14 @@ def run(args) -> int:
     elif not quiet:
         _summary(result, attack)
     return 0
+
+
+def _config_values(args) -> dict[str, Any]:
+    """The training settings given (or defaulted) on the command line, by setting name (the
+    patch size, ``--roi``, goes to the model card)."""
+    from vafa.training.settings import SETTINGS
+
+    return {s.name: getattr(args, s.name) for s in SETTINGS if s.cli_flags and s.home != "card"}
 
 
 def _train_model(args, out_dir: Path):
@@ -225,14 +235,6 @@ def _train_data(args) -> tuple[Any, Any, str | None]:
         "(a demo of the workflow, not a measure of generalisation)"
     )
     return [(image, labels)], [(image, labels)], note
-
-
-def _flip_axes(text: str) -> tuple[int | str, ...]:
-    axes: list[int | str] = []
-    for item in (t.strip() for t in (text or "").split(",")):
-        if item:
-            axes.append(int(item) if item.isdigit() else item.upper())
-    return tuple(axes)
 
 
 class _TrainProgress:

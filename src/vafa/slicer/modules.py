@@ -2,9 +2,10 @@
 
 Each module is a :class:`Module`: a title, a description and groups of :class:`Param` s. The
 Slicer Execution Model XML (:func:`vafa.slicer.xml.module_xml`) and the argument parser of the
-module process (:func:`vafa.slicer.run.parse`) are both made from these lists, and the attack
+module process (:func:`vafa.slicer.run.parse`) are both made from these lists; the attack
 and training-attack parameters come from the attacks' option schemas
-(:mod:`vafa.attacks.options`): there is no second list of options.
+(:mod:`vafa.attacks.options`) and the training settings from the training schema, starting at
+its interactive profile (:mod:`vafa.training.settings`): there is no second list of options.
 
 Building a module imports the attack schemas (and so torch): ``vafa slicer install`` writes
 each module's XML beside its executable, which Slicer reads first, and the executable answers
@@ -157,6 +158,24 @@ def _option_param(option, by_attack: Mapping[str, Any], takers: str) -> Param:
     default = option.default if len(defaults) == 1 else None
     return Param(option.name, tag, option.label or option.name, text, default, bounds=bounds,
                  option=option.name)  # fmt: skip
+
+
+def _setting_param(setting, value: Any) -> Param:
+    """The Slicer parameter of a training setting (:mod:`vafa.training.settings`) that starts
+    at ``value``; 0 stands for None where the setting has ``off``."""
+    label = setting.label[0].upper() + setting.label[1:]
+    text = f"{setting.text[0].upper()}{setting.text[1:]}."
+    if setting.off is not None:
+        text += f" 0: {setting.off}."
+    value = setting.to_face(value)
+    if setting.widget == "combo" and setting.choices:
+        return Param(setting.name, "string-enumeration", label, text, value,
+                     choices=setting.choices)  # fmt: skip
+    if setting.widget == "combo":
+        return Param(setting.name, "integer-enumeration", label, text, value,
+                     choices=setting.gui)  # fmt: skip
+    tag = "integer" if setting.kind is int else "double"
+    return Param(setting.name, tag, label, text, value, bounds=setting.gui)
 
 
 def _side(block_size: Any) -> int:
@@ -315,7 +334,7 @@ def evaluate_module() -> Module:
 
 
 def train_module() -> Module:
-    from vafa.training import MODE_TITLES, MODES
+    from vafa.training.settings import QUICK_DEMO, SETTINGS
 
     schemas, names = _schemas(training=True)
     io = Group(
@@ -333,29 +352,12 @@ def train_module() -> Module:
     )  # fmt: skip
     training = Group(
         "Training",
-        "VAFT settings (defaults: the widget's, a few minutes on a CPU).",
-        (
-            Param("mode", "string-enumeration", "Mode",
-                  "; ".join(f"{m}: {MODE_TITLES[m]}" for m in MODES), "vafa-fr", choices=MODES),
-            Param("epochs", "integer", "Epochs", "Epochs to train.", 3, bounds=(1, 100000, 1)),
-            Param("iterations", "integer", "Iterations per epoch", "Updates per epoch.", 100,
-                  bounds=(1, 1000000, 1)),
-            Param("batch_size", "integer", "Batch size", "Patches per update.", 2,
-                  bounds=(1, 256, 1)),
-            Param("lr", "double", "Learning rate", "AdamW learning rate.", 5e-4,
-                  bounds=(1e-6, 1.0, 1e-5)),
-            Param("patch", "integer", "Patch size", "Side of the training patches (voxels).", 64,
-                  bounds=(16, 256, 16)),
-            Param("lambda_fr", "double", "λ (L_fr)",
-                  "vafa-fr: weight of the frequency-consistency term.", 1.0,
-                  bounds=(0.0, 100.0, 0.1)),
-            Param("seed", "integer", "Seed", "Seed of patches and attacks.", 0,
-                  bounds=(0, 2**31 - 1, 1)),
-        ),
-    )  # fmt: skip
-    # the widget's default training attack: 5 steps (docs/results.md)
-    attack_params = [
-        replace(g, params=tuple(replace(p, default=5) if p.name == "steps" else p
+        f"VAFT settings. Defaults: the '{QUICK_DEMO.title}' profile, {QUICK_DEMO.reason} "
+        "(vafa train --help gives the library's defaults).",
+        tuple(_setting_param(s, QUICK_DEMO.value(s.name)) for s in SETTINGS if s.widget),
+    )
+    attack_params = [  # the training attack: its options from the schemas, the profile's steps
+        replace(g, params=tuple(replace(p, default=QUICK_DEMO.attack.get(p.option, p.default))
                                 for p in g.params))
         for g in _attack_groups(schemas, names, first="vafa")
     ]  # fmt: skip

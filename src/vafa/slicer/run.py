@@ -163,6 +163,7 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
     from vafa.io.volume import load_labels, load_volume
     from vafa.training import MODE_ATTACKS, TrainingConfig, train
     from vafa.training.files import BEST, LATEST
+    from vafa.training.settings import SETTINGS
 
     target = _outputs(args, ("output_weights",))["output_weights"]
     if not target.name.endswith(".safetensors"):
@@ -174,11 +175,10 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
     attack = MODE_ATTACKS[args.mode]
     taken = {o.name for o in attack_class(attack).options} if attack else set()
     options = _attack_options(args, MODULES["VAFTFineTune"](), taken)
-    config = TrainingConfig(mode=args.mode, epochs=args.epochs,
-                            iterations_per_epoch=args.iterations, batch_size=args.batch_size,
-                            lr=args.lr, lambda_fr=args.lambda_fr, attack_options=options,
-                            seed=args.seed)  # fmt: skip
-    card = replace(card, roi_size=(args.patch,) * 3)
+    values = {s.name: getattr(args, s.name) for s in SETTINGS if s.widget}
+    config = TrainingConfig.from_settings(values, attack_options=options)
+    if args.patch:  # 0: the card's roi_size
+        card = replace(card, roi_size=(args.patch,) * 3)
     progress(0.0)
 
     def on_event(event) -> None:
@@ -209,12 +209,12 @@ RUNNERS = {
 # ----------------------------------------------------------------------------- helpers
 def _write_attack_outputs(outcome, outputs: dict[str, Path]) -> None:
     """Every output of the attack module at once, all or nothing: the outcome's own fields
-    through the one outcome writer (:func:`vafa.run.pipeline.write_volumes`, each into its
+    through the one outcome writer (:func:`vafa.io.outcome_files.write_volumes`, each into its
     temporary file), the DCT pictures as float32 volumes on the adversarial volume's grid."""
     from vafa.io.files import atomic_write
+    from vafa.io.outcome_files import write_volumes
     from vafa.io.volume import save_volume
     from vafa.report.figures import dct_pictures
-    from vafa.run.pipeline import write_volumes
 
     pictures = {}
     if any(name in outputs for name in DCT_PICTURES):

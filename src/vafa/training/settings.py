@@ -89,6 +89,9 @@ class Setting(Option):
         if isinstance(value, tuple):
             return ",".join(str(v) for v in value) or "none"
         if isinstance(value, float):
+            if 0 < abs(value) < 1e-2:  # 5e-4, not 0.0005
+                mantissa, exponent = f"{value:e}".split("e")
+                return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
             return f"{value:g}"
         return str(value)
 
@@ -142,7 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "iterations_per_epoch", int, None, "updates per epoch", label="iterations / epoch",
         minimum=1, widget="spin", gui=(0, 1_000_000, 1),
-        off="one pass over the training cases (cases ÷ batch size, at least 1)",
+        off="one pass over the training cases: cases ÷ batch size, at least 1",
     ),
     Setting(
         "batch_size", int, 2, "random patches per update and process (paper: 3 patches of 96³)",
