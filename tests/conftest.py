@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny 3D segmentation model briefly trained on synthetic volumes."""
+"""Shared fixtures: a tiny 3D segmentation model briefly trained on synthetic volumes, the
+untrained tiny model (its card, the network, a saved file), a training datalist, synthetic
+volumes; the tests' plain helpers are in factories.py."""
 
 from __future__ import annotations
 
+import factories
 import pytest
 import torch
 
@@ -88,6 +91,38 @@ def trained_model():
         loss_fn(model(images[idx]), labels[idx]).backward()
         optimiser.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mid_range(synthetic_data):
+    """One synthetic volume in [0.3, 0.7] and its labels: an attack's [0, 1] clamp stays
+    idle, so the DCT of its output is exactly what the attack made."""
+    images, labels = synthetic_data
+    return 0.3 + 0.4 * images[:1], labels[:1]
+
+
+@pytest.fixture(scope="module")
+def card():
+    """The tiny UNet's card (:func:`factories.tiny_card`); a module may override it."""
+    return factories.tiny_card()
+
+
+@pytest.fixture(scope="module")
+def model(card):
+    """The network of ``card`` (seed 0), in eval mode."""
+    return factories.tiny_model(card).eval()
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A tiny UNet saved as safetensors + card (random weights, seed 0)."""
+    return factories.save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def datalist(tmp_path_factory):
+    """A datalist of three blob cases: two for training, one for validation."""
+    return factories.write_datalist(tmp_path_factory.mktemp("data"), cases=3, training=2)
 
 
 @pytest.fixture

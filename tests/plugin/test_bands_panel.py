@@ -11,21 +11,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from factories import save_tiny_model, tiny_card
+from factories import ct_phantom, save_tiny_model, tiny_card
 
 PLUGIN, WIDGET = "napari-vafa", "VAFA attack"
-
-
-def _ct(shape=(40, 36, 20)) -> np.ndarray:
-    """A CT-like volume in HU, ``(i, j, k)``: a noisy body with a bright core."""
-    rng = np.random.default_rng(0)
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
-    radius = np.sqrt((grid**2).sum(0))
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    body = radius < 0.9
-    hu[body] = 40.0 + rng.normal(0, 60, size=int(body.sum()))
-    hu[radius < 0.3] = 300.0
-    return hu
 
 
 @pytest.mark.gui
@@ -38,7 +26,7 @@ def test_attack_widget_shows_the_band_analysis_of_its_run(
     torch.manual_seed(0)
     weights = save_tiny_model(tmp_path / "tiny.safetensors", 0, card=tiny_card(roi=32))
     viewer = make_napari_viewer(show=True)
-    hu = _ct()
+    hu, _ = ct_phantom(bone_hu=300.0)  # a bright core
     viewer.add_image(np.ascontiguousarray(hu.transpose(2, 1, 0)), name="ct", scale=(3, 3, 3))
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
     panel = widget.bands_panel

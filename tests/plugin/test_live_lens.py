@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from factories import demo_cache, drain, grid_affine, noise_ct, tiny_card
 
 from vafa.attacks import build_attack
 from vafa.io.data import sample_paths
+from vafa.io.model_space import labels_to_model_space, to_model_space
 from vafa.io.volume import load_volume
-from vafa.run.pipeline import labels_to_model_space, to_model_space
 
 PLUGIN, WIDGET = "napari-vafa", "VAFA attack"
 TIMEOUT_MS = 120_000
@@ -46,13 +47,7 @@ def _library_events(widget, options, seed):
     attack = build_attack("vafa", model, **options, seed=seed)
     gen = attack.iter_attack(model_input.tensor[index], y[index])
     events = []
-    try:
-        event = next(gen)
-        while True:
-            events.append((event.adversarial.clone(), event.prediction.clone()))
-            event = gen.send(None)
-    except StopIteration:
-        pass
+    drain(gen, lambda event: events.append((event.adversarial.clone(), event.prediction.clone())))
     return events, model_input, region
 
 
@@ -196,27 +191,16 @@ def test_a_whole_volume_lens_covers_the_volume_when_the_budget_allows():
     """Size 0 (the default on a GPU): the whole volume, when the measured time fits."""
     import threading
 
-    from factories import tiny_card, tiny_model
-
     from napari_vafa._lens import LensDone, LensJob, LensPlanner, run_lens, whole_side
-    from napari_vafa._worker import ModelCache, ModelSpec
     from vafa.io.volume import Volume
 
     assert whole_side((122, 101, 112)) == 128 and whole_side((16, 8, 4)) == 16
-    card = tiny_card(roi=16, spacing=(3.0, 3.0, 3.0), orientation="RAS")
-    spec = ModelSpec("demo", device="cpu")
-    cache = ModelCache()
-    cache.put(spec, tiny_model(card).eval(), card)
-    rng = np.random.default_rng(0)
-    image = Volume(rng.normal(0, 200, (20, 18, 12)).astype(np.float32), np.diag([3, 3, 3, 1.0]))
+    spec, cache = demo_cache(tiny_card(roi=16, spacing=(3.0, 3.0, 3.0), orientation="RAS"))
+    hu = noise_ct((20, 18, 12), mean=0.0, std=200.0)
+    image = Volume(hu, grid_affine((3.0, 3.0, 3.0)))
     job = LensJob(image, None, spec, "vafa", {"steps": 2, "block_size": (8, 8, 8)}, 0,
                   center=(0, 0, 0), size=0, budget=60.0)  # fmt: skip
-    gen = run_lens(job, threading.Event(), cache, LensPlanner())
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        done = stop.value
+    _, done = drain(run_lens(job, threading.Event(), cache, LensPlanner()))
     assert isinstance(done, LensDone), getattr(done, "message", done)
     assert [s.stop - s.start for s in done.result.region] == [20, 18, 12]
     assert done.layers["adversarial"].shape == (12, 18, 20) and done.plan.note == ""

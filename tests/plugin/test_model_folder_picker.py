@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import pytest
+from factories import drain, noise_volume, shown
 from model_folders import make_tiny_bundle
 
 from napari_vafa._worker import AttackJob, JobDone, ModelSpec, run_job
-from vafa.io.volume import Volume
-
-
-def _shown(control) -> bool:
-    return not control.native.isHidden()
 
 
 def test_picker_takes_a_bundle_folder(qtbot, tmp_path):
@@ -24,8 +19,8 @@ def test_picker_takes_a_bundle_folder(qtbot, tmp_path):
     picker = ModelPicker(["cpu"])
     picker.model_source.value = "folder"
     assert picker.model_source.current_choice == MODEL_FOLDER
-    assert _shown(picker.weights) and str(picker.weights.mode.value) == "d"
-    assert not _shown(picker.card_preset) and not _shown(picker.card_file)
+    assert shown(picker.weights) and str(picker.weights.mode.value) == "d"
+    assert not shown(picker.card_preset) and not shown(picker.card_file)
     picker.weights.value = bundle
     spec = picker.spec()
     assert spec == ModelSpec("file", weights=bundle, device="cpu")
@@ -40,16 +35,10 @@ def test_picker_takes_a_bundle_folder(qtbot, tmp_path):
 
 def test_attack_worker_runs_a_bundle(tmp_path):
     bundle = make_tiny_bundle(tmp_path)
-    hu = np.random.default_rng(0).normal(20, 150, (32, 32, 16)).astype(np.float32)
-    image = Volume(hu, np.diag([1.5, 1.5, 2.0, 1.0]))
+    image = noise_volume((32, 32, 16), mean=20.0, std=150.0)
     spec = ModelSpec("file", weights=bundle, device="cpu")
     job = AttackJob(image, None, spec, "vafa", {"steps": 1, "block_size": (8, 8, 8)}, seed=0)
-    gen = run_job(job, threading.Event())
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        done = stop.value
+    _, done = drain(run_job(job, threading.Event()))
     assert isinstance(done, JobDone), getattr(done, "traceback", done)
     assert done.outcome.adversarial.shape == (32, 32, 16)
     assert done.outcome.settings["card"] == "monai-bundle"

@@ -9,10 +9,9 @@ import threading
 import numpy as np
 import pytest
 import torch
-from factories import tiny_card
+from factories import demo_cache, drain, grid_affine, noise_ct, tiny_card
 
-from napari_vafa._worker import AttackJob, JobDone, ModelCache, ModelSpec, run_job
-from vafa.io.models import build_model
+from napari_vafa._worker import AttackJob, JobDone, ModelCache, run_job
 from vafa.io.volume import Volume
 from vafa.ops.bands import BANDS, band_mask
 
@@ -68,33 +67,17 @@ def test_training_widget_offers_the_sa2_mode(make_napari_viewer, qtbot):
 
 
 def _tiny_job(attack: str, **options) -> tuple[AttackJob, ModelCache]:
-    card = tiny_card(roi=16, spacing=(3.0, 3.0, 3.0), orientation="RAS")
-    torch.manual_seed(0)
-    model = build_model(card).eval()
-    spec = ModelSpec("demo", device="cpu")
-    cache = ModelCache()
-    cache.put(spec, model, card)
-    rng = np.random.default_rng(0)
-    hu = (40.0 + rng.normal(0, 60, size=(16, 16, 16))).astype(np.float32)
-    image = Volume(hu, np.diag([3.0, 3.0, 3.0, 1.0]))
+    """A 16³ noise CT (3 mm) and the tiny model (16³ tiles, 3 mm, RAS) in the cache."""
+    spec, cache = demo_cache(tiny_card(roi=16, spacing=(3.0, 3.0, 3.0), orientation="RAS"))
+    image = Volume(noise_ct((16, 16, 16)), grid_affine((3.0, 3.0, 3.0)))
     return AttackJob(image, None, spec, attack, options, seed=0, preview_interval=0.0), cache
-
-
-def _drain(gen):
-    """Run a worker generator to its end; its return value."""
-    try:
-        next(gen)
-        while True:
-            gen.send(None)
-    except StopIteration as stop:
-        return stop.value
 
 
 def test_band_limited_q_table_is_zero_outside_the_band_and_drawn_grey(qtbot):
     from napari_vafa._result_layers import UNQUANTIZED_GREY, q_table_colormap
 
     job, cache = _tiny_job("vafa", steps=1, block_size=8, bands="middle")
-    done = _drain(run_job(job, threading.Event(), cache))
+    _, done = drain(run_job(job, threading.Event(), cache))
     assert isinstance(done, JobDone), getattr(done, "traceback", done)
     q = done.layers["q_table"]  # (k, j, i): the 8³ band pattern repeats in every block
     inside = band_mask((8, 8, 8), "middle").numpy().transpose(2, 1, 0)
@@ -108,7 +91,7 @@ def test_band_limited_q_table_is_zero_outside_the_band_and_drawn_grey(qtbot):
     assert done.layers["zeroed"][~tiled].max() == 0  # unquantized coefficients are not "zeroed"
 
     job, cache = _tiny_job("sa2", steps=2, bands="low")
-    done = _drain(run_job(job, threading.Event(), cache))
+    _, done = drain(run_job(job, threading.Event(), cache))
     assert isinstance(done, JobDone), getattr(done, "traceback", done)
     assert "q_table" not in done.layers and done.block_size == (8, 8, 8)
     assert done.outcome.settings["attack"]["attack"] == "SA2"
