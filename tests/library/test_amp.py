@@ -8,28 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from factories import save_tiny_model, tiny_card, tiny_model
+from factories import noise_volume, save_tiny_model
 
 from vafa.cli import main
-from vafa.io.volume import Volume, save_volume
+from vafa.io.volume import save_volume
 from vafa.ops.amp import AutocastModel, with_amp
 from vafa.ops.losses import DiceCELoss
 from vafa.run.pipeline import evaluate, run_attack
-
-
-@pytest.fixture(scope="module")
-def card():
-    return tiny_card()
-
-
-@pytest.fixture(scope="module")
-def model(card):
-    return tiny_model(card).eval()
-
-
-def _volume(shape=(20, 18, 16), seed=0) -> Volume:
-    rng = np.random.default_rng(seed)
-    return Volume(rng.normal(40, 60, shape).astype(np.float32), np.diag([1.5, 1.5, 2.0, 1.0]))
 
 
 class _Dtypes:
@@ -109,7 +94,7 @@ def test_fp16_gradient_scaling_keeps_tiny_gradients(model):
 
 
 def test_run_attack_and_evaluate_in_bf16_are_close_to_fp32(model, card):
-    image = _volume()
+    image = noise_volume()
     options = {"steps": 3, "block_size": 8}
     ref = run_attack(model, card, image, attack="vafa", options=options, seed=0)
     dtypes = _Dtypes(model)
@@ -138,7 +123,7 @@ def test_run_attack_and_evaluate_in_bf16_are_close_to_fp32(model, card):
 def test_cli_amp_flags(tmp_path, capsys):
     weights = save_tiny_model(tmp_path / "tiny.safetensors")
     ct = tmp_path / "ct.nii.gz"
-    save_volume(_volume(), ct)
+    save_volume(noise_volume(), ct)
     out = tmp_path / "adv.nii.gz"
     argv = ["--model", str(weights), "-q"]
     assert main(["attack", str(ct), "--out", str(out), "--steps", "2", "--amp", "bf16", *argv]) == 0

@@ -5,16 +5,10 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from factories import save_tiny_model
 
 from vafa.cli import main
 
 WINDOW = (-175.0, 250.0)  # the tiny card's CT window (the UNet preset's)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def _pair(tmp_path, shape=(20, 18, 16)):
@@ -37,9 +31,9 @@ def _energy(hu, adv):
     return float(((y - x) ** 2).sum())
 
 
-def test_evaluate_bands_prints_the_table_json_and_csv(tiny_model, tmp_path, capsys):
+def test_evaluate_bands_prints_the_table_json_and_csv(model_file, tmp_path, capsys):
     (ct, adv), hu, adv_hu = _pair(tmp_path)
-    base = ["evaluate", str(ct), "--adversarial", str(adv), "--model", str(tiny_model), "--bands"]
+    base = ["evaluate", str(ct), "--adversarial", str(adv), "--model", str(model_file), "--bands"]
     assert main([*base, "--band-block", "8"]) == 0
     out = capsys.readouterr().out
     assert "Dice foreground mean" in out  # the metrics table comes first
@@ -84,12 +78,12 @@ def test_evaluate_bands_prints_the_table_json_and_csv(tiny_model, tmp_path, caps
         (["--adversarial", "{adv}", "--band-block", "0"], "--band-block"),
     ],
 )
-def test_evaluate_bands_bad_input_is_one_line_exit_2(extra, message, tiny_model, tmp_path, capsys):
+def test_evaluate_bands_bad_input_is_one_line_exit_2(extra, message, model_file, tmp_path, capsys):
     (ct, adv), _, _ = _pair(tmp_path)
     small = tmp_path / "small.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), small)
     subst = {"tmp": tmp_path, "small": small, "adv": adv}
-    argv = ["evaluate", str(ct), "--model", str(tiny_model), "--bands"]
+    argv = ["evaluate", str(ct), "--model", str(model_file), "--bands"]
     argv += [a.format(**subst) for a in extra]
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(argv) == 2

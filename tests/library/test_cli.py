@@ -8,27 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from factories import save_tiny_model
+from factories import run_vafa, write_noise_ct
 
 from vafa.cli import main
 from vafa.io.checkpoints import save_card
 from vafa.io.models import ModelCard, build_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A tiny UNet card + safetensors (random weights, deterministic)."""
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-def _ct(tmp_path, name="ct.nii.gz", shape=(20, 18, 16), seed=0):
-    rng = np.random.default_rng(seed)
-    hu = rng.normal(40, 60, shape).astype(np.int16)
-    hu[:3] = -1000  # air, outside the window
-    affine = np.diag([1.5, 1.5, 2.0, 1.0])
-    path = tmp_path / name
-    nib.save(nib.Nifti1Image(hu, affine), path)
-    return path
 
 
 def _labels(tmp_path, like, name="labels.nii.gz", values=3):
@@ -48,8 +32,8 @@ def test_help_on_every_command(capsys):
         assert "usage: vafa " + command in capsys.readouterr().out
 
 
-def test_attack_single_file_writes_volume_and_json(tiny_model, tmp_path, capsys):
-    ct = _ct(tmp_path)
+def test_attack_single_file_writes_volume_and_json(model_file, tmp_path, capsys):
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
     labels = _labels(tmp_path, ct)
     out = tmp_path / "adv.nii.gz"
     code = main(
@@ -57,7 +41,7 @@ def test_attack_single_file_writes_volume_and_json(tiny_model, tmp_path, capsys)
             "attack",
             str(ct),
             "--model",
-            str(tiny_model),
+            str(model_file),
             "--labels",
             str(labels),
             "--out",
@@ -88,10 +72,10 @@ def test_attack_single_file_writes_volume_and_json(tiny_model, tmp_path, capsys)
         (["--keep", "last", "--hard-round"], {"paper": False, "keep": "last", "hard_round": True}),
     ],
 )
-def test_attack_paper_and_hard_round_flags(flags, expected, tiny_model, tmp_path):
-    ct = _ct(tmp_path)
+def test_attack_paper_and_hard_round_flags(flags, expected, model_file, tmp_path):
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
     out = tmp_path / "adv.nii.gz"
-    argv = ["attack", str(ct), "--model", str(tiny_model), "--out", str(out), "--steps", "2"]
+    argv = ["attack", str(ct), "--model", str(model_file), "--out", str(out), "--steps", "2"]
     assert main([*argv, "--block-size", "8", "--quiet", *flags]) == 0
     doc = json.loads((tmp_path / "adv.json").read_text())
     assert expected.items() <= doc["settings"]["attack"].items()
@@ -100,7 +84,7 @@ def test_attack_paper_and_hard_round_flags(flags, expected, tiny_model, tmp_path
 
 
 def test_attack_creates_missing_output_folders_and_takes_a_preset_card(tmp_path):
-    ct = _ct(tmp_path)
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
     bare = tmp_path / "weights" / "model_best.pt"  # a checkpoint without a card
     bare.parent.mkdir()
     card = ModelCard.from_preset("segresnet", roi_size=(16, 16, 16), spacing=None)
@@ -117,14 +101,14 @@ def test_attack_creates_missing_output_folders_and_takes_a_preset_card(tmp_path)
     assert (out_dir / "ct_adv.nii.gz").is_file()
 
 
-def test_attack_pgd_prints_table_and_json(tiny_model, tmp_path, capsys):
-    ct = _ct(tmp_path)
+def test_attack_pgd_prints_table_and_json(model_file, tmp_path, capsys):
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
     code = main(
         [
             "attack",
             str(ct),
             "--model",
-            str(tiny_model),
+            str(model_file),
             "--out",
             str(tmp_path / "a.nii.gz"),
             "--attack",
@@ -141,11 +125,11 @@ def test_attack_pgd_prints_table_and_json(tiny_model, tmp_path, capsys):
     assert metrics["linf"] <= 8 / 255 + 1e-6 and metrics["reference"] == "clean_prediction"
 
 
-def test_attack_folder_continues_past_bad_cases(tiny_model, tmp_path, capsys):
+def test_attack_folder_continues_past_bad_cases(model_file, tmp_path, capsys):
     folder = tmp_path / "cases"
     folder.mkdir()
-    _ct(folder, "a.nii.gz")
-    _ct(folder, "b.nii.gz", seed=2)
+    write_noise_ct(folder / "a.nii.gz")
+    write_noise_ct(folder / "b.nii.gz", seed=2)
     (folder / "broken.nii.gz").write_bytes(b"not a nifti")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -154,7 +138,7 @@ def test_attack_folder_continues_past_bad_cases(tiny_model, tmp_path, capsys):
             "attack",
             str(folder),
             "--model",
-            str(tiny_model),
+            str(model_file),
             "--out-dir",
             str(out_dir),
             "--attack",
@@ -177,8 +161,8 @@ def test_attack_folder_continues_past_bad_cases(tiny_model, tmp_path, capsys):
     assert table[3].split(",")[4].startswith("failed: ") and table[1].split(",")[4] == "ok"
 
 
-def test_attack_datalist(tiny_model, tmp_path):
-    ct = _ct(tmp_path)
+def test_attack_datalist(model_file, tmp_path):
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
     labels = _labels(tmp_path, ct)
     datalist = tmp_path / "data.json"
     datalist.write_text(json.dumps({"validation": [{"image": ct.name, "label": labels.name}]}))
@@ -191,7 +175,7 @@ def test_attack_datalist(tiny_model, tmp_path):
                 "--datalist",
                 str(datalist),
                 "--model",
-                str(tiny_model),
+                str(model_file),
                 "--out-dir",
                 str(out_dir),
                 "--attack",
@@ -231,13 +215,13 @@ def test_attack_datalist(tiny_model, tmp_path):
     ],
 )
 def test_user_errors_are_one_line_exit_2_and_write_nothing(
-    argv, message, tiny_model, tmp_path, capsys
+    argv, message, model_file, tmp_path, capsys
 ):
-    ct = _ct(tmp_path)
-    other = _ct(tmp_path, "other.nii.gz", shape=(10, 10, 10))
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
+    other = write_noise_ct(tmp_path / "other.nii.gz", (10, 10, 10))
     bad_labels = _labels(tmp_path, ct, "bad.nii.gz", values=9)
     subst = {"ct": ct, "tmp": tmp_path, "other": other, "bad_labels": bad_labels}
-    argv = [a.format(**subst) for a in argv] + ["--model", str(tiny_model), "--quiet"]
+    argv = [a.format(**subst) for a in argv] + ["--model", str(model_file), "--quiet"]
     before = sorted(p.name for p in tmp_path.iterdir())
     ct_bytes = ct.read_bytes()
     assert main(argv) == 2
@@ -247,8 +231,8 @@ def test_user_errors_are_one_line_exit_2_and_write_nothing(
     assert ct.read_bytes() == ct_bytes
 
 
-def test_evaluate_formats(tiny_model, tmp_path, capsys):
-    ct = _ct(tmp_path)
+def test_evaluate_formats(model_file, tmp_path, capsys):
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
     labels = _labels(tmp_path, ct)
     for fmt in ("table", "json", "csv"):
         assert (
@@ -257,7 +241,7 @@ def test_evaluate_formats(tiny_model, tmp_path, capsys):
                     "evaluate",
                     str(ct),
                     "--model",
-                    str(tiny_model),
+                    str(model_file),
                     "--labels",
                     str(labels),
                     "--format",
@@ -275,8 +259,8 @@ def test_evaluate_formats(tiny_model, tmp_path, capsys):
             assert "Dice foreground mean" in out
 
 
-def test_info_prints_card_and_parameters(tiny_model, capsys):
-    assert main(["info", str(tiny_model)]) == 0
+def test_info_prints_card_and_parameters(model_file, capsys):
+    assert main(["info", str(model_file)]) == 0
     out = capsys.readouterr().out
     assert '"architecture": "unet"' in out and "parameters:" in out
 
@@ -291,22 +275,11 @@ def test_python_dash_m_and_no_traceback_in_subprocess(tmp_path):
     assert "Traceback" not in result.stderr and "none.pt" in result.stderr
 
 
-def _vafa(*argv, env=None):
-    """``python -m vafa ARGV`` in a subprocess (as scripts and users run it)."""
-    return subprocess.run(
-        [sys.executable, "-m", "vafa", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
-def test_attack_quiet_json_prints_only_the_json(tiny_model, tmp_path):
-    ct = _ct(tmp_path)
+def test_attack_quiet_json_prints_only_the_json(model_file, tmp_path):
+    ct = write_noise_ct(tmp_path / "ct.nii.gz")
     out = tmp_path / "a.nii.gz"
-    argv = ["attack", ct, "--model", tiny_model, "--out", out, "--steps", "1", "--block-size", "8"]
-    done = _vafa(*argv, "--quiet", "--json")
+    argv = ["attack", ct, "--model", model_file, "--out", out, "--steps", "1", "--block-size", "8"]
+    done = run_vafa(*argv, "--quiet", "--json")
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)  # nothing but the JSON: no table, no bar
     assert set(metrics["dice_fg"]) == {"clean", "adversarial"} and out.is_file()
@@ -316,7 +289,7 @@ def test_attack_quiet_json_prints_only_the_json(tiny_model, tmp_path):
 def test_version_prints_the_package_version():
     from vafa import __version__
 
-    done = _vafa("--version")
+    done = run_vafa("--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"vafa {__version__}"
 
@@ -341,7 +314,7 @@ def test_gui_without_a_display_is_one_line_and_exit_2_before_qt():
     assert done.stdout.strip() == "[]"  # Qt was never imported
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and "no display" in err[0] and "xvfb-run -a vafa gui" in err[0], err
-    done = _vafa("gui", env=env)  # the console command itself
+    done = run_vafa("gui", env=env)  # the console command itself
     assert done.returncode == 2 and done.stderr.strip().splitlines() == err
 
 
@@ -376,7 +349,7 @@ def _earlier_demo(out, names=("adversarial.nii.gz", "metrics.json", "figure.png"
 def test_demo_refuses_to_replace_an_earlier_run_without_overwrite(tmp_path):
     out = tmp_path / "vafa-demo"
     before = _earlier_demo(out)
-    done = _vafa("demo", "--out", out, "--attack", "gn", "--quiet")
+    done = run_vafa("demo", "--out", out, "--attack", "gn", "--quiet")
     assert done.returncode == 2, done.stderr
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0], err
@@ -390,7 +363,7 @@ def test_demo_refuses_to_replace_an_earlier_run_without_overwrite(tmp_path):
 def test_demo_overwrite_replaces_an_earlier_run(tmp_path):
     out = tmp_path / "vafa-demo"
     before = _earlier_demo(out)
-    done = _vafa("demo", "--out", out, "--attack", "gn", "--quiet", "--overwrite")
+    done = run_vafa("demo", "--out", out, "--attack", "gn", "--quiet", "--overwrite")
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "metrics.json").read_text())["settings"]
     assert nib.load(out / "adversarial.nii.gz").shape == nib.load(out / "clean.nii.gz").shape

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from factories import tiny_card, tiny_model
+from factories import noise_volume, tiny_card, tiny_model
 
-from vafa.io.volume import Volume
 from vafa.run.pipeline import evaluate, run_attack
 
 pytestmark = pytest.mark.cuda
@@ -18,17 +17,14 @@ VAFA = {"steps": 3, "block_size": 8}
 
 @pytest.fixture(scope="module")
 def card():
+    """Overrides conftest's: a 3-level UNet on 32³ tiles, enough work for the GPU."""
     return tiny_card(roi=32, channels=(8, 16, 32), strides=(2, 2))
 
 
 @pytest.fixture
 def model(card):
+    """Overrides conftest's: a fresh one per test (the runs move it between devices)."""
     return tiny_model(card, seed=0).eval()
-
-
-def _volume(shape=(40, 36, 32), seed=0) -> Volume:
-    rng = np.random.default_rng(seed)
-    return Volume(rng.normal(40, 60, shape).astype(np.float32), np.diag([1.5, 1.5, 2.0, 1.0]))
 
 
 def _conv_dtypes(model):
@@ -43,7 +39,7 @@ def _conv_dtypes(model):
 
 def test_noise_attack_on_cuda_equals_the_cpu(model, card):
     """GN draws its noise from a seeded CPU generator: the same volume on both devices."""
-    image = _volume()
+    image = noise_volume((40, 36, 32))
     cpu = run_attack(model, card, image, attack="gn", options={"std": 8}, seed=3, device="cpu")
     gpu = run_attack(model, card, image, attack="gn", options={"std": 8}, seed=3, device="cuda")
     assert gpu.settings["device"].startswith("cuda")
@@ -56,7 +52,7 @@ def test_noise_attack_on_cuda_equals_the_cpu(model, card):
 def test_gradient_attacks_on_cuda_are_close_to_the_cpu(model, card, attack, options):
     """Float32 on both (TF32 convolutions may differ slightly on the GPU, so a few gradient
     signs flip): the same damage and nearly the same perturbation."""
-    image = _volume()
+    image = noise_volume((40, 36, 32))
     cpu = run_attack(model, card, image, attack=attack, options=options, seed=0, device="cpu")
     gpu = run_attack(model, card, image, attack=attack, options=options, seed=0, device="cuda")
     for key in ("dice_fg", "dice"):
@@ -70,7 +66,7 @@ def test_gradient_attacks_on_cuda_are_close_to_the_cpu(model, card, attack, opti
 
 @pytest.mark.parametrize("amp,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
 def test_amp_on_cuda_runs_the_model_in_half_precision_and_stays_close(model, card, amp, dtype):
-    image = _volume()
+    image = noise_volume((40, 36, 32))
     if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         with pytest.raises(ValueError, match="needs a GPU with bfloat16"):  # refused, one line
             run_attack(model, card, image, attack="vafa", options=VAFA, seed=0, amp=amp)

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from factories import write_noise_ct
 from model_folders import CT_WINDOW, bundle_network, make_tiny_bundle, run_bundle, write_nifti
 
 from vafa.cli import main
@@ -23,12 +24,11 @@ from vafa.run.tiling import sliding_window_predict
 SPACING = (1.5, 1.5, 2.0)
 
 
-def _ct(tmp_path, shape=(40, 36, 24), seed=0):
+def _bundle_ct(tmp_path, shape=(40, 36, 24), seed=0):
     """A noisy CT-like volume in HU (RAS, at the bundle's spacing: no resampling)."""
-    rng = np.random.default_rng(seed)
-    hu = rng.normal(20, 150, size=shape).astype(np.float32)
-    hu[:4] = -1000.0  # air beyond the window
-    return write_nifti(tmp_path / "data" / "case.nii.gz", hu, SPACING)
+    path = tmp_path / "data" / "case.nii.gz"
+    noise = {"mean": 20.0, "std": 150.0, "dtype": np.float32, "air": 4}
+    return write_noise_ct(path, shape, seed, spacing=SPACING, **noise)
 
 
 def _our_probabilities(folder, image, **kwargs):
@@ -65,7 +65,7 @@ INTENSITIES = {
 def test_bundle_gives_what_monai_bundle_run_gives(name, tmp_path):
     transform, intensity, (scale, shift) = INTENSITIES[name]
     bundle = make_tiny_bundle(tmp_path, intensity=transform)
-    image = _ct(tmp_path)
+    image = _bundle_ct(tmp_path)
     if name == "z-score":  # within ±5 standard deviations: the [0, 1] window clips nothing
         image = write_nifti(image, np.random.default_rng(1).normal(0, 1, (40, 36, 24)), SPACING)
     theirs = run_bundle(bundle, image, tmp_path / "eval")
@@ -193,7 +193,7 @@ def test_a_folder_of_neither_kind_is_one_line_and_names_model_folders_inside(tmp
 @pytest.mark.slow
 def test_cli_attacks_evaluates_and_describes_a_bundle(tmp_path, capsys):
     bundle = make_tiny_bundle(tmp_path)
-    image = _ct(tmp_path)
+    image = _bundle_ct(tmp_path)
     out = tmp_path / "out" / "adv.nii.gz"
     argv = ["attack", str(image), "--model", str(bundle), "--out", str(out), "--steps", "2"]
     assert main([*argv, "--block-size", "8", "--quiet"]) == 0
@@ -212,7 +212,7 @@ def test_cli_attacks_evaluates_and_describes_a_bundle(tmp_path, capsys):
 def test_cli_refuses_a_bad_bundle_in_one_line_and_writes_nothing(tmp_path, capsys):
     bundle = make_tiny_bundle(tmp_path)
     _edit(bundle, "network_def", {"_target_": "scripts.net.MyNet"})
-    image = _ct(tmp_path)
+    image = _bundle_ct(tmp_path)
     out = tmp_path / "out" / "adv.nii.gz"
     assert main(["attack", str(image), "--model", str(bundle), "--out", str(out), "-q"]) == 2
     err = capsys.readouterr().err.strip()
@@ -224,7 +224,7 @@ def test_slicer_module_takes_a_bundle_folder(tmp_path, capsys):
     from vafa.slicer.run import main as slicer
 
     bundle = make_tiny_bundle(tmp_path)
-    image = _ct(tmp_path, shape=(32, 32, 16))
+    image = _bundle_ct(tmp_path, shape=(32, 32, 16))
     params = tmp_path / "ret.params"
     argv = ["VAFAEvaluate", "--model", "folder", "--model_folder", str(bundle), "--device", "cpu"]
     assert slicer([*argv, "--returnparameterfile", str(params), str(image)]) == 0
