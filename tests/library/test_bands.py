@@ -1,25 +1,12 @@
 """The DCT band definition (vafa.ops.bands) against a naive per-index re-derivation."""
 
 import itertools
-from fractions import Fraction
 
 import pytest
 import torch
+from factories import band_of
 
 from vafa.ops.bands import BANDS, band_mask, check_band
-
-
-def naive_band(index, sizes):
-    """Exact rational arithmetic: r = mean of u/(n-1) over axes, thirds split."""
-    r = sum(
-        (Fraction(u, n - 1) if n > 1 else Fraction(0)) for u, n in zip(index, sizes, strict=True)
-    )
-    r /= len(sizes)
-    if r < Fraction(1, 3):
-        return "low"
-    if r < Fraction(2, 3):
-        return "middle"
-    return "high"
 
 
 @pytest.mark.parametrize("sizes", [(8, 8, 8), (4, 6, 1), (7, 7), (32, 32, 32)])
@@ -31,7 +18,7 @@ def test_masks_match_naive_definition_and_partition_the_block(sizes):
     assert bool((total == 1).all()), "low/middle/high must partition the block"
     step = max(1, sizes[0] // 8)  # keep the naive loop small for 32³
     for index in itertools.product(*(range(0, n, step if n > 8 else 1) for n in sizes)):
-        expected = naive_band(index, sizes)
+        expected = band_of(index, sizes)
         got = [b for b in ("low", "middle", "high") if bool(masks[b][index])]
         assert got == [expected], (index, got, expected)
 

@@ -12,7 +12,6 @@ from torch import nn
 
 from vafa.io import checkpoints
 from vafa.io.checkpoints import (
-    LegacyCheckpointWarning,
     card_path_for,
     find_card,
     load_card,
@@ -20,28 +19,24 @@ from vafa.io.checkpoints import (
     save_card,
     save_model,
 )
-from vafa.io.models import BTCV_CLASSES, ModelCard, build_model, count_parameters, list_presets
+from vafa.io.models import ModelCard, build_model, count_parameters, list_presets
+from vafa.io.presets import BTCV_CLASSES
+from vafa.io.state_dicts import LegacyCheckpointWarning
 from vafa.ops.devices import resolve_device
 
 # --------------------------------------------------------------------------------- fixtures
 
 
-def tiny_card(out_channels: int = 3, **overrides) -> ModelCard:
+def demo_card(out_channels: int = 3, **overrides) -> ModelCard:
     """A demo-unet card (3 mm, RAS) shrunk to a few hundred parameters (16³ inputs)."""
     fields = {"spacing": (3.0, 3.0, 3.0), "orientation": "RAS", **overrides}
     kwargs = fields.pop("kwargs", {"channels": [4, 8], "strides": [2]})
     return factories.tiny_card("demo-unet", out_channels=out_channels, kwargs=kwargs, **fields)
 
 
-def tiny_model(card: ModelCard, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(card)
-    with torch.no_grad():  # non-default BatchNorm statistics, so buffers matter too
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm3d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+def demo_model(card: ModelCard, seed: int = 0) -> nn.Module:
+    """``card``'s network in eval mode, its BatchNorm statistics drawn too (buffers matter)."""
+    return factories.tiny_model(card, seed, norm_statistics=True).eval()
 
 
 def outputs(model: nn.Module, size: int = 16, seed: int = 1) -> torch.Tensor:
@@ -221,7 +216,7 @@ def test_card_defaults_for_optional_fields():
 
 
 def _valid_card_dict() -> dict:
-    return tiny_card().to_dict()
+    return demo_card().to_dict()
 
 
 def _without(key):
@@ -301,8 +296,8 @@ def test_load_card_reports_bad_json(tmp_path):
 
 
 def test_safetensors_round_trip_gives_identical_outputs(tmp_path):
-    card = tiny_card(provenance={"trained_by": "test"})
-    model = tiny_model(card)
+    card = demo_card(provenance={"trained_by": "test"})
+    model = demo_model(card)
     path = save_model(model, card, tmp_path / "model.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "model.safetensors",
@@ -318,10 +313,10 @@ def test_save_model_files_get_the_umask_permissions_not_the_temp_files(tmp_path)
     import os
     import stat
 
-    card = tiny_card()
+    card = demo_card()
     old = os.umask(0o022)
     try:
-        path = save_model(tiny_model(card), card, tmp_path / "model.safetensors")
+        path = save_model(demo_model(card), card, tmp_path / "model.safetensors")
     finally:
         os.umask(old)
     for name in (path, tmp_path / "model.safetensors.json"):
@@ -329,18 +324,18 @@ def test_save_model_files_get_the_umask_permissions_not_the_temp_files(tmp_path)
 
 
 def test_save_model_refuses_a_card_that_does_not_fit(tmp_path):
-    model = tiny_model(tiny_card(out_channels=3))
+    model = demo_model(demo_card(out_channels=3))
     with pytest.raises(ValueError, match="the model has 3 output classes, card says 4"):
-        save_model(model, tiny_card(out_channels=4), tmp_path / "model.safetensors")
+        save_model(model, demo_card(out_channels=4), tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"path must end with '\.safetensors'"):
-        save_model(model, tiny_card(), tmp_path / "model.pt")
+        save_model(model, demo_card(), tmp_path / "model.pt")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_save_model_failure_leaves_nothing(tmp_path, monkeypatch):
     import safetensors.torch
 
-    card = tiny_card()
+    card = demo_card()
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"old")
 
@@ -351,7 +346,7 @@ def test_save_model_failure_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        save_model(tiny_model(card), card, path)
+        save_model(demo_model(card), card, path)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
     assert path.read_bytes() == b"old"
 
@@ -359,8 +354,8 @@ def test_save_model_failure_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("layout", ["model_state_dict", "state_dict", "bare"])
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_pt_layouts_and_module_prefixes(tmp_path, layout, prefix):
-    card = tiny_card()
-    model = tiny_model(card)
+    card = demo_card()
+    model = demo_model(card)
     state = {prefix + k: v for k, v in model.state_dict().items()}
     payload = state if layout == "bare" else {layout: state, "epoch": 3, "best_dice": 0.5}
     path = tmp_path / "model.pt"
@@ -371,10 +366,10 @@ def test_pt_layouts_and_module_prefixes(tmp_path, layout, prefix):
 
 
 def test_card_beside_weights_wins_over_stem_card(tmp_path):
-    card = tiny_card()
-    path = save_model(tiny_model(card), card, tmp_path / "model.safetensors")
+    card = demo_card()
+    path = save_model(demo_model(card), card, tmp_path / "model.safetensors")
     assert card_path_for(path) == tmp_path / "model.safetensors.json"
-    other = tiny_card(class_names=["background", "x", "y"])
+    other = demo_card(class_names=["background", "x", "y"])
     save_card(other, tmp_path / "model.json")
     assert find_card(path) == tmp_path / "model.safetensors.json"
     assert load_model(path, device="cpu")[1] == card
@@ -383,26 +378,26 @@ def test_card_beside_weights_wins_over_stem_card(tmp_path):
 
 
 def test_missing_card_explains_the_card_option(tmp_path):
-    card = tiny_card()
+    card = demo_card()
     path = tmp_path / "weights.pt"
-    torch.save(tiny_model(card).state_dict(), path)
+    torch.save(demo_model(card).state_dict(), path)
     with pytest.raises(ValueError, match=r"no model card found .*--card"):
         load_model(path, device="cpu")
 
 
 def test_class_count_mismatch_is_explained(tmp_path):
     path = tmp_path / "model.pt"
-    torch.save({"state_dict": tiny_model(tiny_card(out_channels=5)).state_dict()}, path)
+    torch.save({"state_dict": demo_model(demo_card(out_channels=5)).state_dict()}, path)
     with pytest.raises(
         ValueError, match=r"the checkpoint has 5 output classes, card says 3"
     ) as info:
-        load_model(path, card=tiny_card(out_channels=3), device="cpu")
+        load_model(path, card=demo_card(out_channels=3), device="cpu")
     assert "mis-shaped keys" in str(info.value) and "(5,) vs (3,)" in str(info.value)
 
 
 def test_non_tolerated_keys_fail_for_other_architectures(tmp_path):
-    card = tiny_card()
-    state = tiny_model(card).state_dict()
+    card = demo_card()
+    state = demo_model(card).state_dict()
     state["vit.patch_embedding.cls_token"] = torch.zeros(1, 1, 24)
     path = tmp_path / "model.pt"
     torch.save(state, path)
@@ -411,9 +406,9 @@ def test_non_tolerated_keys_fail_for_other_architectures(tmp_path):
 
 
 def test_long_key_lists_are_shortened(tmp_path):
-    card = tiny_card()
+    card = demo_card()
     state = {f"extra.{i}": torch.zeros(1) for i in range(15)}
-    state.update(tiny_model(card).state_dict())
+    state.update(demo_model(card).state_dict())
     path = tmp_path / "model.pt"
     torch.save(state, path)
     with pytest.raises(
@@ -423,8 +418,8 @@ def test_long_key_lists_are_shortened(tmp_path):
 
 
 def test_pickled_module_needs_trust(tmp_path):
-    card = tiny_card()
-    model = tiny_model(card)
+    card = demo_card()
+    model = demo_model(card)
     path = tmp_path / "whole_model.pth"
     torch.save(model, path)
     with pytest.raises(ValueError, match="pickled Python objects") as info:
@@ -447,7 +442,7 @@ def test_trust_still_refuses_code_outside_torch_and_monai(tmp_path, monkeypatch)
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {}, "x": _Payload()}, path)
     with pytest.raises(ValueError, match=r"outside torch.*(posix|os)\.system"):
-        load_model(path, card=tiny_card(), device="cpu", trust=True)
+        load_model(path, card=demo_card(), device="cpu", trust=True)
     assert not (tmp_path / "pwned").exists()  # nothing of the file was executed
 
 
@@ -463,17 +458,17 @@ def test_unreadable_checkpoints(tmp_path, name, content, error, pattern):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(error, match=pattern):
-        load_model(path, card=tiny_card(), device="cpu")
+        load_model(path, card=demo_card(), device="cpu")
 
 
 def test_weights_file_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_model(tmp_path / "missing.safetensors", card=tiny_card())
+        load_model(tmp_path / "missing.safetensors", card=demo_card())
 
 
 def test_device_auto_and_bad_device(tmp_path):
-    card = tiny_card()
-    path = save_model(tiny_model(card), card, tmp_path / "model.safetensors")
+    card = demo_card()
+    path = save_model(demo_model(card), card, tmp_path / "model.safetensors")
     model, _ = load_model(path, device="auto")
     assert next(model.parameters()).device.type == resolve_device("auto").type
     with pytest.raises(ValueError, match="device"):
@@ -559,7 +554,7 @@ def test_card_may_be_a_preset_name_and_a_file_of_that_name_wins(tmp_path, monkey
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x))
     monkeypatch.chdir(tmp_path)
-    save_card(tiny_card(), tmp_path / "segresnet")  # a file named like the preset
+    save_card(demo_card(), tmp_path / "segresnet")  # a file named like the preset
     with pytest.raises(ValueError, match=r"does not match the card's network \(demo-unet"):
         load_model(path, card="segresnet", device="cpu")
     with pytest.raises(FileNotFoundError, match=r"nor is 'unetr' a preset: .*unetr-btcv"):

@@ -15,20 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 from distributed_launch import job_env, torchrun
-from factories import tiny_card
-from test_training import write_case
+from factories import tiny_card, write_datalist
 
 WORLD = 2
 ITERATIONS = 12
 
 
 @pytest.fixture(scope="module")
-def datalist(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("ddp-data")
-    cases = [write_case(folder, f"case{i}", seed=i) for i in range(4)]
-    path = folder / "datalist.json"
-    path.write_text(json.dumps({"training": cases[:2], "validation": cases[2:]}))
-    return path
+def ddp_datalist(tmp_path_factory) -> Path:
+    """Four blob cases: two for training, two for validation (one per process)."""
+    return write_datalist(tmp_path_factory.mktemp("ddp-data"), cases=4, training=2)
 
 
 def _worker(datalist: str, folder: str) -> None:
@@ -65,10 +61,10 @@ def _worker(datalist: str, folder: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_end_with_identical_weights_and_learn(datalist, tmp_path):
+def test_two_gloo_processes_end_with_identical_weights_and_learn(ddp_datalist, tmp_path):
     here = Path(__file__).resolve().parent
     path = os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])
-    command = torchrun(WORLD, __file__, str(datalist), str(tmp_path))
+    command = torchrun(WORLD, __file__, str(ddp_datalist), str(tmp_path))
     done = subprocess.run(
         command, env=job_env(PYTHONPATH=path), capture_output=True, text=True, timeout=300
     )
@@ -93,7 +89,7 @@ def test_two_gloo_processes_end_with_identical_weights_and_learn(datalist, tmp_p
 
 
 @pytest.mark.slow
-def test_torchrun_runs_the_train_command(datalist, tmp_path):
+def test_torchrun_runs_the_train_command(ddp_datalist, tmp_path):
     from vafa.io.checkpoints import save_card
 
     card_file = save_card(tiny_card(), tmp_path / "tiny.json")
@@ -102,7 +98,7 @@ def test_torchrun_runs_the_train_command(datalist, tmp_path):
         *torchrun(WORLD, "-m", "vafa"),
         "train",
         "--datalist",
-        str(datalist),
+        str(ddp_datalist),
         "--card",
         str(card_file),
         "--mode",
