@@ -46,7 +46,8 @@ DICE_FLOOR = 0.05
 
 @dataclass(frozen=True)
 class Member:
-    """One attack of the ensemble and its own options (its budget)."""
+    """One attack of the ensemble and its own options (its budget; the attack's defaults for
+    the rest)."""
 
     attack: str
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -56,17 +57,21 @@ class Member:
         """The attack's name in reports (``"PGD"``, ``"VAFA"``, ``"SA2"``)."""
         return attack_class(self.attack).name
 
+    def matches(self, attack: str, options: Mapping[str, Any]) -> bool:
+        """Whether a run of ``attack`` with ``options`` is this member (same attack, same
+        budget), e.g. a report's grid entry."""
+        return attack == self.attack and all(options.get(k) == v for k, v in self.options.items())
+
 
 #: The default ensemble, cheapest first: SA² (10 steps), PGD, SegPGD, CosPGD (20 voxel steps),
-#: VAFA (20 steps, DCT and SSIM each step). Each at its attack's defaults, which are the
-#: report's Table 1 settings: SA² ρ 0.2 on 8³ blocks, ε 4/255 with α 0.01, VAFA q_max 20 on 32³
-#: blocks.
+#: VAFA (20 steps, DCT and SSIM each step), each with its own perceptual budget — the report's
+#: Table 1 settings: SA² ρ 0.2 (8³ blocks), ε 4/255 (α 0.01), VAFA q_max 20 (32³ blocks).
 WORST_CASE: tuple[Member, ...] = (
-    Member("sa2"),
-    Member("pgd"),
-    Member("segpgd"),
-    Member("cospgd"),
-    Member("vafa"),
+    Member("sa2", {"rho": 0.2}),
+    Member("pgd", {"eps": 4}),
+    Member("segpgd", {"eps": 4}),
+    Member("cospgd", {"eps": 4}),
+    Member("vafa", {"q_max": 20}),
 )
 
 
