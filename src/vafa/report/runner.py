@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from vafa.ops.messages import one_line
 from vafa.report.grid import GridEntry, unique_entries
 from vafa.report.results import RESULT_FIELDS
 from vafa.run.outcome_metrics import OutcomeMetrics
+from vafa.run.progress import relay
 
 __all__ = ["GridProgress", "case_failure_row", "iter_grid"]
 
@@ -175,16 +177,17 @@ class _Cell:
             device=self.device,
             seed=self.seed,
         )
-        outcome, stopped = yield from _relay(gen, progress)
+        stopped = threading.Event()  # set by a False answer of the consumer
+        outcome = yield from relay(gen, lambda event: progress(step=event), cancel=stopped)
         row.update(_attack_values(outcome.metrics))
-        row["status"] = "cancelled" if stopped or outcome.cancelled else "ok"
+        row["status"] = "cancelled" if stopped.is_set() or outcome.cancelled else "ok"
         if self.lpips is not None:
             row["lpips"] = _lpips_of(self.lpips, outcome)
         if self.view is not None:
             row["slice"] = self.view.attacked(outcome)
         if self.on_outcome is not None and row["status"] == "ok":
             self.on_outcome(entry, outcome)
-        return stopped
+        return stopped.is_set()
 
 
 def _lpips_of(metric, outcome) -> float | None:
@@ -196,19 +199,6 @@ def _lpips_of(metric, outcome) -> float | None:
     if min(clean.shape[2:4]) < MIN_SLICE:
         return None
     return float(volume_lpips(metric, clean, outcome.adversarial01)[0])
-
-
-def _relay(gen, progress) -> Generator[GridProgress, bool | None, tuple[Any, bool]]:
-    """Forward the attack's step events (wrapped) and the consumer's answers."""
-    stopped = False
-    try:
-        event = next(gen)
-        while True:
-            answer = yield progress(step=event)
-            stopped = stopped or answer is False
-            event = gen.send(answer)
-    except StopIteration as stop:
-        return stop.value, stopped
 
 
 class _SliceView:
