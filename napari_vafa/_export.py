@@ -37,12 +37,12 @@ def export_targets(path: Path, outcome, extras: Iterable[str]) -> dict[str, Path
 
 def write_exports(outcome, targets: dict[str, Path], protect: Iterable[str | Path]) -> list[Path]:
     """Write the ``targets`` of :func:`export_targets`, all or nothing
-    (:func:`vafa.run.pipeline.write_volumes`: source units and affine, labels as integers).
+    (:func:`vafa.io.outcome_files.write_volumes`: source units and affine, labels as integers).
 
     Raises:
         ValueError: a target is an input file (nothing written).
         OSError: a write failed (nothing written).
     """
-    from vafa.run.pipeline import write_volumes
+    from vafa.io.outcome_files import write_volumes
 
     return write_volumes(outcome, targets, overwrite=True, protect=protect)

@@ -32,9 +32,9 @@ import torch
 
 from vafa.io.checkpoints import load_model
 from vafa.io.data import bundled_model_path, load_sample
-from vafa.io.files import write_text
+from vafa.io.files import json_ready, write_text
 from vafa.run.band_analysis import ANALYSIS_BANDS, analyse_outcome
-from vafa.run.pipeline import evaluate, json_ready, run_attack
+from vafa.run.pipeline import evaluate, run_attack
 
 ROI = 96
 SEED = 0

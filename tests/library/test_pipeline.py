@@ -1,4 +1,5 @@
-"""Tests for vafa.run.pipeline: model space round trips, run_attack, evaluate, write_outcome."""
+"""Tests for vafa.run.pipeline (run_attack, evaluate), the model space round trips of
+vafa.io.model_space and the outcome files of vafa.io.outcome_files."""
 
 from __future__ import annotations
 
@@ -11,19 +12,14 @@ import pytest
 import torch
 from factories import tiny_card
 
+from vafa.io import outcome_files
+from vafa.io.files import json_ready
 from vafa.io.intensity import CTWindow
+from vafa.io.model_space import from_model_space, labels_to_model_space, to_model_space
 from vafa.io.models import build_model
+from vafa.io.outcome_files import OUTCOME_FILES, write_outcome
 from vafa.io.volume import Volume
-from vafa.run import pipeline
-from vafa.run.pipeline import (
-    OUTCOME_FILES,
-    evaluate,
-    from_model_space,
-    labels_to_model_space,
-    run_attack,
-    to_model_space,
-    write_outcome,
-)
+from vafa.run.pipeline import evaluate, run_attack
 
 CLASSES = ["background", "soft tissue", "bone"]
 
@@ -319,7 +315,7 @@ def test_write_outcome_writes_every_file(outcome, tmp_path):
     # the typed metrics are serialised here, at the file boundary, and nowhere before
     plain = {"metrics": outcome.metrics.to_dict(), "settings": outcome.settings,
              "history": outcome.history}  # fmt: skip
-    assert text == json.dumps(pipeline.json_ready(plain), indent=2, allow_nan=False) + "\n"
+    assert text == json.dumps(json_ready(plain), indent=2, allow_nan=False) + "\n"
 
 
 def test_write_outcome_refuses_to_overwrite(outcome, tmp_path):
@@ -341,7 +337,7 @@ def test_write_outcome_never_overwrites_an_input(outcome, tmp_path):
 
 
 def test_write_outcome_leaves_nothing_on_failure(outcome, tmp_path, monkeypatch):
-    real = pipeline.save_volume
+    real = outcome_files.save_volume
     calls = []
 
     def flaky(volume, path, **kwargs):
@@ -350,7 +346,7 @@ def test_write_outcome_leaves_nothing_on_failure(outcome, tmp_path, monkeypatch)
             raise OSError("disk full")
         return real(volume, path, **kwargs)
 
-    monkeypatch.setattr(pipeline, "save_volume", flaky)
+    monkeypatch.setattr(outcome_files, "save_volume", flaky)
     out = tmp_path / "new"
     with pytest.raises(OSError, match="disk full"):
         write_outcome(outcome, out)
@@ -408,7 +404,7 @@ def test_metrics_json_keeps_the_shape_and_numbers_written_before_the_types(typed
     before = json.loads((Path(__file__).parent / "data" / "outcome_metrics.json").read_text())
     assert list(typed_cases) == list(before)
     for name, metrics in typed_cases.items():
-        written = json.loads(json.dumps(pipeline.json_ready(metrics.to_dict()), allow_nan=False))
+        written = json.loads(json.dumps(json_ready(metrics.to_dict()), allow_nan=False))
         _same(written, before[name], name)
     cancelled, clean_only = typed_cases["pgd_cancelled"], typed_cases["evaluate_clean"]
     assert cancelled.per_tile is None and clean_only.dice_per_class.adversarial is None

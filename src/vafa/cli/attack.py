@@ -12,13 +12,13 @@ from vafa.cli.common import (
     add_model_arguments,
     datalist_cases,
     load_model,
-    one_line,
     print_metrics,
     refuse_existing,
     roi_triple,
     with_roi,
 )
 from vafa.cli.options import add_attack_arguments, attack_options
+from vafa.ops.messages import one_line
 from vafa.run.cases import CASES_CSV
 from vafa.run.outcome_metrics import OutcomeMetrics
 
@@ -204,7 +204,7 @@ def _expected_settings(args, model, card) -> dict:
     """What a finished case's JSON must say to be kept by ``--resume``: the attack's settings
     (its schema options, steps, seed…), the tile size and batch, ``resample_back`` and ``amp``."""
     from vafa.attacks import build_attack
-    from vafa.run.pipeline import json_ready
+    from vafa.io.files import json_ready
 
     roi = roi_triple(args.roi) if args.roi else card.roi_size
     attack = build_attack(args.attack, model, **attack_options(args), seed=args.seed)
@@ -259,7 +259,7 @@ def _check_target(target: Path, inputs, overwrite: bool) -> None:
 
 def _write_adversarial(outcome, target: Path) -> None:
     """The adversarial volume and its JSON (metrics, settings, history), both or neither."""
-    from vafa.run.pipeline import write_volumes
+    from vafa.io.outcome_files import write_volumes
 
     target.parent.mkdir(parents=True, exist_ok=True)  # made only once there is a result
     sidecar = _sidecar(target)

@@ -9,8 +9,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from vafa.ops.messages import one_line
-
 __all__ = [
     "COMMON_FLAGS",
     "CLIError",
@@ -21,7 +19,6 @@ __all__ = [
     "add_model_arguments",
     "datalist_cases",
     "model_source",
-    "one_line",
     "print_metrics",
     "refuse_existing",
     "roi_triple",
@@ -144,8 +141,8 @@ def load_model(args):
 def print_metrics(args, metrics, title: str) -> None:
     """The metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`) as a table, or as JSON
     with ``--json`` (also with ``--quiet``, which silences only bars and tables)."""
+    from vafa.io.files import json_ready
     from vafa.report.tables import format_metrics_table
-    from vafa.run.pipeline import json_ready
 
     if getattr(args, "json", False):
         print(json.dumps(json_ready(metrics.to_dict()), indent=2))

@@ -33,9 +33,9 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from vafa.io.data import load_demo_model, load_sample
+    from vafa.io.outcome_files import OUTCOME_FILES, write_outcome
     from vafa.io.volume import save_volume
     from vafa.report.figures import attack_figure
-    from vafa.run.pipeline import OUTCOME_FILES, write_outcome
 
     out = Path(args.out)
     # every file a demo can write, in the order it writes them: nothing replaced without

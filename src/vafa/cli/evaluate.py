@@ -43,9 +43,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from vafa.io.files import json_ready
     from vafa.io.volume import load_labels, load_volume
     from vafa.report.tables import format_metrics_table, metrics_csv
-    from vafa.run.pipeline import evaluate, json_ready
+    from vafa.run.pipeline import evaluate
 
     if args.json and args.format not in (None, "json"):
         raise CLIError(f"--json and --format {args.format}: give one of them")

@@ -177,7 +177,7 @@ def _run(args, dist) -> int:
 
 def _result_doc(result) -> dict:
     """What ``--json`` prints: the :class:`vafa.report.job.ReportResult` without its tables."""
-    from vafa.run.pipeline import json_ready
+    from vafa.io.files import json_ready
 
     keys = ("out_dir", "results_csv", "report", "plots", "ran", "skipped", "failed", "rows")
     return json_ready({key: getattr(result, key) for key in keys})

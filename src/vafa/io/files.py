@@ -1,4 +1,5 @@
-"""Files written all or nothing, and JSON read with errors that say what the file was for.
+"""Files written all or nothing, JSON read with errors that say what the file was for, and
+values made JSON-ready (:func:`json_ready`).
 
 Every file the library writes goes through :func:`atomic_write`: each destination is first
 written to a hidden temporary file beside it (same folder, same suffix, so format sniffing by
@@ -9,13 +10,25 @@ writer succeeded. A failure leaves the destinations untouched and no temporary f
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "read_json", "save_figure", "write_bytes", "write_json", "write_text"]
+import numpy as np
+import torch
+
+__all__ = [
+    "atomic_write",
+    "json_ready",
+    "read_json",
+    "save_figure",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
 
 
 def atomic_write(writers: Mapping[str | os.PathLike, Callable[[Path], object]]) -> list[Path]:
@@ -89,6 +102,23 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{what} {path} must be valid JSON: {err}") from None
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON data: dict keys as strings, tuples as lists, NaN/Inf as None,
+    numpy scalars and one-element tensors as numbers, paths as strings (for
+    :func:`write_json` and ``json.dumps(..., allow_nan=False)``)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return json_ready(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _suffix(path: Path) -> str:

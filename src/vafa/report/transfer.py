@@ -132,12 +132,9 @@ class TransferRecorder:
 
     def _clean_of(self, name, model, card, case, image, labels):
         """The target's model input, reference and clean fg Dice on this case (cached)."""
+        from vafa.io.model_space import labels_to_model_space, to_model_space
         from vafa.ops.metrics import dice_per_class, dice_summary
-        from vafa.run.pipeline import (
-            PREDICTION_OVERLAP,
-            labels_to_model_space,
-            to_model_space,
-        )
+        from vafa.run.pipeline import PREDICTION_OVERLAP
         from vafa.run.tiling import sliding_window_labels
 
         if (name, case) not in self._clean:

@@ -290,7 +290,7 @@ def analyse_outcome(
 ) -> BandAnalysis:
     """:func:`analyse_bands` of a :func:`vafa.run.pipeline.run_attack` outcome (its model
     input and ``adversarial01``); ``labels`` on the attacked image's grid, or None."""
-    from vafa.run.pipeline import labels_to_model_space
+    from vafa.io.model_space import labels_to_model_space
 
     if outcome.adversarial01 is None:
         raise ValueError("the outcome holds no model-space adversarial (adversarial01 is None)")
@@ -325,7 +325,8 @@ def analyse_volumes(
     Raises:
         TypeError, ValueError: ``adversarial`` not on ``image``'s grid, bad labels, … (named).
     """
-    from vafa.run.pipeline import adversarial_model_input, labels_to_model_space, to_model_space
+    from vafa.io.model_space import labels_to_model_space, to_model_space
+    from vafa.run.pipeline import adversarial_model_input
 
     model_input = to_model_space(image, card)
     _, adversarial01 = adversarial_model_input(adversarial, model_input)

@@ -197,7 +197,7 @@ class OutcomeMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``metrics.json``'s ``"metrics"`` (plain dicts, lists and numbers;
-        :func:`vafa.run.pipeline.json_ready` makes what is left JSON-safe)."""
+        :func:`vafa.io.files.json_ready` makes what is left JSON-safe)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod

@@ -1,27 +1,21 @@
 """The attack workflow shared by the CLI, the napari plugin and the reports.
 
-File units ↔ model space live in :mod:`vafa.io.model_space` (re-exported here): :class:`ModelInput`,
-:func:`to_model_space`, :func:`labels_to_model_space`, :func:`from_model_space`.
-
-Attack and evaluation:
-
 * :func:`run_attack` — tiled attack of the whole volume (:func:`vafa.run.tiling.attack_volume`),
   sliding-window predictions of clean and adversarial volumes (overlap 0.5, the published
   protocol), and the metrics, as an :class:`AttackOutcome`;
-* :func:`evaluate` — the same metrics for a clean (and optionally an adversarial) volume;
-* :func:`write_outcome` — all result files, atomically.
+* :func:`evaluate` — the same metrics for a clean (and optionally an adversarial) volume.
+
+File units ↔ model space live in :mod:`vafa.io.model_space`; the outcome's files are written
+by :func:`vafa.io.outcome_files.write_outcome`.
 
 Metrics are always computed on the model grid (the grid the model saw), with HD95 in mm.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,50 +25,34 @@ from torch import nn
 
 from vafa.attacks import build_attack
 from vafa.attacks.base import Callback, StepEvent, drive
-from vafa.io.files import atomic_write
+from vafa.io.files import json_ready  # noqa: F401  (only for vafa.cli.train: see below)
 from vafa.io.model_space import (
     ModelInput,
     back_to_source,
-    from_model_space,
     labels_to_model_space,
     to_model_space,
     units_on_grid,
 )
 from vafa.io.models import ModelCard
-from vafa.io.volume import Volume, resample_like, resample_to, same_file, save_volume
+from vafa.io.volume import Volume, resample_like, resample_to
 from vafa.ops.amp import with_amp
 from vafa.run.outcome_metrics import OutcomeMetrics, Pair, PerTile, Protocol, SegmentationScores
 from vafa.run.tiling import sliding_window_labels
 
 __all__ = [
-    "OUTCOME_FILES",
     "PREDICTION_OVERLAP",
     "AttackOutcome",
-    "ModelInput",
-    "OutcomeMetrics",
     "adversarial_model_input",
     "evaluate",
-    "from_model_space",
     "iter_run_attack",
-    "json_ready",
-    "labels_to_model_space",
     "run_attack",
-    "to_model_space",
-    "write_outcome",
-    "write_volumes",
 ]
+
+# json_ready's home is vafa.io.files; vafa.cli.train (another change in progress) still imports
+# it from here. Remove the import above once it imports from vafa.io.files.
 
 #: Overlap of the sliding-window predictions (the published evaluation protocol).
 PREDICTION_OVERLAP = 0.5
-#: Files written by :func:`write_outcome`, by outcome field.
-OUTCOME_FILES = {
-    "adversarial": "adversarial.nii.gz",
-    "perturbation": "perturbation.nii.gz",
-    "clean_prediction": "clean_prediction.nii.gz",
-    "adversarial_prediction": "adversarial_prediction.nii.gz",
-    "q_table": "q_table.nii.gz",
-    "metrics": "metrics.json",
-}
 
 
 # ----------------------------------------------------------------------------- attack
@@ -100,7 +78,8 @@ class AttackOutcome:
         model_input: the :class:`ModelInput` attacked.
         adversarial01: the attacked model input itself, ``[1, C, H, W, D]`` float32 in [0, 1] on
             the model grid (CPU): what the model saw, without a round trip through file units.
-        inputs: files the outcome was made from (never overwritten by :func:`write_outcome`).
+        inputs: files the outcome was made from (never overwritten by
+            :func:`vafa.io.outcome_files.write_outcome`).
     """
 
     adversarial: Volume
@@ -330,101 +309,7 @@ def adversarial_model_input(
     return grid.with_array(adversarial.array), adv01
 
 
-def write_outcome(
-    outcome: AttackOutcome,
-    out_dir: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-    protect: Iterable[str | os.PathLike] = (),
-) -> dict[str, Path]:
-    """Write the outcome's files into ``out_dir`` (created if needed), all or nothing.
-
-    Files (:data:`OUTCOME_FILES`): ``adversarial.nii.gz``, ``perturbation.nii.gz`` (float32),
-    ``clean_prediction.nii.gz``, ``adversarial_prediction.nii.gz`` (uint8; int16 beyond 256
-    classes), ``q_table.nii.gz`` (VAFA only) and ``metrics.json`` (``metrics``, ``settings``,
-    ``history``). Everything is first written to hidden temporary files and renamed into place
-    only when all succeeded (renames within one folder do not fail in practice); on failure
-    the temporary files (and a folder this call created) are removed.
-
-    Args:
-        outcome: from :func:`run_attack`.
-        out_dir: destination folder.
-        overwrite: replace existing files (never an input file).
-        protect: more paths that must never be written.
-
-    Returns:
-        ``{field: path}`` of the written files.
-
-    Raises:
-        FileExistsError: a file exists and ``overwrite`` is False (nothing is written).
-        ValueError: a destination is an input or protected file.
-    """
-    out_dir = Path(out_dir)
-    created = not out_dir.exists()
-    targets = {k: out_dir / name for k, name in OUTCOME_FILES.items()}
-    if outcome.q_table is None:
-        del targets["q_table"]
-    try:
-        write_volumes(outcome, targets, overwrite=overwrite, protect=protect, make_folder=True)
-    except BaseException:
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    return targets
-
-
-def write_volumes(
-    outcome: AttackOutcome,
-    targets: Mapping[str, str | os.PathLike],
-    *,
-    overwrite: bool = False,
-    protect: Iterable[str | os.PathLike] = (),
-    make_folder: bool = False,
-) -> list[Path]:
-    """Write outcome fields (``{"adversarial": path, "q_table": path, …}``; ``"metrics"``: the
-    JSON of metrics, settings and history) all or nothing — the one writer of outcomes for the
-    CLI, the napari export and the Slicer modules.
-
-    Volumes keep the source's units, affine and header; predictions are uint8 (int16 beyond 255
-    classes), the rest float32.
-
-    Raises:
-        FileExistsError: a target exists and ``overwrite`` is False (nothing is written).
-        ValueError: a target is an input or protected file, or names an empty field.
-    """
-    paths = {key: Path(path) for key, path in targets.items()}
-    forbidden = [Path(p) for p in (*outcome.inputs, *protect) if p]
-    for key, path in paths.items():
-        if key != "metrics" and getattr(outcome, key) is None:
-            raise ValueError(f"this outcome has no {key}")
-        if any(same_file(path, p) for p in forbidden):
-            raise ValueError(f"refusing to write {path}: it is an input file")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
-    if make_folder:
-        for path in paths.values():
-            path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write({path: partial(_write_one, outcome, key) for key, path in paths.items()})
-    return list(paths.values())
-
-
 # ----------------------------------------------------------------------------- helpers
-def _write_one(outcome: AttackOutcome, key: str, tmp: Path) -> None:
-    if key == "metrics":
-        doc = {
-            "metrics": outcome.metrics.to_dict(),
-            "settings": outcome.settings,
-            "history": outcome.history,
-        }
-        tmp.write_text(json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n", "utf-8")
-        return
-    volume = getattr(outcome, key)
-    dtype = np.float32
-    if key.endswith("prediction"):
-        dtype = np.uint8 if float(volume.array.max()) <= 255 else np.int16
-    save_volume(volume, tmp, dtype=dtype, overwrite=True, protect=outcome.inputs)
-
-
 def _predict(model: nn.Module, tensor01: torch.Tensor, card: ModelCard) -> torch.Tensor:
     return sliding_window_labels(model, tensor01, card.roi_size, overlap=PREDICTION_OVERLAP)
 
@@ -577,17 +462,3 @@ def _float(value) -> float | None:
 
 def _floats(values: torch.Tensor) -> list[float | None]:
     return [_float(v) for v in values.tolist()]
-
-
-def json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (np.generic, torch.Tensor)):
-        return json_ready(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
