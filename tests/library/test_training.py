@@ -306,6 +306,23 @@ def test_cancel_during_the_attack_saves_before_any_update(card, datalist, tmp_pa
         assert torch.equal(value, before[key])
 
 
+def test_cancel_during_the_validation_attack_stops_it_and_records_no_round(
+    card, datalist, tmp_path
+):
+    steps = []
+
+    def cancel_at_second_step(event: TrainingEvent):
+        if event.stage == "validation" and event.attack_step is not None:
+            steps.append(event.attack_step)
+            return event.attack_step < 2
+
+    cfg = config("pgd", attack_options={"steps": 5})
+    result = train(tiny_model(card), card, datalist, out_dir=tmp_path, config=cfg,
+                   callback=cancel_at_second_step)  # fmt: skip
+    assert result.cancelled and steps == [1, 2]  # the attack stopped at once
+    assert result.validation is None and result.best is None and result.iterations == 2
+
+
 def test_generator_form_yields_events_and_send_false_cancels(card, datalist, tmp_path):
     gen = iter_train(tiny_model(card), card, datalist, out_dir=tmp_path, config=config("fgsm"))
     stages = []

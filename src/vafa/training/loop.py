@@ -73,8 +73,8 @@ def iter_train(
     """VAFT as a generator: yields :class:`TrainingEvent` s, returns a :class:`TrainingResult`.
 
     Send ``False`` (``gen.send(False)``) to cancel: the latest checkpoint is saved within one
-    iteration (an attack in progress is abandoned in a single process) and the generator
-    returns. Everything the run needs is checked at the first ``next()``, before any update:
+    iteration (an attack in progress is abandoned, and with it that iteration's update or that
+    validation round, in every process) and the generator returns. Everything the run needs is checked at the first ``next()``, before any update:
     the data (missing datalist files listed together, labels with classes ``>=
     card.out_channels`` named), the attack options, the output folder, the resume state.
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from vafa.attacks import build_attack
 from vafa.io.models import ModelCard
 from vafa.run.distributed import Dist
+from vafa.run.progress import relay
 from vafa.training.config import TrainingConfig
 from vafa.training.data import PatchSampler, load_cases, read_datalist, resolve_flip_axes
 from vafa.training.events import TrainingEvent, TrainingResult
@@ -113,7 +115,7 @@ class Trainer:
             seed = self._seed(1, self.iteration)
             attack = build_attack(cfg.attack, self.raw, **cfg.attack_options, seed=seed)
             result = yield from self._relay(attack.iter_attack(x, y), "attack")
-            if self.stop and self.dist.world_size == 1:
+            if self.dist.any(self.stop):  # cancelled: no update, in every process
                 return None
             x_adv = result.adversarial.detach()
         self.last_lr = self.optim.lr
@@ -144,7 +146,8 @@ class Trainer:
 
     def _validate(self):
         """Sliding-window Dice of this process's validation cases, clean and attacked, summed
-        over processes; None when cancelled (single process)."""
+        over processes; None when cancelled (a single process returns at once, several finish
+        their cases, with any attack cut short, and then agree)."""
         from vafa.ops.metrics import dice_per_class
         from vafa.run.tiling import iter_attack_volume, sliding_window_labels
 
@@ -181,22 +184,23 @@ class Trainer:
             if self.stop and dist.world_size == 1:
                 return None
         sums = dist.sum(sums)
+        if dist.any(self.stop):  # cancelled in some process: the round is not recorded
+            return None
         return _validation_means(sums, len(self.val_cases), val_attack is not None)
 
     def _relay(self, gen, stage: str, **fields):
-        """Run an attack generator, yielding a :class:`TrainingEvent` per step; a cancel stops
-        the attack at once in a single process (with DDP it waits for the iteration's end)."""
-        try:
-            event = next(gen)
-            while True:
-                reply = yield self._event(
-                    stage, attack_step=event.step, attack_steps=event.total, **fields
-                )
-                self.stop = self.stop or reply is False
-                cancel = self.stop and self.dist.world_size == 1
-                event = gen.send(False if cancel else None)
-        except StopIteration as stop:
-            return stop.value
+        """Run an attack generator, yielding a :class:`TrainingEvent` per step; a cancel (now
+        or earlier) stops the attack at once and sets :attr:`stop`. Returns its result."""
+        cancel = threading.Event()
+        if self.stop:
+            cancel.set()
+
+        def event(step) -> TrainingEvent:
+            return self._event(stage, attack_step=step.step, attack_steps=step.total, **fields)
+
+        result = yield from relay(gen, event, cancel=cancel)
+        self.stop = self.stop or cancel.is_set()
+        return result
 
     # ------------------------------------------------------------------ setup
     def _setup(self, train_data, val_data) -> None:
