@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vafa.io.models import BTCV_CLASSES
+from vafa.io.presets import BTCV_CLASSES
 from vafa.io.volume import load_labels, load_volume, save_volume
 
 PACKAGE, VERSION = "TotalSegmentator", "2.18.0"

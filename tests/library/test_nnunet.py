@@ -20,11 +20,12 @@ import torch
 from model_folders import make_tiny_nnunet, nnunet_plans, nnunet_predict, write_nifti
 
 from vafa.cli import main
-from vafa.io.checkpoints import load_model, load_state_strict, save_model
+from vafa.io.checkpoints import load_model, save_model
 from vafa.io.handle import ModelSource
 from vafa.io.model_space import to_model_space
 from vafa.io.models import build_model
 from vafa.io.nnunet_checkpoint import read_nnunet_checkpoint
+from vafa.io.state_dicts import load_state_strict
 from vafa.io.volume import Volume, load_volume
 from vafa.run.tiling import sliding_window_predict
 

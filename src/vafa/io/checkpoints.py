@@ -4,8 +4,8 @@ Weights are read from ``.safetensors`` (preferred) or from PyTorch files (``.pt`
 ``.ckpt``, ``.bin``) with ``torch.load(weights_only=True)``: a file that holds pickled Python
 objects is refused unless the caller says ``trust=True``. Keys are matched strictly, except the
 few unused keys of checkpoints of the VAFA paper's code (a MONAI-0.7-era UNETR), which a
-:class:`LegacyCheckpointWarning` reports: see :mod:`vafa.io.state_dicts` (reading and strict
-loading; re-exported here).
+:class:`vafa.io.state_dicts.LegacyCheckpointWarning` reports: see :mod:`vafa.io.state_dicts`
+(reading and strict loading).
 
 Model folders: :func:`load_model` also takes a MONAI bundle folder (:mod:`vafa.io.bundles`) or
 an nnU-Net v2 result folder (:mod:`vafa.io.nnunet`); those describe their network, card and
@@ -29,8 +29,6 @@ from torch import nn
 from vafa.io.files import atomic_write
 from vafa.io.models import ModelCard, build_model, list_presets
 from vafa.io.state_dicts import (
-    CHECKPOINT_SUFFIXES,
-    LegacyCheckpointWarning,
     compare_state_dicts,
     existing_checkpoint,
     load_state_strict,
@@ -40,15 +38,11 @@ from vafa.io.state_dicts import (
 from vafa.ops.devices import resolve_device
 
 __all__ = [
-    "CHECKPOINT_SUFFIXES",
-    "LegacyCheckpointWarning",
     "card_path_for",
     "find_card",
     "load_card",
     "load_card_or_preset",
     "load_model",
-    "load_state_strict",
-    "read_state_dict",
     "save_card",
     "save_model",
 ]
@@ -66,9 +60,10 @@ def load_model(
     """Build the network a card describes and load a weights file into it, strictly.
 
     Args:
-        path: weights file, one of :data:`CHECKPOINT_SUFFIXES`. PyTorch files may hold
-            ``{"model_state_dict": ...}``, ``{"state_dict": ...}``, ``{"model": ...}`` or a bare
-            state dict; ``module.`` prefixes (DataParallel/DDP) are removed. Or a model folder:
+        path: weights file, one of :data:`vafa.io.state_dicts.CHECKPOINT_SUFFIXES`. PyTorch
+            files may hold ``{"model_state_dict": ...}``, ``{"state_dict": ...}``,
+            ``{"model": ...}`` or a bare state dict; ``module.`` prefixes (DataParallel/DDP) are
+            removed. Or a model folder:
             a MONAI bundle or an nnU-Net v2 result folder (:mod:`vafa.io.model_folders`), which
             brings its own card.
         card: a :class:`ModelCard`, a path to a card JSON file, the name of a preset (e.g.
@@ -91,7 +86,8 @@ def load_model(
         logits; and the card used.
 
     Warns:
-        LegacyCheckpointWarning: a VAFA-paper UNETR checkpoint was loaded (see module docs).
+        vafa.io.state_dicts.LegacyCheckpointWarning: a VAFA-paper UNETR checkpoint was loaded
+            (see module docs).
 
     Raises:
         FileNotFoundError: ``path`` (or the card file given) does not exist.

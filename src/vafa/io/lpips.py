@@ -11,7 +11,7 @@ from files the user has — the torchvision AlexNet checkpoint (``alexnet-owt-7b
 ``features.*``) and the linear heads shipped with the ``lpips`` package (``weights/v0.1/alex.pth``,
 keys ``lin{n}.model.1.weight``), or one file holding both (e.g. a full ``lpips.LPIPS`` state dict,
 or :meth:`LPIPS.state_dict` saved as safetensors). Files are read like checkpoints
-(:func:`vafa.io.checkpoints.read_state_dict`: ``weights_only``, never arbitrary unpickling).
+(:func:`vafa.io.state_dicts.read_state_dict`: ``weights_only``, never arbitrary unpickling).
 
 Volumes are compared slice by slice along their last (axial) axis: each slice in [0, 1] is
 mapped to LPIPS's [-1, 1] range and repeated over the three colour channels
@@ -116,10 +116,10 @@ def load_lpips(
             (``features.N.weight/bias``; its ``classifier.*`` is ignored) and the ``lpips``
             package's ``alex.pth`` (``lin{n}.model.1.weight``); a full ``lpips.LPIPS`` state
             dict (``net.slice{n}.N.*``, ``lin{n}.*``/``lins.{n}.*``) or this class's own state
-            dict work as one file. Read by :func:`vafa.io.checkpoints.read_state_dict`
+            dict work as one file. Read by :func:`vafa.io.state_dicts.read_state_dict`
             (``.safetensors`` or torch files, ``weights_only``).
         device: where the metric runs.
-        trust: as for :func:`vafa.io.checkpoints.read_state_dict` (a torch file holding pickled
+        trust: as for :func:`vafa.io.state_dicts.read_state_dict` (a torch file holding pickled
             torch objects, not only tensors).
 
     Raises:
@@ -127,7 +127,7 @@ def load_lpips(
         ValueError: a file is not a readable state dict, or weights are missing or mis-shaped
             (the message names them).
     """
-    from vafa.io.checkpoints import read_state_dict
+    from vafa.io.state_dicts import read_state_dict
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]

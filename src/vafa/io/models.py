@@ -58,13 +58,11 @@ from typing import Any
 from torch import nn
 
 from vafa.io.intensity import mapping_from_dict
-from vafa.io.presets import BTCV_CLASSES, BTCV_WINDOW, PRESETS, Preset, get_preset
+from vafa.io.presets import PRESETS, Preset, get_preset
 from vafa.ops.checks import positive_int, positive_triple
 from vafa.ops.messages import did_you_mean
 
 __all__ = [
-    "BTCV_CLASSES",
-    "BTCV_WINDOW",
     "CARD_VERSION",
     "ModelCard",
     "build_model",
