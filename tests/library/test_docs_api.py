@@ -329,7 +329,7 @@ def test_every_name_in_api_md_is_where_it_says():
     assert not missing, "docs/api.md names what is not there:\n" + "\n".join(missing)
 
 
-def _parameters(cls) -> set[str]:
+def _keywords(cls) -> set[str]:
     """The keywords ``cls(...)`` takes (its signature, generated from the schema)."""
     return set(inspect.signature(cls).parameters)
 
@@ -343,7 +343,7 @@ def test_every_attack_takes_what_api_md_says():
     common = [re.match(r"\w+", s).group() for s in _SPAN.findall(sentence)]
     assert common
     for label, cls in attacks.items():
-        assert set(common) <= _parameters(cls), (label, set(common) - _parameters(cls))
+        assert set(common) <= _keywords(cls), (label, set(common) - _keywords(cls))
     exception = re.search(r"all but (.+?) also take (.+?)[;.]\s", text, flags=re.S)
     if exception:
         left_out = {label for label in attacks if label.lower() in exception.group(1).lower()}
@@ -351,9 +351,9 @@ def test_every_attack_takes_what_api_md_says():
         assert left_out and more
         for label, cls in attacks.items():
             if label in left_out:
-                assert not set(more) & _parameters(cls), label
+                assert not set(more) & _keywords(cls), label
             else:
-                assert set(more) <= _parameters(cls), (label, set(more) - _parameters(cls))
+                assert set(more) <= _keywords(cls), (label, set(more) - _keywords(cls))
 
 
 def test_modules_that_run_on_import_exist_and_are_the_only_ones_skipped():

@@ -24,7 +24,7 @@ from vafa.run.tiling import attack_volume, iter_attack_volume, q_table_layout
 F16 = 2.0**-11  # float16 spacing near 1: the history's rounding on [0, 1]
 
 
-def _volume(shape=(40, 36, 28), seed=0):
+def _input_and_labels(shape=(40, 36, 28), seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand((1, 1, *shape), generator=g) * 0.4 + 0.3
     x[..., 10:25, 8:20, 5:18] += 0.25
@@ -37,22 +37,21 @@ def _model():
 
 
 def _collect(gen):
+    """An attack run's iterates (copied as they come) and its result."""
     events = []
-    try:
-        event = next(gen)
-        while True:
-            events.append(
-                {
-                    "tile": event.tile,
-                    "step": event.step,
-                    "x": event.adversarial.clone(),
-                    "pred": None if event.prediction is None else event.prediction.clone(),
-                    "q": None if event.q_table is None else event.q_table.clone(),
-                }
-            )
-            event = gen.send(None)
-    except StopIteration as stop:
-        return events, stop.value
+
+    def copy(event):
+        events.append(
+            {
+                "tile": event.tile,
+                "step": event.step,
+                "x": event.adversarial.clone(),
+                "pred": None if event.prediction is None else event.prediction.clone(),
+                "q": None if event.q_table is None else event.q_table.clone(),
+            }
+        )
+
+    return events, drive(gen, copy)
 
 
 # ----------------------------------------------------------------------------- region and plan
@@ -111,7 +110,7 @@ def test_measure_step_seconds_restores_the_model_and_names_a_refused_size():
 
 # ----------------------------------------------------------------------------- step events
 def test_step_events_carry_the_prediction_and_the_table_of_their_iterate():
-    x, y = _volume((16, 16, 16))
+    x, y = _input_and_labels((16, 16, 16))
     attack = build_attack("vafa", _model(), steps=4, block_size=8, seed=0)
     events, result = _collect(attack.iter_attack(x, y))
     assert [e["step"] for e in events] == [1, 2, 3, 4]
@@ -131,7 +130,7 @@ def test_step_events_carry_the_prediction_and_the_table_of_their_iterate():
 
 # ----------------------------------------------------------------------------- history
 def test_history_step_k_is_every_tile_at_its_step_k():
-    x, y = _volume((40, 36, 28))
+    x, y = _input_and_labels((40, 36, 28))
     roi = (16, 16, 16)
     attack = build_attack("vafa", _model(), steps=3, block_size=8, seed=0)
     events, _ = _collect(iter_attack_volume(attack, x, y, roi=roi))
@@ -161,7 +160,7 @@ def test_history_step_k_is_every_tile_at_its_step_k():
 
 
 def test_history_keeps_every_kth_step_under_its_memory_cap_and_releases():
-    x, _ = _volume((16, 16, 16))
+    x, _ = _input_and_labels((16, 16, 16))
     voxels = 16**3
     history = StepHistory(x, 10, cap_bytes=voxels * 3 * 4)  # room for 4 of 10 steps
     assert history.stride == 3
@@ -176,7 +175,7 @@ def test_history_keeps_every_kth_step_under_its_memory_cap_and_releases():
 
 # ----------------------------------------------------------------------------- the lens
 def test_lens_is_the_attack_of_the_cube_and_its_history_replays_it():
-    x, y = _volume((40, 36, 28))
+    x, y = _input_and_labels((40, 36, 28))
     model = _model()
     region = lens_region(x.shape[2:], (20, 18, 14), 16)
     options = {"steps": 3, "block_size": 8}
@@ -215,7 +214,7 @@ def test_lens_is_the_attack_of_the_cube_and_its_history_replays_it():
 
 
 def test_lens_cancels_between_steps_and_pads_a_small_volume():
-    x, _ = _volume((12, 40, 20))
+    x, _ = _input_and_labels((12, 40, 20))
     region = lens_region(x.shape[2:], (6, 20, 10), 16)
     assert [s.stop - s.start for s in region] == [12, 16, 16]
     gen = iter_lens(_model(), x, None, region, num_classes=3, options={"steps": 5, "block_size": 8})

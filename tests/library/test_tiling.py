@@ -21,21 +21,6 @@ from vafa.run.tiling import (
 ROI = (16, 16, 16)
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    from monai.networks.nets import UNet
-
-    torch.manual_seed(0)
-    return UNet(
-        spatial_dims=3,
-        in_channels=1,
-        out_channels=3,
-        channels=(4, 8),
-        strides=(2,),
-        num_res_units=0,
-    ).eval()
-
-
 def _volume(shape, seed=0, low=0.2, high=0.8):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(1, 1, *shape, generator=g)
@@ -143,27 +128,27 @@ def test_argmax_channels_rejects_bad_input():
 
 
 # ----------------------------------------------------------------------------- sliding window
-def test_sliding_window_predict_any_size_and_restores_mode(tiny_model):
-    tiny_model.train()
+def test_sliding_window_predict_any_size_and_restores_mode(model):
+    model.train()
     try:
         x = _volume((20, 18, 9))
-        logits = sliding_window_predict(tiny_model, x, ROI, overlap=0.5)
-        assert tiny_model.training
+        logits = sliding_window_predict(model, x, ROI, overlap=0.5)
+        assert model.training
         assert type(logits) is torch.Tensor
         assert logits.shape == (1, 3, 20, 18, 9)
-        labels = sliding_window_labels(tiny_model, x, ROI)
+        labels = sliding_window_labels(model, x, ROI)
         assert labels.dtype == torch.int64 and labels.shape == (1, 1, 20, 18, 9)
         assert torch.equal(labels, logits.argmax(1, keepdim=True))
     finally:
-        tiny_model.eval()
+        model.eval()
 
 
-def test_sliding_window_single_window_equals_model(tiny_model):
+def test_sliding_window_single_window_equals_model(model):
     x = _volume(ROI)
     with torch.no_grad():
-        direct = tiny_model(x)
+        direct = model(x)
     for mode in ("constant", "gaussian"):
-        logits = sliding_window_predict(tiny_model, x, ROI, mode=mode)
+        logits = sliding_window_predict(model, x, ROI, mode=mode)
         torch.testing.assert_close(logits, direct, rtol=1e-5, atol=1e-5)
 
 
@@ -171,17 +156,17 @@ def test_sliding_window_single_window_equals_model(tiny_model):
     ("kwargs", "match"),
     [({"overlap": 1.0}, "overlap must be"), ({"mode": "gauss"}, "mode must be")],
 )
-def test_sliding_window_rejects_bad_options(tiny_model, kwargs, match):
+def test_sliding_window_rejects_bad_options(model, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        sliding_window_predict(tiny_model, _volume(ROI), ROI, **kwargs)
+        sliding_window_predict(model, _volume(ROI), ROI, **kwargs)
 
 
 # ----------------------------------------------------------------------------- attack_volume
-def test_gaussian_noise_reaches_every_voxel_without_seams(tiny_model):
+def test_gaussian_noise_reaches_every_voxel_without_seams(model):
     shape = (40, 36, 12)  # shifted edge tiles along H and W, padding along D
     x = _volume(shape)
     before = x.clone()
-    result = attack_volume(build_attack("gn", tiny_model, std=4, seed=0), x, roi=ROI)
+    result = attack_volume(build_attack("gn", model, std=4, seed=0), x, roi=ROI)
     assert torch.equal(x, before)  # input untouched
     assert result.adversarial.shape == x.shape and result.adversarial.dtype == x.dtype
     assert bool((result.adversarial != x).all())  # no untouched voxel (no clamping in range)
@@ -191,20 +176,20 @@ def test_gaussian_noise_reaches_every_voxel_without_seams(tiny_model):
     assert sum(r["voxels"] for r in result.tile_results) == 40 * 36 * 12
 
 
-def test_later_tile_wins_where_tiles_overlap(tiny_model):
+def test_later_tile_wins_where_tiles_overlap(model):
     shape = (20, 16, 16)  # two tiles along H: [0, 16) and [4, 20)
     x = _volume(shape)
-    result = attack_volume(build_attack("gn", tiny_model, std=8, seed=3), x, roi=ROI)
+    result = attack_volume(build_attack("gn", model, std=8, seed=3), x, roi=ROI)
     # the attack is deterministic per batch: redo tile 2 alone and compare the overlap
-    tile2 = build_attack("gn", tiny_model, std=8, seed=3).attack(x[:, :, 4:20])
+    tile2 = build_attack("gn", model, std=8, seed=3).attack(x[:, :, 4:20])
     torch.testing.assert_close(result.adversarial[:, :, 4:20], tile2.adversarial)
 
 
-def test_vafa_one_step_processes_every_tile(tiny_model):
+def test_vafa_one_step_processes_every_tile(model):
     shape = (40, 36, 12)
     x = _volume(shape)
     events = []
-    attack = build_attack("vafa", tiny_model, steps=1, block_size=8, seed=0)
+    attack = build_attack("vafa", model, steps=1, block_size=8, seed=0)
     result = attack_volume(attack, x, roi=ROI, callback=events.append)
     assert result.adversarial.shape == x.shape
     assert len(result.q_tables) == result.tiles_total == 9
@@ -231,31 +216,29 @@ def test_q_table_layout_places_each_frequency_in_its_block():
         assert bool((block == index).all())
 
 
-def test_tile_batch_gives_the_same_result_as_single_tiles(tiny_model):
+def test_tile_batch_gives_the_same_result_as_single_tiles(model):
     shape = (36, 20, 16)
     x = _volume(shape, seed=1)
     labels = (x > 0.5).long() + (x > 0.65).long()
-    single = attack_volume(build_attack("fgsm", tiny_model, eps=8), x, labels, roi=ROI)
-    batched = attack_volume(
-        build_attack("fgsm", tiny_model, eps=8), x, labels, roi=ROI, tile_batch=4
-    )
+    single = attack_volume(build_attack("fgsm", model, eps=8), x, labels, roi=ROI)
+    batched = attack_volume(build_attack("fgsm", model, eps=8), x, labels, roi=ROI, tile_batch=4)
     assert single.tiles_total == 6
     assert [r["batch"] for r in batched.tile_results] == [1, 1, 1, 1, 2, 2]
     torch.testing.assert_close(batched.adversarial, single.adversarial, rtol=0, atol=1e-6)
     assert torch.equal(batched.tile_adversarial_prediction, single.tile_adversarial_prediction)
 
 
-def test_pseudo_labels_are_the_per_tile_clean_predictions(tiny_model):
+def test_pseudo_labels_are_the_per_tile_clean_predictions(model):
     x = _volume((16, 32, 16), seed=2)
-    result = attack_volume(build_attack("fgsm", tiny_model, eps=4), x, roi=ROI)
+    result = attack_volume(build_attack("fgsm", model, eps=4), x, roi=ROI)
     with torch.no_grad():
-        expected = torch.cat(
-            [tiny_model(x[:, :, :, :16]), tiny_model(x[:, :, :, 16:])], dim=3
-        ).argmax(1, keepdim=True)
+        expected = torch.cat([model(x[:, :, :, :16]), model(x[:, :, :, 16:])], dim=3).argmax(
+            1, keepdim=True
+        )
     assert torch.equal(result.tile_clean_prediction.long(), expected)
 
 
-def test_cancel_mid_volume_keeps_done_tiles_and_leaves_later_tiles_clean(tiny_model):
+def test_cancel_mid_volume_keeps_done_tiles_and_leaves_later_tiles_clean(model):
     shape = (32, 32, 16)  # 4 disjoint tiles
     x = _volume(shape, seed=4)
     events = []
@@ -264,7 +247,7 @@ def test_cancel_mid_volume_keeps_done_tiles_and_leaves_later_tiles_clean(tiny_mo
         events.append((event.tile, event.step))
         return not (event.tile == 3 and event.step == 2)
 
-    attack = build_attack("bim", tiny_model, eps=8, alpha=0.01, steps=3)
+    attack = build_attack("bim", model, eps=8, alpha=0.01, steps=3)
     result = attack_volume(attack, x, roi=ROI, callback=callback)
     assert result.cancelled and result.tiles_done == 2 and result.tiles_total == 4
     assert events[-1] == (3, 2) and len(events) == 8
@@ -275,7 +258,7 @@ def test_cancel_mid_volume_keeps_done_tiles_and_leaves_later_tiles_clean(tiny_mo
     assert [r["cancelled"] for r in result.tile_results] == [False, False, True]
 
 
-def test_cancel_attack_without_steps_between_tile_batches(tiny_model):
+def test_cancel_attack_without_steps_between_tile_batches(model):
     x = _volume((32, 32, 16), seed=5)
     calls = []
 
@@ -283,24 +266,22 @@ def test_cancel_attack_without_steps_between_tile_batches(tiny_model):
         calls.append((event.tile, event.tiles, event.step, event.total))
         return event.tile < 2
 
-    result = attack_volume(
-        build_attack("gn", tiny_model, std=4, seed=0), x, roi=ROI, callback=callback
-    )
+    result = attack_volume(build_attack("gn", model, std=4, seed=0), x, roi=ROI, callback=callback)
     assert calls == [(1, 4, 0, 0), (2, 4, 0, 0)]
     assert result.cancelled and result.tiles_done == 2
     for sl in result.tile_slices[2:]:
         assert torch.equal(result.adversarial[(0, 0, *sl)], x[(0, 0, *sl)])
 
 
-def test_attack_volume_restores_model_state(tiny_model):
-    tiny_model.train()
-    flags = [p.requires_grad for p in tiny_model.parameters()]
+def test_attack_volume_restores_model_state(model):
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
     try:
-        attack_volume(build_attack("fgsm", tiny_model), _volume((20, 16, 16)), roi=ROI)
-        assert tiny_model.training
-        assert [p.requires_grad for p in tiny_model.parameters()] == flags
+        attack_volume(build_attack("fgsm", model), _volume((20, 16, 16)), roi=ROI)
+        assert model.training
+        assert [p.requires_grad for p in model.parameters()] == flags
     finally:
-        tiny_model.eval()
+        model.eval()
 
 
 @pytest.mark.parametrize(
@@ -315,15 +296,15 @@ def test_attack_volume_restores_model_state(tiny_model):
         (torch.rand(1, 1, 16, 16, 16), None, {"roi": (16, 16)}, ValueError, "roi"),
     ],
 )
-def test_attack_volume_rejects_bad_input(tiny_model, image, labels, kwargs, error, match):
+def test_attack_volume_rejects_bad_input(model, image, labels, kwargs, error, match):
     kwargs = {"roi": ROI, **kwargs}
     with pytest.raises(error, match=match):
-        attack_volume(build_attack("fgsm", tiny_model), image, labels, **kwargs)
+        attack_volume(build_attack("fgsm", model), image, labels, **kwargs)
 
 
-def test_attack_volume_rejects_non_attack(tiny_model):
+def test_attack_volume_rejects_non_attack(model):
     with pytest.raises(TypeError, match="attack must be"):
-        attack_volume(tiny_model, torch.rand(1, 1, 16, 16, 16), roi=ROI)
+        attack_volume(model, torch.rand(1, 1, 16, 16, 16), roi=ROI)
 
 
 def test_short_tiles_are_padded_like_sliding_window_inference():
