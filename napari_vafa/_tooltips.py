@@ -1,12 +1,14 @@
 """Tooltip text of the plugin's widgets, in one place (looked up by widget and control name).
 
 The attack settings bring their own, from the attacks' option schemas
-(:mod:`vafa.attacks.options`, via :class:`napari_vafa._attack_controls.AttackControls`).
+(:mod:`vafa.attacks.options`, via :class:`napari_vafa._attack_controls.AttackControls`), and so
+do the training settings, from the training schema (:mod:`vafa.training.settings`, via
+:class:`napari_vafa._train_controls.TrainingControls`).
 """
 
 from __future__ import annotations
 
-__all__ = ["ATTACK_WIDGET", "LAYER_HELP", "TRAIN_WIDGET", "tooltip"]
+__all__ = ["ATTACK_WIDGET", "LAYER_HELP", "TRAIN_NOTES", "TRAIN_WIDGET", "tooltip"]
 
 _CARD_PRESET = (
     "Which model card describes the checkpoint: its card file (beside the weights, or chosen "
@@ -163,38 +165,6 @@ TRAIN_WIDGET: dict[str, str] = {
         "Where training runs: 'auto' picks cuda, then mps, then cpu. Mixed precision is used "
         "on CUDA."
     ),
-    "mode": (
-        "Training objective (Hanif et al., MICCAI 2023). VAFA-FR: Eq. 3, Dice-CE on clean and "
-        "on VAFA patches + λ × frequency consistency of the logits (Eq. 4). VAFA: Dice-CE on "
-        "VAFA patches only. PGD/SegPGD/CosPGD/FGSM/BIM/GN: Dice-CE on voxel-domain adversarial (or noisy) "
-        "patches. clean: ordinary fine-tuning, validated under VAFA with the settings below "
-        "for comparison."
-    ),
-    "epochs": "Epochs to train; 'latest' is saved after every epoch.",
-    "iterations": (
-        "Updates per epoch; 0: one pass over the training cases (cases ÷ batch size, at least 1)."
-    ),
-    "batch_size": "Random patches per update (paper: 3 patches of 96³).",
-    "lr": (
-        "AdamW learning rate (paper: 1e-4; 5e-4 here, with which 300–1,000 updates measurably "
-        "harden the demo model), with a short warm-up and a cosine decay."
-    ),
-    "val_every": (
-        "Validate every this many epochs (and after the last): sliding-window foreground "
-        "Dice, clean and under the training attack (with 'validation attack steps'). The "
-        "best checkpoint has the highest Dice under attack (clean Dice in mode 'clean')."
-    ),
-    "patch_size": (
-        "Side of the random training patches; 'model card's' keeps the base card's ROI. The "
-        "new model card records it as its ROI (the attack tiles). Volumes smaller than a "
-        "patch are padded. Smaller patches train faster on a CPU."
-    ),
-    "lambda_fr": "Weight λ of the frequency-consistency term L_fr in Eq. 3 (paper: 1).",
-    "val_steps": (
-        "Steps of the validation attack (the training attack's settings otherwise; VAFA for a "
-        "clean run). 20, the evaluation attack's, tells a hardened model from a clean "
-        "fine-tune; fewer validate faster."
-    ),
     "out_dir": (
         "Folder for latest.safetensors, best.safetensors (+ model cards), training_state.pt, "
         "training_log.csv and training_curves.png. Created if needed; must be writable."
@@ -209,6 +179,15 @@ TRAIN_WIDGET: dict[str, str] = {
     "use_button": (
         "Select the new model (best checkpoint, else latest) in the 'VAFA attack' widget, "
         "opening it if needed, to attack it right away."
+    ),
+}
+
+#: What the VAFT widget adds to a training setting's tooltip (the setting's own text comes from
+#: the training schema, :mod:`vafa.training.settings`), by setting name.
+TRAIN_NOTES: dict[str, str] = {
+    "mode": (
+        "In this widget a clean run is validated under VAFA with the settings below, so that "
+        "its curve compares with an adversarial run's."
     ),
 }
 

@@ -8,6 +8,11 @@ activity dock where it is cheap (:mod:`napari_vafa._progress`) and the live curv
 (:class:`napari_vafa._train_plots.TrainingPlot`). Cancel saves ``latest`` and stops within one
 iteration; "Use in attack widget" hands the new checkpoint to the "VAFA attack" widget.
 
+The training settings are generated from the training schema
+(:class:`napari_vafa._train_controls.TrainingControls`, :mod:`vafa.training.settings`) and start
+from its "quick demo" profile, which the *profile* combo shows and switches ("defaults": the
+library's and ``vafa train``'s); the training attack's settings come from the attacks' schemas.
+
 Every control is an attribute (``widget.mode.value = "pgd"``, ``widget.run_button.clicked()``)
 so that tests drive it like a user. Inputs are checked on the GUI thread before anything runs
 (layers, shapes, the output folder: writable, no earlier run unless "overwrite"); what only the
@@ -26,18 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    FileEdit,
-    FloatSpinBox,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, PushButton
 
 from napari_vafa._attack_controls import AttackControls
 from napari_vafa._model_picker import ModelPicker, path_or_none
-from napari_vafa._tooltips import tooltip
+from napari_vafa._tooltips import TRAIN_NOTES, tooltip
+from napari_vafa._train_controls import TrainingControls
 from napari_vafa._worker_widget import (
     WorkerWidget,
     image_layer_volume,
@@ -52,24 +51,14 @@ if TYPE_CHECKING:
 
     from napari_vafa._train_worker import TrainDone, TrainJob, TrainProgress
 
-__all__ = ["DATA_SOURCES", "PATCH_SIZES", "TrainWidget", "mode_choices"]
+__all__ = ["DATA_SOURCES", "TrainWidget", "mode_choices"]
 
 PLUGIN = "napari-vafa"
 ATTACK_WIDGET = "VAFA attack"
 CURVES_DOCK = "VAFT training curves"
 DATA_SOURCES = (("image + labels layers", "layers"), ("datalist file", "datalist"))
-#: Patch sizes offered (0: the base model card's ``roi_size``).
-PATCH_SIZES = (("model card's", 0), ("32³", 32), ("48³", 48), ("64³", 64), ("96³", 96),
-               ("128³", 128), ("160³", 160))  # fmt: skip
-#: Start values of the training attack that differ from the attacks' own: the settings of the
-#: matched VAFT evidence (docs/results.md) — 5 attack steps per batch.
-ATTACK_DEFAULTS = {"steps": 5}
 #: The attack a "clean" run is validated under (with the settings of its controls).
 VALIDATION_ATTACK = "vafa"
-#: Start value of the validation attack's steps: the evaluation attack's 20 (docs/results.md),
-#: strong enough to tell a hardened model from a clean fine-tune (a 5-step attack costs either
-#: under one point of Dice on the bundled case, so their curves coincide).
-VALIDATION_STEPS = 20
 
 
 def mode_choices() -> tuple[tuple[str, str], ...]:
@@ -112,6 +101,7 @@ class TrainWidget(WorkerWidget):
         self._build_controls(available_devices())
         self.data_source.changed.connect(self._update_visibility)
         self.mode.changed.connect(self._update_visibility)
+        self.profile.changed.connect(self._apply_profile)
         self.use_button.changed.connect(self.use_in_attack_widget)
         self._connect()
 
@@ -125,42 +115,32 @@ class TrainWidget(WorkerWidget):
         for name, control in zip(ModelPicker.NAMES, self.model_picker.widgets, strict=True):
             setattr(self, name, control)
         self.model_source.label = "base model"
-        self.mode = ComboBox(label="mode", choices=mode_choices(), value="vafa-fr")
-        # Defaults: the settings of the matched VAFT evidence (README), 200 updates and two
-        # validations under a 20-step VAFA, to fit 10 minutes for the bundled demo model on 2
-        # CPU cores (docs/results.md, "The VAFT widget's defaults").
-        self.epochs = SpinBox(label="epochs", min=1, max=100_000, value=2)
-        self.iterations = SpinBox(label="iterations / epoch", min=0, max=1_000_000, value=100)
-        self.batch_size = SpinBox(label="batch size", min=1, max=256, value=2)
-        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=5e-4)
-        self.lr.native.setDecimals(6)
-        self.val_every = SpinBox(label="validate every", min=1, max=100_000, value=1)
-        self.patch_size = ComboBox(label="patch size", choices=PATCH_SIZES, value=64)
+        # the training settings, from the schema, starting at the "quick demo" profile
+        self.setting_controls = TrainingControls(notes=TRAIN_NOTES)
+        self.profile = self.setting_controls.profile
+        for name, control in self.setting_controls.controls.items():
+            setattr(self, name, control)
         from vafa.training import MODE_ATTACKS
 
         attacks = list(dict.fromkeys(a for a in MODE_ATTACKS.values() if a))
         self.attack_controls = AttackControls(
-            attacks, training=True, defaults=ATTACK_DEFAULTS, labels={"steps": "attack steps"}
-        )
+            attacks, training=True, defaults=self.setting_controls.chosen.attack,
+            labels={"steps": "attack steps"},
+        )  # fmt: skip
         for name, control in self.attack_controls.controls.items():
             setattr(self, name, control)
-        self.lambda_fr = FloatSpinBox(label="λ (L_fr)", min=0.0, max=100.0, step=0.1, value=1.0)
-        self.val_steps = SpinBox(
-            label="validation attack steps", min=1, max=1000, value=VALIDATION_STEPS
-        )
         self.out_dir = FileEdit(label="output folder", mode="d")
         self.overwrite = CheckBox(text="overwrite an earlier run", value=False)
         buttons = self._make_run_controls()
         self.use_button = PushButton(text="Use in attack widget", enabled=False)
-        own = [n for n in self._input_names() if n not in self.attack_controls.names]
+        generated = {"profile", *self.setting_controls.names, *self.attack_controls.names}
+        own = [n for n in self._input_names() if n not in generated]
         for name in (*own, "run_button", "cancel_button", "status", "use_button"):
             getattr(self, name).tooltip = tooltip("train", name)
         self.extend([
             self.data_source, self.image_layer, self.labels_layer, self.datalist,
             self.model_source, self.weights, self.card_preset, self.card_file, self.device,
-            self.mode,
-            self.epochs, self.iterations, self.batch_size, self.lr, self.val_every,
-            self.patch_size, *self.attack_controls.widgets, self.lambda_fr, self.val_steps,
+            *self.setting_controls.widgets, *self.attack_controls.widgets,
             self.out_dir, self.overwrite,
             buttons, self.status, self.use_button,
         ])  # fmt: skip
@@ -168,9 +148,8 @@ class TrainWidget(WorkerWidget):
     def _input_names(self) -> tuple[str, ...]:
         return (
             "data_source", "image_layer", "labels_layer", "datalist", "model_source", "weights",
-            "card_preset", "card_file", "device", "mode", "epochs", "iterations", "batch_size",
-            "lr", "val_every", "patch_size", *self.attack_controls.names, "lambda_fr",
-            "val_steps", "out_dir", "overwrite",
+            "card_preset", "card_file", "device", "profile", *self.setting_controls.names,
+            *self.attack_controls.names, "out_dir", "overwrite",
         )  # fmt: skip
 
     def _image_choices(self, _widget=None) -> list[tuple[str, Any]]:
@@ -184,10 +163,8 @@ class TrainWidget(WorkerWidget):
         from_layers = self.data_source.value == "layers"
         self.image_layer.visible = self.labels_layer.visible = from_layers
         self.datalist.visible = not from_layers
-        from vafa.training import MODE_ATTACKS
-
         mode = self.mode.value
-        attack = MODE_ATTACKS[mode] or VALIDATION_ATTACK
+        attack = self._shown_attack()
         self.attack_controls.switch(attack)  # e.g. SA²'s 8³ blocks where VAFA had 32³
         shown = self.attack_controls.shown(attack)
         for name in self.attack_controls.names:
@@ -222,20 +199,12 @@ class TrainWidget(WorkerWidget):
             if not datalist.is_file():
                 raise ValueError(f"datalist file not found: {datalist}")
             train_data, val_data = datalist, None
-        mode = self.mode.value
-        config = TrainingConfig(
-            mode=mode,
-            epochs=int(self.epochs.value),
-            iterations_per_epoch=int(self.iterations.value) or None,
-            batch_size=int(self.batch_size.value),
-            lr=float(self.lr.value),
-            lambda_fr=float(self.lambda_fr.value),
-            attack_options=self._attack_options(),
-            val_every=int(self.val_every.value),
-            **self._validation_attack(),
+        values = self.setting_controls.values()
+        config = TrainingConfig.from_settings(
+            values, attack_options=self._attack_options(), **self._validation_attack()
         )
         self._check_out_dir(out_dir, model)
-        patch = int(self.patch_size.value)
+        patch = values["patch"]
         return TrainJob(
             model=model,
             train_data=train_data,
@@ -266,15 +235,30 @@ class TrainWidget(WorkerWidget):
 
     def _validation_attack(self) -> dict[str, Any]:
         """Validation runs the training attack (VAFA for a clean run, so that its curve of Dice
-        under attack compares with an adversarial run's) with the controls' settings, but with
-        "validation attack steps" steps."""
+        under attack compares with an adversarial run's) with the controls' settings; the
+        config gives it "validation attack steps" steps."""
+        attack = self._shown_attack()
+        return {
+            "validation_attack": attack,
+            "validation_attack_options": self.attack_controls.options(attack),
+        }
+
+    def _shown_attack(self) -> str:
+        """The attack whose settings the controls show: the mode's, or VAFA for a clean run."""
         from vafa.training import MODE_ATTACKS
 
-        attack = MODE_ATTACKS[self.mode.value] or VALIDATION_ATTACK
-        options = self.attack_controls.options(attack)
-        if "steps" in options:
-            options["steps"] = int(self.val_steps.value)
-        return {"validation_attack": attack, "validation_attack_options": options}
+        return MODE_ATTACKS[self.mode.value] or VALIDATION_ATTACK
+
+    def _apply_profile(self, *_: Any) -> None:
+        """The attack controls a profile names take its values (the others' the attack's)."""
+        from vafa.attacks import ATTACKS
+        from vafa.training.settings import PROFILES
+
+        own = {o.name: o.default for o in ATTACKS[self._shown_attack()].options}
+        for name in {n for p in PROFILES for n in p.attack}:
+            if name in self.attack_controls.controls and name in own:
+                value = self.setting_controls.chosen.attack.get(name, own[name])
+                self.attack_controls.controls[name].value = value
 
     def _check_out_dir(self, out_dir: Path, model) -> None:
         """Writable (created if needed), and no earlier run there unless "overwrite"; the base

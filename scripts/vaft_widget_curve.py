@@ -108,14 +108,14 @@ def start_levels(widget) -> tuple[float, float, float]:
     from vafa.run.tiling import attack_volume, sliding_window_labels
 
     model, card = load_demo_model("cpu")
-    patch = int(widget.patch_size.value)
+    patch = int(widget.patch.value)
     roi = (patch,) * 3 if patch else card.roi_size
     image, labels = load_sample()
     model_input = to_model_space(image, card)
     x = model_input.tensor
     y = labels_to_model_space(labels, model_input).round().long()
     options = {"keep": "last", **widget.attack_controls.options("vafa")}
-    options["steps"] = int(widget.val_steps.value)
+    options["steps"] = int(widget.validation_steps.value)
     attack = build_attack("vafa", model, **options, seed=0)
     tiled = attack_volume(attack, x, y, roi=roi)
 
@@ -148,10 +148,7 @@ def main(argv=None) -> None:
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="VAFT fine-tuning")
     app = QApplication.instance()
-    defaults = {
-        name: getattr(widget, name).value
-        for name in ("mode", "epochs", "iterations", "batch_size", "lr", "patch_size", "val_steps")
-    }
+    defaults = {"profile": widget.profile.value, **widget.setting_controls.values()}
     defaults["attack"] = widget.attack_controls.options("vafa")
     print("widget defaults:", defaults)
     clean, adv, tiles = start_levels(widget)

@@ -171,7 +171,7 @@ def test_slicer_training_attack_steps_are_the_profiles():
 
 
 # ----------------------------------------------------------------------------- docs
-@pytest.mark.parametrize("doc", ["docs/cli.md", "README.md"])
+@pytest.mark.parametrize("doc", ["docs/napari.md", "docs/cli.md", "README.md"])
 def test_docs_name_the_profile(doc):
     text = (ROOT / doc).read_text(encoding="utf-8")
     assert QUICK_DEMO.title in text

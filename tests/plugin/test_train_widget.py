@@ -218,10 +218,10 @@ def _docked(make_napari_viewer, weights, tmp_path, layers=True, **kwargs):
     widget.model_picker.use_weights(weights, card_path_for(weights))
     widget.device.value = "cpu"
     widget.epochs.value = 1
-    widget.iterations.value = 2
+    widget.iterations_per_epoch.value = 2
     widget.batch_size.value = 1
     widget.steps.value = 1
-    widget.val_steps.value = 1
+    widget.validation_steps.value = 1
     widget.block_size.value = 8
     widget.out_dir.value = tmp_path / "run"
     return viewer, widget, layer_pair
@@ -332,8 +332,8 @@ def test_validation_attack_takes_its_own_steps_and_vafa_for_a_clean_run(
     make_napari_viewer, tmp_path
 ):
     _, widget, _ = _docked(make_napari_viewer, weights_path(tmp_path), tmp_path)
-    assert _shown(widget.val_steps)
-    widget.steps.value, widget.val_steps.value = 2, 7
+    assert _shown(widget.validation_steps)
+    widget.steps.value, widget.validation_steps.value = 2, 7
     widget.q_range.value = (4.0, 12.0)
     expected_vafa = {**widget.attack_controls.options("vafa"), "steps": 7}
     for mode, attack in (("vafa-fr", "vafa"), ("clean", "vafa"), ("pgd", "pgd")):
@@ -355,7 +355,7 @@ def test_cancel_saves_latest_and_layer_deletion_is_harmless(
 ):
     viewer, widget, (ct, seg) = _docked(make_napari_viewer, weights_path(tmp_path), tmp_path)
     widget.epochs.value = 20
-    widget.iterations.value = 50
+    widget.iterations_per_epoch.value = 50
     widget.run_button.native.click()
     qtbot.waitUntil(lambda: "epoch" in widget.status.value, timeout=RUN_TIMEOUT_MS)
     viewer.layers.remove(ct)  # the training data go away mid-run: the run has its own copy
@@ -432,7 +432,7 @@ def test_closing_napari_while_training_stops_the_worker(make_napari_viewer, qtbo
 
     viewer, widget, _ = _docked(make_napari_viewer, weights_path(tmp_path), tmp_path)
     widget.epochs.value = 20
-    widget.iterations.value = 50
+    widget.iterations_per_epoch.value = 50
     widget.run_button.native.click()
     worker = widget._worker
     qtbot.waitUntil(lambda: "epoch" in widget.status.value, timeout=RUN_TIMEOUT_MS)
