@@ -251,10 +251,10 @@ def naive_band(block, band: str) -> np.ndarray:
     return mask
 
 
-def block_coefficients(volume: torch.Tensor, block) -> np.ndarray:
+def block_coefficients(volume: torch.Tensor, block=8) -> np.ndarray:
     """``[n_blocks, *block]`` orthonormal DCT-II of every block of ``volume`` ``[H, W, D]``
-    (scipy, float64, one block at a time; a side: a cube; a 2D block: every axial slice's
-    squares)."""
+    (scipy, float64, one block at a time; a side: a cube, 8³ by default; a 2D block: every
+    axial slice's squares)."""
     import scipy.fft
 
     block = (block,) * 3 if isinstance(block, int) else tuple(block)
@@ -317,7 +317,7 @@ def run_vafa(*argv, world: int = 1, script=None, timeout: float = 300, **run):
 
 
 # ----------------------------------------------------------------------------- results
-def csv_rows(path: Path, drop=()) -> list[dict[str, str]]:
+def read_csv_rows(path: Path, drop=()) -> list[dict[str, str]]:
     """The rows of a CSV file, without the columns in ``drop``."""
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]

@@ -12,14 +12,13 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from distributed_launch import job_env, torchrun
-from factories import save_tiny_model
+from distributed_launch import job_env
+from factories import read_csv_rows, run_vafa, save_nifti, save_tiny_model, write_noise_ct
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +45,11 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _vafa(args, cwd: Path, world: int = 1, script=None) -> subprocess.CompletedProcess:
-    """``python -m vafa ARGS`` (world 1) or ``torchrun --nproc_per_node WORLD -m vafa ARGS``
-    (``script``: that file instead of ``-m vafa``)."""
-    program = ["-m", "vafa"] if script is None else [str(script)]
-    command = torchrun(world, *program) if world > 1 else [sys.executable, *program]
-    command += [*args, "--device", "cpu"]
-    return subprocess.run(
-        command, cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=600
-    )
+def _torchrun_vafa(args, cwd: Path, world: int = 1, script=None) -> subprocess.CompletedProcess:
+    """``python -m vafa ARGS --device cpu`` (world 1) or ``torchrun --nproc_per_node WORLD -m
+    vafa ARGS …`` (``script``: that file instead of ``-m vafa``) in ``cwd``."""
+    args = [*args, "--device", "cpu"]
+    return run_vafa(*args, world=world, script=script, cwd=cwd, env=job_env(), timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +60,11 @@ def data(tmp_path_factory) -> Path:
     save_tiny_model(folder / "tiny.safetensors")
     cases = []
     for i in range(3):
-        rng = np.random.default_rng(i)
-        hu = rng.normal(40, 60, SHAPE).astype(np.int16)
-        hu[:3] = -1000
         labels = np.zeros(SHAPE, np.uint8)
         labels[5 + i : 14, 4:12, 3:12] = 1
         labels[8:11, 6:9, 5:9] = 2
-        affine = np.diag([1.5, 1.5, 2.0, 1.0])
-        nib.save(nib.Nifti1Image(hu, affine), folder / f"case{i}.nii.gz")
-        nib.save(nib.Nifti1Image(labels, affine), folder / f"case{i}_seg.nii.gz")
+        write_noise_ct(folder / f"case{i}.nii.gz", SHAPE, seed=i)
+        save_nifti(folder / f"case{i}_seg.nii.gz", labels)
         cases.append({"image": f"case{i}.nii.gz", "label": f"case{i}_seg.nii.gz"})
     (folder / "bad.nii.gz").write_bytes(b"not a nifti")
     (folder / "data.json").write_text(json.dumps({"validation": cases}))
@@ -81,16 +72,11 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
-def _rows(path: Path, drop=()) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
-
-
 def _sorted(rows):
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
 
 
-def _volumes(folder: Path) -> dict[str, np.ndarray]:
+def _adversarial_arrays(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(folder.glob("*_adv.nii.gz"))}
 
 
@@ -103,8 +89,8 @@ def _visible(folder: Path) -> list[str]:
 def attacked(data):
     """The datalist attacked by one process (``one``) and by two (``two``)."""
     common = ["attack", "--datalist", "data.json", "--model", "tiny.safetensors", *ATTACK]
-    single = _vafa([*common, "--out-dir", "one"], data)
-    double = _vafa([*common, "--out-dir", "two"], data, world=2)
+    single = _torchrun_vafa([*common, "--out-dir", "one"], data)
+    double = _torchrun_vafa([*common, "--out-dir", "two"], data, world=2)
     assert single.returncode == 0, single.stderr[-2000:]
     assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
     return data / "one", data / "two"
@@ -125,13 +111,13 @@ def test_torchrun_attack_writes_what_one_process_writes(attacked):
             "case2_adv.nii.gz",
         ]
     )
-    assert _rows(two / "attack_results.csv") == _rows(one / "attack_results.csv")
-    rows = _rows(one / "attack_results.csv")
+    assert read_csv_rows(two / "attack_results.csv") == read_csv_rows(one / "attack_results.csv")
+    rows = read_csv_rows(one / "attack_results.csv")
     assert [r["case"] for r in rows] == ["case0", "case1", "case2"]
     assert all(
         r["status"] == "ok" and float(r["dice_fg"]) < float(r["dice_fg_clean"]) for r in rows
     )
-    volumes_one, volumes_two = _volumes(one), _volumes(two)
+    volumes_one, volumes_two = _adversarial_arrays(one), _adversarial_arrays(two)
     assert volumes_one.keys() == volumes_two.keys() and len(volumes_one) == 3
     for name, array in volumes_one.items():
         assert np.array_equal(array, volumes_two[name]), name
@@ -157,22 +143,22 @@ def test_torchrun_attack_resumes_and_reports_a_bad_case(attacked, data):
         (out / name).unlink()
     kept = {n: (out / n).stat().st_mtime_ns for n in ("case0_adv.json", "case0_adv.nii.gz")}
     args = ["attack", "--datalist", "bad.json", "--model", "tiny.safetensors", *ATTACK]
-    done = _vafa([*args, "--out-dir", "resumed", "--resume"], data, world=2)
+    done = _torchrun_vafa([*args, "--out-dir", "resumed", "--resume"], data, world=2)
     assert done.returncode != 0  # the bad case: exit status 1 in every process
     log = done.stdout + done.stderr
     assert "[default1]:vafa attack: bad.nii.gz" in log  # reported by the rank that owns it
     assert "1 of 4 case(s) failed" in log
     assert kept == {n: (out / n).stat().st_mtime_ns for n in kept}  # not recomputed
-    resumed, reference = _volumes(out), _volumes(one)
+    resumed, reference = _adversarial_arrays(out), _adversarial_arrays(one)
     assert resumed.keys() == reference.keys()
     for name, array in reference.items():
         assert np.array_equal(resumed[name], array), name
-    rows = _rows(out / "attack_results.csv")
-    assert rows[:3] == _rows(one / "attack_results.csv")
+    rows = read_csv_rows(out / "attack_results.csv")
+    assert rows[:3] == read_csv_rows(one / "attack_results.csv")
     assert rows[3]["case"] == "bad" and rows[3]["status"].startswith("failed: ")
     assert not (out / "bad_adv.nii.gz").exists()
     # settings that differ are not taken for finished work
-    again = _vafa([*args, "--steps", "4", "--out-dir", "resumed", "--resume"], data)
+    again = _torchrun_vafa([*args, "--steps", "4", "--out-dir", "resumed", "--resume"], data)
     assert again.returncode == 1
     assert "other settings (steps)" in again.stderr
 
@@ -186,8 +172,8 @@ def reported(data):
     script = data / "small_report.py"
     script.write_text(SMALL_REPORT)
     common = ["report", "--model", "tiny.safetensors", "--datalist", "pair.json", *REPORT]
-    single = _vafa([*common, "--out", "r1"], data, script=script)
-    double = _vafa([*common, "--out", "r2"], data, world=2, script=script)
+    single = _torchrun_vafa([*common, "--out", "r1"], data, script=script)
+    double = _torchrun_vafa([*common, "--out", "r2"], data, world=2, script=script)
     assert single.returncode == 0, single.stderr[-2000:]
     assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-2000:]
     return data / "r1", data / "r2", common, script
@@ -197,8 +183,8 @@ def test_torchrun_report_writes_what_one_process_writes(reported):
     r1, r2, _, _ = reported
     assert _visible(r2) == _visible(r1)
     assert "report.md" in _visible(r1) and "results.csv" in _visible(r1)
-    rows1 = _rows(r1 / "results.csv", drop=("seconds",))
-    rows2 = _rows(r2 / "results.csv", drop=("seconds",))
+    rows1 = read_csv_rows(r1 / "results.csv", drop=("seconds",))
+    rows2 = read_csv_rows(r2 / "results.csv", drop=("seconds",))
     assert len(rows1) == 4 and {r["status"] for r in rows1} == {"ok"}
     assert {(r["case"], r["attack"]) for r in rows1} == {
         (c, a) for c in ("case0", "case1") for a in ("clean", "vafa")
@@ -216,20 +202,20 @@ def test_torchrun_report_resumes_without_recomputing(reported, data):
     r1, _, common, script = reported
     out = data / "r3"
     (out / ".vafa-parts").mkdir(parents=True)
-    chosen = [{**row, "seconds": "4242"} for row in _rows(r1 / "results.csv")[1:3]]
+    chosen = [{**row, "seconds": "4242"} for row in read_csv_rows(r1 / "results.csv")[1:3]]
     with open(out / ".vafa-parts" / "results.rank5.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, list(chosen[0]))
         writer.writeheader()
         writer.writerows(chosen)
-    done = _vafa([*common, "--out", "r3"], data, world=2, script=script)
+    done = _torchrun_vafa([*common, "--out", "r3"], data, world=2, script=script)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert not (out / ".vafa-parts").exists()
-    rows = _rows(out / "results.csv")
+    rows = read_csv_rows(out / "results.csv")
     assert len(rows) == 4
     kept = [r for r in rows if r["seconds"] == "4242"]
     assert len(kept) == 2
-    assert _sorted(_rows(out / "results.csv", drop=("seconds",))) == _sorted(
-        _rows(r1 / "results.csv", drop=("seconds",))
+    assert _sorted(read_csv_rows(out / "results.csv", drop=("seconds",))) == _sorted(
+        read_csv_rows(r1 / "results.csv", drop=("seconds",))
     )
 
 

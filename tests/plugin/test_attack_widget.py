@@ -8,19 +8,26 @@ Set ``NAPARI_VAFA_SCREENSHOT=docs/screenshot_attack_widget.png`` to refresh the 
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from unittest.mock import patch
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from factories import tiny_card
+from factories import (
+    ct_phantom,
+    demo_cache,
+    drain,
+    file_digest,
+    phantom_affine,
+    phantom_card,
+    run_and_wait,
+    shown,
+)
 
 from napari_vafa._gc import IDLE_UNFREEZE_MS
 from napari_vafa._worker import (
@@ -32,7 +39,7 @@ from napari_vafa._worker import (
     ModelSpec,
     run_job,
 )
-from vafa.io.models import ModelCard, build_model
+from vafa.io.models import build_model
 from vafa.io.volume import Volume
 
 PLUGIN, WIDGET = "napari-vafa", "VAFA attack"
@@ -40,57 +47,18 @@ RUN_TIMEOUT_MS = 600_000  # the demo model at 128³ on a loaded 2-core machine
 
 
 # ----------------------------------------------------------------------------- helpers
-def _tiny_card(in_channels: int = 1) -> ModelCard:
-    return tiny_card(
-        in_channels=in_channels,
-        class_names=["background", "soft tissue", "bone"],
-        roi=32,
-        spacing=(3.0, 3.0, 3.0),
-        orientation="RAS",
-    )
-
-
-def _tiny_ct(shape=(40, 36, 20)) -> Volume:
-    rng = np.random.default_rng(0)
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
-    radius = np.sqrt((grid**2).sum(0))
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    body = radius < 0.9
-    hu[body] = 40.0 + rng.normal(0, 60, size=int(body.sum()))
-    hu[radius < 0.3] = 700.0
-    affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    affine[:3, 3] = (-30.0, -40.0, 10.0)
-    return Volume(hu, affine)
-
-
-def _job(
+def _attack_job(
     attack="vafa", steps=2, interval=0.0, shape=(40, 36, 20), **options
 ) -> tuple[AttackJob, ModelCache]:
-    card = _tiny_card()
-    torch.manual_seed(0)
-    model = build_model(card).eval()
-    spec = ModelSpec("demo", device="cpu")
-    cache = ModelCache()
-    cache.put(spec, model, card)
+    """A job on the CT phantom (3 mm) with the tiny phantom model (32³ tiles) in the cache."""
+    spec, cache = demo_cache(phantom_card(roi=32))
     if attack in ("vafa", "vafa2d"):
         options = {"steps": steps, "block_size": (8,) * (3 if attack == "vafa" else 2), **options}
     elif attack in ("pgd", "bim"):
         options = {"steps": steps, **options}
-    job = AttackJob(_tiny_ct(shape), None, spec, attack, options, seed=0, preview_interval=interval)
+    image = Volume(ct_phantom(shape)[0], phantom_affine())
+    job = AttackJob(image, None, spec, attack, options, seed=0, preview_interval=interval)
     return job, cache
-
-
-def _drain(gen, on_event=None):
-    events = []
-    try:
-        event = next(gen)
-        while True:
-            events.append(event)
-            if on_event is not None:
-                on_event(event)
-            event = gen.send(None)
-    except StopIteration as stop:
-        return events, stop.value
 
 
 # ----------------------------------------------------------------------------- library helper
@@ -124,8 +92,8 @@ def test_zeroed_layout_matches_per_tile_quantized_to_zero(block):
 
 # ----------------------------------------------------------------------------- worker
 def test_run_job_yields_every_step_with_previews_and_returns_all_layers():
-    job, cache = _job(steps=2, interval=0.0)
-    events, done = _drain(run_job(job, threading.Event(), cache))
+    job, cache = _attack_job(steps=2, interval=0.0)
+    events, done = drain(run_job(job, threading.Event(), cache))
     assert isinstance(done, JobDone), getattr(done, "traceback", done)
     tiles = events[0].tiles
     assert tiles == 4 and len(events) == 2 * tiles  # 40×36×20 in 32³ tiles
@@ -149,8 +117,8 @@ def test_run_job_yields_every_step_with_previews_and_returns_all_layers():
 def test_run_job_with_blocks_larger_than_tile_and_volume(attack):
     dims = 3 if attack == "vafa" else 2
     # one 32³ tile (the 24×20×12 volume is padded to it), 48-voxel blocks: padded again
-    job, cache = _job(attack, steps=1, shape=(24, 20, 12), block_size=(48,) * dims)
-    _, done = _drain(run_job(job, threading.Event(), cache))
+    job, cache = _attack_job(attack, steps=1, shape=(24, 20, 12), block_size=(48,) * dims)
+    _, done = drain(run_job(job, threading.Event(), cache))
     assert isinstance(done, JobDone), getattr(done, "traceback", done)
     assert done.block_size == (48,) * dims
     kji = job.image.shape[::-1]
@@ -159,8 +127,8 @@ def test_run_job_with_blocks_larger_than_tile_and_volume(attack):
 
 
 def test_run_job_previews_paste_into_the_final_volume():
-    job, cache = _job("gn", std=8.0)  # one event per tile, carrying the tile's final result
-    events, done = _drain(run_job(job, threading.Event(), cache))
+    job, cache = _attack_job("gn", std=8.0)  # one event per tile, carrying the tile's final result
+    events, done = drain(run_job(job, threading.Event(), cache))
     assert isinstance(done, JobDone) and [e.step for e in events] == [0, 0, 0, 0]
     pasted = np.ascontiguousarray(np.transpose(job.image.array, (2, 1, 0)))
     for event in events:  # what the GUI does, in tile order
@@ -170,8 +138,8 @@ def test_run_job_previews_paste_into_the_final_volume():
 
 
 def test_run_job_throttles_previews_and_voxel_attacks_have_no_q_table():
-    job, cache = _job("pgd", steps=3, interval=3600.0)
-    events, done = _drain(run_job(job, threading.Event(), cache))
+    job, cache = _attack_job("pgd", steps=3, interval=3600.0)
+    events, done = drain(run_job(job, threading.Event(), cache))
     assert isinstance(done, JobDone)
     assert len(events) == 3 * 4
     assert [e.preview is not None for e in events] == [True] + [False] * 11
@@ -180,9 +148,9 @@ def test_run_job_throttles_previews_and_voxel_attacks_have_no_q_table():
 
 
 def test_run_job_cancel_returns_the_best_result_so_far():
-    job, cache = _job(steps=5)
+    job, cache = _attack_job(steps=5)
     cancel = threading.Event()
-    events, done = _drain(run_job(job, cancel, cache), on_event=lambda e: cancel.set())
+    events, done = drain(run_job(job, cancel, cache), on_event=lambda e: cancel.set())
     assert len(events) == 1
     assert isinstance(done, JobDone) and done.outcome.cancelled
     assert done.outcome.metrics.tiles_done == 0
@@ -191,15 +159,15 @@ def test_run_job_cancel_returns_the_best_result_so_far():
 def test_run_job_reports_failures_instead_of_raising(tmp_path):
     from vafa.io.checkpoints import save_model
 
-    job, _ = _job()
+    job, _ = _attack_job()
     job.model = ModelSpec("file", weights=tmp_path / "missing.safetensors", device="cpu")
-    events, failed = _drain(run_job(job, threading.Event()))
+    events, failed = drain(run_job(job, threading.Event()))
     assert events == [] and isinstance(failed, JobFailed)
     assert "missing.safetensors" in failed.message and "Traceback" in failed.traceback
-    card = _tiny_card(in_channels=2)
+    card = phantom_card(roi=32, in_channels=2)
     weights = save_model(build_model(card), card, tmp_path / "two.safetensors")
     job.model = ModelSpec("file", weights=weights, device="cpu")
-    events, failed = _drain(run_job(job, threading.Event()))
+    events, failed = drain(run_job(job, threading.Event()))
     assert isinstance(failed, JobFailed) and "in_channels" in failed.message
 
 
@@ -221,21 +189,6 @@ def _viewer_with_sample(make_napari_viewer, **kwargs):
     return viewer, widget, ct, seg
 
 
-def _run_and_wait(qtbot, widget, timeout=RUN_TIMEOUT_MS):
-    widget.run_button.native.click()
-    assert widget.is_running and not widget.run_button.enabled and widget.cancel_button.enabled
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=timeout)
-
-
-def _shown(control) -> bool:
-    """Not hidden by the widget (independent of whether the window is on screen)."""
-    return not control.native.isHidden()
-
-
-def _digest(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @pytest.mark.gui
 def test_attack_widget_runs_updates_in_place_and_exports(
     make_napari_viewer, qtbot, tmp_path, errors
@@ -251,17 +204,17 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     assert widget.image_layer.value is ct
     assert widget.labels_layer.value is seg  # the organ labels on the image's grid by default
     widget.attack.value = "pgd"
-    assert _shown(widget.eps) and _shown(widget.alpha) and not _shown(widget.q_range)
+    assert shown(widget.eps) and shown(widget.alpha) and not shown(widget.q_range)
     widget.attack.value = "gn"
-    assert _shown(widget.std) and not _shown(widget.eps)
+    assert shown(widget.std) and not shown(widget.eps)
     widget.attack.value = "vafa"
-    assert _shown(widget.q_range) and _shown(widget.use_ssim_loss) and not _shown(widget.eps)
-    assert not _shown(widget.weights)
+    assert shown(widget.q_range) and shown(widget.use_ssim_loss) and not shown(widget.eps)
+    assert not shown(widget.weights)
 
     widget.labels_layer.value = USE_PREDICTION
     widget.steps.value = 2
     widget.block_size.value = 32
-    _run_and_wait(qtbot, widget)
+    run_and_wait(qtbot, widget, RUN_TIMEOUT_MS)
     assert errors == []
     layers = dict(widget.result_layers)
     assert [layer.name for layer in widget.image_layer.choices] == [ct.name]  # not ours
@@ -299,7 +252,7 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     widget.labels_layer.value = seg
     widget.steps.value = 1
     before = {k: (layer, layer.data) for k, layer in layers.items()}
-    _run_and_wait(qtbot, widget)
+    run_and_wait(qtbot, widget, RUN_TIMEOUT_MS)
     assert errors == []
     assert widget.last_outcome.metrics.reference == "labels"
     for key, (layer, data) in before.items():
@@ -323,10 +276,10 @@ def test_attack_widget_runs_updates_in_place_and_exports(
     np.testing.assert_allclose(
         adversarial.get_fdata(), np.transpose(layers["adversarial"].data, (2, 1, 0)), atol=1e-3
     )
-    digest = _digest(sample_paths()[0])
+    digest = file_digest(sample_paths()[0])
     assert widget.export(sample_paths()[0]) == []
     assert errors and "refusing" in errors[-1]
-    assert _digest(sample_paths()[0]) == digest
+    assert file_digest(sample_paths()[0]) == digest
 
 
 def _screenshot(viewer, prediction, tmp_path) -> None:
@@ -390,7 +343,7 @@ def test_bad_inputs_notify_and_leave_the_widget_usable(make_napari_viewer, qtbot
 
     widget.model_source.value = "file"
     assert widget.model_source.current_choice == WEIGHTS_FILE
-    assert _shown(widget.weights) and _shown(widget.card_file)
+    assert shown(widget.weights) and shown(widget.card_file)
     widget.weights.value = tmp_path / "nowhere.safetensors"
     assert not widget.run() and "not found" in errors[-1]
 
@@ -398,7 +351,7 @@ def test_bad_inputs_notify_and_leave_the_widget_usable(make_napari_viewer, qtbot
     junk.write_bytes(b"not a checkpoint")
     widget.weights.value = junk
     count = len(errors)
-    _run_and_wait(qtbot, widget, timeout=60_000)
+    run_and_wait(qtbot, widget, 60_000)
     assert len(errors) == count + 1 and "failed" in errors[-1]
     assert widget.result_layers == {} and widget.last_outcome is None
     assert [layer.name for layer in viewer.layers][-1] == "other"  # no half-made layer
@@ -622,7 +575,7 @@ def test_compare_view_shows_the_run_side_by_side_and_restores_the_view(
     assert not widget.compare_view.enabled  # nothing to compare before a run
     widget.labels_layer.value = seg
     widget.steps.value = 1
-    _run_and_wait(qtbot, widget)
+    run_and_wait(qtbot, widget, RUN_TIMEOUT_MS)
     assert errors == [] and widget.compare_view.enabled
     viewer.dims.ndisplay = 3
     viewer.scene.camera.zoom = 1.7
@@ -670,10 +623,10 @@ def test_published_algorithm_checkbox_locks_its_settings_and_runs_them(
 ):
     _viewer, widget, _ct, seg = _viewer_with_sample(make_napari_viewer)
     widget.attack.value = "vafa2d"
-    assert _shown(widget.paper) and _shown(widget.hard_round)
-    assert _shown(widget.use_ssim_loss) and not widget.use_ssim_loss.value  # 2D: off
+    assert shown(widget.paper) and shown(widget.hard_round)
+    assert shown(widget.use_ssim_loss) and not widget.use_ssim_loss.value  # 2D: off
     widget.attack.value = "pgd"
-    assert not _shown(widget.paper) and not _shown(widget.hard_round)
+    assert not shown(widget.paper) and not shown(widget.hard_round)
     widget.attack.value = "vafa"
     widget.hard_round.value = True
     widget.normalize.value = "clip"
@@ -684,7 +637,7 @@ def test_published_algorithm_checkbox_locks_its_settings_and_runs_them(
     assert not any(control.enabled for control in locked)
     widget.labels_layer.value = seg
     widget.steps.value = 2
-    _run_and_wait(qtbot, widget)
+    run_and_wait(qtbot, widget, RUN_TIMEOUT_MS)
     assert errors == []
     settings = widget.last_outcome.settings["attack"]
     assert settings["paper"] and settings["normalize"] == "slice" and settings["keep"] == "last"
@@ -704,10 +657,10 @@ def test_model_picker_offers_preset_cards_for_checkpoints_without_one(qtbot, tmp
     weights.write_bytes(b"weights")
     picker.model_source.value = "file"
     picker.weights.value = weights
-    assert picker.card_preset.value == "file" and _shown(picker.card_file)
+    assert picker.card_preset.value == "file" and shown(picker.card_file)
     assert picker.spec().card is None  # the card beside the weights
     picker.card_preset.value = "unetr-btcv"
-    assert not _shown(picker.card_file) and _shown(picker.card_preset)
+    assert not shown(picker.card_file) and shown(picker.card_preset)
     assert picker.spec().card == "unetr-btcv"
     picker.use_weights(weights, tmp_path / "card.json")  # a hand-over resets to the file
-    assert picker.card_preset.value == "file" and _shown(picker.card_file)
+    assert picker.card_preset.value == "file" and shown(picker.card_file)
