@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -32,7 +33,11 @@ def add_parser(subparsers) -> None:
         description="Attack one NIfTI volume, a folder of them, or the cases "
         "of a decathlon-style datalist.",
     )
-    add_common_arguments(p, json="print the metrics as JSON (also with --quiet)")
+    add_common_arguments(
+        p,
+        json="print the metrics as JSON (also with --quiet); a folder or a datalist: one JSON "
+        "object per case and line (JSON Lines), each naming its case",
+    )
     add_attack_arguments(p)
     p.add_argument("image", nargs="?", help="a .nii/.nii.gz file or a folder of them")
     add_model_arguments(p)
@@ -77,6 +82,7 @@ def run(args) -> int:
         if table is not None and table.exists() and not (args.resume or args.overwrite):
             raise CLIError(f"{table} exists (pass --resume to continue, --overwrite to replace)")
         expected = _expected_settings(args, model, card) if args.resume else None
+        lines = args.json and not single and dist.is_writer  # JSON Lines, one per case
         if not dist.is_writer:  # one process speaks: no bar, table or JSON from the others
             args.quiet, args.json = True, False
         rows = []
@@ -86,7 +92,14 @@ def run(args) -> int:
             case = (image_path, label_path)
             row = _attack_case(args, model, card, case, target, title, args.quiet, expected, single)
             rows.append({"index": index, **row})
+            if lines:  # as each case ends; the other processes' cases after the gathering
+                _print_case_line(rows[-1])
+        own = {row["index"] for row in rows}
         rows = [row for part in dist.gather_json(rows) for row in part]
+        if lines:
+            for row in sorted(rows, key=lambda r: r["index"]):
+                if row["index"] not in own:
+                    _print_case_line(row)
         return _finish(args, dist, rows, table, len(cases))
     finally:
         dist.close()
@@ -94,10 +107,10 @@ def run(args) -> int:
 
 def _attack_case(args, model, card, case, target, title, quiet, expected, single) -> dict:
     """Attack one case and write its files (or find them done with ``--resume``); returns its
-    row of ``attack_results.csv``. A failing case is reported and gives a ``failed`` row
-    (a single IMAGE raises instead)."""
+    row of ``attack_results.csv`` (:func:`vafa.run.cases.case_row`) with its ``--json`` line
+    under ``"line"`` (:func:`_case_line`). A failing case is reported and gives a ``failed``
+    row (a single IMAGE raises instead)."""
     from vafa.io.volume import load_labels, load_volume
-    from vafa.run.cases import case_row
 
     image_path, label_path = case
     sidecar = _sidecar(target)
@@ -106,14 +119,15 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
         if expected is not None and (target.exists() or sidecar.exists()):
             metrics = _finished(target, sidecar, expected)
             if metrics is not None:  # read back from the case's JSON
-                return case_row(image_path, label_path, target.name, "ok", metrics, args.seed)
+                return _row(case, target, args.seed, metrics, resumed=True)
             overwrite = True  # a case cut short: its partial files are replaced
         _check_target(target, [image_path, label_path], overwrite)
         image = load_volume(image_path)
         labels = None if label_path is None else load_labels(label_path, image, card.out_channels)
         outcome = run_attack_command(args, model, card, image, labels, title=title, quiet=quiet)
         _write_adversarial(outcome, target)
-        print_metrics(args, outcome.metrics, title=str(image_path))  # --json even with --quiet
+        if single or not args.json:  # a batch's --json: one line per case (_print_case_line)
+            print_metrics(args, outcome.metrics, title=str(image_path))  # also with --quiet
         if outcome.model_input.resampled and not args.resample_back and not quiet:
             spacing = "×".join(f"{s:g}" for s in outcome.model_input.grid.spacing)
             print(
@@ -121,15 +135,54 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
                 "use --resample-back for the input grid",
                 file=sys.stderr,
             )
-        return case_row(image_path, label_path, target.name, "ok", outcome.metrics, args.seed)
+        return _row(case, target, args.seed, outcome.metrics)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a bad case must not stop the batch
         if single:
             raise
         print(f"vafa attack: {image_path}: {one_line(err)}", file=sys.stderr)
-        status = f"failed: {one_line(err)}"
-        return case_row(image_path, label_path, target.name, status, None, args.seed)
+        return _row(case, target, args.seed, None, error=one_line(err))
+
+
+def _row(case, target: Path, seed, metrics, *, resumed=False, error: str | None = None) -> dict:
+    """The case's row of ``attack_results.csv``, with its ``--json`` line under ``"line"``."""
+    from vafa.run.cases import case_row
+
+    image_path, label_path = case
+    status = "ok" if error is None else f"failed: {error}"
+    row = case_row(image_path, label_path, target.name, status, metrics, seed)
+    return {**row, "line": _case_line(row, target, metrics, resumed, error)}
+
+
+def _case_line(row: dict, target: Path, metrics, resumed: bool, error: str | None) -> dict:
+    """What ``--json`` prints for one case of a folder or a datalist (one line, JSON-ready):
+    ``case`` (the image's name without ``.nii``/``.nii.gz``), ``image``, ``labels`` (None: the
+    model's own clean prediction was attacked), ``adversarial`` and ``json`` (the files
+    written), ``status`` (``"ok"`` or ``"failed"``), ``error`` (the one-line message, or
+    None), ``resumed`` (found finished by ``--resume``) and ``metrics`` (what ``--json``
+    prints for a single IMAGE; None for a failed case)."""
+    from vafa.io.files import json_ready
+
+    return json_ready(
+        {
+            "case": row["case"],
+            "image": row["image"],
+            "labels": row["labels"],
+            "adversarial": str(target),
+            "json": str(_sidecar(target)),
+            "status": "ok" if error is None else "failed",
+            "error": error,
+            "resumed": resumed,
+            "metrics": None if metrics is None else metrics.to_dict(),
+        }
+    )
+
+
+def _print_case_line(row: dict) -> None:
+    """One case's ``--json`` line on stdout, with its place in the input (``index``, from 0)."""
+    line = {"case": row["line"]["case"], "index": row["index"], **row["line"]}
+    print(json.dumps(line, allow_nan=False), flush=True)
 
 
 def _finish(args, dist, rows, table: Path | None, total: int) -> int:
