@@ -40,7 +40,7 @@ def ct_folder(tmp_path_factory):
     return make_tiny_nnunet(root, checkpoints=("checkpoint_final.pth", "checkpoint_best.pth"))
 
 
-def _image_file(tmp_path: Path, image_zyx: np.ndarray, spacing_zyx) -> Path:
+def _nifti_of_zyx(tmp_path: Path, image_zyx: np.ndarray, spacing_zyx) -> Path:
     """The NIfTI file whose SimpleITK reading is ``image_zyx`` (nibabel order is reversed)."""
     return write_nifti(tmp_path / "case.nii.gz", image_zyx.transpose(2, 1, 0), spacing_zyx[::-1])
 
@@ -66,7 +66,7 @@ def test_ct_model_gives_the_probabilities_of_nnunets_predictor(ct_folder, tmp_pa
     spacing = (2.0, 1.0, 1.0)  # the plans' spacing: neither side resamples
     theirs = nnunet_predict(ct_folder, image, spacing)
     model, card = load_model(ct_folder, device="cpu")
-    ours = _ours(model, card, _image_file(tmp_path, image, spacing))
+    ours = _ours(model, card, _nifti_of_zyx(tmp_path, image, spacing))
     _agree(ours, theirs)
     # the comparison can fail: the same weights fed in our axis order are another model
     wrong = replace(card, kwargs={**card.kwargs, "axes": [0, 1, 2]}, roi_size=(8, 16, 16))
@@ -89,7 +89,7 @@ def test_zscore_model_with_transposed_axes_gives_nnunets_probabilities(tmp_path)
     # network axis n is nnU-Net's axis transpose[n], i.e. our axis 2 - transpose[n]
     assert card.kwargs["axes"] == [1, 0, 2]
     assert card.spacing == (1.0, 2.0, 1.0) and card.roi_size == (16, 8, 16)
-    _agree(_ours(model, card, _image_file(tmp_path, image, spacing)), theirs)
+    _agree(_ours(model, card, _nifti_of_zyx(tmp_path, image, spacing)), theirs)
 
 
 def test_card_comes_from_plans_and_dataset(ct_folder):
