@@ -5,53 +5,15 @@ one-line errors in the library and the CLI."""
 
 from __future__ import annotations
 
-import itertools
 import json
-from fractions import Fraction
 
 import numpy as np
 import pytest
-import scipy.fft
 import torch
+from factories import block_coefficients, naive_band
 
 from vafa.attacks import VAFA, VAFA2D, build_attack
 from vafa.cli import main
-
-
-def block_coefficients(volume: torch.Tensor, block) -> np.ndarray:
-    """``[n_blocks, *block]`` orthonormal DCT-II of every block of ``volume`` ``[H, W, D]``
-    (scipy, float64, one block at a time; a 2D block: every axial slice's squares)."""
-    v = volume.detach().double().numpy()
-    out = []
-    if len(block) == 3:
-        for i, j, k in itertools.product(
-            *(range(0, n, b) for n, b in zip(v.shape, block, strict=True))
-        ):
-            cube = v[i : i + block[0], j : j + block[1], k : k + block[2]]
-            out.append(scipy.fft.dctn(cube, type=2, norm="ortho"))
-    else:
-        for i, j, k in itertools.product(range(0, v.shape[0], block[0]),
-                                         range(0, v.shape[1], block[1]), range(v.shape[2])):  # fmt: skip
-            square = v[i : i + block[0], j : j + block[1], k]
-            out.append(scipy.fft.dctn(square, type=2, norm="ortho"))
-    return np.stack(out)
-
-
-def naive_band(block, band: str) -> np.ndarray:
-    """Membership of every index: r = mean of u/(b − 1) over the axes, thirds (exact)."""
-    mask = np.zeros(block, dtype=bool)
-    for index in itertools.product(*(range(b) for b in block)):
-        r = sum(Fraction(u, b - 1) for u, b in zip(index, block, strict=True)) / len(block)
-        name = "low" if r < Fraction(1, 3) else "middle" if r < Fraction(2, 3) else "high"
-        mask[index] = band in ("all", name)
-    return mask
-
-
-@pytest.fixture(scope="module")
-def mid_range(synthetic_data):
-    """One synthetic volume in [0.3, 0.7]: the clamp of ``normalize="clip"`` stays idle."""
-    images, labels = synthetic_data
-    return 0.3 + 0.4 * images[:1], labels[:1]
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from factories import tiny_card
+from factories import ct_phantom, grid_affine, phantom_affine, phantom_card
 
 from vafa.io import outcome_files
 from vafa.io.files import json_ready
 from vafa.io.intensity import CTWindow
 from vafa.io.model_space import from_model_space, labels_to_model_space, to_model_space
-from vafa.io.models import build_model
 from vafa.io.outcome_files import OUTCOME_FILES, write_outcome
 from vafa.io.volume import Volume
 from vafa.run.pipeline import evaluate, run_attack
@@ -24,41 +23,16 @@ from vafa.run.pipeline import evaluate, run_attack
 CLASSES = ["background", "soft tissue", "bone"]
 
 
-def _card(spacing=(3.0, 3.0, 3.0), **overrides):
-    return tiny_card(class_names=CLASSES, spacing=spacing, **{"orientation": "RAS", **overrides})
-
-
 @pytest.fixture(scope="module")
 def card():
-    return _card()
-
-
-@pytest.fixture(scope="module")
-def model(card):
-    torch.manual_seed(0)
-    return build_model(card).eval()
-
-
-def _affine(spacing, origin=(-30.0, -40.0, 10.0)):
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = origin
-    return affine
+    return phantom_card()
 
 
 def _ct(shape=(40, 36, 20), spacing=(3.0, 3.0, 3.0), seed=0, source=None):
-    """CT-like HU volume: air, a soft-tissue body with blobs, and bone (above the window)."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
-    radius = np.sqrt((grid**2).sum(0))
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    body = radius < 0.9
-    hu[body] = 40.0 + rng.normal(0, 25, size=int(body.sum()))
-    hu[radius < 0.3] = 700.0  # bone, saturated by the [-175, 250] window
-    labels = np.zeros(shape, dtype=np.float32)
-    labels[body] = 1
-    labels[radius < 0.3] = 2
-    image = Volume(hu, _affine(spacing), source=source)
-    return image, Volume(labels, _affine(spacing))
+    """The CT phantom (soft tissue ± 25 HU, its bone above the window) and its labels."""
+    hu, labels = ct_phantom(shape, seed=seed, noise=25.0)
+    image = Volume(hu, phantom_affine(spacing), source=source)
+    return image, Volume(labels, phantom_affine(spacing))
 
 
 # ----------------------------------------------------------------------------- model space
@@ -119,7 +93,7 @@ def test_resample_false_warns_and_keeps_the_grid(card):
 
 
 def test_reorientation_counts_as_resampling():
-    card = _card(orientation="RAS")
+    card = phantom_card(orientation="RAS")
     image, _ = _ct(shape=(16, 16, 16))
     flipped = Volume(image.array, np.diag([-3.0, -3.0, 3.0, 1.0]))  # LPS
     mi = to_model_space(flipped, card)
@@ -137,7 +111,7 @@ def test_labels_errors_name_the_file(card):
     small = Volume(np.zeros((4, 4, 4), np.float32), image.affine)
     with pytest.raises(ValueError, match="must have the image's shape"):
         labels_to_model_space(small, mi)
-    shifted = Volume(labels.array, _affine((3.0, 3.0, 3.0), origin=(0, 0, 0)))
+    shifted = Volume(labels.array, grid_affine((3.0, 3.0, 3.0)))
     with pytest.raises(ValueError, match="affine"):
         labels_to_model_space(shifted, mi)
     with pytest.raises(ValueError, match="integer"):

@@ -1,6 +1,5 @@
 """``vafa.report`` and ``vafa report`` on a tiny model and small synthetic CT volumes."""
 
-import csv
 import functools
 import json
 import math
@@ -9,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from factories import save_tiny_model
+from factories import non_blank, read_csv_rows, save_tiny_model
 
 import vafa.report as R
 from vafa.attacks import build_attack
@@ -296,18 +295,6 @@ def test_iter_grid_failed_entry_does_not_stop_the_grid(models, case):
 
 
 # ----------------------------------------------------------------------------- run_report
-def _csv_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _non_blank(path):
-    import matplotlib.image
-
-    pixels = matplotlib.image.imread(path)
-    return pixels.ndim == 3 and float(pixels[..., :3].std()) > 0.02
-
-
 @pytest.mark.slow  # ~15 s quiet, 30 s on the shared 2-core machine
 def test_run_report_writes_everything(models, case, tmp_path, count_attacks):
     second = _case(tmp_path, "second", seed=3)
@@ -320,7 +307,7 @@ def test_run_report_writes_everything(models, case, tmp_path, count_attacks):
     out = tmp_path / "out"
     n_first = 4 + 3  # table 1 + the sweeps' new keys (q_max 20 is table 1's VAFA)
     assert result.ran == 2 * (n_first + 4) and result.skipped == 0 and result.failed == 0
-    csv_rows = _csv_rows(out / "results.csv")
+    csv_rows = read_csv_rows(out / "results.csv")
     assert len(csv_rows) == result.ran
     assert tuple(csv_rows[0]) == R.RESULT_FIELDS
     assert {r["status"] for r in csv_rows} == {"ok"}
@@ -350,7 +337,7 @@ def test_run_report_writes_everything(models, case, tmp_path, count_attacks):
         "table1_bars.png",
         "qualitative.png",
     ):
-        assert _non_blank(out / name), name
+        assert non_blank(out / name), name
         assert f"({name})" in text
     assert set(result.plots) == {"qmax", "steps", "block", "table1_bars", "qualitative", "transfer"}
     assert "## Transfer matrix" in text and (out / "transfer.csv").is_file()  # two models
@@ -367,10 +354,10 @@ def test_run_report_resumes(models, case, tmp_path, count_attacks):
     count_attacks.clear()
     again = R.run_report(*args, sweeps=False, grid=SMALL_GRID)
     assert again.ran == 0 and again.skipped == first.ran and count_attacks == []
-    assert len(_csv_rows(csv_path)) == first.ran
+    assert len(read_csv_rows(csv_path)) == first.ran
     # drop two finished rows and tear the last line (an interrupted run): those two run again
     lines = csv_path.read_text().splitlines(keepends=True)
-    dropped = _csv_rows(csv_path)[-2:]
+    dropped = read_csv_rows(csv_path)[-2:]
     csv_path.write_text("".join(lines[:-2]) + lines[-1][:20])
     third = R.run_report(*args, sweeps=False, grid=SMALL_GRID)
     assert third.ran == 2 and len(count_attacks) == sum(r["key"] != "clean" for r in dropped)
@@ -387,7 +374,7 @@ def test_run_report_records_failures_and_continues(models, case, tmp_path):
     cases = [("case", case[0], case[1]), ("broken", broken[0], broken[1])]
     out = tmp_path / "out"
     result = R.run_report([("tiny", models[0])], cases, out, grid=grid, sweeps=False)
-    rows = _csv_rows(out / "results.csv")
+    rows = read_csv_rows(out / "results.csv")
     statuses = {(r["case"], r["key"]): r["status"] for r in rows}
     assert statuses[("case", "clean")] == "ok" and statuses[("case", bad.key)].startswith("failed")
     assert statuses[("case", SMALL_TABLE1[2].key)] == "ok"
@@ -418,7 +405,7 @@ def test_run_report_cancel_writes_no_report(models, case, tmp_path):
         callback=stop_at_second_row,
     )
     assert result.cancelled and result.report is None
-    assert [r["key"] for r in _csv_rows(out / "results.csv")] == seen
+    assert [r["key"] for r in read_csv_rows(out / "results.csv")] == seen
     assert not (out / "report.md").exists()
 
 
@@ -469,13 +456,13 @@ def test_cli_report_end_to_end(models, case, tmp_path, small_grid, capsys):
     assert "Table 6" in captured.out and "tiny2 Dice fg" in captured.out
     assert "| VAFA q_max=20 |" in captured.out
     assert f"{out / 'report.md'}" in captured.out
-    rows = _csv_rows(out / "results.csv")
+    rows = read_csv_rows(out / "results.csv")
     assert len(rows) == 2 * len(SMALL_TABLE1)
     assert {r["case"] for r in rows} == {"case"}
     # re-run resumes (quiet: prints nothing)
     assert main([*argv, "--out", str(out), "--no-sweeps", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
-    assert len(_csv_rows(out / "results.csv")) == 2 * len(SMALL_TABLE1)
+    assert len(read_csv_rows(out / "results.csv")) == 2 * len(SMALL_TABLE1)
 
 
 def test_cli_report_datalist_and_paper(models, tmp_path, small_grid, capsys, monkeypatch):
@@ -571,7 +558,7 @@ def test_cli_report_ctrl_c_keeps_finished_rows(
     )
     assert code == 130
     assert "resume" in capsys.readouterr().err
-    assert [r["key"] for r in _csv_rows(out / "results.csv")] == ["clean", SMALL_TABLE1[1].key]
+    assert [r["key"] for r in read_csv_rows(out / "results.csv")] == ["clean", SMALL_TABLE1[1].key]
     assert not (out / "report.md").exists()
     assert not list(out.glob("*.png"))
 
@@ -618,7 +605,7 @@ def test_cli_report_fills_lpips_from_local_weights(models, tmp_path, small_grid,
     argv = ["report", str(ct), "--labels", str(seg), "--model", str(models[0]), "--no-sweeps"]
     argv += ["--lpips-weights", str(weights), "--out", str(out), "-q"]
     assert main(argv) == 0, capsys.readouterr().err
-    rows = {r["key"]: r for r in _csv_rows(out / "results.csv")}
+    rows = {r["key"]: r for r in read_csv_rows(out / "results.csv")}
     assert float(rows["clean"]["lpips"]) == 0.0
     gn = next(e for e in SMALL_TABLE1 if e.attack == "gn")
     for entry in SMALL_TABLE1[1:]:

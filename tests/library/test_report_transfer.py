@@ -1,13 +1,12 @@
 """``vafa report`` with two models: the transfer matrix (transfer.csv, table, heat map) and
 ``--bands`` (bands.csv, table, bar plot), checked against direct evaluations."""
 
-import csv
 import functools
 
 import nibabel as nib
 import numpy as np
 import pytest
-from factories import save_tiny_model
+from factories import non_blank, read_csv_rows, save_tiny_model
 
 import vafa.report as R
 from vafa.cli import main
@@ -46,18 +45,6 @@ def _case(folder, name, seed, labelled=True):
     return (name, ct, seg if labelled else None)
 
 
-def _rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _non_blank(path):
-    import matplotlib.image
-
-    pixels = matplotlib.image.imread(path)
-    return pixels.ndim == 3 and float(pixels[..., :3].std()) > 0.02
-
-
 def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path):
     cases = [_case(tmp_path, "a", 0), _case(tmp_path, "b", 3, labelled=False)]
     names = ["m0", "m1"]
@@ -67,8 +54,8 @@ def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path):
         band_block=8,
     )  # fmt: skip
     assert result.failed == 0
-    results = {(r["model"], r["case"], r["key"]): r for r in _rows(out / "results.csv")}
-    transfer = _rows(out / "transfer.csv")
+    results = {(r["model"], r["case"], r["key"]): r for r in read_csv_rows(out / "results.csv")}
+    transfer = read_csv_rows(out / "transfer.csv")
     attacks = [e for e in TABLE1 if e.attack != "clean"]
     assert len(transfer) == len(attacks) * 2 * 2 * 2 and {r["status"] for r in transfer} == {"ok"}
     cell = {(r["source"], r["target"], r["case"], r["key"]): r for r in transfer}
@@ -104,10 +91,10 @@ def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path):
     section = text.split("## Transfer matrix")[1].split("##")[0]
     assert "| adversarial made on → scored on | `m0` | `m1` |" in section
     assert result.transfer in text and "PGD ε=8 on `m1`" in result.transfer
-    assert _non_blank(out / "transfer.png") and "(transfer.png)" in text
+    assert non_blank(out / "transfer.png") and "(transfer.png)" in text
 
     # bands: four rows per model × case × attack; 'all' re-evaluates the report's adversarial
-    bands = _rows(out / "bands.csv")
+    bands = read_csv_rows(out / "bands.csv")
     assert len(bands) == 4 * 2 * 2 * len(attacks) and {r["block"] for r in bands} == {"8"}
     for (model, case, key), row in results.items():
         if row["attack"] == "clean":
@@ -118,7 +105,7 @@ def test_transfer_matrix_and_bands_match_direct_evaluations(models, tmp_path):
         assert float(mine["all"]["dice_fg"]) == pytest.approx(float(row["dice_fg"]), abs=1e-5)
         parts = sum(float(mine[b]["energy"]) for b in ("low", "middle", "high"))
         assert parts == pytest.approx(float(mine["all"]["energy"]), rel=1e-4)
-    assert "## Perturbation bands" in text and _non_blank(out / "bands.png")
+    assert "## Perturbation bands" in text and non_blank(out / "bands.png")
     assert {"transfer", "bands"} <= set(result.plots)
 
 
@@ -145,7 +132,7 @@ def test_resume_reruns_only_entries_missing_their_transfer_rows(models, tmp_path
     finally:
         vafa.run.pipeline.iter_run_attack = original
     assert sorted(calls) == sorted(["pgd", "vafa"] * 2) and third.ran == 4
-    assert len(_rows(tmp_path / "out" / "transfer.csv")) == 2 * 2 * 2
+    assert len(read_csv_rows(tmp_path / "out" / "transfer.csv")) == 2 * 2 * 2
 
 
 def test_cli_report_prints_the_transfer_matrix_and_checks_band_block(

@@ -4,49 +4,18 @@ damage on the tiny model, and one-line errors in the library and the CLI."""
 
 from __future__ import annotations
 
-import itertools
 import json
-from fractions import Fraction
 
 import numpy as np
 import pytest
-import scipy.fft
 import torch
+from factories import block_coefficients, naive_band
 
 from vafa.attacks import SA2, build_attack
 from vafa.cli import main
 from vafa.ops.metrics import dice_per_class
 
 BLOCK = 8
-
-
-def block_coefficients(volume: torch.Tensor, block: int = BLOCK) -> np.ndarray:
-    """``[n_blocks, b, b, b]`` orthonormal DCT-II of every block of ``volume`` ``[H, W, D]``
-    (sides multiples of ``block``), one block at a time with scipy, in float64."""
-    v = volume.detach().double().numpy()
-    out = []
-    for i, j, k in itertools.product(*(range(0, n, block) for n in v.shape)):
-        cube = v[i : i + block, j : j + block, k : k + block]
-        out.append(scipy.fft.dctn(cube, type=2, norm="ortho"))
-    return np.stack(out)
-
-
-def naive_band(block: int, band: str) -> np.ndarray:
-    """The band of every index ``(u, v, w)``: r = mean of u/(b − 1), thirds (exact fractions)."""
-    mask = np.zeros((block,) * 3, dtype=bool)
-    for index in itertools.product(range(block), repeat=3):
-        r = sum(Fraction(u, block - 1) for u in index) / 3
-        name = "low" if r < Fraction(1, 3) else "middle" if r < Fraction(2, 3) else "high"
-        mask[index] = band in ("all", name)
-    return mask
-
-
-@pytest.fixture(scope="module")
-def mid_range(synthetic_data):
-    """The synthetic volumes squeezed into [0.3, 0.7]: the attack's [0, 1] clamp stays idle,
-    so the DCT of the output is exactly what the factors made."""
-    images, labels = synthetic_data
-    return 0.3 + 0.4 * images[:1], labels[:1]
 
 
 def _run_recording(attack: SA2, images, labels):

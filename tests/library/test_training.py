@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from factories import tiny_card, tiny_model
+from factories import blob_case, tiny_card, tiny_model, write_case
 
 from vafa.cli import main
 from vafa.io.checkpoints import card_path_for, load_card, load_model
@@ -66,51 +64,9 @@ def config(mode: str = "clean", **overrides) -> TrainingConfig:
     return TrainingConfig(**{**fields, **overrides})
 
 
-def _volumes(seed: int, size: int = 24, max_label: int | None = None):
-    from monai.data import create_test_image_3d
-
-    img, seg = create_test_image_3d(
-        size,
-        size,
-        size,
-        num_objs=4,
-        rad_max=6,
-        rad_min=3,
-        num_seg_classes=2,
-        noise_max=0.1,
-        random_state=np.random.RandomState(seed),
-    )
-    hu = (img * 400.0 - 175.0).astype(np.float32)  # inside the card's CT window
-    seg = seg.astype(np.uint8)
-    if max_label is not None:
-        seg[0, 0, 0] = max_label
-    return hu, seg
-
-
-def write_case(folder: Path, name: str, seed: int, max_label: int | None = None):
-    hu, seg = _volumes(seed, max_label=max_label)
-    nib.save(nib.Nifti1Image(hu, AFFINE), folder / f"{name}_img.nii.gz")
-    nib.save(nib.Nifti1Image(seg, AFFINE), folder / f"{name}_lab.nii.gz")
-    return {"image": f"{name}_img.nii.gz", "label": f"{name}_lab.nii.gz"}
-
-
 def volume_pair(seed: int, **kwargs) -> tuple[Volume, Volume]:
-    hu, seg = _volumes(seed, **kwargs)
+    hu, seg = blob_case(seed, **kwargs)
     return Volume(hu, AFFINE), Volume(seg.astype(np.float32), AFFINE)
-
-
-@pytest.fixture(scope="module")
-def datalist(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    cases = [write_case(folder, f"case{i}", seed=i) for i in range(3)]
-    path = folder / "datalist.json"
-    path.write_text(json.dumps({"training": cases[:2], "validation": cases[2:]}))
-    return path
-
-
-@pytest.fixture(scope="module")
-def card() -> ModelCard:
-    return tiny_card()
 
 
 # ----------------------------------------------------------------------------- modes and loss
@@ -383,7 +339,7 @@ def test_labels_beyond_the_model_outputs_name_the_file(card, tmp_path):
 
 def test_in_memory_volumes_and_patch_sampler(card):
     small = volume_pair(1)
-    hu, seg = _volumes(2)
+    hu, seg = blob_case(2)
     tiny = (Volume(hu[:12, :12, :10], AFFINE), Volume(seg[:12, :12, :10].astype(float), AFFINE))
     cases = load_cases([small, tiny], card)
     assert cases[0].image.shape == (1, 24, 24, 24) and cases[1].image.shape == (1, 12, 12, 10)

@@ -9,7 +9,6 @@ docked widget after a run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -17,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import tiny_card
+from factories import (
+    ct_phantom,
+    drain,
+    file_digest,
+    phantom_affine,
+    phantom_card,
+    run_and_wait,
+    shown,
+)
 
 from napari_vafa._train_worker import (
     JobCancelled,
@@ -38,14 +45,6 @@ SHAPE = (24, 20, 16)
 
 
 # ----------------------------------------------------------------------------- helpers
-def _tiny_card():
-    return tiny_card(
-        class_names=["background", "soft tissue", "bone"],
-        spacing=(3.0, 3.0, 3.0),
-        orientation="RAS",
-    )
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A tiny untrained UNet as safetensors + card (``base.safetensors[.json]``)."""
@@ -54,7 +53,7 @@ def weights(tmp_path_factory) -> Path:
     from vafa.io.checkpoints import save_model
     from vafa.io.models import build_model
 
-    card = _tiny_card()
+    card = phantom_card()
     torch.manual_seed(0)
     return save_model(
         build_model(card), card, tmp_path_factory.mktemp("model") / "base.safetensors"
@@ -62,21 +61,12 @@ def weights(tmp_path_factory) -> Path:
 
 
 def _tiny_pair(shape=SHAPE, extra_class: int | None = None) -> tuple[Volume, Volume]:
-    """A CT-like ball (HU) with a bone core, and its labels (0 air, 1 tissue, 2 bone)."""
-    rng = np.random.default_rng(0)
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
-    radius = np.sqrt((grid**2).sum(0))
-    hu = np.full(shape, -1000.0, dtype=np.float32)
-    labels = np.zeros(shape, dtype=np.float32)
-    body = radius < 0.4  # small: random 16³ patches also find background
-    hu[body] = 40.0 + rng.normal(0, 30, size=int(body.sum()))
-    labels[body] = 1
-    hu[radius < 0.2] = 700.0
-    labels[radius < 0.2] = 2
+    """The CT phantom (HU) with a small body, so that random 16³ patches also find
+    background, and its labels (0 air, 1 tissue, 2 bone)."""
+    hu, labels = ct_phantom(shape, noise=30.0, body=0.4, bone=0.2)
     if extra_class is not None:
         labels[0, 0, 0] = extra_class
-    affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    affine[:3, 3] = (-30.0, -40.0, 10.0)
+    affine = phantom_affine()
     return Volume(hu, affine), Volume(labels, affine, original_dtype=np.dtype(np.uint8))
 
 
@@ -106,23 +96,6 @@ def _job(weights, out_dir, pairs=None, interval=0.0, **config) -> TrainJob:
     )
 
 
-def _drain(gen, on_record=None):
-    records = []
-    try:
-        record = next(gen)
-        while True:
-            records.append(record)
-            if on_record is not None:
-                on_record(record)
-            record = gen.send(None)
-    except StopIteration as stop:
-        return records, stop.value
-
-
-def _digest(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _write_datalist(folder: Path, missing: bool = False) -> Path:
     import nibabel as nib
 
@@ -139,8 +112,8 @@ def _write_datalist(folder: Path, missing: bool = False) -> Path:
 
 # ----------------------------------------------------------------------------- worker
 def test_run_training_yields_curve_points_and_returns_the_checkpoints(weights, tmp_path):
-    digest = _digest(weights)
-    records, done = _drain(run_training(_job(weights, tmp_path / "run"), threading.Event()))
+    digest = file_digest(weights)
+    records, done = drain(run_training(_job(weights, tmp_path / "run"), threading.Event()))
     assert isinstance(done, TrainDone), getattr(done, "traceback", done)
     assert all(isinstance(r, TrainProgress) for r in records)
     assert {r.stage for r in records} == {"attack", "train", "validation"}
@@ -155,12 +128,12 @@ def test_run_training_yields_curve_points_and_returns_the_checkpoints(weights, t
     assert done.checkpoint == done.result.best == tmp_path / "run" / BEST
     for name in TRAINING_FILES:
         assert (tmp_path / "run" / name).is_file(), name
-    assert _digest(weights) == digest  # the base weights are only read
+    assert file_digest(weights) == digest  # the base weights are only read
 
 
 def test_run_training_throttles_records_and_keeps_the_rest_for_the_end(weights, tmp_path):
     job = _job(weights, tmp_path / "run", interval=3600.0, iterations=3)
-    records, done = _drain(run_training(job, threading.Event()))
+    records, done = drain(run_training(job, threading.Event()))
     assert isinstance(done, TrainDone), getattr(done, "traceback", done)
     # the first event, then only the finished validation round (sent at once)
     assert len(records) == 2 and records[-1].validations
@@ -172,7 +145,7 @@ def test_run_training_throttles_records_and_keeps_the_rest_for_the_end(weights, 
 def test_run_training_cancel_saves_latest_and_stops(weights, tmp_path):
     cancel = threading.Event()
     job = _job(weights, tmp_path / "run", iterations=50, epochs=10)
-    records, done = _drain(run_training(job, cancel), on_record=lambda r: cancel.set())
+    records, done = drain(run_training(job, cancel), on_event=lambda r: cancel.set())
     assert len(records) == 1  # nothing is yielded after a cancel
     assert isinstance(done, TrainDone) and done.result.cancelled
     assert done.result.iterations < 2 and done.checkpoint == tmp_path / "run" / LATEST
@@ -180,20 +153,20 @@ def test_run_training_cancel_saves_latest_and_stops(weights, tmp_path):
 
     early = threading.Event()
     early.set()  # cancelled while the model loads: nothing is checked or written
-    records, done = _drain(run_training(_job(weights, tmp_path / "never"), early))
+    records, done = drain(run_training(_job(weights, tmp_path / "never"), early))
     assert records == [] and isinstance(done, JobCancelled)
     assert not (tmp_path / "never").exists()
 
 
 def test_run_training_reports_bad_data_instead_of_raising(weights, tmp_path):
     pairs = [_tiny_pair(extra_class=5)]
-    records, failed = _drain(run_training(_job(weights, tmp_path / "a", pairs), threading.Event()))
+    records, failed = drain(run_training(_job(weights, tmp_path / "a", pairs), threading.Event()))
     assert records == [] and isinstance(failed, JobFailed)
     assert "class 5" in failed.message and "Traceback" in failed.traceback
 
     job = _job(weights, tmp_path / "b")
     job.train_data, job.val_data = _write_datalist(tmp_path, missing=True), None
-    records, failed = _drain(run_training(job, threading.Event()))
+    records, failed = drain(run_training(job, threading.Event()))
     assert isinstance(failed, JobFailed) and "missing" in failed.message
     assert "gone_ct.nii.gz" in failed.message
     for folder in (tmp_path / "a", tmp_path / "b"):
@@ -227,17 +200,6 @@ def _docked(make_napari_viewer, weights, tmp_path, layers=True, **kwargs):
     return viewer, widget, layer_pair
 
 
-def _run_and_wait(qtbot, widget, timeout=RUN_TIMEOUT_MS):
-    widget.run_button.native.click()
-    assert widget.is_running and not widget.run_button.enabled and widget.cancel_button.enabled
-    assert not widget.mode.enabled and not widget.out_dir.enabled
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=timeout)
-
-
-def _shown(control) -> bool:
-    return not control.native.isHidden()
-
-
 def _usable(widget) -> bool:
     return (
         widget.run_button.enabled
@@ -261,22 +223,22 @@ def test_train_widget_runs_plots_and_hands_the_model_to_the_attack_widget(
     for name in TRAIN_WIDGET:
         assert getattr(widget, name).tooltip == TRAIN_WIDGET[name], name
     assert widget.image_layer.value is ct and widget.labels_layer.value is seg
-    assert _shown(widget.image_layer) and not _shown(widget.datalist)
+    assert shown(widget.image_layer) and not shown(widget.datalist)
     widget.data_source.value = "datalist"
-    assert _shown(widget.datalist) and not _shown(widget.image_layer)
+    assert shown(widget.datalist) and not shown(widget.image_layer)
     widget.data_source.value = "layers"
     widget.mode.value = "pgd"
-    assert _shown(widget.eps) and _shown(widget.steps) and not _shown(widget.q_range)
+    assert shown(widget.eps) and shown(widget.steps) and not shown(widget.q_range)
     widget.mode.value = "gn"
-    assert _shown(widget.std) and not _shown(widget.eps)
+    assert shown(widget.std) and not shown(widget.eps)
     widget.mode.value = "clean"
-    assert not any(_shown(getattr(widget, n)) for n in ("eps", "std", "lambda_fr"))
-    assert _shown(widget.q_range)  # a clean run is validated under VAFA, with these settings
+    assert not any(shown(getattr(widget, n)) for n in ("eps", "std", "lambda_fr"))
+    assert shown(widget.q_range)  # a clean run is validated under VAFA, with these settings
     widget.mode.value = "vafa-fr"
-    assert _shown(widget.q_range) and _shown(widget.lambda_fr) and not _shown(widget.eps)
+    assert shown(widget.q_range) and shown(widget.lambda_fr) and not shown(widget.eps)
     assert not widget.use_button.enabled
 
-    _run_and_wait(qtbot, widget)
+    run_and_wait(qtbot, widget, RUN_TIMEOUT_MS, locked=("mode", "out_dir"))
     assert errors == []
     out = tmp_path / "run"
     for name in (LATEST, f"{LATEST}.json", BEST, f"{BEST}.json", LOG, PLOT, STATE):
@@ -309,9 +271,9 @@ def test_train_widget_runs_plots_and_hands_the_model_to_the_attack_widget(
     assert widget.use_in_attack_widget() is attack  # the docked one is reused
 
     # an earlier run without "overwrite": refused, nothing touched
-    before = {name: _digest(out / name) for name in (LATEST, BEST, LOG)}
+    before = {name: file_digest(out / name) for name in (LATEST, BEST, LOG)}
     assert not widget.run() and "already holds" in errors[-1]
-    assert {name: _digest(out / name) for name in before} == before
+    assert {name: file_digest(out / name) for name in before} == before
     assert _usable(widget)
 
 
@@ -322,7 +284,7 @@ def weights_path(tmp_path) -> Path:
     from vafa.io.checkpoints import save_model
     from vafa.io.models import build_model
 
-    card = _tiny_card()
+    card = phantom_card()
     torch.manual_seed(0)
     return save_model(build_model(card), card, tmp_path / "base.safetensors")
 
@@ -332,7 +294,7 @@ def test_validation_attack_takes_its_own_steps_and_vafa_for_a_clean_run(
     make_napari_viewer, tmp_path
 ):
     _, widget, _ = _docked(make_napari_viewer, weights_path(tmp_path), tmp_path)
-    assert _shown(widget.validation_steps)
+    assert shown(widget.validation_steps)
     widget.steps.value, widget.validation_steps.value = 2, 7
     widget.q_range.value = (4.0, 12.0)
     expected_vafa = {**widget.attack_controls.options("vafa"), "steps": 7}
@@ -398,7 +360,8 @@ def test_bad_inputs_notify_and_leave_the_widget_usable(make_napari_viewer, qtbot
     out = tmp_path / "run"
     widget.out_dir.value = out
     count = len(errors)
-    _run_and_wait(qtbot, widget)  # checked by the trainer, before any file is written
+    # checked by the trainer, before any file is written
+    run_and_wait(qtbot, widget, RUN_TIMEOUT_MS, locked=("mode", "out_dir"))
     assert len(errors) == count + 1 and "failed" in errors[-1] and "class 7" in errors[-1]
     assert not [name for name in TRAINING_FILES if (out / name).exists()]
     assert _usable(widget) and widget.last_result is None and not widget.use_button.enabled
@@ -409,7 +372,7 @@ def test_bad_inputs_notify_and_leave_the_widget_usable(make_napari_viewer, qtbot
     assert not widget.run() and "not found" in errors[-1]
     widget.datalist.value = _write_datalist(tmp_path, missing=True)
     count = len(errors)
-    _run_and_wait(qtbot, widget)
+    run_and_wait(qtbot, widget, RUN_TIMEOUT_MS, locked=("mode", "out_dir"))
     assert len(errors) == count + 1 and "missing" in errors[-1] and "gone_ct" in errors[-1]
     assert not [name for name in TRAINING_FILES if (out / name).exists()]
     assert _usable(widget)
