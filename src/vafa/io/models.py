@@ -57,6 +57,7 @@ from typing import Any
 
 from torch import nn
 
+from vafa.io.inference import Inference
 from vafa.io.intensity import mapping_from_dict
 from vafa.io.presets import PRESETS, Preset, get_preset
 from vafa.ops.checks import positive_int, positive_triple
@@ -96,6 +97,9 @@ class ModelCard:
         orientation: axis codes inputs are reoriented to (e.g. ``"RAS"``), or None for as is.
         provenance: free JSON dict: who trained it, on which data, with which metrics.
         training: free JSON dict of training settings, or None.
+        inference: how whole volumes are predicted (:class:`vafa.io.inference.Inference`, a
+            dict in JSON): a model folder's own framework inference; by default MONAI's
+            sliding window, overlap 0.5, constant weights, no mirroring.
 
     Raises:
         TypeError: a field has the wrong type.
@@ -114,6 +118,7 @@ class ModelCard:
     orientation: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] | None = None
+    inference: Inference = field(default_factory=Inference)
 
     def __post_init__(self) -> None:
         _validate_card(self)
@@ -157,7 +162,8 @@ class ModelCard:
         """JSON-ready dict with ``card_version`` first; inverse of :meth:`from_dict`."""
         out: dict[str, Any] = {"card_version": CARD_VERSION}
         for name in _FIELD_ORDER:
-            out[name] = _json_copy(getattr(self, name))
+            value = getattr(self, name)
+            out[name] = value.to_dict() if isinstance(value, Inference) else _json_copy(value)
         return out
 
     @classmethod
@@ -304,7 +310,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ModelCard))
 _FIELD_ORDER = (  # order of the JSON file
     "architecture", "kwargs", "in_channels", "out_channels", "class_names", "roi_size",
-    "intensity", "spacing", "orientation", "provenance", "training",
+    "intensity", "spacing", "orientation", "provenance", "training", "inference",
 )  # fmt: skip
 _AXES = ({"L", "R"}, {"A", "P"}, {"S", "I"})
 
@@ -344,6 +350,8 @@ def _validate_card(card: ModelCard) -> None:
     card.orientation = _orientation(card.orientation)
     card.provenance = _json_dict("provenance", card.provenance)
     card.training = None if card.training is None else _json_dict("training", card.training)
+    if not isinstance(card.inference, Inference):
+        card.inference = Inference.from_dict(card.inference)
 
 
 def _class_names(value: Any, out_channels: int) -> list[str]:

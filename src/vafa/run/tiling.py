@@ -3,8 +3,9 @@
 A segmentation network sees patches of a fixed ``roi`` (e.g. 96³). Following the published VAFA
 protocol, a full volume is attacked in non-overlapping ``roi`` tiles whose last tile along each
 axis is shifted inward so that it ends at the volume's edge (the grid of :mod:`vafa.run.tiles`,
-MONAI's ``dense_patch_slices`` with ``scan_interval = roi``), and it is then evaluated with
-MONAI's ``sliding_window_inference`` (overlap 0.5) — :func:`sliding_window_predict`.
+MONAI's ``dense_patch_slices`` with ``scan_interval = roi``), and it is then evaluated by the
+model's own sliding-window inference (``card.inference``; by default MONAI's, overlap 0.5) —
+:func:`sliding_window_predict`, :mod:`vafa.run.windows`.
 
 Stitching rule of :func:`attack_volume`: tiles are attacked and written in raster order (the
 first spatial axis slowest), each writing its whole region, so where a shifted edge tile
@@ -30,11 +31,13 @@ import torch
 from torch import nn
 
 from vafa.attacks.base import Attack, Callback, StepEvent, drive
+from vafa.io.inference import Inference
 from vafa.ops.checks import positive_int, positive_triple
 from vafa.ops.frequency import layout_dct, normalize_block_size, pad_to_blocks
 from vafa.ops.metrics import predict_labels
 from vafa.run.progress import relay
 from vafa.run.tiles import Slices, crop_tile, extract_tile, owned_slices, tile_grid
+from vafa.run.windows import windowed_logits
 
 __all__ = [
     "VolumeAttackResult",
@@ -46,79 +49,61 @@ __all__ = [
     "sliding_window_predict",
 ]
 
-BLEND_MODES = ("constant", "gaussian")
-
 
 # ------------------------------------------------------------------------------ inference
 def sliding_window_predict(
     model: nn.Module,
     image: torch.Tensor,
     roi: int | Sequence[int],
-    overlap: float = 0.5,
-    sw_batch_size: int = 1,
-    mode: str = "constant",
+    inference: Inference | None = None,
+    **changes: Any,
 ) -> torch.Tensor:
-    """Logits of a volume of any size by MONAI ``sliding_window_inference``.
+    """Logits of a volume of any size by the model's sliding-window inference.
 
-    The windows run where the model's parameters are; the stitched logits are returned on
-    ``image``'s device. The model is put in eval mode under ``torch.no_grad`` and its training
-    flag is restored afterwards.
+    :func:`vafa.run.windows.windowed_logits` in eval mode under ``torch.no_grad``; the model's
+    training flag is restored afterwards. The windows run where the model's parameters are; the
+    stitched logits are returned on ``image``'s device.
 
     Args:
         model: maps ``[N, C, *roi]`` to logits ``[N, K, *roi]`` (a list/tuple output uses its
             first entry, e.g. deep supervision).
         image: ``[B, C, H, W, D]`` float tensor, any spatial size (smaller sides are padded).
         roi: window size ``(h, w, d)`` or an int (cube), normally ``card.roi_size``.
-        overlap: fraction of overlap between windows, in [0, 1); 0.5 in the published protocol.
-        sw_batch_size: windows per forward pass.
-        mode: blending of overlapping windows:
-            - ``"constant"``: plain average (MONAI's default; the published evaluation).
-            - ``"gaussian"``: Gaussian weights favouring window centres.
+        inference: the settings, normally ``card.inference`` (the model's own inference: its
+            framework's window positions, weighting, padding and mirroring); None: MONAI's
+            sliding window, overlap 0.5, constant weights (the published protocol).
+        **changes: settings of :class:`~vafa.io.inference.Inference` to replace, e.g.
+            ``overlap=0.25`` or ``mode="gaussian"``.
 
     Returns:
         ``[B, K, H, W, D]`` float logits.
-    """
-    from monai.inferers import sliding_window_inference
 
+    Raises:
+        ValueError: a bad setting (named), e.g. ``overlap`` outside [0, 1).
+    """
     _check_model_image(model, image)
     roi = positive_triple("roi", roi, cube=True)
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)):
-        raise TypeError(f"overlap must be a number in [0, 1), got {overlap!r}")
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be >= 0 and < 1, got {overlap!r}")
-    sw_batch_size = positive_int("sw_batch_size", sw_batch_size)
-    if mode not in BLEND_MODES:
-        raise ValueError(f"mode must be one of {list(BLEND_MODES)}, got {mode!r}")
-    device = next((p.device for p in model.parameters()), image.device)
-
-    def predictor(x: torch.Tensor) -> torch.Tensor:
-        out = model(x)
-        return out if isinstance(out, torch.Tensor) else out[0]
-
+    inference = Inference() if inference is None else inference
+    if changes:
+        inference = dataclasses.replace(inference, **changes)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            logits = sliding_window_inference(
-                image,
-                roi,
-                sw_batch_size,
-                predictor,
-                overlap=float(overlap),
-                mode=mode,
-                sw_device=device,
-                device=image.device,
-            )
+            return windowed_logits(model, image, roi, inference)
     finally:
         model.train(was_training)
-    return torch.as_tensor(logits)  # plain tensor, not a MetaTensor
 
 
 def sliding_window_labels(
-    model: nn.Module, image: torch.Tensor, roi: int | Sequence[int], **kwargs: Any
+    model: nn.Module,
+    image: torch.Tensor,
+    roi: int | Sequence[int],
+    inference: Inference | None = None,
+    **changes: Any,
 ) -> torch.Tensor:
     """Class map of :func:`sliding_window_predict` (same arguments): ``[B, 1, H, W, D]`` int64."""
-    return predict_labels(sliding_window_predict(model, image, roi, **kwargs))
+    return predict_labels(sliding_window_predict(model, image, roi, inference, **changes))
 
 
 # ------------------------------------------------------------------------------ tiled attack
