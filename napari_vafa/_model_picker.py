@@ -31,7 +31,6 @@ WEIGHTS_FILE = "weights file"
 MODEL_FOLDER = "model folder (MONAI bundle or nnU-Net)"
 #: Card combo entry meaning "the card file beside the weights, or the file chosen below".
 CARD_FILE = "card file (beside the weights or chosen)"
-WEIGHT_SUFFIXES = "*.safetensors *.pt *.pth *.ckpt *.bin"
 
 
 class ModelPicker:
@@ -56,13 +55,15 @@ class ModelPicker:
     def __init__(self, devices: list[str]) -> None:
         from vafa.io.data import bundled_models
         from vafa.io.models import list_presets
+        from vafa.io.state_dicts import CHECKPOINT_SUFFIXES
 
         sources = [(BUNDLED_LABELS.get(n, n), n) for n in bundled_models()]
         self.model_source = ComboBox(
             label="model",
             choices=[*sources, (WEIGHTS_FILE, "file"), (MODEL_FOLDER, "folder")],
         )
-        self.weights = FileEdit(label="weights", mode="r", filter=WEIGHT_SUFFIXES)
+        suffixes = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
+        self.weights = FileEdit(label="weights", mode="r", filter=suffixes)
         self.card_preset = ComboBox(
             label="card",
             choices=[(CARD_FILE, "file"), *((name, name) for name in list_presets())],

@@ -73,33 +73,22 @@ def add_common_arguments(parser, *, ignored: dict[str, str] | None = None, **hel
 
 def add_model_arguments(parser, *, required: bool = True, card_help: str | None = None) -> None:
     """``--model``, ``--card``, ``--trust-checkpoint``, ``--fold`` and ``--checkpoint`` (read by
-    :func:`model_source`)."""
-    parser.add_argument(
-        "--model",
-        required=required,
-        help="weights (.safetensors, .pt), a bundled model ('demo', 'robust-demo'), or a model "
-        "folder: a MONAI bundle or an nnU-Net v2 result folder",
-    )
-    parser.add_argument(
-        "--card",
-        help=card_help
-        or "model card JSON, or a preset name such as unetr-btcv "
-        "(default: <weights>.json beside the weights)",
-    )
+    :func:`model_source`; help from :data:`vafa.io.handle.SOURCE_HELP`)."""
+    from vafa.io.handle import SOURCE_HELP
+
+    parser.add_argument("--model", required=required, help=SOURCE_HELP["model"])
+    parser.add_argument("--card", help=card_help or SOURCE_HELP["card"])
     parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     add_fold_arguments(parser)
 
 
 def add_fold_arguments(parser) -> None:
     """``--fold`` and ``--checkpoint`` of an nnU-Net result folder."""
-    parser.add_argument(
-        "--fold", help="nnU-Net result folder: the fold, 0… or 'all' (default: 0, or the only one)"
-    )
-    parser.add_argument(
-        "--checkpoint",
-        choices=("final", "best"),
-        help="nnU-Net result folder: checkpoint_final.pth (default) or checkpoint_best.pth",
-    )
+    from vafa.io.handle import SOURCE_HELP
+    from vafa.io.nnunet import CHECKPOINTS
+
+    parser.add_argument("--fold", help=SOURCE_HELP["fold"])
+    parser.add_argument("--checkpoint", choices=tuple(CHECKPOINTS), help=SOURCE_HELP["checkpoint"])
 
 
 def add_amp_argument(parser) -> None:

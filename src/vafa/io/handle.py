@@ -25,7 +25,31 @@ from vafa.io.checkpoints import load_model
 from vafa.io.data import BUNDLED_MODELS, bundled_model_path
 from vafa.io.models import ModelCard
 
-__all__ = ["ModelSource"]
+__all__ = ["SOURCE_HELP", "ModelSource"]
+
+#: What users are told about each part of a model source, one sentence each, by the faces'
+#: names: ``model`` (the CLI's ``--model``: any source), ``weights`` (a weights file),
+#: ``model_folder`` (a model folder), ``card``, ``fold`` and ``checkpoint`` (an nnU-Net result
+#: folder's). The CLI's model flags and the Slicer modules' "Model" group are made from it.
+SOURCE_HELP = {
+    "model": (
+        "weights (.safetensors, .pt), a bundled model ("
+        + ", ".join(repr(name) for name in BUNDLED_MODELS)
+        + "), or a model folder: a MONAI bundle or an nnU-Net v2 result folder"
+    ),
+    "weights": "checkpoint (.safetensors preferred; .pt read without unpickling)",
+    "model_folder": (
+        "a MONAI bundle (configs/, models/model.pt) or an nnU-Net v2 result folder "
+        "(dataset.json, plans.json, fold_k/); it describes its own network, preprocessing and "
+        "classes"
+    ),
+    "card": (
+        "model card JSON, or a preset name such as unetr-btcv (default: <weights>.json beside "
+        "the weights)"
+    ),
+    "fold": "nnU-Net result folder: the fold, 0… or 'all' (default: 0, or the only one)",
+    "checkpoint": ("nnU-Net result folder: checkpoint_final.pth (default) or checkpoint_best.pth"),
+}
 
 
 @dataclass(frozen=True)

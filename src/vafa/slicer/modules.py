@@ -20,12 +20,11 @@ from typing import Any
 
 __all__ = ["MODULES", "Module", "Param", "attack_module", "evaluate_module", "train_module"]
 
-#: Model choices every module offers: the bundled models, a weights file, or a model folder
-#: (a MONAI bundle or an nnU-Net v2 result folder).
-MODEL_CHOICES = ("demo", "robust-demo", "file", "folder")
+#: Model choices every module offers after the bundled models: a weights file, or a model
+#: folder (a MONAI bundle or an nnU-Net v2 result folder).
+SOURCES = ("file", "folder")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NIFTI = (".nii.gz", ".nii")
-WEIGHTS = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 #: A boolean option whose default is True (or differs between attacks) is offered as this
 #: enumeration: Slicer passes a boolean only as a bare flag when it is ticked.
 TRISTATE = ("default", "on", "off")
@@ -96,29 +95,29 @@ class Module:
 
 # ----------------------------------------------------------------------------- pieces
 def _model_group() -> Group:
+    from vafa.io.data import BUNDLED_MODELS
+    from vafa.io.handle import SOURCE_HELP
+    from vafa.io.nnunet import CHECKPOINTS
+    from vafa.io.state_dicts import CHECKPOINT_SUFFIXES
+
+    def text(name: str) -> str:
+        return f"{SOURCE_HELP[name][0].upper()}{SOURCE_HELP[name][1:]}."
+
     return Group(
         "Model",
         "The segmentation model.",
         (
             Param("model", "string-enumeration", "Model",
                   "A bundled model, 'file' for the weights file below, or 'folder' for the "
-                  "model folder below.", "demo", choices=MODEL_CHOICES),
-            Param("weights", "file", "Weights file",
-                  "Checkpoint (.safetensors preferred; .pt read without unpickling).",
-                  channel="input", extensions=WEIGHTS),
-            Param("card", "string", "Model card",
-                  "Card JSON path, or a preset name such as unetr-btcv; empty: the card beside "
-                  "the weights.", ""),
-            Param("model_folder", "directory", "Model folder",
-                  "A MONAI bundle (configs/, models/model.pt) or an nnU-Net v2 result folder "
-                  "(dataset.json, plans.json, fold_k/); it describes its own network, "
-                  "preprocessing and classes.", channel="input"),
-            Param("fold", "string", "nnU-Net fold",
-                  "Fold of an nnU-Net result folder (0, 1, …, all); empty: fold 0 or the only "
-                  "one.", ""),
-            Param("checkpoint", "string-enumeration", "nnU-Net checkpoint",
-                  "checkpoint_final.pth or checkpoint_best.pth of an nnU-Net result folder.",
-                  "final", choices=("final", "best")),
+                  "model folder below.", "demo", choices=(*BUNDLED_MODELS, *SOURCES)),
+            Param("weights", "file", "Weights file", text("weights"), channel="input",
+                  extensions=CHECKPOINT_SUFFIXES),
+            Param("card", "string", "Model card", text("card"), ""),
+            Param("model_folder", "directory", "Model folder", text("model_folder"),
+                  channel="input"),
+            Param("fold", "string", "nnU-Net fold", text("fold"), ""),
+            Param("checkpoint", "string-enumeration", "nnU-Net checkpoint", text("checkpoint"),
+                  "final", choices=tuple(CHECKPOINTS)),
             Param("device", "string-enumeration", "Device",
                   "Where the model runs: auto picks cuda, then mps, then cpu.", "auto",
                   choices=DEVICES),
