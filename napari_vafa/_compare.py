@@ -25,14 +25,16 @@ from napari_vafa._worker import (
 
 if TYPE_CHECKING:
     from vafa.io.volume import Volume
-    from vafa.report import GridEntry, GridProgress
+    from vafa.report import GridProgress
+    from vafa.report.grid import GridEntry
 
 __all__ = ["CompareDone", "CompareJob", "CompareProgress", "run_comparison"]
 
 
 @dataclass
 class CompareJob:
-    """A comparison run: the volume (file units), optional labels, the model, the grid size."""
+    """A comparison run: the volume (file units), optional labels, the model, the grid size
+    (``grid``: the entries to run; None: :func:`vafa.report.table1_grid` of ``quick``)."""
 
     image: Volume
     labels: Volume | None
@@ -40,6 +42,7 @@ class CompareJob:
     quick: bool = True
     seed: int | None = 0
     threads: int | None = None
+    grid: list[GridEntry] | None = None
 
 
 @dataclass
@@ -71,13 +74,15 @@ class CompareProgress:
 @dataclass
 class CompareDone:
     """The rows of the grid (:data:`vafa.report.RESULT_FIELDS` and the entry's ``label``);
-    ``cancelled`` if stopped."""
+    ``cancelled`` if stopped. ``per_class``: ``{entry key: {foreground class: adversarial
+    Dice}}`` of the attacks that finished (the worst case per class comes from it)."""
 
     rows: list[dict[str, Any]]
     entries: list[GridEntry]
     model_name: str
     cancelled: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def run_comparison(
@@ -92,8 +97,15 @@ def run_comparison(
         model, card = load_in_worker(job.threads, (cache or ModelCache()).get, job.model, timings)
         if cancel.is_set():
             return JobCancelled(timings)
-        entries = table1_grid(quick=job.quick)
+        entries = job.grid if job.grid is not None else table1_grid(quick=job.quick)
         name = job.model.describe()
+        per_class: dict[str, dict[str, float | None]] = {}
+
+        def keep_classes(entry: GridEntry, outcome: Any) -> None:  # the foreground classes
+            per_class[entry.key] = dict(
+                list(outcome.metrics.dice_per_class.adversarial.items())[1:]
+            )
+
         grid = iter_grid(
             model,
             card,
@@ -104,12 +116,14 @@ def run_comparison(
             case_name=job.image.source.name if job.image.source else "layer",
             device=job.model.device,
             seed=job.seed or 0,
+            on_outcome=keep_classes,
         )
         start = time.perf_counter()
         rows = yield from relay(grid, CompareProgress.of, cancel=cancel)
         labels = {entry.key: entry.label for entry in entries}
         rows = [{**row, "label": labels.get(row["key"], row["key"])} for row in rows]
         timings["grid"] = time.perf_counter() - start
-        return CompareDone(rows, entries, name, cancelled=cancel.is_set(), timings=timings)
+        cancelled = cancel.is_set()
+        return CompareDone(rows, entries, name, cancelled, timings, per_class)
     except Exception as err:  # every failure becomes a notification, never a crash
         return JobFailed.from_exception(err)

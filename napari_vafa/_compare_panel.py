@@ -14,6 +14,7 @@ from napari_vafa._worker_widget import notify_error
 
 if TYPE_CHECKING:
     from napari_vafa._compare import CompareDone, CompareProgress
+    from vafa.report.grid import GridEntry
 
 __all__ = ["CompareAttacks"]
 
@@ -25,9 +26,12 @@ class CompareAttacks:
 
     Attributes:
         last_comparison: the last :class:`~napari_vafa._compare.CompareDone` (None before).
+        compare_grid: the :class:`vafa.report.GridEntry` list that *Compare attacks* runs
+            (None: the paper's Table 1, quick or full as the check box says).
     """
 
     last_comparison: CompareDone | None = None
+    compare_grid: list[GridEntry] | None = None
 
     def compare(self, *_: Any) -> bool:
         """Run the paper's Table-1 attacks on the current volume and model in the background;
@@ -47,6 +51,7 @@ class CompareAttacks:
                 quick=bool(self.quick_compare.value),
                 seed=int(self.seed.value),
                 threads=torch.get_num_threads(),
+                grid=self.compare_grid,
             )
         except (ValueError, TypeError, OSError) as err:
             notify_error(f"{self.TITLE}: {err}")
@@ -76,9 +81,26 @@ class CompareAttacks:
 
     def _show_comparison(self, result: CompareDone) -> None:
         self.last_comparison = result
-        self.plots.show_comparison(result.rows, result.model_name)
+        self.plots.show_comparison(result.rows + _worst_case_rows(result), result.model_name)
         done = sum(row["status"] == "ok" for row in result.rows)
         head = "comparison cancelled" if result.cancelled else "comparison done"
         self.status.value = (
             f"{head} in {self._elapsed():.0f} s: {done}/{len(result.entries)} attacks"
         )
+
+
+def _worst_case_rows(result: CompareDone) -> list[dict[str, Any]]:
+    """Table rows of the worst case over the grid's members (:mod:`vafa.report.worst_case`):
+    the lowest foreground Dice and which attack reached it, then per class the attack that
+    brought that class lowest (table only)."""
+    from vafa.report.worst_case import class_winners, worst_cases
+
+    found = worst_cases(result.rows, result.entries)
+    if not found or found[0].winner is None:
+        return []
+    worst = found[0]
+    rows = [{"label": f"worst case: {worst.winner}", "status": "ok", "attack": "worst-case",
+             "dice_fg": worst.dice_fg}]  # fmt: skip
+    for name, (label, dice) in class_winners(result.entries, result.per_class).items():
+        rows.append({"label": f"  {name}: {label}", "status": "ok", "dice_fg": dice, "bar": False})
+    return rows

@@ -148,8 +148,9 @@ class MetricsPlot(QWidget):
     def show_comparison(self, rows: Sequence[Mapping[str, Any]], model_name: str) -> None:
         """The "Compare attacks" result: foreground Dice per attack (bars) and a table of
         Dice, HD95, SSIM, PSNR and L∞ (rows of :func:`vafa.report.iter_grid` with ``label``;
-        failed rows show their status)."""
-        ok = [row for row in rows if row.get("status") == "ok"]
+        failed rows show their status). Rows with ``"bar": False`` are in the table only
+        (e.g. the lowest Dice per class)."""
+        ok = [row for row in rows if row.get("status") == "ok" and row.get("bar", True)]
         ax = self.ax_bars
         ax.clear()
         x = range(len(ok))

@@ -7,7 +7,12 @@ import random
 import pytest
 
 from vafa.report.grid import report_grid, table1_grid
-from vafa.report.worst_case import member_entries, worst_case_markdown, worst_cases
+from vafa.report.worst_case import (
+    class_winners,
+    member_entries,
+    worst_case_markdown,
+    worst_cases,
+)
 
 
 def _rows(entries, models=("demo", "robust"), cases=("c1", "c2", "c3"), seed=0):
@@ -56,3 +61,19 @@ def test_the_markdown_section_has_a_row_per_model_and_a_row_per_case():
     assert f"| robust | 3 | 0.900 | {mean:.3f} |" in text
     assert sum(line.startswith("| demo | c") for line in text.splitlines()) == 3
     assert worst_case_markdown(rows, [e for e in entries if e.attack == "gn"], ["demo"]) == ""
+
+
+def test_class_winners_take_the_lowest_member_per_class():
+    entries = table1_grid(quick=True)
+    members = member_entries(entries)
+    gn = next(e for e in entries if e.attack == "gn")  # not a member: never wins
+    per_class = {
+        members[0].key: {"spleen": 0.5, "liver": 0.9, "gone": None},
+        members[1].key: {"spleen": 0.7, "liver": 0.2, "gone": float("nan")},
+        members[4].key: {"spleen": 0.4, "liver": 0.3},
+        gn.key: {"spleen": 0.0, "liver": 0.0},
+    }
+    assert class_winners(entries, per_class) == {
+        "spleen": (members[4].label, 0.4),
+        "liver": (members[1].label, 0.2),
+    }

@@ -419,30 +419,25 @@ def test_gc_freeze_nests_across_jobs_and_unfreezes_once_idle(monkeypatch):
 
 
 @pytest.mark.gui
-def test_compare_attacks_fills_table_and_bars_and_cancels(
-    make_napari_viewer, qtbot, monkeypatch, errors
-):
-    import vafa.report
+def test_compare_attacks_fills_table_and_bars_and_cancels(make_napari_viewer, qtbot, errors):
     from napari_vafa._layers import layer_to_volume
     from vafa.report import GridEntry
     from vafa.run.pipeline import evaluate
 
     grid = [
         GridEntry("table1", "clean", {}, ""),
-        GridEntry("table1", "pgd", {"eps": 8, "alpha": 0.01, "steps": 2}, "ε=8"),
-        GridEntry("table1", "vafa", {"q_max": 30, "steps": 2}, "q_max=30"),
+        GridEntry("table1", "pgd", {"eps": 4, "alpha": 0.01, "steps": 2}, "ε=4"),
+        GridEntry("table1", "vafa", {"q_max": 20, "steps": 2}, "q_max=20"),
     ]
-    asked = []
-    monkeypatch.setattr(vafa.report, "table1_grid", lambda quick: asked.append(quick) or grid)
     _, widget, ct, seg = _viewer_with_sample(make_napari_viewer)
     widget.labels_layer.value = seg
-    widget.quick_compare.value = False
+    widget.compare_grid = grid
     widget.compare_button.native.click()
     assert widget.is_running and not widget.compare_button.enabled
     qtbot.waitUntil(lambda: not widget.is_running, timeout=RUN_TIMEOUT_MS)
-    assert errors == [] and asked == [False]
+    assert errors == []
     done = widget.last_comparison
-    assert [row["label"] for row in done.rows] == ["clean", "PGD ε=8", "VAFA q_max=30"]
+    assert [row["label"] for row in done.rows] == ["clean", "PGD ε=4", "VAFA q_max=20"]
     assert all(row["status"] == "ok" for row in done.rows)
     clean, pgd, vafa_row = done.rows
     model, card = widget._cache.get(widget.model_picker.spec())
@@ -452,11 +447,21 @@ def test_compare_attacks_fills_table_and_bars_and_cancels(
     assert clean["dice_fg"] == pytest.approx(reference, abs=1e-6)
     assert pgd["dice_fg"] < clean["dice_fg"] and vafa_row["ssim"] < 1.0
     table = widget.plots.table
-    assert not table.isHidden() and table.rowCount() == 3
-    assert table.item(1, 0).text() == "PGD ε=8"
+    # the attacks, the worst case of the two members (PGD ε 4, VAFA q_max 20), and per class
+    # the member that brought it lowest (compared with the outcomes' per-class Dice)
+    winner = min((pgd, vafa_row), key=lambda row: row["dice_fg"])
+    classes = [c for c in card.class_names[1:] if any(
+        done.per_class[row["key"]].get(c) is not None for row in (pgd, vafa_row))]  # fmt: skip
+    assert not table.isHidden() and table.rowCount() == 4 + len(classes)
+    assert table.item(1, 0).text() == "PGD ε=4"
     assert float(table.item(1, 1).text()) == pytest.approx(pgd["dice_fg"], abs=5e-4)
+    assert table.item(3, 0).text() == f"worst case: {winner['label']}"
+    assert float(table.item(3, 1).text()) == pytest.approx(winner["dice_fg"], abs=5e-4)
+    for r, name in enumerate(classes, start=4):
+        lowest = min((pgd, vafa_row), key=lambda row: done.per_class[row["key"]][name])
+        assert table.item(r, 0).text() == f"  {name}: {lowest['label']}"
     heights = [bar.get_height() for bar in widget.plots.ax_bars.patches]
-    assert heights == pytest.approx([r["dice_fg"] for r in done.rows])
+    assert heights == pytest.approx([r["dice_fg"] for r in done.rows] + [winner["dice_fg"]])
     assert "comparison done" in widget.status.value and widget.run_button.enabled
 
     widget.compare_button.native.click()  # cancel during the second entry: rows so far kept

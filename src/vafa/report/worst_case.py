@@ -13,7 +13,7 @@ from vafa.report.grid import GridEntry, unique_entries
 from vafa.report.results import parse_number
 from vafa.run.worst_case import WORST_CASE, Member
 
-__all__ = ["CaseWorst", "member_entries", "worst_case_markdown", "worst_cases"]
+__all__ = ["CaseWorst", "class_winners", "member_entries", "worst_case_markdown", "worst_cases"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,30 @@ def worst_cases(rows: Iterable[Mapping[str, Any]], entries: Iterable[GridEntry])
         complete = len(seen["members"]) == len(members)
         out.append(CaseWorst(model, case, seen["clean"], seen["members"], winner, complete))
     return out
+
+
+def class_winners(
+    entries: Iterable[GridEntry], per_class: Mapping[str, Mapping[str, float | None]]
+) -> dict[str, tuple[str, float]]:
+    """Per class, the member that brought its Dice lowest on one case.
+
+    Args:
+        entries: the grid that ran.
+        per_class: ``{entry key: {class name: adversarial Dice or None}}`` of the entries that
+            ran (e.g. ``outcome.metrics.dice_per_class.adversarial``).
+
+    Returns:
+        ``{class name: (member label, Dice)}`` over the classes some member has a number for,
+        in the classes' order.
+    """
+    winners: dict[str, tuple[str, float]] = {}
+    for entry in member_entries(entries):
+        for name, dice in per_class.get(entry.key, {}).items():
+            if dice is None or math.isnan(dice):
+                continue
+            if name not in winners or dice < winners[name][1]:
+                winners[name] = (entry.label, float(dice))
+    return winners
 
 
 def worst_case_markdown(
