@@ -330,6 +330,14 @@ def test_run_report_writes_everything(models, case, tmp_path, count_attacks):
     values = [float(r["dice_fg"]) for r in csv_rows if r["model"] == "tiny2" and r["key"] == pgd]
     pgd_line = next(line for line in table6.splitlines() if line.startswith("| PGD ε=4 |"))
     assert pgd_line.split(" | ")[3] == f"{np.mean(values):.3f}"  # attack, tiny fg, tiny DSC, tiny2
+    # the worst case over the members in the grid (PGD ε 4, VAFA q_max 20), per model and case
+    worst = text.split("## Worst case over attacks")[1].split("\n## ")[0]
+    members = {SMALL_TABLE1[1].key, SMALL_TABLE1[3].key}
+    for model, case_name in (("tiny", "case"), ("tiny2", "second")):
+        lowest = min(float(r["dice_fg"]) for r in csv_rows
+                     if r["model"] == model and r["case"] == case_name and r["key"] in members)  # fmt: skip
+        line = next(x for x in worst.splitlines() if x.startswith(f"| {model} | {case_name} |"))
+        assert line.split(" | ")[-2] == f"{lowest:.3f}"
     for name in (
         "dice_vs_qmax.png",
         "dice_vs_steps.png",

@@ -22,6 +22,7 @@ from vafa.report.grid import (
 )
 from vafa.report.render import format_table, summarize, write_plots
 from vafa.report.results import REPORT_MD
+from vafa.report.worst_case import worst_case_markdown
 
 
 # ----------------------------------------------------------------------------- report.md
@@ -144,7 +145,8 @@ def _preamble(models, cases, settings) -> list[str]:
 
 
 def _tables(rows, names, sweep_models, settings, grid: ReportGrid, plots) -> list[str]:
-    """Table 1/5 per model, the sweep tables (Tables 2–4) and Table 6, with their figures."""
+    """Table 1/5 per model, the worst case over attacks, the sweep tables (Tables 2–4) and
+    Table 6, with their figures."""
     out = ["## Table 1/5: attacks", ""]
     lpips = ("lpips",) if settings.lpips or any(r.get("lpips") is not None for r in rows) else ()
     metrics = ("dice_fg", "dice", "hd95", "ssim", "psnr", "linf", *lpips)
@@ -152,6 +154,9 @@ def _tables(rows, names, sweep_models, settings, grid: ReportGrid, plots) -> lis
         out += [f"### {name}", "", format_table(rows, grid.table1, [name], metrics=metrics), ""]
     if "table1_bars" in plots:
         out += ["![Table 1 bars](table1_bars.png)", ""]
+    worst = worst_case_markdown(rows, grid.table1, names)
+    if worst:
+        out += [worst]
     if settings.sweeps:
         for table, (title, _, filename) in SWEEP_TITLES.items():
             entries = [e for e in grid.sweeps if e.table == table]
