@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
         json="print the metrics as JSON (also with --quiet); a folder or a datalist: one JSON "
         "object per case and line (JSON Lines), each naming its case",
     )
-    add_attack_arguments(p)
+    add_attack_arguments(p, worst_case=True)
     p.add_argument("image", nargs="?", help="a .nii/.nii.gz file or a folder of them")
     add_model_arguments(p)
     p.add_argument("--labels", help="ground-truth labels for IMAGE (else pseudo-labels)")
@@ -126,8 +126,9 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
         labels = None if label_path is None else load_labels(label_path, image, card.out_channels)
         outcome = run_attack_command(args, model, card, image, labels, title=title, quiet=quiet)
         _write_adversarial(outcome, target)
+        worst = outcome.settings.get("worst_case")
         if single or not args.json:  # a batch's --json: one line per case (_print_case_line)
-            print_metrics(args, outcome.metrics, title=str(image_path))  # also with --quiet
+            print_metrics(args, outcome.metrics, str(image_path), worst)  # also with --quiet
         if outcome.model_input.resampled and not args.resample_back and not quiet:
             spacing = "×".join(f"{s:g}" for s in outcome.model_input.grid.spacing)
             print(
@@ -135,7 +136,7 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
                 "use --resample-back for the input grid",
                 file=sys.stderr,
             )
-        return _row(case, target, args.seed, outcome.metrics)
+        return _row(case, target, args.seed, outcome.metrics, worst_case=worst)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a bad case must not stop the batch
@@ -145,14 +146,19 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
         return _row(case, target, args.seed, None, error=one_line(err))
 
 
-def _row(case, target: Path, seed, metrics, *, resumed=False, error: str | None = None) -> dict:
-    """The case's row of ``attack_results.csv``, with its ``--json`` line under ``"line"``."""
+def _row(case, target: Path, seed, metrics, *, resumed=False, error=None, worst_case=None) -> dict:
+    """The case's row of ``attack_results.csv`` (its ``attack``: the winner of a worst case),
+    with its ``--json`` line under ``"line"``."""
+    from vafa.io.files import json_ready
     from vafa.run.cases import case_row
 
     image_path, label_path = case
     status = "ok" if error is None else f"failed: {error}"
     row = case_row(image_path, label_path, target.name, status, metrics, seed)
-    return {**row, "line": _case_line(row, target, metrics, resumed, error)}
+    line = _case_line(row, target, metrics, resumed, error)
+    if worst_case is not None:
+        line["worst_case"] = json_ready(worst_case)
+    return {**row, "line": line}
 
 
 def _case_line(row: dict, target: Path, metrics, resumed: bool, error: str | None) -> dict:
@@ -161,7 +167,8 @@ def _case_line(row: dict, target: Path, metrics, resumed: bool, error: str | Non
     model's own clean prediction was attacked), ``adversarial`` and ``json`` (the files
     written), ``status`` (``"ok"`` or ``"failed"``), ``error`` (the one-line message, or
     None), ``resumed`` (found finished by ``--resume``) and ``metrics`` (what ``--json``
-    prints for a single IMAGE; None for a failed case)."""
+    prints for a single IMAGE; None for a failed case); ``--attack worst-case`` adds
+    ``worst_case`` (every member's Dice, the winner)."""
     from vafa.io.files import json_ready
 
     return json_ready(
@@ -205,31 +212,32 @@ def _finish(args, dist, rows, table: Path | None, total: int) -> int:
 
 
 def run_attack_command(args, model, card, image, labels, title: str, quiet: bool | None = None):
-    """:func:`vafa.run.pipeline.run_attack` with the attack arguments of ``args`` and a
+    """:func:`vafa.run.pipeline.run_attack` (or the worst case over attacks,
+    :func:`vafa.run.worst_case.iter_worst_case`) with the attack arguments of ``args`` and a
     progress bar (unless ``--quiet`` or ``quiet``)."""
-    from vafa.run.pipeline import run_attack
+    from vafa.attacks import drive
+    from vafa.run.pipeline import iter_run_attack
     from vafa.run.progress import StepBar
+    from vafa.run.worst_case import is_worst_case, iter_worst_case
 
-    options = attack_options(args)
     if args.roi:
         card = with_roi(card, roi_triple(args.roi))
     quiet = args.quiet if quiet is None else quiet
     bar = None if quiet else StepBar(title)
+    run = dict(
+        options=attack_options(args),
+        tile_batch=args.tile_batch,
+        device=args.device,
+        seed=args.seed,
+        resample_back=getattr(args, "resample_back", False),
+        amp=getattr(args, "amp", "off"),
+    )
+    if is_worst_case(args.attack):
+        job = iter_worst_case(model, card, image, labels, floor=args.floor, **run)
+    else:
+        job = iter_run_attack(model, card, image, labels, attack=args.attack, **run)
     try:
-        return run_attack(
-            model,
-            card,
-            image,
-            labels,
-            attack=args.attack,
-            options=options,
-            tile_batch=args.tile_batch,
-            device=args.device,
-            seed=args.seed,
-            callback=bar,
-            resample_back=getattr(args, "resample_back", False),
-            amp=getattr(args, "amp", "off"),
-        )
+        return drive(job, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -255,14 +263,22 @@ def _cases(args) -> list[tuple[Path, Path | None]]:
 
 def _expected_settings(args, model, card) -> dict:
     """What a finished case's JSON must say to be kept by ``--resume``: the attack's settings
-    (its schema options, steps, seed…), the tile size and batch, ``resample_back`` and ``amp``."""
+    (its schema options, steps, seed…; the worst case: every member's, under ``"ensemble"``),
+    the tile size and batch, ``resample_back`` and ``amp``."""
     from vafa.attacks import build_attack
     from vafa.io.files import json_ready
+    from vafa.run.worst_case import ensemble_settings, is_worst_case
 
     roi = roi_triple(args.roi) if args.roi else card.roi_size
-    attack = build_attack(args.attack, model, **attack_options(args), seed=args.seed)
-    settings = {**attack.settings(), "roi": list(roi), "tile_batch": args.tile_batch}
-    return json_ready({"attack": settings, "resample_back": args.resample_back, "amp": args.amp})
+    tiles = {"roi": list(roi), "tile_batch": args.tile_batch}
+    options = attack_options(args)
+    if is_worst_case(args.attack):
+        ensemble = ensemble_settings(model, options=options, floor=args.floor, seed=args.seed)
+        made = {"ensemble": {**ensemble, **tiles}}
+    else:
+        attack = build_attack(args.attack, model, **options, seed=args.seed)
+        made = {"attack": {**attack.settings(), **tiles}}
+    return json_ready({**made, "resample_back": args.resample_back, "amp": args.amp})
 
 
 def _finished(target: Path, sidecar: Path, expected: dict) -> OutcomeMetrics | None:
@@ -279,8 +295,9 @@ def _finished(target: Path, sidecar: Path, expected: dict) -> OutcomeMetrics | N
     doc = read_json(sidecar, "attack result")
     settings = doc.get("settings") if isinstance(doc, dict) else None
     settings = settings if isinstance(settings, dict) else {}
-    made = settings.get("attack") if isinstance(settings.get("attack"), dict) else {}
-    differ = [k for k, v in expected["attack"].items() if made.get(k, "absent") != v]
+    kind = "ensemble" if "ensemble" in expected else "attack"
+    made = settings.get(kind) if isinstance(settings.get(kind), dict) else {}
+    differ = [k for k, v in expected[kind].items() if made.get(k, "absent") != v]
     differ += [k for k in ("resample_back", "amp") if settings.get(k, "off") != expected[k]]
     if differ:
         raise CLIError(

@@ -127,16 +127,25 @@ def load_model(args):
     return source.load(device=args.device)
 
 
-def print_metrics(args, metrics, title: str) -> None:
+def print_metrics(args, metrics, title: str, worst_case: dict | None = None) -> None:
     """The metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`) as a table, or as JSON
-    with ``--json`` (also with ``--quiet``, which silences only bars and tables)."""
+    with ``--json`` (also with ``--quiet``, which silences only bars and tables); with the
+    worst case's account (``outcome.settings["worst_case"]``) when given."""
     from vafa.io.files import json_ready
     from vafa.report.tables import format_metrics_table
+    from vafa.report.worst_case import format_worst_case
 
     if getattr(args, "json", False):
-        print(json.dumps(json_ready(metrics.to_dict()), indent=2))
+        doc = (
+            metrics.to_dict()
+            if worst_case is None
+            else {**metrics.to_dict(), "worst_case": worst_case}
+        )
+        print(json.dumps(json_ready(doc), indent=2))
     elif not args.quiet:
         print(format_metrics_table(metrics, title=title))
+        if worst_case is not None:
+            print(format_worst_case(worst_case))
 
 
 def refuse_existing(paths, overwrite: bool) -> None:

@@ -21,17 +21,33 @@ def add_attack_arguments(
     parser: argparse.ArgumentParser,
     *,
     choose_attack: bool = True,
+    worst_case: bool = False,
     roi_help: str = "tile size, e.g. 96 or 96,96,96 (default: the card's)",
     tile_batch_help: str = "tiles attacked together (default 1)",
 ) -> None:
-    """Add the "attack" argument group: ``--attack`` (when ``choose_attack``), every schema
-    option of every attack, ``--roi`` and ``--tile-batch``. Unset options stay None (the
-    attack's default)."""
+    """Add the "attack" argument group: ``--attack`` (when ``choose_attack``; with
+    ``worst_case`` also ``worst-case`` and ``--floor``), every schema option of every attack,
+    ``--roi`` and ``--tile-batch``. Unset options stay None (the attack's default)."""
+    from vafa.run.worst_case import DICE_FLOOR, WORST_CASE, WORST_CASE_NAME
+
     group = parser.add_argument_group("attack")
     if choose_attack:
+        choices = (*ATTACKS, WORST_CASE_NAME) if worst_case else tuple(ATTACKS)
+        text = "attack (default vafa)"
+        if worst_case:
+            members = ", ".join(m.name for m in WORST_CASE)
+            text += (
+                f"; {WORST_CASE_NAME}: per case the lowest fg Dice of {members} (cheapest "
+                "first, each at its own budget; the options below apply to every member that "
+                "takes them)"
+            )
+        group.add_argument("--attack", choices=choices, default="vafa", help=text)
+    if worst_case:
         group.add_argument(
-            "--attack", choices=tuple(ATTACKS), default="vafa", help="attack (default vafa)"
-        )
+            "--floor", type=float, default=DICE_FLOOR,
+            help=f"{WORST_CASE_NAME}: a case stops once a member brings its fg Dice to this or "
+            f"below (default {DICE_FLOOR:g}; 0: every member runs)",
+        )  # fmt: skip
     for name, by_attack in _table().items():
         option = next(iter(by_attack.values()))
         flags = option.cli_flags

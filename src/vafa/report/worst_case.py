@@ -13,7 +13,14 @@ from vafa.report.grid import GridEntry, unique_entries
 from vafa.report.results import parse_number
 from vafa.run.worst_case import WORST_CASE, Member
 
-__all__ = ["CaseWorst", "class_winners", "member_entries", "worst_case_markdown", "worst_cases"]
+__all__ = [
+    "CaseWorst",
+    "class_winners",
+    "format_worst_case",
+    "member_entries",
+    "worst_case_markdown",
+    "worst_cases",
+]
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,25 @@ def worst_case_markdown(
             + f" | {_fmt(c.dice_fg)} | {c.winner or '–'}{mark} |"
         )  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def format_worst_case(account: Mapping[str, Any]) -> str:
+    """A few lines for a terminal: every member's fg Dice and which won, from an outcome's
+    ``settings["worst_case"]`` (:meth:`vafa.run.worst_case.WorstCase.to_dict`)."""
+    members = account["members"]
+    lines = [
+        f"worst case over {', '.join(m['attack'] for m in members)} (clean fg Dice "
+        f"{_fmt(account.get('clean_dice_fg'))}): {account['winner']} is the lowest"
+    ]
+    width = max(len(m["attack"]) for m in members)
+    for m in members:
+        if not m["ran"]:
+            text = f"not run (a member reached the floor {account['floor']:g})"
+        else:
+            text = f"fg Dice {_fmt(m['dice_fg'])}"
+            text += "  <- worst" if m["attack"] == account["winner"] else ""
+        lines.append(f"  {m['attack']:<{width}}  {text}")
+    return "\n".join(lines)
 
 
 def _wins(cases: Sequence[CaseWorst]) -> str:

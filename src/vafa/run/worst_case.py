@@ -33,6 +33,7 @@ __all__ = [
     "MemberResult",
     "WorstCase",
     "check_members",
+    "ensemble_settings",
     "is_worst_case",
     "iter_worst_case",
     "member_options",
@@ -172,7 +173,10 @@ def iter_worst_case(
             seed.
 
     Yields every member's step events (sending ``False`` cancels the running member and leaves
-    the rest out). The outcome's ``settings["worst_case"]`` is :meth:`WorstCase.to_dict`.
+    the rest out). The outcome is the winner's (``settings["attack"]``: its settings), with
+    ``settings["worst_case"]`` (:meth:`WorstCase.to_dict`: every member's Dice, the winner) and
+    ``settings["ensemble"]`` (:func:`ensemble_settings` with the tiling's ``roi`` and
+    ``tile_batch``).
     Members whose Dice is NaN (no foreground in the reference) never win over one
     with a number.
     """
@@ -196,10 +200,38 @@ def iter_worst_case(
         if outcome.cancelled or (result.dice_fg is not None and result.dice_fg <= floor):
             break
     assert best is not None  # at least one member ran
-    winner = best.settings["attack"]["attack"]
-    account = WorstCase(results, winner, float(floor), _number(best.metrics.dice_fg.clean))
+    kept = best.settings["attack"]
+    account = WorstCase(results, kept["attack"], float(floor), _number(best.metrics.dice_fg.clean))
     best.settings["worst_case"] = account.to_dict()
+    ensemble = ensemble_settings(model, members, options, floor, run.get("seed"))
+    best.settings["ensemble"] = {
+        **ensemble,
+        "roi": kept.get("roi"),
+        "tile_batch": kept.get("tile_batch"),
+    }
     return best
+
+
+def ensemble_settings(
+    model,
+    members: Sequence[Member] = WORST_CASE,
+    options: Mapping[str, Any] | None = None,
+    floor: float = DICE_FLOOR,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """What the ensemble runs: ``{"attack": "worst-case", "floor", "seed", "members": [each
+    member's ``Attack.settings()``]}`` (JSON-ready; an outcome's ``settings["ensemble"]``)."""
+    from vafa.attacks import build_attack
+
+    built = [
+        build_attack(m.attack, model, **member_options(m, options), seed=seed) for m in members
+    ]
+    return {
+        "attack": WORST_CASE_NAME,
+        "floor": float(floor),
+        "seed": seed,
+        "members": [attack.settings() for attack in built],
+    }
 
 
 def _number(value: float | None) -> float | None:
