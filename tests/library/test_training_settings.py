@@ -24,18 +24,20 @@ CLI = [s for s in SETTINGS if s.cli_flags]
 GUI = [s for s in SETTINGS if s.widget]
 
 
-def _train_actions() -> dict[str, argparse.Action]:
-    """``vafa train``'s arguments, by flag."""
+def _train_parser() -> argparse.ArgumentParser:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices["train"]._option_string_actions)
+    return sub.choices["train"]
+
+
+def _train_actions() -> dict[str, argparse.Action]:
+    """``vafa train``'s arguments, by flag."""
+    return dict(_train_parser()._option_string_actions)
 
 
 def _train_group() -> list[argparse.Action]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    group = next(g for g in sub.choices["train"]._action_groups if g.title == "training")
-    return group._group_actions
+    """The arguments of ``vafa train``'s "training" group."""
+    return next(g for g in _train_parser()._action_groups if g.title == "training")._group_actions
 
 
 # ----------------------------------------------------------------------------- the library
