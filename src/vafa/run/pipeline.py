@@ -110,6 +110,7 @@ def run_attack(
     callback: Callback | None = None,
     resample_back: bool = False,
     amp: str = "off",
+    through: str = "tiles",
 ) -> AttackOutcome:
     """Attack a whole volume and measure the damage.
 
@@ -134,6 +135,9 @@ def run_attack(
         amp: mixed precision of the model passes (attack and predictions): ``"off"``,
             ``"bf16"`` or ``"fp16"`` (:func:`vafa.ops.amp.with_amp`; the frequency, SSIM and
             loss maths stay float32).
+        through: the threat model (:mod:`vafa.run.through`): ``"tiles"`` (the paper: the
+            attack on non-overlapping ROI tiles) or ``"sliding-window"`` (the attack on the
+            whole volume through the deployed prediction, the card's sliding window).
 
     Returns:
         :class:`AttackOutcome`. ``metrics`` (:class:`~vafa.run.outcome_metrics.OutcomeMetrics`;
@@ -166,6 +170,7 @@ def run_attack(
             seed=seed,
             resample_back=resample_back,
             amp=amp,
+            through=through,
         ),
         callback,
     )
@@ -184,9 +189,11 @@ def iter_run_attack(
     seed: int | None = None,
     resample_back: bool = False,
     amp: str = "off",
+    through: str = "tiles",
 ) -> Generator[StepEvent, bool | None, AttackOutcome]:
     """:func:`run_attack` as a generator (for GUI workers): yields every step event,
     ``gen.send(False)`` cancels within one step, returns the :class:`AttackOutcome`."""
+    from vafa.run.through import DeployedModel, check_through
     from vafa.run.tiling import iter_attack_volume
 
     _check_model(model)
@@ -195,14 +202,21 @@ def iter_run_attack(
     for key in ("seed", "device"):
         if key in options:
             raise ValueError(f"options must not contain {key!r}: pass {key}= to run_attack")
+    through = check_through(through)
     model_input = to_model_space(image, card)
     target = None if labels is None else labels_to_model_space(labels, model_input)
-    built = build_attack(attack, model, **options, seed=seed, device=device)
+    roi = card.roi_size  # tiles; through the sliding window: the whole volume, one "tile"
+    attacked = model
+    if through == "sliding-window":
+        attacked = DeployedModel(model, card.roi_size, card.inference)
+        roi = tuple(model_input.tensor.shape[2:])
+    built = build_attack(attack, attacked, **options, seed=seed, device=device)
     if device != "auto":
         model.to(built.device)
     result = yield from iter_attack_volume(
-        built, model_input.tensor, target, roi=card.roi_size, tile_batch=tile_batch
+        built, model_input.tensor, target, roi=roi, tile_batch=tile_batch
     )
+    result.settings["through"] = through
     adv01 = result.adversarial
     adv_grid = units_on_grid(adv01[0, 0].cpu().numpy(), model_input)
     clean_pred = _predict(model, model_input.tensor, card)
