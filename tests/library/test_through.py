@@ -18,7 +18,7 @@ CASES = {
     "gaussian, batches of 2": Inference(mode="gaussian", sw_batch_size=2, overlap=0.25),
     "nnU-Net, mirrored": Inference(
         mode="gaussian", windows="nnunet", mirror_axes=(0, 2), allowed_mirror_axes=(0, 1, 2)
-    ),  # fmt: skip
+    ),
     "replicate padding": Inference(padding_mode="replicate"),
 }
 
