@@ -231,6 +231,7 @@ def run_attack_command(args, model, card, image, labels, title: str, quiet: bool
         seed=args.seed,
         resample_back=getattr(args, "resample_back", False),
         amp=getattr(args, "amp", "off"),
+        through=args.through,
     )
     if is_worst_case(args.attack):
         job = iter_worst_case(model, card, image, labels, floor=args.floor, **run)
@@ -269,8 +270,9 @@ def _expected_settings(args, model, card) -> dict:
     from vafa.io.files import json_ready
     from vafa.run.worst_case import ensemble_settings, is_worst_case
 
-    roi = roi_triple(args.roi) if args.roi else card.roi_size
-    tiles = {"roi": list(roi), "tile_batch": args.tile_batch}
+    tiles = {"tile_batch": args.tile_batch, "through": args.through}
+    if args.through == "tiles":  # through the sliding window the one "tile" is the volume
+        tiles["roi"] = list(roi_triple(args.roi) if args.roi else card.roi_size)
     options = attack_options(args)
     if is_worst_case(args.attack):
         ensemble = ensemble_settings(model, options=options, floor=args.floor, seed=args.seed)

@@ -22,12 +22,15 @@ def add_attack_arguments(
     *,
     choose_attack: bool = True,
     worst_case: bool = False,
+    through: bool = True,
     roi_help: str = "tile size, e.g. 96 or 96,96,96 (default: the card's)",
     tile_batch_help: str = "tiles attacked together (default 1)",
 ) -> None:
     """Add the "attack" argument group: ``--attack`` (when ``choose_attack``; with
     ``worst_case`` also ``worst-case`` and ``--floor``), every schema option of every attack,
-    ``--roi`` and ``--tile-batch``. Unset options stay None (the attack's default)."""
+    ``--roi``, ``--tile-batch`` and (``through``) ``--through``. Unset options stay None (the
+    attack's default)."""
+    from vafa.run.through import THREAT_MODELS
     from vafa.run.worst_case import DICE_FLOOR, WORST_CASE, WORST_CASE_NAME
 
     group = parser.add_argument_group("attack")
@@ -70,6 +73,14 @@ def add_attack_arguments(
         )
     group.add_argument("--roi", help=roi_help)
     group.add_argument("--tile-batch", type=int, default=1, help=tile_batch_help)
+    if through:
+        group.add_argument(
+            "--through", choices=THREAT_MODELS, default="tiles",
+            help="what the attack differentiates through: tiles (default, the paper: "
+            "non-overlapping tiles of the model's ROI) or sliding-window (the whole volume "
+            "through the model's own overlapping sliding-window prediction, window batch by "
+            "window batch)",
+        )  # fmt: skip
 
 
 def attack_options(args: argparse.Namespace) -> dict[str, Any]:

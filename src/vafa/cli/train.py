@@ -61,6 +61,7 @@ def add_parser(subparsers) -> None:
     add_attack_arguments(  # the training attack follows --mode
         p,
         choose_attack=False,
+        through=False,  # the training attack works on patches
         roi_help=setting_help(setting("patch"), "e.g. 96 or 96,96,96"),
         tile_batch_help=setting_help(setting("tile_batch")),
     )

@@ -175,8 +175,8 @@ def iter_worst_case(
     Yields every member's step events (sending ``False`` cancels the running member and leaves
     the rest out). The outcome is the winner's (``settings["attack"]``: its settings), with
     ``settings["worst_case"]`` (:meth:`WorstCase.to_dict`: every member's Dice, the winner) and
-    ``settings["ensemble"]`` (:func:`ensemble_settings` with the tiling's ``roi`` and
-    ``tile_batch``).
+    ``settings["ensemble"]`` (:func:`ensemble_settings` with the tiling's ``roi``,
+    ``tile_batch`` and ``through``).
     Members whose Dice is NaN (no foreground in the reference) never win over one
     with a number.
     """
@@ -204,11 +204,8 @@ def iter_worst_case(
     account = WorstCase(results, kept["attack"], float(floor), _number(best.metrics.dice_fg.clean))
     best.settings["worst_case"] = account.to_dict()
     ensemble = ensemble_settings(model, members, options, floor, run.get("seed"))
-    best.settings["ensemble"] = {
-        **ensemble,
-        "roi": kept.get("roi"),
-        "tile_batch": kept.get("tile_batch"),
-    }
+    tiling = {k: kept.get(k) for k in ("roi", "tile_batch", "through")}
+    best.settings["ensemble"] = {**ensemble, **tiling}
     return best
 
 
