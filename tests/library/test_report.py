@@ -284,6 +284,24 @@ def test_iter_grid_cancel_and_skip(models, case):
     ]
 
 
+def test_a_grid_runs_its_attacks_through_the_sliding_window(models, case):
+    model, card, image, labels = _loaded(models[0], case)
+    grid = R.ReportGrid(SMALL_TABLE1[:2]).through("sliding-window")
+    clean, pgd = grid.table1
+    assert clean.through == "tiles" and pgd.through == "sliding-window"
+    assert pgd.key == SMALL_TABLE1[1].key + "|through=sliding-window"
+    assert pgd.label == "PGD ε=4 (sliding window)"
+    outcomes = []
+    rows = drive(R.iter_grid(model, card, image, labels, list(grid.table1), model_name="m",
+                             case_name="c", on_outcome=lambda e, o: outcomes.append(o)))  # fmt: skip
+    assert [(r["key"], r["status"]) for r in rows] == [("clean", "ok"), (pgd.key, "ok")]
+    assert outcomes[0].settings["attack"]["through"] == "sliding-window"
+    standard = R.ReportGrid.standard(quick=True, through="sliding-window")
+    assert {e.through for e in standard.table1 if e.attack != "clean"} == {"sliding-window"}
+    with pytest.raises(ValueError, match="through must be one of"):
+        R.GridEntry("table1", "pgd", {}, "", through="windows")
+
+
 def test_iter_grid_failed_entry_does_not_stop_the_grid(models, case):
     model, card, image, labels = _loaded(models[0], case)
     bad = R.GridEntry("table1", "vafa", {"q_max": 20, "bogus": 1, "steps": 1}, "bad")

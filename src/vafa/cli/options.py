@@ -10,7 +10,7 @@ from typing import Any
 from vafa.attacks import ATTACKS
 from vafa.attacks.options import Option, OptionError, option_table
 
-__all__ = ["add_attack_arguments", "attack_options", "flag_prefix"]
+__all__ = ["add_attack_arguments", "add_through_argument", "attack_options", "flag_prefix"]
 
 
 def _table() -> dict[str, dict[str, Option]]:
@@ -30,7 +30,6 @@ def add_attack_arguments(
     ``worst_case`` also ``worst-case`` and ``--floor``), every schema option of every attack,
     ``--roi``, ``--tile-batch`` and (``through``) ``--through``. Unset options stay None (the
     attack's default)."""
-    from vafa.run.through import THREAT_MODELS
     from vafa.run.worst_case import DICE_FLOOR, WORST_CASE, WORST_CASE_NAME
 
     group = parser.add_argument_group("attack")
@@ -74,13 +73,20 @@ def add_attack_arguments(
     group.add_argument("--roi", help=roi_help)
     group.add_argument("--tile-batch", type=int, default=1, help=tile_batch_help)
     if through:
-        group.add_argument(
-            "--through", choices=THREAT_MODELS, default="tiles",
-            help="what the attack differentiates through: tiles (default, the paper: "
-            "non-overlapping tiles of the model's ROI) or sliding-window (the whole volume "
-            "through the model's own overlapping sliding-window prediction, window batch by "
-            "window batch)",
-        )  # fmt: skip
+        add_through_argument(group)
+
+
+def add_through_argument(parser) -> None:
+    """``--through tiles|sliding-window``: the threat model (:mod:`vafa.run.through`)."""
+    from vafa.run.through import THREAT_MODELS
+
+    parser.add_argument(
+        "--through", choices=THREAT_MODELS, default="tiles",
+        help="what the attacks differentiate through: tiles (default, the paper: "
+        "non-overlapping tiles of the model's ROI) or sliding-window (the whole volume "
+        "through the model's own overlapping sliding-window prediction, window batch by "
+        "window batch)",
+    )  # fmt: skip
 
 
 def attack_options(args: argparse.Namespace) -> dict[str, Any]:

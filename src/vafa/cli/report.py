@@ -21,6 +21,7 @@ from vafa.cli.common import (
     datalist_cases,
     model_source,
 )
+from vafa.cli.options import add_through_argument
 from vafa.run.progress import StepBar
 
 __all__ = ["add_parser"]
@@ -36,7 +37,10 @@ examples:
 grid: Table 1/5 (clean; PGD, FGSM, BIM, SegPGD, CosPGD at eps 4 and 8; GN sigma 4 and 8;
 VAFA-2D; VAFA q_max 20 and 30; SA2) on every model; the VAFA sweeps of Tables 2-4 (q_max 10..80, steps 10..60, block
 4..96) on the first model (--sweep-all: on every model). --quick: 10 steps, fewer settings.
-Re-running with the same --out skips the entries already in results.csv.
+--through sliding-window: every attack through the model's own sliding-window prediction.
+A "worst case over attacks" section takes, per case, the lowest fg Dice of SA2, PGD, SegPGD,
+CosPGD (eps 4) and VAFA (q_max 20). Re-running with the same --out skips the entries already
+in results.csv.
 With two or more models, every Table-1 attack's adversarial volume is also scored on every
 model (the transfer matrix: transfer.csv, transfer.png). --bands adds the perturbation band
 analysis of every Table-1 attack (bands.csv, bands.png).
@@ -92,6 +96,7 @@ def add_parser(subparsers) -> None:
     add_band_arguments(p, "every Table-1 attack (bands.csv, bands.png)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     add_amp_argument(p)
+    add_through_argument(p)
     p.set_defaults(func=run)
 
 
@@ -139,6 +144,7 @@ def _run(args, dist) -> int:
             bands=args.bands,
             band_block=args.band_block,
             amp=args.amp,
+            through=args.through,
             dist=dist,
         )
     except KeyboardInterrupt:

@@ -5,11 +5,12 @@ value (:class:`ReportGrid`) and how a report runs (:class:`ReportSettings`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vafa.attacks import ATTACKS
 from vafa.ops.amp import amp_dtype
+from vafa.run.through import check_through
 
 #: VAFA options of the published code (``--paper``): the attack's ``paper=True``
 #: (:data:`vafa.attacks.vafa.PAPER_SETTINGS`) with the published q_min.
@@ -45,27 +46,35 @@ class GridEntry:
         attack: ``"clean"`` or a name of :func:`vafa.attacks.build_attack`.
         options: the attack's options, explicit (e.g. ``{"eps": 4, "alpha": 0.01, "steps": 20}``).
         setting: a short label (``"ε=4"``, ``"q_max=30"``, ``"32³"``).
+        through: the threat model (:data:`vafa.run.through.THREAT_MODELS`): ``"tiles"`` (the
+            paper) or ``"sliding-window"``.
     """
 
     table: str
     attack: str
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     setting: str = ""
+    through: str = "tiles"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "through", check_through(self.through))
 
     @property
     def key(self) -> str:
-        """Stable id of what runs (attack and sorted options), e.g. ``"pgd|alpha=0.01,eps=4,steps=20"``;
-        the same setting in two tables has one key."""
+        """Stable id of what runs (attack, sorted options, the threat model unless tiles), e.g.
+        ``"pgd|alpha=0.01,eps=4,steps=20"``; the same setting in two tables has one key."""
         if self.attack == "clean":
             return "clean"
         parts = ",".join(f"{k}={format_option(v)}" for k, v in sorted(self.options.items()))
-        return f"{self.attack}|{parts}"
+        through = "" if self.through == "tiles" else f"|through={self.through}"
+        return f"{self.attack}|{parts}{through}"
 
     @property
     def label(self) -> str:
-        """``"PGD ε=4"``, ``"clean"``."""
+        """``"PGD ε=4"``, ``"clean"``; ``"PGD ε=4 (sliding window)"`` through the window."""
         name = ATTACKS[self.attack].name if self.attack in ATTACKS else self.attack
-        return f"{name} {self.setting}".strip()
+        through = "" if self.through == "tiles" else f" ({self.through.replace('-', ' ')})"
+        return f"{name} {self.setting}".strip() + through
 
 
 def table1_grid(*, quick: bool = False, paper: bool = False) -> list[GridEntry]:
@@ -159,9 +168,21 @@ class ReportGrid:
                 )
 
     @classmethod
-    def standard(cls, *, quick: bool = False, paper: bool = False) -> ReportGrid:
-        """The paper's grid: :func:`table1_grid` and :func:`sweep_grid`."""
-        return cls(table1_grid(quick=quick, paper=paper), sweep_grid(quick=quick, paper=paper))
+    def standard(
+        cls, *, quick: bool = False, paper: bool = False, through: str = "tiles"
+    ) -> ReportGrid:
+        """The paper's grid: :func:`table1_grid` and :func:`sweep_grid`, every attack through
+        ``through``."""
+        grid = cls(table1_grid(quick=quick, paper=paper), sweep_grid(quick=quick, paper=paper))
+        return grid if through == "tiles" else grid.through(through)
+
+    def through(self, mode: str) -> ReportGrid:
+        """The same grid with every attack entry through ``mode`` (the clean row as it is)."""
+
+        def moved(entries):
+            return tuple(e if e.attack == "clean" else replace(e, through=mode) for e in entries)
+
+        return ReportGrid(moved(self.table1), moved(self.sweeps))
 
     def entries(self, *, sweeps: bool = True) -> list[GridEntry]:
         """The entries to run: :attr:`table1` then (``sweeps``) :attr:`sweeps`, without
@@ -218,6 +239,8 @@ class ReportSettings:
         amp: mixed precision of the model passes (``"off"``, ``"bf16"``, ``"fp16"``).
         bands: run the perturbation band analysis of every Table-1 attack, in blocks of
             ``band_block`` voxels per side.
+        through: the threat model of the standard grid's attacks (``"tiles"``, the paper, or
+            ``"sliding-window"``); a given grid says it per entry.
 
     Raises:
         ValueError: ``sweep_models``, ``amp`` or ``band_block`` out of its choices.
@@ -233,8 +256,10 @@ class ReportSettings:
     amp: str = "off"
     bands: bool = False
     band_block: int = 32
+    through: str = "tiles"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "through", check_through(self.through))
         if self.sweep_models not in ("first", "all"):
             raise ValueError(f"sweep_models must be 'first' or 'all', got {self.sweep_models!r}")
         amp_dtype(self.amp)  # checks amp

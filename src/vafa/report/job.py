@@ -69,6 +69,7 @@ def run_report(
     bands: bool = False,
     band_block: int = 32,
     amp: str = "off",
+    through: str = "tiles",
     dist=None,
 ) -> ReportResult:
     """Run the report grid on every model × case and write the report into ``out_dir``.
@@ -98,6 +99,7 @@ def run_report(
             is also scored on every model: ``transfer.csv``, the transfer matrix and
             ``transfer.png`` (:mod:`vafa.report.transfer`).
         amp: mixed precision of the model passes (see :func:`vafa.report.runner.iter_grid`).
+        through: the threat model of the standard grid's attacks (:class:`ReportSettings`).
         dist: a :class:`vafa.run.distributed.Dist` of a ``torchrun`` job: this process runs
             only its model × case × entry items and rank 0 merges the rows and writes the
             report (:mod:`vafa.report.shards`); None or one process: everything here.
@@ -113,7 +115,7 @@ def run_report(
     """
     settings = ReportSettings(
         quick, paper, sweeps, sweep_models, str(device), seed,
-        amp=amp, bands=bands, band_block=band_block,
+        amp=amp, bands=bands, band_block=band_block, through=through,
     )  # fmt: skip
     plan = plan_report(
         models, cases, out_dir, settings, grid=grid, trust=trust, lpips_weights=lpips_weights,

@@ -137,7 +137,9 @@ def plan_report(
             other columns, the transfer matrix or band analysis under ``torchrun``.
     """
     if grid is None:
-        grid = ReportGrid.standard(quick=settings.quick, paper=settings.paper)
+        grid = ReportGrid.standard(
+            quick=settings.quick, paper=settings.paper, through=settings.through
+        )
     model_names = _unique_names([m[0] for m in models], "model")
     planned_cases = _planned_cases(cases)
     out_dir = Path(out_dir)

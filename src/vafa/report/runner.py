@@ -176,6 +176,7 @@ class _Cell:
             options=entry.options,
             device=self.device,
             seed=self.seed,
+            through=entry.through,
         )
         stopped = threading.Event()  # set by a False answer of the consumer
         outcome = yield from relay(gen, lambda event: progress(step=event), cancel=stopped)
