@@ -17,14 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    Label,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
 
 from napari_vafa._attack_controls import AttackControls
 from napari_vafa._compare_panel import CompareAttacks
@@ -55,6 +48,8 @@ METRICS_DOCK = "VAFA metrics"
 PREVIEW_INTERVAL = 0.4
 #: Sides of the live lens's cube offered (voxels of the model grid).
 LENS_SIDES = (32, 48, 64, 96, 128)
+#: The threat models offered (:data:`vafa.run.through.THREAT_MODELS`).
+THROUGH_CHOICES = [("tiles (the paper)", "tiles"), ("sliding window (deployed)", "sliding-window")]
 
 
 def _row(*widgets, label: str = "") -> Container:
@@ -134,6 +129,14 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         for name, control in self.attack_controls.controls.items():
             setattr(self, name, control)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
+        self.through = ComboBox(
+            label="through",
+            choices=[
+                ("tiles (the paper)", "tiles"),
+                ("sliding window (deployed)", "sliding-window"),
+            ],
+            value="tiles",
+        )
         buttons = self._make_run_controls()
         self.export_perturbation = CheckBox(text="perturbation", value=False)
         self.export_predictions = CheckBox(text="predictions", value=False)
@@ -163,7 +166,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         self.extend([
             self.image_layer, self.labels_layer, self.model_source, self.weights,
             self.card_preset, self.card_file, self.device, self.attack,
-            *self.attack_controls.widgets, self.seed, live_row, buttons, self.status,
+            *self.attack_controls.widgets, self.seed, self.through, live_row, buttons, self.status,
             self.step_slider, self.step_info, extras, export_row, comparison, self.layer_help,
         ])  # fmt: skip
 
@@ -171,7 +174,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         """The inputs disabled while a job runs."""
         return (
             "image_layer", "labels_layer", "model_source", "weights", "card_preset", "card_file",
-            "device", "attack", "seed", "export_perturbation", "export_predictions",
+            "device", "attack", "seed", "through", "export_perturbation", "export_predictions",
             "export_q_table", "quick_compare", "compare_button", *self.attack_controls.names,
         )  # fmt: skip
 
@@ -224,8 +227,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
 
         cls = attack_class(self.attack.value)
         paper = "paper" in self.attack_controls.shown(self.attack.value) and bool(self.paper.value)
-        fixed = cls.published_settings()
-        for name, value in fixed.items():
+        for name, value in cls.published_settings().items():
             control = self.attack_controls.controls.get(name)
             if control is None:
                 continue
@@ -306,6 +308,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
             seed=int(self.seed.value),
             threads=torch.get_num_threads(),
             preview_interval=PREVIEW_INTERVAL,
+            through=self.through.value,
         )
         source = None if image.source is None else str(image.source)
         if self.compare_view.value:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from napari_vafa._worker import (
@@ -34,7 +34,8 @@ __all__ = ["CompareDone", "CompareJob", "CompareProgress", "run_comparison"]
 @dataclass
 class CompareJob:
     """A comparison run: the volume (file units), optional labels, the model, the grid size
-    (``grid``: the entries to run; None: :func:`vafa.report.table1_grid` of ``quick``)."""
+    (``grid``: the entries to run; None: :func:`vafa.report.table1_grid` of ``quick``) and
+    the threat model of its attacks (``through``)."""
 
     image: Volume
     labels: Volume | None
@@ -43,6 +44,7 @@ class CompareJob:
     seed: int | None = 0
     threads: int | None = None
     grid: list[GridEntry] | None = None
+    through: str = "tiles"
 
 
 @dataclass
@@ -98,6 +100,7 @@ def run_comparison(
         if cancel.is_set():
             return JobCancelled(timings)
         entries = job.grid if job.grid is not None else table1_grid(quick=job.quick)
+        entries = [e if e.attack == "clean" else replace(e, through=job.through) for e in entries]
         name = job.model.describe()
         per_class: dict[str, dict[str, float | None]] = {}
 

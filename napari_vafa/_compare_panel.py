@@ -52,6 +52,7 @@ class CompareAttacks:
                 seed=int(self.seed.value),
                 threads=torch.get_num_threads(),
                 grid=self.compare_grid,
+                through=self.through.value,
             )
         except (ValueError, TypeError, OSError) as err:
             notify_error(f"{self.TITLE}: {err}")

@@ -47,6 +47,12 @@ ATTACK_WIDGET: dict[str, str] = {
         "L∞ attacks. GN: Gaussian noise baseline."
     ),
     "seed": "Seed of the attack's random generator (random starts, noise): same seed, same result.",
+    "through": (
+        "What the attack differentiates through. tiles (the paper): non-overlapping tiles of "
+        "the model's ROI, each attacked on its own. sliding window: the whole volume through "
+        "the model's own overlapping sliding-window prediction (what is deployed), window "
+        "batch by window batch; slower per step, one consistent perturbation."
+    ),
     "run_button": "Attack the image with these settings (runs in the background).",
     "cancel_button": "Stop after the current step and keep the best result so far.",
     "status": "Progress of the running attack, then a summary of the last result.",

@@ -109,6 +109,8 @@ class AttackJob:
         threads: ``torch.set_num_threads`` in the worker thread (the GUI thread's count; a new
             thread may default to another number); None leaves it alone.
         preview_interval: least seconds between two live previews of the adversarial tile.
+        through: the threat model, ``"tiles"`` or ``"sliding-window"``
+            (:mod:`vafa.run.through`).
     """
 
     image: Volume
@@ -119,6 +121,7 @@ class AttackJob:
     seed: int | None = 0
     threads: int | None = None
     preview_interval: float = 0.4
+    through: str = "tiles"
 
 
 @dataclass
@@ -276,7 +279,8 @@ def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
     from vafa.run.pipeline import iter_run_attack
     from vafa.run.progress import relay
 
-    previewer = _Previewer(job.image, card, job.preview_interval)
+    whole = job.through != "tiles"  # through the sliding window: one piece, the whole volume
+    previewer = _Previewer(job.image, card, job.preview_interval, whole)
     steps = iter_run_attack(
         model,
         card,
@@ -287,6 +291,7 @@ def _attack(job: AttackJob, model, card, cancel: threading.Event, start: float):
         device=job.model.device,
         seed=job.seed,
         resample_back=True,
+        through=job.through,
     )
     history = previewer.history(job.attack, _steps_of(job.attack, job.options))
     if history is not None:
@@ -315,7 +320,7 @@ class _Previewer:
     voxel for voxel onto the image layer.
     """
 
-    def __init__(self, image: Volume, card: ModelCard, interval: float) -> None:
+    def __init__(self, image: Volume, card: ModelCard, interval: float, whole: bool) -> None:
         from vafa.io.intensity import mapping_from_dict
         from vafa.run.tiles import tile_grid
 
@@ -323,8 +328,8 @@ class _Previewer:
         self.interval = interval
         self.last = -np.inf
         self.enabled = _same_grid(image, card)
-        if self.enabled:
-            self.roi = tuple(card.roi_size)
+        if self.enabled:  # the attack's pieces: the card's tiles, or the ``whole`` volume
+            self.roi = tuple(image.shape) if whole else tuple(card.roi_size)
             self.tiles = tile_grid(image.shape, self.roi)
             self.mapping = mapping_from_dict(card.intensity).fit(image.array)
 

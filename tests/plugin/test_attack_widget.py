@@ -113,6 +113,20 @@ def test_run_job_yields_every_step_with_previews_and_returns_all_layers():
     )
 
 
+def test_run_job_through_the_sliding_window_previews_the_whole_volume():
+    job, cache = _attack_job(steps=2, interval=0.0)
+    job.through = "sliding-window"
+    events, done = drain(run_job(job, threading.Event(), cache))
+    assert isinstance(done, JobDone), getattr(done, "traceback", done)
+    assert done.outcome.settings["attack"]["through"] == "sliding-window"
+    assert [(e.tile, e.tiles, e.step) for e in events] == [(1, 1, 1), (1, 1, 2)]
+    kji = job.image.shape[::-1]
+    assert all(event.preview.data.shape == kji for event in events)  # the one piece
+    np.testing.assert_array_equal(
+        done.layers["adversarial"], np.transpose(done.outcome.adversarial.array, (2, 1, 0))
+    )
+
+
 @pytest.mark.parametrize("attack", ["vafa", "vafa2d"])
 def test_run_job_with_blocks_larger_than_tile_and_volume(attack):
     dims = 3 if attack == "vafa" else 2
