@@ -48,8 +48,10 @@ def make_tiny_bundle(
     roi=(16, 16, 16),
     seed: int = 0,
     name: str = "tiny_bundle",
+    inferer: dict[str, Any] | None = None,
 ) -> Path:
-    """A MONAI bundle folder: configs/{metadata,inference}.json and models/model.pt."""
+    """A MONAI bundle folder: configs/{metadata,inference}.json and models/model.pt;
+    ``inferer``: entries that replace or add to its SlidingWindowInferer's."""
     folder = Path(root) / name
     (folder / "configs").mkdir(parents=True)
     (folder / "models").mkdir()
@@ -96,6 +98,7 @@ def make_tiny_bundle(
             "roi_size": list(roi),
             "sw_batch_size": 4,
             "overlap": 0.5,
+            **(inferer or {}),
         },
         "postprocessing": {
             "_target_": "Compose",
@@ -284,10 +287,13 @@ def make_tiny_nnunet(
     channel: str = "CT",
     seed: int = 0,
     checkpoints=("checkpoint_final.pth",),
+    trainer: str = "nnUNetTrainer",
+    fold: int = 0,
 ) -> Path:
-    """An nnU-Net v2 result folder whose checkpoint nnU-Net's own ``nnUNetTrainer`` writes,
-    after a random perturbation of every weight (as if trained) and numpy values in its log
-    (as nnU-Net's training leaves them)."""
+    """An nnU-Net v2 result folder whose checkpoint nnU-Net's own trainer (``trainer``, e.g.
+    ``nnUNetTrainerNoMirroring``) writes for ``fold``, after a random perturbation of every
+    weight (as if trained) and numpy values in its log (as nnU-Net's training leaves them).
+    Another fold in the same ``root`` adds ``fold_<k>`` to the same result folder."""
     import pytest
 
     plans = plans or nnunet_plans()
@@ -296,12 +302,10 @@ def make_tiny_nnunet(
     with pytest.MonkeyPatch.context() as mp:
         for var in ("nnUNet_results", "nnUNet_preprocessed", "nnUNet_raw"):
             mp.setenv(var, str(Path(root) / var))
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-        trainer = nnUNetTrainer(
+        trainer = nnunet_trainer_class(trainer)(
             {**json.loads(json.dumps(plans)), "continue_training": False},
             "3d_fullres",
-            0,
+            fold,
             dataset,
             device=torch.device("cpu"),
         )
@@ -325,20 +329,48 @@ def make_tiny_nnunet(
     return folder
 
 
-def nnunet_predict(folder: Path, image_zyx: np.ndarray, spacing_zyx, **kwargs) -> np.ndarray:
-    """nnU-Net's own predictor (sliding window, no mirroring): probabilities ``[K, z, y, x]``."""
+#: Where the trainers used here live. nnU-Net finds a trainer by importing every module of its
+#: trainer package until one defines the name; in this environment its ``primus`` trainers
+#: import timm → torchvision, which fails to import (its compiled ops do not match torch), so
+#: the tests name the modules themselves. The trainers and the predictor are nnU-Net's own.
+NNUNET_TRAINERS = {
+    "nnUNetTrainer": "nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
+    "nnUNetTrainerNoMirroring": (
+        "nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring"
+    ),
+}
+
+
+def nnunet_trainer_class(name: str) -> type:
+    """nnU-Net's trainer class ``name`` (one of :data:`NNUNET_TRAINERS`)."""
+    import importlib
+
+    return getattr(importlib.import_module(NNUNET_TRAINERS[name]), name)
+
+
+def nnunet_predict(
+    folder: Path, image_zyx: np.ndarray, spacing_zyx, *, folds=(0,), **kwargs
+) -> np.ndarray:
+    """nnU-Net's own predictor: probabilities ``[K, z, y, x]``. By default its sliding window
+    without Gaussian weights and mirroring; ``use_gaussian=True, use_mirroring=True``:
+    ``nnUNetPredictor``'s defaults; ``folds``: the folds it ensembles."""
+    import pytest
+    from nnunetv2.inference import predict_from_raw_data
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(
         tile_step_size=0.5,
         use_gaussian=kwargs.pop("use_gaussian", False),
-        use_mirroring=False,
+        use_mirroring=kwargs.pop("use_mirroring", False),
         perform_everything_on_device=False,
         device=torch.device("cpu"),
         verbose=False,
         allow_tqdm=False,
     )
-    predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), **kwargs)
+    with pytest.MonkeyPatch.context() as mp:  # see NNUNET_TRAINERS
+        mp.setattr(predict_from_raw_data, "recursive_find_trainer_class_by_name",
+                   nnunet_trainer_class)  # fmt: skip
+        predictor.initialize_from_trained_model_folder(str(folder), use_folds=folds, **kwargs)
     _, probs = predictor.predict_single_npy_array(
         image_zyx[None].astype(np.float32), {"spacing": list(spacing_zyx)}, None, None, True
     )

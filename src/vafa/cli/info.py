@@ -1,4 +1,5 @@
-"""``vafa info``: a checkpoint's model card and parameter count."""
+"""``vafa info``: a checkpoint's model card, parameter count and the inference it is evaluated
+with (the model's own: window, weighting, overlap, mirroring axes, folds)."""
 
 from __future__ import annotations
 
@@ -41,10 +42,15 @@ def run(args) -> int:
 
     args.model, args.device = args.weights, "cpu"
     model, card = load_model(args)
+    folds = card.provenance.get("folds")
     if args.json:
-        doc = {"card": card.to_dict(), "parameters": count_parameters(model)}
+        doc = {"card": card.to_dict(), "parameters": count_parameters(model),
+               "inference": card.inference.summary()}  # fmt: skip
         print(json.dumps(doc, indent=2))
         return 0
     print(json.dumps(card.to_dict(), indent=2))
     print(f"parameters: {count_parameters(model):,}")
+    print(f"inference: {card.inference.summary()}")
+    if folds:
+        print(f"folds: {', '.join(map(str, folds))} (the mean of their logits)")
     return 0

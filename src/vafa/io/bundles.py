@@ -22,8 +22,9 @@ A bundle folder holds ``configs/metadata.json``, ``configs/inference.json`` (or 
   (``NormalizeIntensityd`` followed by ``ScaleIntensityd`` is a min–max scaling.) Transforms
   that do not change intensities or the grid (``LoadImaged``, ``EnsureChannelFirstd``,
   ``EnsureTyped``, …) are skipped; any other transform is reported as not applied.
-- ``inferer``: ``roi_size`` of its ``SlidingWindowInferer`` → the card's patch size (else the
-  metadata's input ``spatial_shape``);
+- ``inferer``: its ``SlidingWindowInferer`` → the card's patch size (``roi_size``, else the
+  metadata's input ``spatial_shape``) and inference settings (overlap, mode, sigma_scale,
+  padding, sw_batch_size: :func:`vafa.io.bundle_inferer.read_inferer`);
 - ``metadata.json``: class names (``network_data_format.outputs.*.channel_def``), name,
   version.
 
@@ -44,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vafa.io.bundle_inferer import read_inferer
 from vafa.io.models import ModelCard, build_model
 from vafa.io.state_dicts import load_state_strict, read_state_dict
 from vafa.ops.messages import short_text
@@ -57,34 +59,14 @@ BUNDLE_WEIGHTS = ("models/model.safetensors", "models/model.pt")
 ZSCORE_K = 5.0
 
 _NEUTRAL = frozenset(
-    [
-        "LoadImage",
-        "EnsureChannelFirst",
-        "AddChannel",
-        "AsChannelFirst",
-        "AsChannelLast",
-        "EnsureType",
-        "ToTensor",
-        "ToNumpy",
-        "CastToType",
-        "Identity",
-        "CopyItems",
-        "DeleteItems",
-        "SelectItems",
-        "ToDevice",
-        "ToMetaTensor",
-        "FromMetaTensor",
-        "SaveImage",
-    ]
-)
+    ("LoadImage", "EnsureChannelFirst", "AddChannel", "AsChannelFirst", "AsChannelLast",
+     "EnsureType", "ToTensor", "ToNumpy", "CastToType", "Identity", "CopyItems", "DeleteItems",
+     "SelectItems", "ToDevice", "ToMetaTensor", "FromMetaTensor", "SaveImage")
+)  # fmt: skip
 _INTENSITY = frozenset(
-    (
-        "ScaleIntensityRange",
-        "ScaleIntensityRangePercentiles",
-        "NormalizeIntensity",
-        "ScaleIntensity",
-    )
-)
+    ("ScaleIntensityRange", "ScaleIntensityRangePercentiles", "NormalizeIntensity",
+     "ScaleIntensity")
+)  # fmt: skip
 _KNOWN = _NEUTRAL | _INTENSITY | {"Orientation", "Spacing"}
 
 
@@ -152,6 +134,7 @@ def bundle_card(folder: str | os.PathLike, *, trust: bool = False) -> ModelCard:
     mapping = _intensity(steps, config)
     in_channels, out_channels = reader.channels(network)
     net_args = {k: v for k, v in network.items() if k not in ("in_channels", "out_channels")}
+    roi, inference = reader.inferer(mapping["scale"], mapping["shift"])
     spacing, orientation, notes = _grid(steps, config)
     notes += mapping.pop("notes")
     provenance = {
@@ -171,11 +154,12 @@ def bundle_card(folder: str | os.PathLike, *, trust: bool = False) -> ModelCard:
             in_channels=in_channels,
             out_channels=out_channels,
             class_names=reader.class_names(out_channels),
-            roi_size=reader.roi_size(network),
+            roi_size=reader.roi_size(network, roi),
             intensity=mapping["intensity"],
             spacing=spacing,
             orientation=orientation,
             provenance={k: v for k, v in provenance.items() if v not in (None, [])},
+            inference=inference,
         )  # fmt: skip
     except (TypeError, ValueError) as err:
         raise ValueError(f"{config}: {err}") from None
@@ -307,9 +291,16 @@ class _BundleReader:
         ok = all(names) and len(set(names)) == len(names)
         return names if ok else generic
 
-    def roi_size(self, network: dict[str, Any]) -> Any:
-        inferer = self.get("inferer", default=None)
-        roi = inferer.get("roi_size") if isinstance(inferer, dict) else None
+    def inferer(self, scale: float, shift: float) -> tuple[Any, Any]:
+        """:func:`~vafa.io.bundle_inferer.read_inferer` of the entry, resolving only its keys
+        that vafa reads."""
+        raw = self.parser.get("inferer", default=None)
+        if isinstance(raw, str) and raw.startswith("@"):
+            raw = self.get("inferer")
+        resolve = lambda value, id: self.resolve(value, id, ("inferer",))  # noqa: E731
+        return read_inferer(raw, resolve, str(self.config), scale, shift)
+
+    def roi_size(self, network: dict[str, Any], roi: Any) -> Any:
         if roi is None:
             shape = _first_io(self.meta, "inputs").get("spatial_shape")
             if isinstance(shape, list) and all(isinstance(s, int) for s in shape):

@@ -4,7 +4,8 @@ Checkpoints are read with ``torch.load(weights_only=True)``: nothing outside tor
 weights-only allowlist is imported or run. The other globals a checkpoint names (nnU-Net logs
 numpy scalars) become inert placeholders, are listed in the card's provenance
 (``checkpoint_refused``) and are never used; only ``network_weights`` (tensors) and the strings
-``trainer_name`` and ``init_args.configuration`` (and the plans, which
+``trainer_name`` and ``init_args.configuration``, the trainer's
+``inference_allowed_mirroring_axes`` (what nnU-Net's predictor mirrors along) and the plans, which
 :func:`vafa.io.nnunet_plans.nnunet_card` compares with ``plans.json``) are read.
 """
 
@@ -33,6 +34,10 @@ class NnunetCheckpoint:
         configuration: ``init_args["configuration"]`` or None.
         trainer: ``trainer_name`` or None.
         plans: ``init_args["plans"]`` (a dict) or None.
+        mirror_axes: ``inference_allowed_mirroring_axes``: the network axes the trainer allows
+            test-time mirroring along (``(0, 1, 2)`` for nnUNetTrainer), None when it allows
+            none (the ``NoMirroring`` trainers) or the checkpoint does not say (nnU-Net then
+            does not mirror).
         refused: global name → how many objects of it were replaced by placeholders.
         unused: the top-level entries vafa does not use (optimizer state, logs, …).
     """
@@ -41,6 +46,7 @@ class NnunetCheckpoint:
     configuration: str | None = None
     trainer: str | None = None
     plans: dict[str, Any] | None = None
+    mirror_axes: tuple[int, ...] | None = None
     refused: dict[str, int] = field(default_factory=dict)
     unused: list[str] = field(default_factory=list)
 
@@ -84,15 +90,28 @@ def read_nnunet_checkpoint(path: str | os.PathLike) -> NnunetCheckpoint:
     trainer = obj.get("trainer_name")
     refused: dict[str, int] = {}
     _count_placeholders(obj, refused)
-    used = {"network_weights", "init_args", "trainer_name"}
+    used = {"network_weights", "init_args", "trainer_name", "inference_allowed_mirroring_axes"}
     return NnunetCheckpoint(
         weights={k.removeprefix("module."): v for k, v in weights.items()},
         configuration=configuration if isinstance(configuration, str) else None,
         trainer=trainer if isinstance(trainer, str) else None,
         plans=plans if isinstance(plans, Mapping) else None,
+        mirror_axes=_mirror_axes(obj.get("inference_allowed_mirroring_axes"), path),
         refused=refused,
         unused=sorted(str(k) for k in obj if k not in used),
     )
+
+
+def _mirror_axes(value: Any, path: Path) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= 2 for a in value
+    )
+    if not ok or len(set(value)) != len(value):
+        raise ValueError(f"checkpoint {path}: inference_allowed_mirroring_axes must be None or "
+                         f"distinct network axes 0, 1, 2, got {short_text(value, 60)}")  # fmt: skip
+    return tuple(value)
 
 
 # ----------------------------------------------------------------------- placeholders

@@ -25,7 +25,10 @@ checkpoint) as :func:`vafa.io.nnunet.load_nnunet` loads it:
   =========================  ===================================  ============================
 
   ``CTNormalization`` (clip to the dataset's foreground percentiles, then z-score with the
-  dataset's foreground mean and std) is reproduced exactly.
+  dataset's foreground mean and std) is reproduced exactly;
+- inference (:func:`nnunet_inference`): ``nnUNetPredictor``'s defaults — tile step 0.5 at
+  nnU-Net's window positions, Gaussian weights (σ = patch/8), padding with the network's 0,
+  mirroring along the axes the checkpoint's trainer allows (``inference_allowed_mirroring_axes``).
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from vafa.io.files import read_json
+from vafa.io.inference import Inference
 from vafa.io.models import ModelCard
 from vafa.io.nnunet_checkpoint import NnunetCheckpoint
 from vafa.ops.messages import short_text
 
-__all__ = ["nnunet_card"]
+__all__ = ["nnunet_card", "nnunet_inference"]
 
 #: Half-width (standard deviations) of the [0, 1] window of a z-score model.
 ZSCORE_K = 5.0
@@ -53,6 +57,9 @@ _READERS = {  # plans' image_reader_writer → orientation the images had in tra
     "NibabelIOWithReorient": "RAS",
 }
 _EPS = 1e-8  # nnU-Net's guard against a zero standard deviation
+#: ``nnUNetPredictor``'s defaults (also ``nnUNetv2_predict``'s): tile step and Gaussian σ / patch.
+TILE_STEP = 0.5
+SIGMA_SCALE = 1 / 8
 
 
 def nnunet_card(folder: str | os.PathLike, ckpt: NnunetCheckpoint, path: Path) -> ModelCard:
@@ -104,9 +111,35 @@ def nnunet_card(folder: str | os.PathLike, ckpt: NnunetCheckpoint, path: Path) -
             spacing=spacing,
             orientation=orientation,
             provenance={k: v for k, v in provenance.items() if v not in (None, [], {})},
+            inference=nnunet_inference(ckpt, axes, scale, shift),
         )  # fmt: skip
     except (TypeError, ValueError) as err:
         raise ValueError(f"{plans_path}: {err}") from None
+
+
+def nnunet_inference(
+    ckpt: NnunetCheckpoint, axes: list[int], scale: float, shift: float
+) -> Inference:
+    """What ``nnUNetPredictor`` does by default with this checkpoint, in our axis order.
+
+    Args:
+        ckpt: the checkpoint (its trainer's ``mirror_axes`` are network axes).
+        axes: ``axes[n]`` is our axis of network axis ``n``.
+        scale, shift: the first layer ``x·scale + shift`` ([0, 1] → nnU-Net's units), so that
+            padding with nnU-Net's 0 is ``−shift/scale`` in ours.
+    """
+    allowed = () if ckpt.mirror_axes is None else tuple(sorted(axes[n] for n in ckpt.mirror_axes))
+    return Inference(
+        overlap=1.0 - TILE_STEP,
+        mode="gaussian",
+        sigma_scale=SIGMA_SCALE,
+        padding_mode="constant",
+        cval=-shift / scale,
+        sw_batch_size=1,
+        mirror_axes=allowed,
+        windows="nnunet",
+        allowed_mirror_axes=allowed,
+    )
 
 
 def _configuration_name(folder: Path, ckpt: NnunetCheckpoint, path: Path) -> str:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "NetworkEnsemble",
     "NormalizedInput",
     "build_monai_network",
     "build_nnunet_network",
@@ -90,8 +91,43 @@ class NormalizedInput(nn.Module):
             out = out.permute(0, 1, *(2 + a for a in self.inverse_axes))
         return out
 
+    def members(self) -> list[NormalizedInput]:
+        """One model per network of a :class:`NetworkEnsemble` (sharing its modules, with this
+        first layer), else ``[self]``: for predictors that combine whole predictions, as
+        nnU-Net combines its folds'."""
+        if not isinstance(self.network, NetworkEnsemble):
+            return [self]
+        return [NormalizedInput(m, self.scale, self.shift, self.axes) for m in self.network.members]
+
     def extra_repr(self) -> str:
         return f"scale={self.scale:.6g}, shift={self.shift:.6g}, axes={self.axes}"
+
+
+class NetworkEnsemble(nn.Module):
+    """Several networks of one architecture as one: the mean of their logits.
+
+    nnU-Net's fold ensemble: ``nnUNetPredictor`` adds the folds' sliding-window logits and
+    divides by their number (probabilities come after, from the mean logits). The sliding
+    window is linear in the window logits, so averaging per window is the same prediction.
+
+    Args:
+        members: the networks, each ``[B, C, *spatial]`` → ``[B, K, *spatial]`` (a list/tuple
+            output uses its first entry). State dict: ``members.<i>.<name>``.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 networks, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for member in self.members:
+            out = member(x)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            total = out if total is None else total + out
+        return total / len(self.members)
 
 
 # ------------------------------------------------------------------------------ MONAI
@@ -166,6 +202,7 @@ def build_nnunet_network(
     input_scale: float = 1.0,
     input_shift: float = 0.0,
     axes: Sequence[int] = (2, 1, 0),
+    folds: int = 1,
 ) -> NormalizedInput:
     """The network of an nnU-Net v2 plans configuration (card architecture ``"nnunet"``).
 
@@ -180,6 +217,8 @@ def build_nnunet_network(
             name ``torch.nn`` classes (``"torch.nn.modules.conv.Conv3d"``).
         input_scale, input_shift: [0, 1] → nnU-Net's normalised intensities.
         axes: our axis of each network axis (nnU-Net reads images as ``(z, y, x)``).
+        folds: how many folds' networks (> 1: a :class:`NetworkEnsemble` of them, one per fold
+            in the order chosen).
 
     Raises:
         ValueError: a class outside the allowlist, ``dynamic_network_architectures`` missing,
@@ -197,12 +236,15 @@ def build_nnunet_network(
             raise ValueError(f"_kw_requires_import names {key!r}, which arch_kwargs lacks")
         if kwargs[key] is not None:
             kwargs[key] = _torch_nn_class(kwargs[key], key)
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise ValueError(f"folds must be an integer >= 1, got {folds!r}")
     try:
-        net = cls(input_channels=in_channels, num_classes=out_channels, deep_supervision=False,
-                  **kwargs)  # fmt: skip
+        nets = [cls(input_channels=in_channels, num_classes=out_channels,
+                    deep_supervision=False, **kwargs) for _ in range(folds)]  # fmt: skip
     except (TypeError, ValueError, RuntimeError, AssertionError, IndexError) as err:
         raise ValueError(f"{name}({_args_text(arch_kwargs)}) failed: {err}") from err
-    return NormalizedInput(net, input_scale, input_shift, axes)
+    return NormalizedInput(nets[0] if folds == 1 else NetworkEnsemble(nets), input_scale,
+                           input_shift, axes)  # fmt: skip
 
 
 def nnunet_roi_check(kwargs: dict[str, Any], roi: tuple[int, ...]) -> str | None:

@@ -33,6 +33,7 @@ Importance maps (``mode="gaussian"``, σ = ``sigma_scale · roi`` per axis):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vafa.io.inference import Inference
+from vafa.io.wrapped import NormalizedInput
 from vafa.ops.checks import positive_int, positive_triple
 from vafa.run.tiles import Slices, tile_padding
 
@@ -119,7 +121,7 @@ class WindowPlan:
         roi: the window size.
         padding: ``(before, after)`` per axis that brings a short axis up to ``roi``.
         slices: every window's ``(slice_h, slice_w, slice_d)`` on the padded volume, in raster
-            order (the first axis slowest).
+            order (by default the first axis slowest).
         weights: ``[*roi]`` float32 CPU importance map.
         inference: the settings the plan follows.
     """
@@ -130,6 +132,12 @@ class WindowPlan:
     slices: tuple[Slices, ...]
     weights: torch.Tensor
     inference: Inference
+
+    @property
+    def sum_dtype(self) -> torch.dtype | None:
+        """The dtype of the sums: float16 for ``windows="nnunet"`` (nnU-Net adds the weighted
+        window logits and the weights in float16), else None (the image's dtype)."""
+        return torch.float16 if self.inference.windows == "nnunet" else None
 
     @property
     def padded_shape(self) -> tuple[int, int, int]:
@@ -166,9 +174,13 @@ class WindowPlan:
 
 
 def plan_windows(
-    shape: Sequence[int], roi: int | Sequence[int], inference: Inference
+    shape: Sequence[int],
+    roi: int | Sequence[int],
+    inference: Inference,
+    order: Sequence[int] = (0, 1, 2),
 ) -> WindowPlan:
-    """The windows of a volume of spatial ``shape`` for window ``roi`` (see the module docs)."""
+    """The windows of a volume of spatial ``shape`` for window ``roi`` (see the module docs),
+    listed with axis ``order[0]`` slowest (nnU-Net walks its network's axes: ``model.axes``)."""
     shape = positive_triple("shape", shape, cube=True)
     roi = positive_triple("roi", roi, cube=True)
     if not isinstance(inference, Inference):
@@ -179,13 +191,17 @@ def plan_windows(
         window_starts(n, r, o, inference.windows)
         for n, r, o in zip(padded, roi, inference.overlaps(), strict=True)
     ]
-    slices = tuple(
-        (slice(h, h + roi[0]), slice(w, w + roi[1]), slice(d, d + roi[2]))
-        for h in starts[0]
-        for w in starts[1]
-        for d in starts[2]
-    )
-    return WindowPlan(shape, roi, padding, slices, importance_map(roi, inference), inference)
+    order = tuple(order)
+    if sorted(order) != [0, 1, 2]:
+        raise ValueError(f"order must be a permutation of (0, 1, 2), got {order!r}")
+    slices = []
+    for corner in itertools.product(*(starts[a] for a in order)):
+        start = [0, 0, 0]
+        for a, s in zip(order, corner, strict=True):
+            start[a] = s
+        slices.append(tuple(slice(s, s + r) for s, r in zip(start, roi, strict=True)))
+    weights = importance_map(roi, inference)
+    return WindowPlan(shape, roi, padding, tuple(slices), weights, inference)
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -205,13 +221,14 @@ def add_windows(
 ) -> None:
     """Add a batch's weighted logits into ``out`` ``[B, K, *padded_shape]`` in place.
 
-    ``logits`` is ``[len(batch)·B, K, *roi]``: the batch's windows in order, each for the B
+    The products are taken in the logits' dtype and rounded to ``out``'s by the addition
+    (``plan.sum_dtype``). ``logits`` is ``[len(batch)·B, K, *roi]``: the batch's windows in order, each for the B
     volumes (how :func:`windowed_logits` stacks them).
     """
     b = out.shape[0]
-    weights = None if plan.inference.mode == "constant" else plan.weights.to(out.device, out.dtype)
+    weights = None if plan.inference.mode == "constant" else plan.weights.to(out.device)
     for j, sl in enumerate(batch):
-        part = logits[j * b : (j + 1) * b].to(out.device, out.dtype)
+        part = logits[j * b : (j + 1) * b].to(out.device)
         out[(slice(None), slice(None), *sl)] += part if weights is None else part * weights
 
 
@@ -223,7 +240,12 @@ def windowed_logits(
     Honours the current grad mode (differentiable with respect to ``image`` when enabled) and
     leaves the model's training flag alone (:func:`vafa.run.tiling.sliding_window_predict` is
     the no-grad, eval-mode call). Windows run where the model's parameters are; the logits are
-    stitched on ``image``'s device in its dtype.
+    stitched on ``image``'s device in its dtype (summed in ``plan.sum_dtype``: float16 for
+    nnU-Net, whose predictor does so, rounding weak window borders coarsely). With nnU-Net's
+    windows and an nnU-Net network (:class:`~vafa.io.wrapped.NormalizedInput`) the windows are
+    added in nnU-Net's order (its network's axes, :attr:`NormalizedInput.axes`) and a fold
+    ensemble (:meth:`~vafa.io.wrapped.NormalizedInput.members`) is predicted fold by fold, the
+    folds' float16 logits then averaged, as ``nnUNetPredictor`` does.
 
     Args:
         model: maps ``[N, C, *roi]`` to logits ``[N, K, *roi]``.
@@ -234,18 +256,34 @@ def windowed_logits(
     Returns:
         ``[B, K, H, W, D]`` logits.
     """
-    plan = plan_windows(image.shape[2:], roi, inference)
+    nnunet = inference.windows == "nnunet" and isinstance(model, NormalizedInput)
+    plan = plan_windows(image.shape[2:], roi, inference, model.axes if nnunet else (0, 1, 2))
     x = plan.pad(image)
+    members = model.members() if nnunet else [model]
+    total = None
+    for member in members:
+        logits = plan.crop(_stitch(member, x, plan, image))
+        total = logits if total is None else total + logits
+    if len(members) > 1:
+        total = total / len(members)
+    return total.to(image.dtype)
+
+
+def _stitch(
+    model: nn.Module, x: torch.Tensor, plan: WindowPlan, image: torch.Tensor
+) -> torch.Tensor:
+    """``Σ_w P_wᵀ (g ⊙ f(P_w x)) / n`` on the padded grid, in ``plan.sum_dtype``."""
     device = next((p.device for p in model.parameters()), image.device)
+    dtype = plan.sum_dtype or image.dtype
     out = None
     for batch in plan.batches():
         windows = torch.cat([x[(slice(None), slice(None), *sl)] for sl in batch]).to(device)
-        logits = window_logits(model, windows, inference)
+        logits = window_logits(model, windows, plan.inference)
         if out is None:
             out = logits.new_zeros((image.shape[0], logits.shape[1], *plan.padded_shape),
-                                   dtype=image.dtype, device=image.device)  # fmt: skip
+                                   dtype=dtype, device=image.device)  # fmt: skip
         add_windows(out, logits, batch, plan)
-    return plan.crop(out / plan.normalizer(image.device, image.dtype))
+    return out / plan.normalizer(image.device, dtype)
 
 
 def _first(out) -> torch.Tensor:
