@@ -334,3 +334,13 @@ def non_blank(path) -> bool:
 
     pixels = matplotlib.image.imread(path)
     return pixels.ndim == 3 and float(pixels[..., :3].std()) > 0.02
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """``vafa`` in this process (:func:`vafa.cli.main`) on ``argv`` (each made a str):
+    ``(exit status, stdout, stderr)``."""
+    from vafa.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -14,7 +14,7 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from factories import save_tiny_model
+from factories import run_cli, save_tiny_model
 
 from vafa.cli import build_parser, main
 
@@ -99,30 +99,26 @@ def tiny(tmp_path_factory):
     return {"model": str(model), "ct": str(ct), "labels": str(seg), "folder": folder}
 
 
-def _run(argv, capsys):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_evaluate_json_quiet_and_format(tiny, capsys):
     base = ["evaluate", tiny["ct"], "--model", tiny["model"], "--labels", tiny["labels"]]
-    code, out, _ = _run([*base, "--quiet"], capsys)
+    code, out, _ = run_cli([*base, "--quiet"], capsys)
     assert code == 0 and out == ""  # no table
     for flags in (["--json"], ["--json", "--quiet"], ["--format", "json"]):
-        code, out, err = _run([*base, *flags, "--device", "cpu", "--seed", "1"], capsys)
+        code, out, err = run_cli([*base, *flags, "--device", "cpu", "--seed", "1"], capsys)
         assert code == 0, err
         assert json.loads(out)["reference"] == "labels"  # nothing but the JSON
-    code, out, err = _run([*base, "--json", "--format", "csv"], capsys)
+    code, out, err = run_cli([*base, "--json", "--format", "csv"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--json" in err
 
 
 def test_info_json_and_ignored_flags(tiny, capsys):
-    code, out, err = _run(["info", tiny["model"], "--json", "--quiet", "--device", "cpu"], capsys)
+    code, out, err = run_cli(
+        ["info", tiny["model"], "--json", "--quiet", "--device", "cpu"], capsys
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert doc["card"]["architecture"] == "unet" and doc["parameters"] > 0
-    code, out, _ = _run(["info", tiny["model"], "--seed", "3", "--overwrite"], capsys)
+    code, out, _ = run_cli(["info", tiny["model"], "--seed", "3", "--overwrite"], capsys)
     assert code == 0 and "parameters:" in out
 
 
@@ -134,14 +130,14 @@ def test_train_json_prints_only_the_result(tiny, tmp_path, capsys):
     argv = ["train", "--datalist", datalist, "--model", tiny["model"], "--mode", "clean"]
     argv += ["--epochs", "1", "--iterations-per-epoch", "1", "--batch-size", "1"]
     argv += ["--out-dir", tmp_path / "run", "--device", "cpu", "--seed", "1"]
-    code, out, err = _run([*argv, "--json", "--quiet"], capsys)
+    code, out, err = run_cli([*argv, "--json", "--quiet"], capsys)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["iterations"] == 1 and doc["best"].endswith("best.safetensors")
-    code, out, err = _run([*argv, "--json"], capsys)  # an earlier run: refused, one line
+    code, out, err = run_cli([*argv, "--json"], capsys)  # an earlier run: refused, one line
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "--overwrite" in err
-    code, out, err = _run([*argv, "--json", "--overwrite"], capsys)
+    code, out, err = run_cli([*argv, "--json", "--overwrite"], capsys)
     assert code == 0, err
     # the bar and the validation lines went to stderr, no summary on stdout
     assert out.lstrip().startswith("{"), out
@@ -161,7 +157,7 @@ def test_report_json_prints_only_the_result(tiny, tmp_path, capsys, monkeypatch)
     argv = ["report", tiny["ct"], "--labels", tiny["labels"], "--model", tiny["model"]]
     argv += ["--out", tmp_path / "rep", "--no-sweeps", "--device", "cpu", "--seed", "1"]
     for flags in (["--json", "--quiet"], ["--json"]):
-        code, out, err = _run([*argv, *flags], capsys)
+        code, out, err = run_cli([*argv, *flags], capsys)
         assert code == 0, err
         doc = json.loads(out)
         assert doc["report"].endswith("report.md") and len(doc["rows"]) == 2
@@ -169,13 +165,13 @@ def test_report_json_prints_only_the_result(tiny, tmp_path, capsys, monkeypatch)
 
 def test_slicer_install_json_quiet_and_overwrite(tmp_path, capsys):
     target = tmp_path / "modules"
-    code, out, err = _run(["slicer", "install", target, "--json"], capsys)
+    code, out, err = run_cli(["slicer", "install", target, "--json"], capsys)
     assert code == 0, err
     written = json.loads(out)["written"]
     assert written and all(p.startswith(str(target)) for p in written)
-    code, out, err = _run(["slicer", "install", target, "--quiet"], capsys)
+    code, out, err = run_cli(["slicer", "install", target, "--quiet"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--overwrite" in err
-    code, out, err = _run(["slicer", "install", target, "--quiet", "--overwrite"], capsys)
+    code, out, err = run_cli(["slicer", "install", target, "--quiet", "--overwrite"], capsys)
     assert code == 0 and out == "", err
 
 
@@ -184,7 +180,7 @@ def test_gui_ignores_the_common_flags(monkeypatch, capsys):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
     flags = ["--device", "cpu", "--seed", "1", "--quiet", "--json", "--overwrite"]
-    code, out, err = _run(["gui", *flags], capsys)
+    code, out, err = run_cli(["gui", *flags], capsys)
     assert code == 2 and out == "" and "no display" in err  # the same refusal as without them
 
 
@@ -212,7 +208,7 @@ def test_user_errors_are_one_stderr_line_and_exit_2(argv, message, tiny, tmp_pat
     subst = {"tmp": tmp_path, "model": tiny["model"], "ct": tiny["ct"], "earlier": earlier}
     argv = [a.format(**subst) for a in argv] + ["--quiet"]
     try:
-        code, out, err = _run(argv, capsys)
+        code, out, err = run_cli(argv, capsys)
     except SystemExit as done:  # argparse refuses before a command runs
         code, captured = done.code, capsys.readouterr()
         out, err = captured.out, captured.err

@@ -4,17 +4,13 @@ floor, JSON Lines for a folder and --resume."""
 import json
 
 import pytest
-from factories import write_noise_ct
-
-from vafa.cli import main
+from factories import run_cli, write_noise_ct
 
 FAST = ["--steps", "1", "--block-size", "8", "--device", "cpu", "--seed", "1"]
 
 
-def _run(argv, capsys):
-    code = main(["attack", *map(str, argv)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def _vafa_attack(argv, capsys):
+    return run_cli(["attack", *argv], capsys)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +22,7 @@ def test_every_member_runs_and_the_lowest_is_kept(model_file, ct, tmp_path, caps
     out = tmp_path / "worst.nii.gz"
     argv = [ct, "--model", model_file, "--attack", "worst-case", "--floor", "0", "--q-max", "30",
             "--out", out, "--json", "--quiet", *FAST]  # fmt: skip
-    code, stdout, _ = _run(argv, capsys)
+    code, stdout, _ = _vafa_attack(argv, capsys)
     assert code == 0
     doc = json.loads(stdout)
     account = doc["worst_case"]
@@ -43,7 +39,10 @@ def test_every_member_runs_and_the_lowest_is_kept(model_file, ct, tmp_path, caps
     alone = tmp_path / "pgd.nii.gz"
     voxel = [a for a in FAST if a not in ("--block-size", "8")]  # PGD has no blocks
     assert (
-        _run([ct, "--model", model_file, "--attack", "pgd", "--out", alone, *voxel], capsys)[0] == 0
+        _vafa_attack(
+            [ct, "--model", model_file, "--attack", "pgd", "--out", alone, *voxel], capsys
+        )[0]
+        == 0
     )
     written = json.loads((tmp_path / "pgd.json").read_text())
     assert members["PGD"]["dice_fg"] == pytest.approx(written["metrics"]["dice_fg"]["adversarial"])
@@ -54,7 +53,7 @@ def test_every_member_runs_and_the_lowest_is_kept(model_file, ct, tmp_path, caps
 def test_the_floor_stops_a_case_and_the_table_says_so(model_file, ct, tmp_path, capsys):
     argv = [ct, "--model", model_file, "--attack", "worst-case", "--floor", "1",
             "--out", tmp_path / "w.nii.gz", *FAST]  # fmt: skip
-    code, stdout, _ = _run(argv, capsys)
+    code, stdout, _ = _vafa_attack(argv, capsys)
     assert code == 0
     assert "worst case over SA2, PGD, SegPGD, CosPGD, VAFA" in stdout
     assert stdout.count("not run (a member reached the floor 1)") == 4
@@ -65,19 +64,19 @@ def test_a_folder_resumes_with_the_same_ensemble_and_refuses_another(model_file,
     write_noise_ct(folder / "a.nii.gz")
     out = tmp_path / "out"
     base = [folder, "--model", model_file, "--attack", "worst-case", "--out-dir", out, *FAST]
-    code, stdout, _ = _run([*base, "--json", "--quiet"], capsys)
+    code, stdout, _ = _vafa_attack([*base, "--json", "--quiet"], capsys)
     assert code == 0
     (line,) = [json.loads(x) for x in stdout.splitlines()]
     assert line["case"] == "a" and line["worst_case"]["winner"]
-    code, stdout, _ = _run([*base, "--json", "--quiet", "--resume"], capsys)
+    code, stdout, _ = _vafa_attack([*base, "--json", "--quiet", "--resume"], capsys)
     assert code == 0 and json.loads(stdout)["resumed"]
-    code, _, err = _run([*base, "--quiet", "--resume", "--eps", "8"], capsys)
+    code, _, err = _vafa_attack([*base, "--quiet", "--resume", "--eps", "8"], capsys)
     assert code == 1 and "other settings (members)" in err
 
 
 def test_an_option_no_member_takes_is_one_line(model_file, ct, tmp_path, capsys):
     argv = [ct, "--model", model_file, "--attack", "worst-case", "--std", "4",
             "--out", tmp_path / "x.nii.gz", *FAST]  # fmt: skip
-    code, _, err = _run(argv, capsys)
+    code, _, err = _vafa_attack(argv, capsys)
     assert code == 2 and "no attack of the worst case takes option(s) ['std']" in err
     assert not (tmp_path / "x.nii.gz").exists()
