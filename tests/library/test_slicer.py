@@ -158,7 +158,10 @@ def run_module(modules: Path, name: str, values: dict, tmp: Path):
     if params is not None and params.exists():
         for line in params.read_text().splitlines():
             key, value = (s.strip() for s in line.split("=", 1))
-            returned[key] = float(value)
+            try:
+                returned[key] = float(value)
+            except ValueError:  # a string parameter (the attack kept)
+                returned[key] = value
     return done, progress, returned
 
 
@@ -297,6 +300,21 @@ def test_attack_module_called_by_hand_with_few_parameters_runs(modules, tmp_path
     ijk_to_ras, _ = read_with_slicer(adversarial, label=False)
     np.testing.assert_allclose(ijk_to_ras, reference, atol=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aBcDeF.nii.gz", "adversarial.nii.gz"]
+
+
+def test_attack_module_runs_the_worst_case_through_the_sliding_window(modules, tmp_path):
+    ct, labels = sample_paths()
+    image = _image_file(ct, tmp_path, "aBcDeF")
+    seg = _image_file(labels, tmp_path, "gHiJkL")
+    adversarial = tmp_path / "adversarial.nii.gz"
+    values = {"input": image, "labels": seg, "adversarial": adversarial, "steps": 1,
+              "attack": "worst-case", "floor": 1.0, "through": "sliding-window"}  # fmt: skip
+    done, _, returned = run_module(modules, "VAFAAttack", values, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "attacking with worst-case" in done.stdout
+    assert returned["winner"] == "SA2"  # floor 1: the first, cheapest member ends the case
+    assert returned["dice_fg_adversarial"] <= returned["dice_fg_clean"]
+    assert adversarial.exists()
 
 
 # ----------------------------------------------------------------------------- lesson outputs

@@ -220,6 +220,8 @@ def _schemas(training: bool = False) -> tuple[dict[str, tuple], dict[str, str]]:
 # ----------------------------------------------------------------------------- the modules
 def attack_module() -> Module:
     from vafa.attacks import ATTACKS
+    from vafa.run.through import THREAT_MODELS
+    from vafa.run.worst_case import DICE_FLOOR, WORST_CASE, WORST_CASE_NAME
 
     schemas, names = _schemas()
     io = Group(
@@ -258,28 +260,43 @@ def attack_module() -> Module:
                   "written.", channel="output", image_type="scalar", extensions=NIFTI),
         ),
     )  # fmt: skip
+    members = ", ".join(m.name for m in WORST_CASE)
     attack = Group(
         "Attack",
-        "Which attack, and its random seed.",
+        "Which attack, its random seed, and what it differentiates through.",
         (
             Param("attack", "string-enumeration", "Attack",
-                  "VAFA (3D DCT blocks), VAFA-2D, or a voxel baseline.", "vafa",
-                  choices=tuple(ATTACKS)),
+                  "VAFA (3D DCT blocks), VAFA-2D, a voxel baseline, or worst-case: per volume "
+                  f"the lowest foreground Dice of {members}, each at its own budget.", "vafa",
+                  choices=(*ATTACKS, WORST_CASE_NAME)),
             Param("seed", "integer", "Seed", "Seed of the attack's random numbers.", 0,
                   bounds=(0, 2**31 - 1, 1)),
+            Param("through", "string-enumeration", "Through",
+                  "tiles (the paper: non-overlapping tiles of the model's ROI) or "
+                  "sliding-window (the whole volume through the model's own sliding-window "
+                  "prediction).", "tiles", choices=THREAT_MODELS),
+            Param("floor", "float", "Worst case: floor",
+                  "worst-case: stop once an attack brings the foreground Dice to this or "
+                  "below (0: every attack runs).", DICE_FLOOR, bounds=(0.0, 1.0, 0.01)),
         ),
     )  # fmt: skip
     results = Group(
         "Results",
         "Measured on the attacked volume.",
-        tuple(
-            Param(name, "float", label, text, channel="output", flag=False)
-            for name, label, text in (
-                ("dice_fg_clean", "Dice (fg), clean", "Foreground Dice of the clean prediction."),
-                ("dice_fg_adversarial", "Dice (fg), adversarial",
-                 "Foreground Dice of the adversarial prediction."),
-                ("ssim", "SSIM", "Structural similarity of adversarial and input volume."),
-            )
+        (
+            *(
+                Param(name, "float", label, text, channel="output", flag=False)
+                for name, label, text in (
+                    ("dice_fg_clean", "Dice (fg), clean",
+                     "Foreground Dice of the clean prediction."),
+                    ("dice_fg_adversarial", "Dice (fg), adversarial",
+                     "Foreground Dice of the adversarial prediction."),
+                    ("ssim", "SSIM", "Structural similarity of adversarial and input volume."),
+                )
+            ),
+            Param("winner", "string", "Attack kept",
+                  "The attack whose volume was written (worst-case: the one with the lowest "
+                  "Dice).", channel="output", flag=False),
         ),
     )  # fmt: skip
     return Module(

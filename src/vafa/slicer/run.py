@@ -94,23 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ----------------------------------------------------------------------------- modules
 def run_attack_module(args, progress: Progress) -> dict[str, Any]:
-    from vafa.attacks import VAFA, attack_class
+    from vafa.attacks import VAFA, attack_class, drive
     from vafa.io.volume import load_labels, load_volume
-    from vafa.run.pipeline import run_attack
+    from vafa.run.pipeline import iter_run_attack
+    from vafa.run.worst_case import WORST_CASE, is_worst_case, iter_worst_case
 
     outputs = _outputs(args, (*ATTACK_OUTPUTS, *DCT_PICTURES))
-    cls = attack_class(args.attack)
-    if "q_table" in outputs and not issubclass(cls, VAFA):
+    worst = is_worst_case(args.attack)
+    classes = [attack_class(m.attack) for m in WORST_CASE] if worst else [attack_class(args.attack)]
+    if "q_table" in outputs and not all(issubclass(c, VAFA) for c in classes):
         raise ValueError(
-            f"q_table: only VAFA and VAFA-2D learn a quantization table, not {cls.name} "
+            f"q_table: only VAFA and VAFA-2D learn a quantization table, not {args.attack} "
             "(leave the output empty)"
         )
     progress.comment("loading the model")
     model, card = _model(args)
     image = load_volume(args.input)
     labels = None if not args.labels else load_labels(args.labels, image, card.out_channels)
-    options = _attack_options(args, MODULES["VAFAAttack"](), {o.name for o in cls.options})
-    progress.comment(f"attacking with {cls.name}")
+    taken = {o.name for cls in classes for o in cls.options}
+    options = _attack_options(args, MODULES["VAFAAttack"](), taken)
+    progress.comment(f"attacking with {args.attack if worst else classes[0].name}")
     progress(0.0)
 
     def on_step(event) -> None:
@@ -118,9 +121,13 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
         done = ((event.tile or 1) - 1 + event.step / max(event.total, 1)) / tiles
         progress(0.05 + 0.85 * done)
 
-    outcome = run_attack(model, card, image, labels, attack=args.attack, options=options,
-                         device=args.device, seed=args.seed, callback=on_step,
-                         resample_back=True)  # fmt: skip
+    run = dict(options=options, device=args.device, seed=args.seed, resample_back=True,
+               through=args.through)  # fmt: skip
+    if worst:
+        job = iter_worst_case(model, card, image, labels, floor=args.floor, **run)
+    else:
+        job = iter_run_attack(model, card, image, labels, attack=args.attack, **run)
+    outcome = drive(job, on_step)
     progress.comment("writing the outputs")
     _write_attack_outputs(outcome, outputs)
     progress(1.0)
@@ -129,6 +136,7 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
         "dice_fg_clean": m.dice_fg.clean,
         "dice_fg_adversarial": m.dice_fg.adversarial,
         "ssim": m.ssim,
+        "winner": m.attack,
     }
 
 
@@ -287,6 +295,9 @@ def _outputs(args, names: Sequence[str]) -> dict[str, Path]:
 
 
 def _value(value) -> str:
+    """A return parameter's text: numbers with 6 significant digits, None as nan."""
+    if isinstance(value, str):
+        return value
     return "nan" if value is None else f"{float(value):.6g}"
 
 
