@@ -143,7 +143,7 @@ class LensPlanner:
 
     def model_input(self, job: LensJob, card):
         """``(x01 [1, 1, H, W, D], labels [1, 1, H, W, D] or None, fitted mapping)``."""
-        from vafa.run.pipeline import labels_to_model_space, to_model_space
+        from vafa.io.model_space import labels_to_model_space, to_model_space
 
         key = (job.image_key, card.architecture)
         if job.image_key is None or key != self._input_key or self._input is None:

@@ -335,7 +335,8 @@ class TrainWidget(WorkerWidget):
         return text
 
     def _on_returned(self, result) -> None:
-        from napari_vafa._train_worker import JobCancelled, TrainDone
+        from napari_vafa._train_worker import TrainDone
+        from napari_vafa._worker import JobCancelled
 
         if self._closed:
             return

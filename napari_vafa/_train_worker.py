@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from vafa.training import TrainingConfig, TrainingEvent, TrainingResult
 
 __all__ = [
-    "JobCancelled",
-    "JobFailed",
     "TrainDone",
     "TrainJob",
     "TrainProgress",

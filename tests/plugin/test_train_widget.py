@@ -26,15 +26,8 @@ from factories import (
     shown,
 )
 
-from napari_vafa._train_worker import (
-    JobCancelled,
-    JobFailed,
-    TrainDone,
-    TrainJob,
-    TrainProgress,
-    run_training,
-)
-from napari_vafa._worker import ModelSpec
+from napari_vafa._train_worker import TrainDone, TrainJob, TrainProgress, run_training
+from napari_vafa._worker import JobCancelled, JobFailed, ModelSpec
 from vafa.io.checkpoints import card_path_for
 from vafa.io.volume import Volume
 from vafa.training.files import BEST, LATEST, LOG, PLOT, STATE, TRAINING_FILES

@@ -283,7 +283,7 @@ class _TrainProgress:
 
 def _result_doc(result) -> dict[str, Any]:
     """What ``--json`` prints: the :class:`vafa.training.TrainingResult` without the model."""
-    from vafa.run.pipeline import json_ready
+    from vafa.io.files import json_ready
 
     keys = ("out_dir", "latest", "best", "log", "plot", "iterations", "epochs_done")
     keys += ("cancelled", "selection", "best_metric", "validation")

@@ -99,7 +99,8 @@ def restore(t: Any) -> None:
         ValueError: the state was written for another network or mode, or the checkpoint and
             the state disagree (an interrupted save).
     """
-    from vafa.io.checkpoints import card_path_for, load_card, read_state_dict
+    from vafa.io.checkpoints import card_path_for, load_card
+    from vafa.io.state_dicts import read_state_dict
 
     path = t.out_dir / STATE
     state = load_state(path)
