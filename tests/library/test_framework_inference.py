@@ -134,6 +134,25 @@ def test_cli_info_shows_the_inference_and_refuses_a_missing_fold(nnunet_folders,
     assert "fold_4: no such fold" in err and len(err.splitlines()) == 1
 
 
+def test_evaluate_states_the_inference_and_what_the_user_switched_off(
+    nnunet_folders, tmp_path, capsys
+):
+    image = np.random.default_rng(0).normal(20, 200, size=(21, 27, 13)).astype(np.float32)
+    path = write_nifti(tmp_path / "case.nii.gz", image, (1.0, 1.0, 2.0))  # the plans' grid
+    args = ["evaluate", str(path), "--model", str(nnunet_folders["standard"]), "--device", "cpu"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "prediction: nnU-Net windows, Gaussian (σ = 0.125 × window) weights" in table
+    assert main([*args, "--mirroring", "off", "--json"]) == 0
+    protocol = json.loads(capsys.readouterr().out)["protocol"]
+    assert protocol["inference"]["mirror_axes"] == [] and protocol["mode"] == "gaussian"
+    assert protocol["inference"]["changed"] == ["mirror_axes"]
+    no_mirroring = ["info", str(nnunet_folders["NoMirroring"]), "--mirroring", "on"]
+    assert main(no_mirroring) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trainer allows no test-time mirroring" in err and len(err.splitlines()) == 1
+
+
 # --------------------------------------------------------------------------------- MONAI
 BUNDLE_CASES = {  # inferer entries, image shape, intensity transform
     "gaussian": ({"mode": "gaussian", "sigma_scale": 0.2}, (40, 36, 24), CT_WINDOW),

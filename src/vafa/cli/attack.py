@@ -10,6 +10,7 @@ from vafa.cli.common import (
     CLIError,
     add_amp_argument,
     add_common_arguments,
+    add_inference_arguments,
     add_model_arguments,
     datalist_cases,
     load_model,
@@ -41,6 +42,7 @@ def add_parser(subparsers) -> None:
     add_attack_arguments(p, worst_case=True)
     p.add_argument("image", nargs="?", help="a .nii/.nii.gz file or a folder of them")
     add_model_arguments(p)
+    add_inference_arguments(p)
     p.add_argument("--labels", help="ground-truth labels for IMAGE (else pseudo-labels)")
     p.add_argument("--out", help="output .nii.gz for a single IMAGE (a .json is written beside it)")
     p.add_argument("--out-dir", help="output folder for a folder or a datalist")

@@ -16,6 +16,7 @@ __all__ = [
     "add_amp_argument",
     "add_common_arguments",
     "add_fold_arguments",
+    "add_inference_arguments",
     "add_model_arguments",
     "datalist_cases",
     "model_source",
@@ -91,6 +92,53 @@ def add_fold_arguments(parser) -> None:
     parser.add_argument("--checkpoint", choices=tuple(CHECKPOINTS), help=SOURCE_HELP["checkpoint"])
 
 
+def add_inference_arguments(parser) -> None:
+    """``--mirroring`` and ``--weighting``: change the model's own inference (``card.inference``)
+    for speed; the change is recorded in the card and every result file (``inference.changed``)."""
+    parser.add_argument(
+        "--mirroring",
+        choices=("model", "off", "on"),
+        default="model",
+        help="test-time mirroring of the predictions: model (default: as the model's framework "
+        "does, e.g. nnU-Net over the axes its trainer allows), off (faster: 1 pass per window "
+        "instead of up to 8), on (all axes the model allows; refused where its trainer allows "
+        "none)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=("model", "constant", "gaussian"),
+        default="model",
+        help="how overlapping windows are blended: model (default: the model's own), constant "
+        "or gaussian",
+    )
+
+
+def inference_changes(args, card):
+    """``card`` with the ``--mirroring``/``--weighting`` changes (none: ``card`` itself).
+
+    Raises:
+        ValueError: mirroring asked for a model whose trainer allows none (one line).
+    """
+    import dataclasses
+
+    changes = {}
+    mirroring, weighting = getattr(args, "mirroring", "model"), getattr(args, "weighting", "model")
+    if mirroring == "off":
+        changes["mirror_axes"] = ()
+    elif mirroring == "on":
+        allowed = card.inference.allowed_mirror_axes
+        changes["mirror_axes"] = (0, 1, 2) if allowed is None or not allowed else allowed
+    if weighting != "model":
+        changes["mode"] = weighting
+    if not changes:
+        return card
+    try:
+        inference = card.inference.changed_by_user(**changes)
+    except ValueError as err:
+        raise CLIError(f"--mirroring {mirroring}: {err}") from None
+    return dataclasses.replace(card, inference=inference)
+
+
 def add_amp_argument(parser) -> None:
     """``--amp {off,bf16,fp16}``: mixed precision of the model passes (:mod:`vafa.ops.amp`)."""
     from vafa.ops.amp import AMP_MODES
@@ -124,7 +172,8 @@ def load_model(args):
         source.path  # noqa: B018 - resolves and checks the file before anything is built
     except FileNotFoundError as err:
         raise CLIError(f"--model {err}") from None
-    return source.load(device=args.device)
+    model, card = source.load(device=args.device)
+    return model, inference_changes(args, card)
 
 
 def print_metrics(args, metrics, title: str, worst_case: dict | None = None) -> None:

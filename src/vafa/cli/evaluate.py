@@ -9,6 +9,7 @@ from vafa.cli.common import (
     add_amp_argument,
     add_band_arguments,
     add_common_arguments,
+    add_inference_arguments,
     add_model_arguments,
     load_model,
 )
@@ -30,6 +31,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("image")
     add_model_arguments(p)
+    add_inference_arguments(p)
     p.add_argument("--labels", help="ground truth (else the clean prediction is the reference)")
     p.add_argument("--adversarial", help="adversarial volume on IMAGE's grid")
     p.add_argument(

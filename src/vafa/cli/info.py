@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import json
 
-from vafa.cli.common import TRUST_HELP, add_common_arguments, add_fold_arguments, load_model
+from vafa.cli.common import (
+    TRUST_HELP,
+    add_common_arguments,
+    add_fold_arguments,
+    add_inference_arguments,
+    load_model,
+)
 
 __all__ = ["add_parser"]
 
@@ -34,6 +40,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--card", help="model card JSON (default: beside the weights)")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     add_fold_arguments(p)
+    add_inference_arguments(p)
     p.set_defaults(func=run)
 
 

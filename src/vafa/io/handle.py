@@ -47,7 +47,10 @@ SOURCE_HELP = {
         "model card JSON, or a preset name such as unetr-btcv (default: <weights>.json beside "
         "the weights)"
     ),
-    "fold": "nnU-Net result folder: the fold, 0… or 'all' (default: 0, or the only one)",
+    "fold": (
+        "nnU-Net result folder: the fold, 0… or 'all', or several (0,1: their ensemble, the "
+        "mean of their logits as nnU-Net) (default: 0, or the only one)"
+    ),
     "checkpoint": ("nnU-Net result folder: checkpoint_final.pth (default) or checkpoint_best.pth"),
 }
 

@@ -19,7 +19,8 @@
   well as the files).
 
 Numbers are measured with :func:`vafa.run.pipeline.run_attack` (whole volume, tiled attack,
-sliding-window evaluation with overlap 0.5) and :func:`vafa.run.pipeline.evaluate` (clean row).
+the model's own sliding-window evaluation, ``card.inference``) and
+:func:`vafa.run.pipeline.evaluate` (clean row).
 """
 
 from vafa.report.grid import (

@@ -128,7 +128,9 @@ def _preamble(models, cases, settings) -> list[str]:
     out += [
         "",
         "Protocol: the whole volume is attacked in roi-sized tiles and evaluated by "
-        "sliding-window inference (overlap 0.5) on the model grid (`vafa.run.pipeline.run_attack`). "
+        "each model's own sliding-window inference (its card's: overlap 0.5, constant weights "
+        "for plain weights; a model folder's framework settings, see `vafa info`) on the model "
+        "grid (`vafa.run.pipeline.run_attack`). "
         "Dice fg: mean over the foreground classes present in the reference; DSC: over all "
         "classes including background (the paper's DSC); HD95 in mm; SSIM, PSNR and L∞ ([0, 1] "
         "units) between the clean and the attacked model input. Values are means over cases. "

@@ -228,13 +228,10 @@ class _SliceView:
             return None
 
     def clean(self) -> dict[str, Any]:
-        from vafa.run.pipeline import PREDICTION_OVERLAP
         from vafa.run.tiling import sliding_window_labels
 
         tensor = self.input.tensor
-        pred = sliding_window_labels(
-            self.model, tensor, self.card.roi_size, overlap=PREDICTION_OVERLAP
-        )
+        pred = sliding_window_labels(self.model, tensor, self.card.roi_size, self.card.inference)
         out = self._pack(tensor[0, 0].numpy(), pred[0, 0].cpu().numpy())
         if self.labels is not None:
             out["labels"] = self.labels[0, 0, :, :, self.index].numpy().astype(np.int16)

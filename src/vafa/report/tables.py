@@ -76,9 +76,11 @@ def format_metrics_table(metrics: OutcomeMetrics, title: str | None = None) -> s
         notes.append(f"normalize={metrics.normalize}")
     if metrics.reference:
         notes.append(f"Dice against: {metrics.reference}")
+    if metrics.protocol is not None and metrics.protocol.inference is not None:
+        notes.append(f"prediction: {metrics.protocol.summary()}")
     if metrics.per_tile is not None:
         notes.append(
-            "Dice rows: sliding-window inference (overlap 0.5); 'attacked tiles': the "
+            "Dice rows: the model's sliding-window inference; 'attacked tiles': the "
             "padded tiles the attack optimised"
         )
     if metrics.cancelled:

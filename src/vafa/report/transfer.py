@@ -2,8 +2,8 @@
 
 When a report has two or more models, every Table-1 attack entry's adversarial volume (made on
 the *source* model) is scored on every *target* model (Malik et al., BMVC 2024): foreground
-Dice of the target's sliding-window prediction (overlap 0.5) against the labels, or against the
-target's own clean prediction when the case has no labels.
+Dice of the target's own sliding-window prediction (``card.inference``) against the labels, or
+against the target's own clean prediction when the case has no labels.
 
 The adversarial volume travels in file units (e.g. HU) on the case's grid, so targets with
 other cards (intensity window, spacing, roi) see it through their own model space
@@ -117,12 +117,12 @@ class TransferRecorder:
 
     def _score(self, name, model, card, case, image, labels, adversarial, own) -> dict[str, Any]:
         from vafa.ops.metrics import dice_per_class, dice_summary
-        from vafa.run.pipeline import PREDICTION_OVERLAP, adversarial_model_input
+        from vafa.run.pipeline import adversarial_model_input
         from vafa.run.tiling import sliding_window_labels
 
         model_input, reference, clean = self._clean_of(name, model, card, case, image, labels)
         adv01 = own if own is not None else adversarial_model_input(adversarial, model_input)[1]
-        pred = sliding_window_labels(model, adv01, card.roi_size, overlap=PREDICTION_OVERLAP)
+        pred = sliding_window_labels(model, adv01, card.roi_size, card.inference)
         dice = dice_summary(dice_per_class(pred.cpu(), reference, card.out_channels))["dice_fg"]
         return {
             "reference": "clean_prediction" if labels is None else "labels",
@@ -134,14 +134,12 @@ class TransferRecorder:
         """The target's model input, reference and clean fg Dice on this case (cached)."""
         from vafa.io.model_space import labels_to_model_space, to_model_space
         from vafa.ops.metrics import dice_per_class, dice_summary
-        from vafa.run.pipeline import PREDICTION_OVERLAP
         from vafa.run.tiling import sliding_window_labels
 
         if (name, case) not in self._clean:
             model_input = to_model_space(image, card)
-            pred = sliding_window_labels(
-                model, model_input.tensor, card.roi_size, overlap=PREDICTION_OVERLAP
-            ).cpu()
+            pred = sliding_window_labels(model, model_input.tensor, card.roi_size, card.inference)
+            pred = pred.cpu()
             reference = pred if labels is None else labels_to_model_space(labels, model_input)
             dice = dice_summary(dice_per_class(pred, reference, card.out_channels))["dice_fg"]
             self._clean[name, case] = (

@@ -13,7 +13,7 @@ volume plus one band of the perturbation at a time:
 4. per band: its energy ``Σ c²`` over the band's coefficients (Parseval: the same number as
    ``Σ δ_band²`` before cropping the pad), and ``δ_band`` = inverse DCT of the coefficients in
    the band, cropped to the volume. ``δ_low + δ_middle + δ_high = δ``;
-5. the model's prediction (sliding window, overlap 0.5, as :mod:`vafa.run.pipeline`) on
+5. the model's prediction (its own sliding window, ``card.inference``, as :mod:`vafa.run.pipeline`) on
    ``clamp(x + δ_band, 0, 1)`` for every band, and on ``x + δ`` (band ``"all"``, the attack
    itself) — foreground Dice against the labels or the clean prediction.
 
@@ -44,6 +44,7 @@ from vafa.ops.bands import band_layout, band_mask
 from vafa.ops.frequency import layout_dct, layout_idct, normalize_block_size, padded_shape
 
 if TYPE_CHECKING:
+    from vafa.io.inference import Inference
     from vafa.io.models import ModelCard
     from vafa.io.volume import Volume
     from vafa.run.pipeline import AttackOutcome
@@ -209,7 +210,7 @@ def analyse_bands(
     num_classes: int,
     roi_size: int | Sequence[int],
     block_size: int | Sequence[int] = DEFAULT_BLOCK,
-    overlap: float = 0.5,
+    inference: Inference | None = None,
     callback: Callable[[str], bool | None] | None = None,
 ) -> BandAnalysis:
     """Energy per band of ``adversarial01 − clean01`` and the model's Dice per band.
@@ -222,7 +223,8 @@ def analyse_bands(
         num_classes: the model's output classes.
         roi_size: sliding-window size (``card.roi_size``).
         block_size: side of the analysis blocks (default :data:`DEFAULT_BLOCK`).
-        overlap: sliding-window overlap (0.5: the published protocol).
+        inference: how the model predicts whole volumes (``card.inference``; None: MONAI's
+            sliding window, overlap 0.5, constant weights).
         callback: called with the band name before each evaluation (``"clean"`` first);
             returning False stops (the rows keep their energies, ``dice_fg`` None).
 
@@ -244,7 +246,7 @@ def analyse_bands(
     device = next((p.device for p in model.parameters()), clean.device)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return sliding_window_labels(model, x.to(device), roi_size, overlap=overlap).cpu()
+        return sliding_window_labels(model, x.to(device), roi_size, inference).cpu()
 
     def dice_fg(pred: torch.Tensor) -> float | None:
         value = dice_summary(dice_per_class(pred, target, num_classes))["dice_fg"]
@@ -305,6 +307,7 @@ def analyse_outcome(
         num_classes=card.out_channels,
         roi_size=card.roi_size,
         block_size=block_size,
+        inference=card.inference,
         callback=callback,
     )
 
@@ -339,6 +342,7 @@ def analyse_volumes(
         num_classes=card.out_channels,
         roi_size=card.roi_size,
         block_size=block_size,
+        inference=card.inference,
         callback=callback,
     )
 

@@ -89,25 +89,37 @@ class PerTile:
 
 @dataclass(frozen=True)
 class Protocol:
-    """How the predictions were made: sliding window of ``roi`` with ``overlap``, padding
-    ``mode``, on the ``grid`` (``"model"``) of spacing ``spacing_mm``."""
+    """How the predictions were made: sliding window of ``roi`` with ``overlap``, blending
+    ``mode``, on the ``grid`` (``"model"``) of spacing ``spacing_mm``; ``inference``: all the
+    settings (``card.inference.to_dict()``: window positions, mirroring, what the user
+    changed), None in files written before they were recorded."""
 
-    overlap: float
+    overlap: float | tuple[float, ...]
     roi: tuple[int, ...]
     spacing_mm: tuple[float, ...]
     prediction: str = "sliding_window"
     mode: str = "constant"
     grid: str = "model"
+    inference: Mapping[str, Any] | None = None
+
+    def summary(self) -> str | None:
+        """The inference in one line (:meth:`vafa.io.inference.Inference.summary`), or None."""
+        from vafa.io.inference import Inference
+
+        return None if self.inference is None else Inference.from_dict(self.inference).summary()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "prediction": self.prediction,
-            "overlap": self.overlap,
+            "overlap": list(self.overlap) if isinstance(self.overlap, tuple) else self.overlap,
             "mode": self.mode,
             "roi": list(self.roi),
             "grid": self.grid,
             "spacing_mm": list(self.spacing_mm),
         }
+        if self.inference is not None:
+            out["inference"] = dict(self.inference)
+        return out
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> Protocol:
@@ -118,6 +130,7 @@ class Protocol:
             prediction=value.get("prediction", "sliding_window"),
             mode=value.get("mode", "constant"),
             grid=value.get("grid", "model"),
+            inference=value.get("inference"),
         )
 
 

@@ -1,8 +1,9 @@
 """The attack workflow shared by the CLI, the napari plugin and the reports.
 
 * :func:`run_attack` — tiled attack of the whole volume (:func:`vafa.run.tiling.attack_volume`),
-  sliding-window predictions of clean and adversarial volumes (overlap 0.5, the published
-  protocol), and the metrics, as an :class:`AttackOutcome`;
+  sliding-window predictions of clean and adversarial volumes by the model's own inference
+  (``card.inference``: its framework's windows, weighting and mirroring; the published
+  protocol's overlap 0.5 for plain weights), and the metrics, as an :class:`AttackOutcome`;
 * :func:`evaluate` — the same metrics for a clean (and optionally an adversarial) volume.
 
 File units ↔ model space live in :mod:`vafa.io.model_space`; the outcome's files are written
@@ -40,7 +41,6 @@ from vafa.run.outcome_metrics import OutcomeMetrics, Pair, PerTile, Protocol, Se
 from vafa.run.tiling import sliding_window_labels
 
 __all__ = [
-    "PREDICTION_OVERLAP",
     "AttackOutcome",
     "adversarial_model_input",
     "evaluate",
@@ -50,9 +50,6 @@ __all__ = [
 
 # json_ready's home is vafa.io.files; vafa.cli.train (another change in progress) still imports
 # it from here. Remove the import above once it imports from vafa.io.files.
-
-#: Overlap of the sliding-window predictions (the published evaluation protocol).
-PREDICTION_OVERLAP = 0.5
 
 
 # ----------------------------------------------------------------------------- attack
@@ -116,7 +113,7 @@ def run_attack(
 
     Steps: :func:`to_model_space`; ``build_attack(attack, model, **options, seed, device)``;
     :func:`vafa.run.tiling.attack_volume` with ``roi = card.roi_size``; sliding-window predictions
-    (overlap 0.5) of the clean and adversarial volumes; metrics; back to file units.
+    (``card.inference``) of the clean and adversarial volumes; metrics; back to file units.
 
     Args:
         model: the network of ``card`` (e.g. from :func:`vafa.io.checkpoints.load_model`).
@@ -325,7 +322,7 @@ def adversarial_model_input(
 
 # ----------------------------------------------------------------------------- helpers
 def _predict(model: nn.Module, tensor01: torch.Tensor, card: ModelCard) -> torch.Tensor:
-    return sliding_window_labels(model, tensor01, card.roi_size, overlap=PREDICTION_OVERLAP)
+    return sliding_window_labels(model, tensor01, card.roi_size, card.inference)
 
 
 def _outcome_metrics(
@@ -344,7 +341,9 @@ def _outcome_metrics(
         reference="clean_prediction" if labels is None else "labels",
         class_names=tuple(card.class_names),
         protocol=Protocol(
-            overlap=PREDICTION_OVERLAP,
+            overlap=card.inference.overlap,
+            mode=card.inference.mode,
+            inference=card.inference.to_dict(),
             roi=tuple(card.roi_size),
             spacing_mm=tuple(model_input.grid.spacing),
         ),
