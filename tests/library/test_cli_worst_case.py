@@ -80,3 +80,25 @@ def test_an_option_no_member_takes_is_one_line(model_file, ct, tmp_path, capsys)
     code, _, err = _vafa_attack(argv, capsys)
     assert code == 2 and "no attack of the worst case takes option(s) ['std']" in err
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_evaluate_takes_the_worst_of_several_adversarial_volumes(model_file, ct, tmp_path, capsys):
+    files = []
+    for attack, extra in (("pgd", ["--eps", "8"]), ("gn", ["--std", "2"])):
+        out = tmp_path / f"{attack}.nii.gz"
+        argv = [ct, "--model", model_file, "--attack", attack, "--out", out, "--quiet",
+                "--device", "cpu", *extra]  # fmt: skip
+        assert _vafa_attack(argv, capsys)[0] == 0
+        files.append(out)
+    base = ["evaluate", ct, "--model", model_file, "--json"]
+    alone = [json.loads(run_cli([*base, "--adversarial", f], capsys)[1]) for f in files]
+    code, stdout, _ = run_cli([*base, "--adversarial", *files], capsys)
+    assert code == 0
+    doc = json.loads(stdout)
+    dice = [a["dice_fg"]["adversarial"] for a in alone]
+    lowest = min(range(2), key=dice.__getitem__)
+    assert doc["worst_case"]["winner"] == files[lowest].name
+    assert doc["dice_fg"]["adversarial"] == pytest.approx(dice[lowest])
+    assert [m["dice_fg"] for m in doc["worst_case"]["members"]] == pytest.approx(dice)
+    code, stdout, _ = run_cli([*base[:-1], "--adversarial", *files], capsys)
+    assert code == 0 and f"{files[lowest].name} is the lowest" in stdout

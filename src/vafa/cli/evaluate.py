@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from vafa.cli.common import (
     CLIError,
@@ -33,7 +34,11 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p)
     add_inference_arguments(p)
     p.add_argument("--labels", help="ground truth (else the clean prediction is the reference)")
-    p.add_argument("--adversarial", help="adversarial volume on IMAGE's grid")
+    p.add_argument(
+        "--adversarial", nargs="+",
+        help="adversarial volume(s) on IMAGE's grid; several (e.g. one per attack): the worst "
+        "case, the one with the lowest fg Dice, is reported, with every volume's Dice",
+    )  # fmt: skip
     p.add_argument(
         "--format",
         choices=("table", "json", "csv"),
@@ -48,7 +53,6 @@ def run(args) -> int:
     from vafa.io.files import json_ready
     from vafa.io.volume import load_labels, load_volume
     from vafa.report.tables import format_metrics_table, metrics_csv
-    from vafa.run.pipeline import evaluate
 
     if args.json and args.format not in (None, "json"):
         raise CLIError(f"--json and --format {args.format}: give one of them")
@@ -60,13 +64,14 @@ def run(args) -> int:
     model, card = load_model(args)
     image = load_volume(args.image)
     labels = None if args.labels is None else load_labels(args.labels, image, card.out_channels)
-    adversarial = None if args.adversarial is None else load_volume(args.adversarial)
-    metrics = evaluate(model, card, image, labels, adversarial, amp=args.amp)
+    metrics, adversarial, worst = _worst_of(args, model, card, image, labels)
     bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
     if fmt == "json":
         doc = metrics.to_dict()
         if bands is not None:
             doc["bands"] = bands.to_dict()
+        if worst is not None:
+            doc["worst_case"] = worst
         print(json.dumps(json_ready(doc), indent=2))
     elif fmt == "csv":
         print(metrics_csv(metrics), end="")
@@ -76,11 +81,42 @@ def run(args) -> int:
             print(band_csv(bands), end="")
     elif not args.quiet:
         print(format_metrics_table(metrics, title=args.image))
+        if worst is not None:
+            from vafa.report.worst_case import format_worst_case
+
+            print(format_worst_case(worst))
         if bands is not None:
             from vafa.report.bands import format_band_table
 
             print("\n" + format_band_table(bands))
     return 0
+
+
+def _worst_of(args, model, card, image, labels):
+    """``(metrics, adversarial volume, worst-case account)`` of ``--adversarial``: with several
+    volumes the one with the lowest fg Dice (the account lists every volume's Dice, in the
+    form of :meth:`vafa.run.worst_case.WorstCase.to_dict`; None for one volume or none)."""
+    from vafa.io.volume import load_volume
+    from vafa.run.pipeline import evaluate
+
+    paths = args.adversarial or [None]
+    scored = []
+    for path in paths:
+        volume = None if path is None else load_volume(path)
+        scored.append((evaluate(model, card, image, labels, volume, amp=args.amp), volume, path))
+    if len(scored) == 1:
+        return scored[0][0], scored[0][1], None
+
+    def fg(metrics) -> float:
+        value = metrics.dice_fg.adversarial
+        return float("inf") if value is None or value != value else value
+
+    metrics, volume, path = min(scored, key=lambda item: fg(item[0]))
+    members = [{"attack": Path(p).name, "adversarial": str(p), "ran": True,
+                "dice_fg": m.dice_fg.adversarial} for m, _, p in scored]  # fmt: skip
+    worst = {"winner": Path(path).name, "floor": 0.0, "stopped_early": False,
+             "clean_dice_fg": metrics.dice_fg.clean, "members": members}  # fmt: skip
+    return metrics, volume, worst
 
 
 def _bands(args, model, card, image, adversarial, labels):
