@@ -9,8 +9,7 @@ An attack is an object built from a model and its hyper-parameters and called on
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,14 @@ import torch
 from torch import nn
 
 from vafa.attacks.inputs import check_images, check_labels
-from vafa.attacks.options import FREE, Option, validate_options
+from vafa.attacks.options import (
+    FREE,
+    Option,
+    constructor_signature,
+    options_docstring,
+    validate_options,
+)
+from vafa.attacks.tracking import BestTracker
 from vafa.ops.devices import resolve_device
 from vafa.ops.losses import DiceCELoss
 from vafa.ops.metrics import dice_per_class, predict_labels
@@ -129,8 +135,7 @@ class Attack:
     #: attacks: yes (PGD returns the point after its last step). VAFA: no — the published code
     #: returns the volume of its last step, made before the last update, which it never uses.
     evaluates_final = True
-    #: Gradient steps and returned iterate of attacks whose schema has no ``steps`` / ``keep``
-    #: (schema options of these names become instance attributes instead).
+    #: Steps and returned iterate of attacks without ``steps`` / ``keep`` options (e.g. GN).
     steps: int = 0
     keep: str = "last"
     #: Whether the attack has a loss to target (``targeted``); Gaussian noise has none.
@@ -163,9 +168,9 @@ class Attack:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.__signature__ = _signature(cls.options, cls.targetable)
+        cls.__signature__ = constructor_signature(Attack.__init__, cls.options, cls.targetable)
         if cls.options and cls.__doc__ and "Options:" not in cls.__doc__:
-            cls.__doc__ = cls.__doc__.rstrip() + "\n\n" + _options_doc(cls.options)
+            cls.__doc__ = cls.__doc__.rstrip() + "\n\n" + options_docstring(cls.options)
 
     # ------------------------------------------------------------------ public API
     @classmethod
@@ -334,7 +339,7 @@ class Attack:
 
     def _run(self, model, images, labels, device):
         clean_pred, num_classes, target, state = self._start(model, images, labels, device)
-        tracker = _BestTracker(self.keep)
+        tracker = BestTracker(self.keep)
         history: list[dict[str, Any]] = []
         cancelled = False
         steps_run = 0
@@ -451,40 +456,6 @@ class Attack:
         return {}
 
 
-class _BestTracker:
-    """Keeps, per sample, the iterate with the highest objective (or simply the last one)."""
-
-    def __init__(self, keep: str) -> None:
-        self.keep = keep
-        self.kept: dict[str, torch.Tensor] | None = None
-        self.steps: list[int | str] = []
-
-    def offer(self, objective, x_adv, prediction, extras: dict[str, torch.Tensor], step) -> None:
-        candidate = {
-            "objective": objective.detach(),
-            "x": x_adv.detach(),
-            "prediction": prediction,
-            **extras,
-        }
-        if self.kept is None or self.keep == "last":
-            self.kept = {k: v.clone() for k, v in candidate.items()}
-            self.steps = [step] * objective.shape[0]
-            return
-        better = candidate["objective"] > self.kept["objective"]
-        if bool(better.all()):
-            self.kept = {k: v.clone() for k, v in candidate.items()}
-        elif bool(better.any()):
-            for key, value in candidate.items():
-                mask = better.view(-1, *([1] * (value.dim() - 1)))
-                self.kept[key] = torch.where(mask, value, self.kept[key])
-        self.steps = [step if b else s for b, s in zip(better.tolist(), self.steps, strict=True)]
-
-    def result(self) -> dict[str, Any]:
-        """The kept tensors, plus ``"steps"``: per sample, the step label of the kept iterate."""
-        assert self.kept is not None  # the loop always offers at least one iterate
-        return {**self.kept, "steps": list(self.steps)}
-
-
 def drive(
     iterator: Generator[StepEvent, bool | None, Any], callback: Callback | None = None
 ) -> Any:
@@ -527,28 +498,3 @@ def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def _signature(options: Sequence[Option], targetable: bool) -> inspect.Signature:
-    """``(model, *, <option>=<default>, …, targeted=False, seed=None, device="auto",
-    clamp_inputs=False)``: the constructor's signature as users see it."""
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    runtime = inspect.signature(Attack.__init__).parameters
-    parameters = [
-        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        *(inspect.Parameter(o.name, keyword, default=o.default) for o in options),
-        *(
-            p
-            for name, p in runtime.items()
-            if p.kind is keyword and (targetable or name != "targeted")
-        ),
-    ]
-    return inspect.Signature(parameters)
-
-
-def _options_doc(options: Sequence[Option]) -> str:
-    """The ``Options:`` section of an attack's docstring, from its schema."""
-    lines = ["    Options (keywords of the constructor, from :attr:`options`):"]
-    for o in options:
-        lines.append(f"        {o.name} (default {o.default!r}): {o.text}.")
-    return "\n".join(lines) + "\n"

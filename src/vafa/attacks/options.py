@@ -21,6 +21,7 @@ Adding an option to an attack = one :class:`Option` in its ``options``; see
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from numbers import Integral
@@ -40,7 +41,9 @@ __all__ = [
     "OptionError",
     "block_sides",
     "block_size",
+    "constructor_signature",
     "option_table",
+    "options_docstring",
     "validate_options",
     "with_default",
     "with_defaults",
@@ -263,3 +266,32 @@ def with_defaults(options: Sequence[Option], **changes: dict[str, Any]) -> tuple
     if unknown:
         raise ValueError(f"no option(s) {sorted(unknown)} to change")
     return tuple(replace(o, **changes[o.name]) if o.name in changes else o for o in options)
+
+
+def constructor_signature(
+    init: Callable[..., Any], options: Sequence[Option], targetable: bool
+) -> inspect.Signature:
+    """``(model, *, <option>=<default>, …, targeted=False, seed=None, device="auto",
+    clamp_inputs=False)``: an attack's constructor as users see it — the schema's options,
+    then the keyword-only runtime parameters of ``init`` (the base class's ``__init__``;
+    ``targeted`` only for attacks with a loss to target)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    runtime = inspect.signature(init).parameters
+    parameters = [
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *(inspect.Parameter(o.name, keyword, default=o.default) for o in options),
+        *(
+            p
+            for name, p in runtime.items()
+            if p.kind is keyword and (targetable or name != "targeted")
+        ),
+    ]
+    return inspect.Signature(parameters)
+
+
+def options_docstring(options: Sequence[Option]) -> str:
+    """The ``Options`` section of an attack's docstring, from its schema."""
+    lines = ["    Options (keywords of the constructor, from :attr:`options`):"]
+    for o in options:
+        lines.append(f"        {o.name} (default {o.default!r}): {o.text}.")
+    return "\n".join(lines) + "\n"
