@@ -219,10 +219,6 @@ def _schemas(training: bool = False) -> tuple[dict[str, tuple], dict[str, str]]:
 
 # ----------------------------------------------------------------------------- the modules
 def attack_module() -> Module:
-    from vafa.attacks import ATTACKS
-    from vafa.run.through import THREAT_MODELS
-    from vafa.run.worst_case import DICE_FLOOR, WORST_CASE, WORST_CASE_NAME
-
     schemas, names = _schemas()
     io = Group(
         "Volumes",
@@ -260,8 +256,31 @@ def attack_module() -> Module:
                   "written.", channel="output", image_type="scalar", extensions=NIFTI),
         ),
     )  # fmt: skip
+    return Module(
+        "VAFAAttack",
+        "VAFA attack",
+        "Attack a segmentation model with VAFA (Hanif et al., MICCAI 2023: learnable "
+        "quantization of 3D DCT coefficients) or a voxel baseline; writes the adversarial "
+        "volume, the perturbation and both predictions, and on request the DCT pictures of "
+        "the input and the adversarial volume and VAFA's learned quantization table.",
+        (
+            io,
+            _model_group(),
+            _attack_choice(),
+            *_attack_groups(schemas, names, first="vafa"),
+            _attack_results(),
+        ),
+    )
+
+
+def _attack_choice() -> Group:
+    """The attack module's attack, seed, threat model and worst-case floor."""
+    from vafa.attacks import ATTACKS
+    from vafa.run.through import THREAT_MODELS
+    from vafa.run.worst_case import DICE_FLOOR, WORST_CASE, WORST_CASE_NAME
+
     members = ", ".join(m.name for m in WORST_CASE)
-    attack = Group(
+    return Group(
         "Attack",
         "Which attack, its random seed, and what it differentiates through.",
         (
@@ -280,7 +299,11 @@ def attack_module() -> Module:
                   "below (0: every attack runs).", DICE_FLOOR, bounds=(0.0, 1.0, 0.01)),
         ),
     )  # fmt: skip
-    results = Group(
+
+
+def _attack_results() -> Group:
+    """The attack module's return parameters."""
+    return Group(
         "Results",
         "Measured on the attacked volume.",
         (
@@ -299,15 +322,6 @@ def attack_module() -> Module:
                   "Dice).", channel="output", flag=False),
         ),
     )  # fmt: skip
-    return Module(
-        "VAFAAttack",
-        "VAFA attack",
-        "Attack a segmentation model with VAFA (Hanif et al., MICCAI 2023: learnable "
-        "quantization of 3D DCT coefficients) or a voxel baseline; writes the adversarial "
-        "volume, the perturbation and both predictions, and on request the DCT pictures of "
-        "the input and the adversarial volume and VAFA's learned quantization table.",
-        (io, _model_group(), attack, *_attack_groups(schemas, names, first="vafa"), results),
-    )
 
 
 def evaluate_module() -> Module:
