@@ -26,7 +26,6 @@ from torch import nn
 
 from vafa.attacks import build_attack
 from vafa.attacks.base import Callback, StepEvent, drive
-from vafa.io.files import json_ready  # noqa: F401  (only for vafa.cli.train: see below)
 from vafa.io.model_space import (
     ModelInput,
     back_to_source,
@@ -47,9 +46,6 @@ __all__ = [
     "iter_run_attack",
     "run_attack",
 ]
-
-# json_ready's home is vafa.io.files; vafa.cli.train (another change in progress) still imports
-# it from here. Remove the import above once it imports from vafa.io.files.
 
 
 # ----------------------------------------------------------------------------- attack
