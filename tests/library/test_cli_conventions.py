@@ -230,3 +230,14 @@ def test_internal_errors_exit_1():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 1 and "RuntimeError: a bug" in done.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``vafa … --json | head -1``: the pipe closes before vafa is done writing."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vafa", "info", "demo", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdout.close()  # nobody reads: every write fails with EPIPE
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 1) and b"Traceback" not in err and b"Exception" not in err
