@@ -29,6 +29,7 @@ from vafa.io.model_space import to_model_space
 from vafa.io.models import ModelCard
 from vafa.io.volume import load_volume
 from vafa.run.tiling import sliding_window_predict
+from vafa.run.windows import importance_map, window_starts, windowed_logits
 
 #: nnU-Net adds the weighted window logits in float16; probabilities agree to a few 1e-4.
 NNUNET_ATOL = 1e-3
@@ -213,3 +214,50 @@ def test_bundle_inferer_vafa_cannot_honour_is_refused(entries, match, tmp_path):
     with pytest.raises(ValueError, match=match) as err:
         load_model(bundle, device="cpu")
     assert "\n" not in str(err.value) and "inference.json" in str(err.value)
+
+
+# ------------------------------------------------------------------------ the window itself
+def test_window_positions_and_weights_are_the_frameworks():
+    from monai.data.utils import compute_importance_map, dense_patch_slices
+    from nnunetv2.inference.sliding_window_prediction import (
+        compute_gaussian,
+        compute_steps_for_sliding_window,
+    )
+
+    for roi, overlap in ((16, 0.5), (16, 0.25), (24, 0.7)):
+        for size in range(roi, 120, 5):  # after padding: size >= roi
+            steps = compute_steps_for_sliding_window((size,), (roi,), 1 - overlap)[0]
+            assert window_starts(size, roi, overlap, "nnunet") == steps
+            interval = max(int(roi * (1 - overlap)), 1) if size > roi else roi
+            monai = [s[0].start for s in dense_patch_slices((size,), (roi,), (interval,))]
+            assert window_starts(size, roi, overlap, "monai") == monai
+    for roi in ((8, 16, 16), (5, 7, 9), (24, 32, 20)):
+        gaussian = Inference(mode="gaussian", windows="nnunet", sigma_scale=0.125)
+        nnunet = compute_gaussian(roi, 1 / 8, 10, torch.float16, torch.device("cpu")).float()
+        assert torch.equal(importance_map(roi, gaussian), nnunet)
+        gaussian = Inference(mode="gaussian", sigma_scale=(0.1, 0.2, 0.3))
+        monai = compute_importance_map(roi, "gaussian", (0.1, 0.2, 0.3))
+        assert torch.equal(importance_map(roi, gaussian), monai)
+
+
+def test_windowed_prediction_is_differentiable_like_monais_inferer():
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    net = UNet(3, 1, 3, (4, 8), (2,), num_res_units=1).eval()
+    inference = Inference(overlap=0.25, mode="gaussian", padding_mode="replicate", sw_batch_size=2)
+    x = torch.rand(1, 1, 20, 18, 9)
+    weights = torch.rand(1, 3, 20, 18, 9)
+    grads = []
+    for predict in (
+        lambda v: windowed_logits(net, v, (16, 16, 8), inference),
+        lambda v: sliding_window_inference(
+            v, (16, 16, 8), 2, net, overlap=0.25, mode="gaussian", padding_mode="replicate"
+        ),
+    ):
+        leaf = x.clone().requires_grad_(True)
+        (torch.as_tensor(predict(leaf)) * weights).sum().backward()
+        grads.append(leaf.grad)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)

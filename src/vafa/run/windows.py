@@ -277,13 +277,14 @@ def _stitch(
     dtype = plan.sum_dtype or image.dtype
     out = None
     for batch in plan.batches():
-        windows = torch.cat([x[(slice(None), slice(None), *sl)] for sl in batch]).to(device)
+        parts = [x[(slice(None), slice(None), *sl)] for sl in batch]
+        windows = (parts[0] if len(parts) == 1 else torch.cat(parts)).to(device)
         logits = window_logits(model, windows, plan.inference)
         if out is None:
             out = logits.new_zeros((image.shape[0], logits.shape[1], *plan.padded_shape),
                                    dtype=dtype, device=image.device)  # fmt: skip
         add_windows(out, logits, batch, plan)
-    return out / plan.normalizer(image.device, dtype)
+    return out.div_(plan.normalizer(image.device, dtype))
 
 
 def _first(out) -> torch.Tensor:
