@@ -10,7 +10,7 @@ on GitHub) says how, as ``key=value`` pairs separated by ``;``:
   the documented names, a model file, a MONAI bundle and an nnU-Net v2 result folder at the
   documented paths, a datalist);
 * ``append=<args>``: appended to every ``vafa`` command that takes them (the short version:
-  ``--steps 1``…);
+  ``--steps 1``…); several ``append`` are tried one by one;
 * ``replace=<old> => <new>``: a textual change for the short version (repeatable);
 * ``parse-only=<regex>``: ``vafa`` commands matching it are only parsed (their flags must
   exist), not run (e.g. a 23-minute report);
@@ -204,7 +204,7 @@ def _shell(block: Block, folder: Path) -> str:
 
     drop = [re.compile(p) for p in block.marker.get("drop", [])]
     parse_only = [re.compile(p) for p in block.marker.get("parse-only", [])]
-    append = " ".join(block.marker.get("append", []))
+    appends = [shlex.split(a) for a in block.marker.get("append", [])]
     script = []
     for line in _lines(_short(block)):
         if any(p.search(line) for p in drop):
@@ -213,8 +213,10 @@ def _shell(block: Block, folder: Path) -> str:
         if argv is not None and any(p.search(line) for p in parse_only):
             build_parser().parse_args(argv)  # SystemExit (exit 2) on a flag that does not exist
             continue
-        if argv is not None and append and _takes(argv, shlex.split(append)):
-            line = f"{line} {append}"
+        for extra in appends if argv is not None else []:
+            if _takes(argv, extra):
+                argv = argv + extra
+                line = f"{line} {shlex.join(extra)}"
         script.append(line)
     return "\n".join(script)
 
