@@ -22,17 +22,22 @@ import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _best(runs: dict, repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` timings of each run, the runs interleaved (so that every
+    run sees the same load on a shared machine), after one warm-up each."""
+    for fn in runs.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: round(min(t), 3) for name, t in times.items()}
 
 
 def demo_rows(repeats: int) -> list[dict]:
@@ -62,15 +67,9 @@ def demo_rows(repeats: int) -> list[dict]:
     }
     return [
         {"model": "demo", "volume": shape, "roi": list(card.roi_size), "run": name,
-         "seconds": round(_best(fn, repeats), 3)}
-        for name, fn in runs.items()
+         "seconds": seconds}
+        for name, seconds in _best(runs, repeats).items()
     ]  # fmt: skip
-
-
-def _predict_time(model, x, roi, inference, repeats: int) -> float:
-    from vafa.run.tiling import sliding_window_predict
-
-    return round(_best(lambda: sliding_window_predict(model, x, roi, inference), repeats), 3)
 
 
 def nnunet_rows(repeats: int, large: bool) -> list[dict]:
@@ -81,6 +80,7 @@ def nnunet_rows(repeats: int, large: bool) -> list[dict]:
     from model_folders import make_tiny_nnunet, nnunet_plans
 
     from vafa.io.checkpoints import load_model
+    from vafa.run.tiling import sliding_window_predict
 
     rows = []
     configs = [("tiny", nnunet_plans(), (40, 80, 80))]
@@ -94,11 +94,13 @@ def nnunet_rows(repeats: int, large: bool) -> list[dict]:
         image = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
         x = torch.from_numpy(image)[None, None]
         own = card.inference
-        for label, inference in (
-            ("own inference (mirroring over 3 axes)", own),
-            ("--mirroring off", own.changed_by_user(mirror_axes=())),
-        ):
-            seconds = _predict_time(model, x, card.roi_size, inference, repeats)
+        off = own.changed_by_user(mirror_axes=())
+        predict = partial(sliding_window_predict, model, x, card.roi_size)
+        runs = {
+            "own inference (mirroring over 3 axes)": partial(predict, own),
+            "--mirroring off": partial(predict, off),
+        }
+        for label, seconds in _best(runs, repeats).items():
             rows.append({"model": f"nnU-Net {name}", "volume": list(shape),
                          "roi": list(card.roi_size), "run": label, "seconds": seconds})  # fmt: skip
     return rows
