@@ -56,7 +56,17 @@ def make_tiny_bundle(
     (folder / "configs").mkdir(parents=True)
     (folder / "models").mkdir()
     network = network or bundle_network()
-    config = {
+    config = _bundle_config(network, intensity or CT_WINDOW, spacing, roi, inferer)
+    metadata = _bundle_metadata(name, roi, network.get("out_channels", 3))
+    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    torch.save(_random_state(network, seed), folder / "models" / "model.pt")
+    return folder
+
+
+def _bundle_config(network, intensity, spacing, roi, inferer) -> dict[str, Any]:
+    """configs/inference.json of :func:`make_tiny_bundle` (the Model Zoo's layout)."""
+    return {
         "imports": ["$import glob", "$import os"],
         "bundle_root": ".",
         "output_dir": "$@bundle_root + '/eval'",
@@ -77,7 +87,7 @@ def make_tiny_bundle(
                     "pixdim": list(spacing),
                     "mode": "bilinear",
                 },
-                intensity or CT_WINDOW,
+                intensity,
                 {"_target_": "EnsureTyped", "keys": "image"},
             ],
         },
@@ -140,8 +150,11 @@ def make_tiny_bundle(
         "initialize": ["$monai.utils.set_determinism(seed=123)", "$@checkpointloader(@evaluator)"],
         "run": ["$@evaluator.run()"],
     }
-    out_channels = network.get("out_channels", 3)
-    metadata = {
+
+
+def _bundle_metadata(name: str, roi, out_channels: int) -> dict[str, Any]:
+    """configs/metadata.json of :func:`make_tiny_bundle`."""
+    return {
         "version": "0.1.0",
         "name": name,
         "task": "a tiny test bundle",
@@ -153,10 +166,6 @@ def make_tiny_bundle(
                                                  for i in range(out_channels)}}},
         },
     }  # fmt: skip
-    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
-    (folder / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2))
-    torch.save(_random_state(network, seed), folder / "models" / "model.pt")
-    return folder
 
 
 def _random_state(network: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
