@@ -46,9 +46,7 @@ USE_PREDICTION = "use model prediction"
 METRICS_DOCK = "VAFA metrics"
 #: Least seconds between two live refreshes of the 3D "adversarial" layer.
 PREVIEW_INTERVAL = 0.4
-#: Sides of the live lens's cube offered (voxels of the model grid).
-LENS_SIDES = (32, 48, 64, 96, 128)
-#: The threat models offered (:data:`vafa.run.through.THREAT_MODELS`).
+LENS_SIDES = (32, 48, 64, 96, 128)  #: the live lens's cube sides offered (model-grid voxels)
 THROUGH_CHOICES = [("tiles (the paper)", "tiles"), ("sliding window (deployed)", "sliding-window")]
 
 

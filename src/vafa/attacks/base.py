@@ -131,12 +131,10 @@ class Attack:
     #: construction, validation, ``settings()``, the CLI flags, GUI controls and tooltips are
     #: generated from them.
     options: tuple[Option, ...] = ()
-    #: Whether the iterate after the last update is evaluated (and offered to ``keep``). Voxel
-    #: attacks: yes (PGD returns the point after its last step). VAFA: no — the published code
-    #: returns the volume of its last step, made before the last update, which it never uses.
+    #: Whether the iterate after the last update is evaluated (and offered to ``keep``): PGD
+    #: yes; VAFA no (the published code returns its last step's volume, made before the update).
     evaluates_final = True
-    #: Steps and returned iterate of attacks without ``steps`` / ``keep`` options (e.g. GN).
-    steps: int = 0
+    steps: int = 0  #: (and keep) for attacks without these options, e.g. GN
     keep: str = "last"
     #: Whether the attack has a loss to target (``targeted``); Gaussian noise has none.
     targetable = True

@@ -112,7 +112,7 @@ def _ensemble_card(folder: Path, ckpts: list[NnunetCheckpoint], paths: list[Path
     """The first fold's card (nnU-Net takes trainer, configuration and mirroring from it); for
     several folds ``kwargs["folds"]`` and the folds in the provenance."""
     cards = [nnunet_card(folder, ckpt, path) for ckpt, path in zip(ckpts, paths, strict=True)]
-    for other, path in zip(cards[1:], paths[1:], strict=False):
+    for other, path in zip(cards[1:], paths[1:], strict=True):
         if other.kwargs != cards[0].kwargs or other.roi_size != cards[0].roi_size:
             raise ValueError(f"checkpoint {path} was trained with another network than "
                              f"{paths[0]}; the folds of an ensemble must share it")  # fmt: skip
