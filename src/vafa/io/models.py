@@ -30,6 +30,7 @@ Card JSON (``card_version`` 1), written by :func:`vafa.io.checkpoints.save_card`
       "architecture": "unetr-btcv",
       "kwargs": {"img_size": [96, 96, 96], "feature_size": 16, ...},
       "in_channels": 1,
+      "channel_names": ["image"],
       "out_channels": 14,
       "class_names": ["background", "spleen", ...],
       "roi_size": [96, 96, 96],
@@ -67,6 +68,7 @@ __all__ = [
     "CARD_VERSION",
     "ModelCard",
     "build_model",
+    "check_channel_names",
     "count_parameters",
     "list_presets",
     "register_preset",
@@ -86,10 +88,15 @@ class ModelCard:
     Attributes:
         architecture: preset name, one of :func:`list_presets`.
         in_channels: number of input channels C of ``[B, C, H, W, D]`` inputs, >= 1.
+        channel_names: one unique name per input channel, in the model's order (e.g.
+            ``["T1c", "T1", "T2", "FLAIR"]``); None: ``["image"]`` for one channel, else
+            ``["channel_0", …]``.
         out_channels: number of output classes (logit channels), >= 1.
         class_names: one unique non-empty name per output channel, index 0 first.
         roi_size: patch size ``(H, W, D)`` in voxels that the model sees (sliding window / tiles).
-        intensity: intensity mapping dict, see :func:`vafa.io.intensity.mapping_from_dict`.
+        intensity: intensity mapping dict, see :func:`vafa.io.intensity.mapping_from_dict`,
+            fitted on each channel separately; or a list of such dicts, one per channel
+            (e.g. nnU-Net's CT normalisation for a CT channel, z-score for a PET channel).
         kwargs: constructor arguments overriding the preset's (JSON values). Never
             ``in_channels``/``out_channels``: those are card fields.
         spacing: voxel spacing ``(x, y, z)`` in mm that inputs are resampled to, or None to use
@@ -112,8 +119,9 @@ class ModelCard:
     out_channels: int
     class_names: list[str]
     roi_size: tuple[int, int, int]
-    intensity: dict[str, Any]
+    intensity: dict[str, Any] | list[dict[str, Any]]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    channel_names: list[str] | None = None
     spacing: tuple[float, float, float] | None = None
     orientation: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -309,7 +317,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ModelCard))
 _FIELD_ORDER = (  # order of the JSON file
-    "architecture", "kwargs", "in_channels", "out_channels", "class_names", "roi_size",
+    "architecture", "kwargs", "in_channels", "channel_names", "out_channels", "class_names",
+    "roi_size",
     "intensity", "spacing", "orientation", "provenance", "training", "inference",
 )  # fmt: skip
 _AXES = ({"L", "R"}, {"A", "P"}, {"S", "I"})
@@ -334,12 +343,8 @@ def _validate_card(card: ModelCard) -> None:
     card.out_channels = positive_int("out_channels", card.out_channels)
     card.class_names = _class_names(card.class_names, card.out_channels)
     card.roi_size = positive_triple("roi_size", card.roi_size, int)
-    if not isinstance(card.intensity, Mapping):
-        raise TypeError(f"intensity must be a dict, got {type(card.intensity).__name__}")
-    try:
-        card.intensity = mapping_from_dict(card.intensity).to_dict()
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"intensity is invalid: {err}") from None
+    card.channel_names = check_channel_names(card.channel_names, card.in_channels)
+    card.intensity = _intensity(card.intensity, card.in_channels)
     card.kwargs = _json_dict("kwargs", card.kwargs)
     _check_kwargs(preset, card.kwargs)
     if preset.roi_check is not None:
@@ -354,19 +359,47 @@ def _validate_card(card: ModelCard) -> None:
         card.inference = Inference.from_dict(card.inference)
 
 
+def _intensity(value: Any, in_channels: int) -> dict[str, Any] | list[dict[str, Any]]:
+    """One mapping dict (for every channel) or a list of them, one per channel; canonical."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != in_channels:
+            raise ValueError(
+                f"intensity must be one dict or a list of in_channels={in_channels} dicts, "
+                f"got a list of {len(value)}"
+            )
+        return [_intensity(v, 1) for v in value]
+    if not isinstance(value, Mapping):
+        raise TypeError(f"intensity must be a dict or a list of dicts, got {type(value).__name__}")
+    try:
+        return mapping_from_dict(value).to_dict()
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"intensity is invalid: {err}") from None
+
+
+def check_channel_names(value: Any, in_channels: int) -> list[str]:
+    """Validated input channel names; None gives ``["image"]`` or ``["channel_0", …]``."""
+    if value is None:
+        return ["image"] if in_channels == 1 else [f"channel_{i}" for i in range(in_channels)]
+    return _unique_names("channel_names", value, in_channels, "in_channels")
+
+
 def _class_names(value: Any, out_channels: int) -> list[str]:
+    return _unique_names("class_names", value, out_channels, "out_channels")
+
+
+def _unique_names(what: str, value: Any, count: int, count_name: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise TypeError(f"class_names must be a list of strings, got {value!r}")
+        raise TypeError(f"{what} must be a list of strings, got {value!r}")
     names = list(value)
     if not all(isinstance(n, str) and n.strip() for n in names):
-        raise TypeError(f"class_names must be a list of non-empty strings, got {names!r}")
-    if len(names) != out_channels:
+        raise TypeError(f"{what} must be a list of non-empty strings, got {names!r}")
+    if len(names) != count:
         raise ValueError(
-            f"class_names must have out_channels={out_channels} entries, got {len(names)}: {names}"
+            f"{what} must have {count_name}={count} entries, got {len(names)}: {names}"
         )
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"class_names must be unique, got duplicates {dupes}")
+        raise ValueError(f"{what} must be unique, got duplicates {dupes}")
     return names
 
 
