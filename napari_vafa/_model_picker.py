@@ -1,26 +1,37 @@
 """Model choice shared by the plugin's widgets: a bundled model, a weights file or a model
 folder (a MONAI bundle or an nnU-Net v2 result folder), and a device.
 
-:class:`ModelPicker` owns five magicgui controls (``model_source``, ``weights``, ``card_file``,
-``card_preset``, ``device``) that a host widget places in its own form, and turns them into a
-:class:`napari_vafa._worker.ModelSpec`. For a model folder, ``weights`` picks a folder and the
-card controls hide (the folder describes itself); an nnU-Net folder gives its fold 0 (or its only
-fold) and ``checkpoint_final.pth`` — the CLI's ``--fold``/``--checkpoint`` choose others.
+:class:`ModelPicker` owns seven magicgui controls (``model_source``, ``weights``, ``fold``,
+``checkpoint``, ``card_preset``, ``card_file``, ``device``) that a host widget places in its own
+form (``fold`` and ``checkpoint`` go right after ``weights`` by themselves when the host does not
+place them), and turns them into a :class:`napari_vafa._worker.ModelSpec`. For a model folder,
+``weights`` picks a folder and the card controls hide (the folder describes itself); an nnU-Net
+result folder shows ``fold`` (its folds, ``all``, and the ensemble of its numbered folds when it
+has several) and ``checkpoint`` (those the chosen fold holds), as the CLI's ``--fold`` and
+``--checkpoint`` with the same help (:data:`vafa.io.handle.SOURCE_HELP`) and defaults.
 ``use_weights`` selects a file in one call (how the VAFT widget hands a freshly trained model
 to the attack widget).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, FileEdit
+from magicgui.widgets import ComboBox, Container, FileEdit
 
 if TYPE_CHECKING:
     from napari_vafa._worker import ModelSpec
 
-__all__ = ["BUNDLED_LABELS", "WEIGHTS_FILE", "ModelPicker", "path_or_none"]
+__all__ = [
+    "BUNDLED_LABELS",
+    "WEIGHTS_FILE",
+    "ModelPicker",
+    "nnunet_checkpoint_choices",
+    "nnunet_fold_choices",
+    "path_or_none",
+]
 
 #: Combo label of each bundled model (keys of :data:`vafa.io.data.BUNDLED_MODELS`).
 BUNDLED_LABELS = {
@@ -31,6 +42,8 @@ WEIGHTS_FILE = "weights file"
 MODEL_FOLDER = "model folder (MONAI bundle or nnU-Net)"
 #: Card combo entry meaning "the card file beside the weights, or the file chosen below".
 CARD_FILE = "card file (beside the weights or chosen)"
+#: Fold combo entry of an nnU-Net folder's numbered folds together (the mean of their logits).
+ENSEMBLE = "ensemble of all folds"
 
 
 class ModelPicker:
@@ -45,15 +58,18 @@ class ModelPicker:
             ``"file"``) and ``"model folder"`` (value ``"folder"``).
         weights, card_file: file pickers shown for ``"weights file"``; ``weights`` picks a
             folder for ``"model folder"``.
+        fold, checkpoint: an nnU-Net result folder's fold (``"0"``, ``"all"``, ``"0,1"`` for
+            an ensemble) and checkpoint (``"final"``, ``"best"``); shown for such a folder only.
         card_preset: ``"file"`` (the card file) or a preset name (e.g. ``"unetr-btcv"``): the card of a
             preset instead of a file, for checkpoints that come without one.
         device: device combo.
     """
 
-    NAMES = ("model_source", "weights", "card_preset", "card_file", "device")
+    NAMES = ("model_source", "weights", "fold", "checkpoint", "card_preset", "card_file", "device")
 
     def __init__(self, devices: list[str]) -> None:
         from vafa.io.data import bundled_models
+        from vafa.io.handle import SOURCE_HELP
         from vafa.io.models import list_presets
         from vafa.io.state_dicts import CHECKPOINT_SUFFIXES
 
@@ -64,6 +80,10 @@ class ModelPicker:
         )
         suffixes = " ".join(f"*{suffix}" for suffix in CHECKPOINT_SUFFIXES)
         self.weights = FileEdit(label="weights", mode="r", filter=suffixes)
+        self.fold = ComboBox(label="fold", choices=[], tooltip=SOURCE_HELP["fold"])
+        self.checkpoint = ComboBox(
+            label="checkpoint", choices=[], tooltip=SOURCE_HELP["checkpoint"]
+        )
         self.card_preset = ComboBox(
             label="card",
             choices=[(CARD_FILE, "file"), *((name, name) for name in list_presets())],
@@ -71,9 +91,11 @@ class ModelPicker:
         )
         self.card_file = FileEdit(label="card (optional)", mode="r", filter="*.json")
         self.device = ComboBox(label="device", choices=devices, value=devices[0])
-        self.model_source.changed.connect(self.update_visibility)
+        self.model_source.changed.connect(self._read_folder)
+        self.weights.changed.connect(self._read_folder)
+        self.fold.changed.connect(self._read_checkpoints)
         self.card_preset.changed.connect(self.update_visibility)
-        self.update_visibility()
+        self._read_folder()
 
     @property
     def widgets(self) -> tuple[Any, ...]:
@@ -86,8 +108,10 @@ class ModelPicker:
         self.weights.visible = source in ("file", "folder")
         self.weights.mode = "d" if source == "folder" else "r"
         self.weights.label = "folder" if source == "folder" else "weights"
+        self.fold.visible = self.checkpoint.visible = self._nnunet_folder() is not None
         self.card_preset.visible = from_file
         self.card_file.visible = from_file and self.card_preset.value == "file"
+        self._place_beside_weights()
 
     def use_weights(self, weights: str | Path, card: str | Path | None = None) -> None:
         """Select a weights file (and optionally its card) as the model."""
@@ -101,11 +125,13 @@ class ModelPicker:
 
     def spec(self) -> ModelSpec:
         """The chosen model as a :class:`ModelSpec` (a model folder is a ``"file"`` spec whose
-        weights are the folder: the library recognises it).
+        weights are the folder: the library recognises it; an nnU-Net folder's with its fold
+        and checkpoint).
 
         Raises:
-            ValueError: no weights file chosen, the weights/card file does not exist, or a
-                folder that is neither a MONAI bundle nor an nnU-Net result folder.
+            ValueError: no weights file chosen, the weights/card file does not exist, a folder
+                that is neither a MONAI bundle nor an nnU-Net result folder, or an nnU-Net fold
+                without the chosen checkpoint (the checkpoint combo then lists what is there).
         """
         from napari_vafa._worker import ModelSpec
 
@@ -117,7 +143,13 @@ class ModelPicker:
         if weights is None:
             raise ValueError(f"choose a {'model folder' if source == 'folder' else 'weights file'}")
         if source == "folder" or weights.is_dir():
-            return ModelSpec("file", weights=_model_folder(weights), device=device)
+            folder = _model_folder(weights)
+            if self._nnunet_folder() != folder:
+                return ModelSpec("file", weights=folder, device=device)
+            fold, checkpoint = self._nnunet_choice(folder)
+            return ModelSpec(
+                "file", weights=folder, fold=fold, checkpoint=checkpoint, device=device
+            )
         if not weights.is_file():
             raise ValueError(f"weights file not found: {weights}")
         if self.card_preset.value != "file":
@@ -126,6 +158,102 @@ class ModelPicker:
         if card is not None and not card.is_file():
             raise ValueError(f"model card file not found: {card}")
         return ModelSpec("file", weights=weights, card=card, device=device)
+
+    # ------------------------------------------------------------------ nnU-Net folds
+    def _nnunet_folder(self) -> Path | None:
+        """The chosen nnU-Net result folder, or None (another source, kind or no folder)."""
+        from vafa.io.nnunet import is_nnunet_folder
+
+        path = path_or_none(self.weights.value)
+        if self.model_source.value not in ("file", "folder") or path is None:
+            return None
+        return path if path.is_dir() and is_nnunet_folder(path) else None
+
+    def _read_folder(self, *_: Any) -> None:
+        """Offer the folds of the chosen nnU-Net folder (keeping the chosen one if there)."""
+        folder = self._nnunet_folder()
+        choices = [] if folder is None else nnunet_fold_choices(folder)
+        values = [value for _, value in choices]
+        keep = self.fold.value if self.fold.value in values else None
+        self.fold.choices = choices
+        if values:
+            self.fold.value = keep or ("0" if "0" in values else values[0])
+        self._read_checkpoints()
+
+    def _read_checkpoints(self, *_: Any) -> None:
+        """Offer the checkpoints the chosen fold holds (the CLI's default first choice)."""
+        folder, fold = self._nnunet_folder(), self.fold.value
+        choices = [] if folder is None or fold is None else nnunet_checkpoint_choices(folder, fold)
+        values = [value for _, value in choices]
+        keep = self.checkpoint.value if self.checkpoint.value in values else None
+        self.checkpoint.choices = choices
+        if values:
+            self.checkpoint.value = keep or ("final" if "final" in values else values[0])
+        self.update_visibility()
+
+    def _nnunet_choice(self, folder: Path) -> tuple[str, str]:
+        """The chosen ``(fold, checkpoint)``, checked against the files now there."""
+        from vafa.io.nnunet import CHECKPOINTS
+
+        fold, checkpoint = self.fold.value, self.checkpoint.value
+        if fold is None:
+            raise ValueError(f"{folder}: no fold_* folder (nothing trained here)")
+        for name in fold.split(","):
+            fold_dir = folder / f"fold_{name}"
+            path = fold_dir / CHECKPOINTS[checkpoint or "final"]
+            if not path.is_file():
+                self._read_folder()  # the combos show what is there now
+                there = ", ".join(sorted(p.name for p in fold_dir.glob("checkpoint_*.pth")))
+                raise ValueError(
+                    f"{path}: no such checkpoint (in {fold_dir.name}: {there or 'none'})"
+                )
+        return fold, checkpoint or "final"
+
+    def _place_beside_weights(self) -> None:
+        """Put ``fold`` and ``checkpoint`` right after ``weights`` in the host's form, once, when
+        the host placed ``weights`` but not them."""
+        if self.fold.native.parent() is not None:
+            return
+        native = self.weights.native.parent()
+        while native is not None:
+            host = getattr(native, "_magic_widget", None)
+            # the first magicgui container holding ``weights`` that is not its label row
+            if isinstance(host, Container) and not hasattr(host, "_inner_widget"):
+                at = next((i for i, w in enumerate(host) if w is self.weights), None)
+                if at is not None:
+                    host.insert(at + 1, self.fold)
+                    host.insert(at + 2, self.checkpoint)
+                    return
+            native = native.parent()
+
+
+def nnunet_fold_choices(folder: Path) -> list[tuple[str, str]]:
+    """``(label, value)`` of the folds of an nnU-Net result folder: ``fold_0``, ``fold_1``, …,
+    ``fold_all`` and, with several numbered folds, their ensemble (value ``"0,1,…"``, the folds
+    nnU-Net's predictor ensembles by default)."""
+    names = [p.name.removeprefix("fold_") for p in folder.glob("fold_*") if p.is_dir()]
+    names = sorted(
+        (n for n in names if re.fullmatch(r"\d+|all", n)),
+        key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0),
+    )
+    choices = [(f"fold_{name}", name) for name in names]
+    numbered = [name for name in names if name.isdigit()]
+    if len(numbered) > 1:
+        choices.append((f"{ENSEMBLE} ({', '.join(numbered)})", ",".join(numbered)))
+    return choices
+
+
+def nnunet_checkpoint_choices(folder: Path, fold: str) -> list[tuple[str, str]]:
+    """``(file name, value)`` of the checkpoints (:data:`vafa.io.nnunet.CHECKPOINTS`) that every
+    fold of ``fold`` (``"1"``, ``"all"``, ``"0,1"``) holds in ``folder``."""
+    from vafa.io.nnunet import CHECKPOINTS
+
+    folds = fold.split(",")
+    return [
+        (name, key)
+        for key, name in CHECKPOINTS.items()
+        if all((folder / f"fold_{f}" / name).is_file() for f in folds)
+    ]
 
 
 def _model_folder(path: Path) -> Path:

@@ -74,12 +74,16 @@ class ModelSpec:
             or ``"file"``.
         card: with ``"file"``: a card file, a preset name, or None (the card beside the
             weights).
+        fold, checkpoint: an nnU-Net result folder's, as the CLI's ``--fold``/``--checkpoint``
+            (:class:`~vafa.io.handle.ModelSource`); None: the library's default.
     """
 
     source: str = "demo"
     weights: Path | None = None
     card: Path | str | None = None  # a card file, or a preset name
     device: str = "auto"
+    fold: str | None = None
+    checkpoint: str | None = None
 
     def handle(self):
         """The library's :class:`~vafa.io.handle.ModelSource` of this choice."""
@@ -89,10 +93,13 @@ class ModelSpec:
             return ModelSource(self.source)
         if self.weights is None:
             raise ValueError("choose a weights file (or a bundled model)")
-        return ModelSource(self.weights, card=self.card)
+        return ModelSource(self.weights, card=self.card, fold=self.fold, checkpoint=self.checkpoint)
 
     def describe(self) -> str:
-        return f"bundled {self.source} model" if self.source != "file" else str(self.weights)
+        if self.source != "file":
+            return f"bundled {self.source} model"
+        parts = [f"{k} {v}" for k, v in (("fold", self.fold), ("checkpoint", self.checkpoint)) if v]
+        return f"{self.weights} ({', '.join(parts)})" if parts else str(self.weights)
 
 
 @dataclass
