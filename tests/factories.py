@@ -217,6 +217,38 @@ def write_case(folder: Path, name: str, seed: int, max_label: int | None = None)
     return {"image": f"{name}_img.nii.gz", "label": f"{name}_lab.nii.gz"}
 
 
+#: Scale and offset of each synthetic MRI channel (arbitrary units that differ per channel).
+MRI_UNITS = ((900.0, 100.0), (40.0, -7.0), (3.0, 0.5), (250.0, 1000.0))
+
+
+def mri_case(seed: int, channels: int = 4, size: int = 24) -> tuple[list[np.ndarray], np.ndarray]:
+    """``([channel float32 …], labels uint8)``: :func:`blob_case`'s blobs seen by
+    ``channels`` co-registered sequences, each in its own units (:data:`MRI_UNITS`) with its own
+    noise."""
+    hu, seg = blob_case(seed, size)
+    rng = np.random.default_rng(seed)
+    unit = (hu + 175.0) / 400.0
+    arrays = [
+        (unit * scale + offset + rng.normal(0, 0.05 * scale, unit.shape)).astype(np.float32)
+        for scale, offset in MRI_UNITS[:channels]
+    ]
+    return arrays, seg
+
+
+def write_mri_case(folder: Path, name: str, seed: int, layout: str, channels: int = 4) -> dict:
+    """:func:`mri_case` saved as one 4D file (``layout="4d"``, channels last) or one file per
+    channel (``"files"``: ``{name}_0000.nii.gz`` …), plus labels; its datalist entry."""
+    arrays, seg = mri_case(seed, channels)
+    save_nifti(folder / f"{name}_lab.nii.gz", seg)
+    if layout == "4d":
+        save_nifti(folder / f"{name}_img.nii.gz", np.stack(arrays, axis=-1))
+        return {"image": f"{name}_img.nii.gz", "label": f"{name}_lab.nii.gz"}
+    files = [f"{name}_{c:04d}.nii.gz" for c in range(channels)]
+    for file, array in zip(files, arrays, strict=True):
+        save_nifti(folder / file, array)
+    return {"image": files, "label": f"{name}_lab.nii.gz"}
+
+
 def write_datalist(folder: Path, cases: int = 3, training: int = 2) -> Path:
     """``folder/datalist.json`` over ``cases`` blob cases (seeds 0, 1, …): the first
     ``training`` for training, the rest for validation."""

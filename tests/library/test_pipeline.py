@@ -311,7 +311,7 @@ def test_write_outcome_never_overwrites_an_input(outcome, tmp_path):
 
 
 def test_write_outcome_leaves_nothing_on_failure(outcome, tmp_path, monkeypatch):
-    real = outcome_files.save_volume
+    real = outcome_files.save_image
     calls = []
 
     def flaky(volume, path, **kwargs):
@@ -320,7 +320,7 @@ def test_write_outcome_leaves_nothing_on_failure(outcome, tmp_path, monkeypatch)
             raise OSError("disk full")
         return real(volume, path, **kwargs)
 
-    monkeypatch.setattr(outcome_files, "save_volume", flaky)
+    monkeypatch.setattr(outcome_files, "save_image", flaky)
     out = tmp_path / "new"
     with pytest.raises(OSError, match="disk full"):
         write_outcome(outcome, out)

@@ -47,9 +47,11 @@ from vafa.ops.messages import did_you_mean
 
 __all__ = [
     "CTWindow",
+    "ChannelWindows",
     "IntensityMapping",
     "PercentileScaling",
     "ZScoreWindow",
+    "fit_windows",
     "mapping_from_dict",
 ]
 
@@ -363,6 +365,70 @@ def mapping_from_dict(d: Mapping[str, Any]) -> IntensityMapping:
         if required and key not in kwargs:
             raise ValueError(f"field {key!r} is required for type {kind!r}, got fields {sorted(d)}")
     return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ChannelWindows:
+    """One fitted :class:`CTWindow` per channel of a ``[C, …]`` array (channel-first).
+
+    ``forward``/``inverse`` apply each channel's window to its own slice, so every channel
+    keeps the exact-inverse guarantees of :meth:`CTWindow.inverse`.
+    """
+
+    windows: tuple[CTWindow, ...]
+
+    def forward(self, array: np.ndarray) -> np.ndarray:
+        """``[C, …]`` file units → float32 ``[C, …]`` in [0, 1]."""
+        self._check(array, "array")
+        return np.stack([w.forward(a) for w, a in zip(self.windows, array, strict=True)])
+
+    def inverse(self, mapped: np.ndarray, original: np.ndarray) -> np.ndarray:
+        """``[C, …]`` model range → file units, per channel as :meth:`CTWindow.inverse`."""
+        self._check(original, "original")
+        return np.stack(
+            [w.inverse(m, o) for w, m, o in zip(self.windows, mapped, original, strict=True)]
+        )
+
+    @property
+    def widths(self) -> np.ndarray:
+        """float64 ``[C]``: each window's ``a_max − a_min`` (file units per [0, 1] unit)."""
+        return np.array([w.a_max - w.a_min for w in self.windows])
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """One window dict per channel."""
+        return [w.to_dict() for w in self.windows]
+
+    def _check(self, array: np.ndarray, name: str) -> None:
+        _check_array(name, array)
+        if array.shape[0] != len(self.windows):
+            raise ValueError(
+                f"{name} must have {len(self.windows)} channels first, got shape {array.shape}"
+            )
+
+
+def fit_windows(
+    intensity: Mapping[str, Any] | list[Mapping[str, Any]], array: np.ndarray, channels: bool
+) -> CTWindow | ChannelWindows:
+    """The concrete window(s) of a card's ``intensity`` for ``array``.
+
+    Args:
+        intensity: one mapping dict (fitted on each channel separately) or one per channel.
+        array: ``[I, J, K]`` (``channels`` False) or ``[C, I, J, K]`` in file units.
+        channels: whether ``array`` has a leading channel axis.
+
+    Returns:
+        A :class:`CTWindow` for a one-channel array, else :class:`ChannelWindows`.
+    """
+    if not channels:
+        if not isinstance(intensity, Mapping):
+            intensity = intensity[0]
+        return mapping_from_dict(intensity).fit(array)
+    dicts = [intensity] * len(array) if isinstance(intensity, Mapping) else list(intensity)
+    if len(dicts) != len(array):
+        raise ValueError(f"{len(dicts)} intensity mappings for {len(array)} channels")
+    return ChannelWindows(
+        tuple(mapping_from_dict(d).fit(a) for d, a in zip(dicts, array, strict=True))
+    )
 
 
 # name → class, and per type: field name → required

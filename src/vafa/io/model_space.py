@@ -1,8 +1,9 @@
 """File units ↔ model space: a volume prepared for the model a card describes.
 
-* :func:`to_model_space` turns a :class:`~vafa.io.volume.Volume` (e.g. CT in HU) into the model's
-  input: resampled/reoriented to the card's spacing and orientation (when they differ), mapped
-  to [0, 1] by the card's intensity mapping fitted on this volume — a :class:`ModelInput`.
+* :func:`to_model_space` turns a :class:`~vafa.io.volume.Volume` (e.g. CT in HU) or a
+  multi-channel :class:`~vafa.io.channels.Channels` image into the model's input:
+  resampled/reoriented to the card's spacing and orientation (when they differ), mapped to
+  [0, 1] by the card's intensity mapping fitted on each channel — a :class:`ModelInput`.
 * :func:`labels_to_model_space` brings a label map onto the same grid.
 * :func:`from_model_space` maps a [0, 1] model-space tensor back to file units, on the model
   grid or on the input's grid. Voxels the tensor leaves unchanged get their exact input values.
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vafa.io.intensity import CTWindow, mapping_from_dict
+from vafa.io.channels import Channels
+from vafa.io.intensity import ChannelWindows, CTWindow, fit_windows
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume, resample_like, resample_to
 
@@ -36,29 +38,46 @@ class ModelInput:
     """A volume prepared for a model (see :func:`to_model_space`).
 
     Attributes:
-        tensor: ``[1, 1, H, W, D]`` float32 CPU tensor in [0, 1] on the model grid.
-        grid: the model-grid volume in file units (e.g. HU); ``source`` itself when no
+        tensor: ``[1, C, H, W, D]`` float32 CPU tensor in [0, 1] on the model grid.
+        grid: the model-grid image in file units (e.g. HU); ``source`` itself when no
             resampling was needed.
-        source: the input volume.
+        source: the input image (a Volume, or Channels for a multi-channel model).
         mapping: the intensity window fitted on ``grid`` (a :class:`~vafa.io.intensity.CTWindow`;
-            for percentile scaling, the window of this volume's percentiles).
+            for percentile scaling, the window of this volume's percentiles); for Channels, a
+            :class:`~vafa.io.intensity.ChannelWindows` (one window per channel).
         resampled: whether ``grid`` differs from ``source`` (spacing or orientation).
         card: the model card used.
     """
 
     tensor: torch.Tensor
-    grid: Volume
-    source: Volume
-    mapping: CTWindow
+    grid: Volume | Channels
+    source: Volume | Channels
+    mapping: CTWindow | ChannelWindows
     resampled: bool
     card: ModelCard
+
+    @property
+    def channels(self) -> bool:
+        """Whether the image has a channel axis (a :class:`~vafa.io.channels.Channels`)."""
+        return isinstance(self.grid, Channels)
+
+    def batch(self, array: np.ndarray) -> torch.Tensor:
+        """``[H, W, D]`` (or ``[C, H, W, D]`` for Channels) → ``[1, C, H, W, D]`` tensor."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return tensor[None] if self.channels else tensor[None, None]
+
+    def unbatch(self, tensor: torch.Tensor) -> np.ndarray:
+        """``[1, C, H, W, D]`` → float32 ``[H, W, D]`` (or ``[C, H, W, D]`` for Channels)."""
+        arr = tensor.detach().cpu().numpy()
+        return np.asarray(arr[0] if self.channels else arr[0, 0], dtype=np.float32)
 
 
 def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) -> ModelInput:
     """Prepare a volume for the model a card describes.
 
     Args:
-        volume: single-channel image in file units (e.g. HU).
+        volume: image in file units (e.g. HU): a Volume for a one-channel model, a
+            :class:`~vafa.io.channels.Channels` with ``card.in_channels`` channels otherwise.
         card: the model card; ``spacing``/``orientation`` (if set) give the model grid and
             ``intensity`` the mapping to [0, 1].
         resample: reorient/resample (trilinear) to the card's grid when it differs; False uses
@@ -68,19 +87,26 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
         :class:`ModelInput`.
 
     Raises:
-        TypeError: ``volume`` is not a Volume or ``card`` not a ModelCard.
-        ValueError: the card expects more than one input channel, or the intensity mapping
+        TypeError: ``volume`` is not a Volume or Channels, or ``card`` not a ModelCard.
+        ValueError: the channel count differs from the card's, or the intensity mapping
             cannot be fitted (e.g. percentile scaling of a constant volume).
     """
-    if not isinstance(volume, Volume):
-        raise TypeError(f"volume must be a vafa.io.volume.Volume, got {type(volume).__name__}")
+    if not isinstance(volume, (Volume, Channels)):
+        raise TypeError(
+            f"volume must be a vafa.io.volume.Volume or vafa.io.channels.Channels, got "
+            f"{type(volume).__name__}"
+        )
     if not isinstance(card, ModelCard):
         raise TypeError(f"card must be a vafa.io.models.ModelCard, got {type(card).__name__}")
-    if card.in_channels != 1:
-        raise ValueError(f"card.in_channels must be 1 for a single volume, got {card.in_channels}")
+    count = len(volume) if isinstance(volume, Channels) else 1
+    if count != card.in_channels:
+        names = ", ".join(card.channel_names or [])
+        raise ValueError(
+            f"the model takes {card.in_channels} channel(s) ({names}), the image has {count}"
+        )
     grid = volume
     if resample:
-        grid = resample_to(volume, spacing=card.spacing, orientation=card.orientation)
+        grid = _per_channel(resample_to, volume, spacing=card.spacing, orientation=card.orientation)
     elif _grid_differs(volume, card):
         warnings.warn(
             f"volume spacing {_fmt(volume.spacing)} mm / orientation {volume.orientation} "
@@ -89,9 +115,21 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
             UserWarning,
             stacklevel=2,
         )
-    mapping = mapping_from_dict(card.intensity).fit(grid.array)
-    tensor = torch.from_numpy(mapping.forward(grid.array))[None, None]
+    channels = isinstance(grid, Channels)
+    array = grid.array
+    mapping = fit_windows(card.intensity, array, channels)
+    tensor = torch.from_numpy(mapping.forward(array))
+    tensor = tensor[None] if channels else tensor[None, None]
     return ModelInput(tensor, grid, volume, mapping, grid is not volume, card)
+
+
+def _per_channel(fn, image: Volume | Channels, *args, **kwargs) -> Volume | Channels:
+    """``fn(volume, …)`` on a Volume, or on each channel of a Channels (unchanged: itself)."""
+    if not isinstance(image, Channels):
+        return fn(image, *args, **kwargs)
+    out = image.map(lambda v: fn(v, *args, **kwargs))
+    same = all(a is b for a, b in zip(out.volumes, image.volumes, strict=True))
+    return image if same else out
 
 
 def labels_to_model_space(labels: Volume, model_input: ModelInput) -> torch.Tensor:
@@ -142,7 +180,7 @@ def from_model_space(
     model-grid volume bit for bit, clipped voxels included.
 
     Args:
-        tensor01: ``[1, 1, H, W, D]`` or ``[H, W, D]`` on the model grid.
+        tensor01: ``[1, C, H, W, D]`` or ``[H, W, D]`` (``[C, H, W, D]``) on the model grid.
         model_input: from :func:`to_model_space`.
         resample_back: return the result on the input's grid: the difference to the model-grid
             volume is resampled (trilinear) and added to the input, so unchanged voxels keep
@@ -154,16 +192,21 @@ def from_model_space(
     Raises:
         ValueError: wrong shape.
     """
-    on_grid = units_on_grid(_as_grid_array(tensor01, model_input.grid.shape), model_input)
+    shape = model_input.grid.shape
+    if model_input.channels:
+        shape = (len(model_input.grid), *shape)
+    on_grid = units_on_grid(_as_grid_array(tensor01, shape), model_input)
     return back_to_source(on_grid, model_input) if resample_back else on_grid
 
 
 def units_on_grid(arr: np.ndarray, model_input: ModelInput) -> Volume:
-    """[0, 1] model-grid array → file units on the model grid (unchanged voxels exact)."""
+    """[0, 1] model-grid array (``[H, W, D]``, or ``[C, H, W, D]`` for Channels) → file
+    units on the model grid (unchanged voxels exact)."""
     grid = model_input.grid
-    units = model_input.mapping.inverse(arr, grid.array)
-    same = arr == model_input.tensor[0, 0].numpy()
-    units[same] = grid.array[same]
+    original = grid.array
+    units = model_input.mapping.inverse(arr, original)
+    same = arr == model_input.unbatch(model_input.tensor)
+    units[same] = original[same]
     return grid.with_array(units)
 
 
@@ -172,19 +215,25 @@ def back_to_source(on_grid: Volume, model_input: ModelInput) -> Volume:
     if not model_input.resampled:
         return on_grid
     source = model_input.source
-    delta = resample_like(on_grid.with_array(on_grid.array - model_input.grid.array), source)
+    change = on_grid.with_array(on_grid.array - model_input.grid.array)
+    if isinstance(source, Channels):
+        delta = change.map(lambda v: resample_like(v, source.volumes[0]))
+    else:
+        delta = resample_like(change, source)
     return source.with_array(source.array + delta.array)
 
 
-def _as_grid_array(value, shape: tuple[int, int, int], name: str = "tensor01") -> np.ndarray:
+def _as_grid_array(value, shape: tuple[int, ...], name: str = "tensor01") -> np.ndarray:
+    """``[1, 1, H, W, D]``/``[H, W, D]`` (or ``[1, C, H, W, D]``/``[C, H, W, D]``) → numpy."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(value)}")
-    if value.shape == (1, 1, *shape):
-        value = value[0, 0]
+    batched = (1, *shape) if len(shape) == 4 else (1, 1, *shape)
+    if value.shape == batched:
+        value = value.reshape(shape)
     if value.shape != shape:
-        raise ValueError(f"{name} must have shape [1, 1, {shape}] or {shape}, got {value.shape}")
+        raise ValueError(f"{name} must have shape {list(batched)} or {shape}, got {value.shape}")
     return np.asarray(value, dtype=np.float32)
 
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from vafa.io.channels import Channels, channel_paths, save_image
 from vafa.io.files import atomic_write, json_ready
-from vafa.io.volume import same_file, save_volume
+from vafa.io.volume import same_file
 
 __all__ = ["OUTCOME_FILES", "write_outcome", "write_volumes"]
 
@@ -57,7 +58,8 @@ def write_outcome(
         protect: more paths that must never be written.
 
     Returns:
-        ``{field: path}`` of the written files.
+        ``{field: path}`` of the written files (a multi-channel image stored as one file per
+        channel is written beside ``path``, as :func:`vafa.io.channels.channel_paths` names).
 
     Raises:
         FileExistsError: a file exists and ``overwrite`` is False (nothing is written).
@@ -90,7 +92,8 @@ def write_volumes(
     CLI, the napari export and the Slicer modules.
 
     Volumes keep the source's units, affine and header; predictions are uint8 (int16 beyond 255
-    classes), the rest float32.
+    classes), the rest float32. A multi-channel image is written as its input came: one 4D
+    file at the path, or one file per channel (:func:`vafa.io.channels.channel_paths`).
 
     Args:
         outcome: a :class:`vafa.run.pipeline.AttackOutcome` (read: the volume fields named in
@@ -103,20 +106,33 @@ def write_volumes(
         FileExistsError: a target exists and ``overwrite`` is False (nothing is written).
         ValueError: a target is an input or protected file, or names an empty field.
     """
-    paths = {key: Path(path) for key, path in targets.items()}
     forbidden = [Path(p) for p in (*outcome.inputs, *protect) if p]
-    for key, path in paths.items():
+    jobs = {}
+    for key, path in targets.items():
         if key != "metrics" and getattr(outcome, key) is None:
             raise ValueError(f"this outcome has no {key}")
+        jobs.update(_jobs(outcome, key, Path(path)))
+    for path in jobs:
         if any(same_file(path, p) for p in forbidden):
             raise ValueError(f"refusing to write {path}: it is an input file")
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
     if make_folder:
-        for path in paths.values():
+        for path in jobs:
             path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write({path: partial(_write_one, outcome, key) for key, path in paths.items()})
-    return list(paths.values())
+    atomic_write(jobs)
+    return list(jobs)
+
+
+def _jobs(outcome: Any, key: str, path: Path) -> dict[Path, Any]:
+    """``{file: writer(tmp)}`` of one field: one file, or one per channel of a "files" image."""
+    value = None if key == "metrics" else getattr(outcome, key)
+    if isinstance(value, Channels) and value.layout == "files":
+        return {
+            p: partial(_write_volume, outcome, key, v)
+            for p, v in zip(channel_paths(path, len(value)), value.volumes, strict=True)
+        }
+    return {path: partial(_write_one, outcome, key)}
 
 
 def _write_one(outcome: Any, key: str, tmp: Path) -> None:
@@ -128,8 +144,11 @@ def _write_one(outcome: Any, key: str, tmp: Path) -> None:
         }
         tmp.write_text(json.dumps(json_ready(doc), indent=2, allow_nan=False) + "\n", "utf-8")
         return
-    volume = getattr(outcome, key)
+    _write_volume(outcome, key, getattr(outcome, key), tmp)
+
+
+def _write_volume(outcome: Any, key: str, volume: Any, tmp: Path) -> None:
     dtype = np.float32
     if key.endswith("prediction"):
         dtype = np.uint8 if float(volume.array.max()) <= 255 else np.int16
-    save_volume(volume, tmp, dtype=dtype, overwrite=True, protect=outcome.inputs)
+    save_image(volume, tmp, dtype=dtype, overwrite=True, protect=outcome.inputs)

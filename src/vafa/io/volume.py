@@ -36,9 +36,9 @@ _SAVE_DTYPES = tuple(
     np.dtype(t) for t in (np.float32, np.float64, np.uint8, np.int8, np.uint16, np.int16, np.int32)
 )
 _MODES = ("bilinear", "nearest")
-_AFFINE_ATOL = 1e-3
+AFFINE_ATOL = 1e-3
 # what nibabel/gzip raise on unreadable, corrupt or truncated files
-_READ_ERRORS = (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError)
+READ_ERRORS = (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError)
 
 
 @dataclass(eq=False)
@@ -154,13 +154,13 @@ def load_volume(path: str | os.PathLike) -> Volume:
             format); not 3D; an empty axis; NaN/Inf voxels; a non-numeric data type.
     """
     path = Path(path)
-    _check_suffix(path)
+    check_suffix(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     try:
         img = nib.load(path)
         dtype = img.get_data_dtype()
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise ValueError(f"{path} is not a readable NIfTI file: {err}") from err
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
         raise ValueError(f"{path} must be a NIfTI image, got {type(img).__name__}")
@@ -169,7 +169,7 @@ def load_volume(path: str | os.PathLike) -> Volume:
     shape = _squeezed_shape(path, img.shape)
     try:
         data = img.get_fdata(dtype=np.float32).reshape(shape)
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise ValueError(f"{path} is not a readable NIfTI file (corrupt data): {err}") from err
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if bad:
@@ -211,9 +211,9 @@ def load_labels(path: str | os.PathLike, like: Volume, max_classes: int | None =
         raise ValueError(
             f"{labels.source}: labels must have the image's shape {like.shape}, got {labels.shape}"
         )
-    if not np.allclose(labels.affine, like.affine, atol=_AFFINE_ATOL):
+    if not np.allclose(labels.affine, like.affine, atol=AFFINE_ATOL):
         raise ValueError(
-            f"{labels.source}: labels must have the image's affine (atol {_AFFINE_ATOL}), got "
+            f"{labels.source}: labels must have the image's affine (atol {AFFINE_ATOL}), got "
             f"{labels.affine.tolist()} vs image {like.affine.tolist()}"
         )
     arr = labels.array
@@ -249,7 +249,8 @@ def save_volume(
     hidden temporary file in the same folder, then renamed; on any failure nothing remains.
 
     Args:
-        volume: what to write.
+        volume: what to write (its ``array``, ``affine``, ``header`` and ``source`` are read;
+            :func:`vafa.io.channels.save_image` passes a 4D channels-last array this way).
         path: ``.nii`` or ``.nii.gz`` (gzip, deterministic: no name, mtime 0).
         overwrite: replace an existing file (never ``volume.source`` nor a ``protect`` path).
         dtype: on-disk type; default float32. Integer types (``np.uint8``, ``np.int16``, …, for
@@ -266,7 +267,7 @@ def save_volume(
         FileNotFoundError: the folder does not exist.
     """
     path = Path(path)
-    _check_suffix(path)
+    check_suffix(path)
     out_dtype = np.dtype(np.float32 if dtype is None else dtype)
     if out_dtype not in _SAVE_DTYPES:
         raise TypeError(f"dtype must be one of {[str(t) for t in _SAVE_DTYPES]}, got {out_dtype}")
@@ -354,7 +355,7 @@ def resample_like(volume: Volume, reference: Volume, mode: str = "bilinear") -> 
     """
     mode = _check_mode(mode)
     if volume.shape == reference.shape and np.allclose(
-        volume.affine, reference.affine, rtol=0, atol=_AFFINE_ATOL
+        volume.affine, reference.affine, rtol=0, atol=AFFINE_ATOL
     ):
         return volume
     import torch
@@ -376,7 +377,7 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {getattr(value, 'dtype', '')}".strip()
 
 
-def _check_suffix(path: Path) -> None:
+def check_suffix(path: Path) -> None:
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         raise ValueError(f"path must end in .nii or .nii.gz, got {str(path)!r}")

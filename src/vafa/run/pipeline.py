@@ -26,6 +26,7 @@ from torch import nn
 
 from vafa.attacks import build_attack
 from vafa.attacks.base import Callback, StepEvent, drive
+from vafa.io.channels import Channels
 from vafa.io.model_space import (
     ModelInput,
     back_to_source,
@@ -55,7 +56,8 @@ class AttackOutcome:
 
     Attributes:
         adversarial: the attacked image (float32), on the model grid, or on the input grid
-            with ``resample_back=True``.
+            with ``resample_back=True``; a :class:`~vafa.io.channels.Channels` (same layout
+            and channel order) for a multi-channel image, each channel in its own units.
         perturbation: ``adversarial − clean`` on the same grid (float32, file units).
         clean_prediction, adversarial_prediction: sliding-window class maps (whole numbers,
             ``original_dtype`` uint8) on the same grid.
@@ -75,11 +77,11 @@ class AttackOutcome:
             :func:`vafa.io.outcome_files.write_outcome`).
     """
 
-    adversarial: Volume
-    perturbation: Volume
+    adversarial: Volume | Channels
+    perturbation: Volume | Channels
     clean_prediction: Volume
     adversarial_prediction: Volume
-    q_table: Volume | None
+    q_table: Volume | Channels | None
     metrics: OutcomeMetrics
     settings: dict[str, Any]
     history: list[dict[str, Any]]
@@ -92,7 +94,7 @@ class AttackOutcome:
 def run_attack(
     model: nn.Module,
     card: ModelCard,
-    image: Volume,
+    image: Volume | Channels,
     labels: Volume | None = None,
     *,
     attack: str = "vafa",
@@ -172,7 +174,7 @@ def run_attack(
 def iter_run_attack(
     model: nn.Module,
     card: ModelCard,
-    image: Volume,
+    image: Volume | Channels,
     labels: Volume | None = None,
     *,
     attack: str = "vafa",
@@ -211,7 +213,7 @@ def iter_run_attack(
     )
     result.settings["through"] = through
     adv01 = result.adversarial
-    adv_grid = units_on_grid(adv01[0, 0].cpu().numpy(), model_input)
+    adv_grid = units_on_grid(model_input.unbatch(adv01), model_input)
     clean_pred = _predict(model, model_input.tensor, card)
     adv_pred = _predict(model, adv01, card)
     reference = clean_pred if target is None else target
@@ -246,16 +248,16 @@ def iter_run_attack(
         cancelled=result.cancelled,
         model_input=model_input,
         adversarial01=adv01.detach().to("cpu", torch.float32),
-        inputs=tuple(v.source for v in (image, labels) if v is not None and v.source),
+        inputs=_sources(image, labels),
     )
 
 
 def evaluate(
     model: nn.Module,
     card: ModelCard,
-    image: Volume,
+    image: Volume | Channels,
     labels: Volume | None,
-    adversarial: Volume | None = None,
+    adversarial: Volume | Channels | None = None,
     device: str | torch.device = "auto",
     amp: str = "off",
 ) -> OutcomeMetrics:
@@ -298,8 +300,10 @@ def adversarial_model_input(
         TypeError: not a Volume. ValueError: another grid (both shapes named).
     """
     image, card = model_input.source, model_input.card
-    if not isinstance(adversarial, Volume):
-        raise TypeError(f"adversarial must be a Volume or None, got {type(adversarial)}")
+    if type(adversarial) is not type(image) or len(_channels(adversarial)) != len(_channels(image)):
+        raise TypeError(
+            f"adversarial must be an image like the clean one ({image!r}), got {adversarial!r}"
+        )
     if adversarial.shape != image.shape or not np.allclose(
         adversarial.affine, image.affine, atol=1e-3
     ):
@@ -309,11 +313,11 @@ def adversarial_model_input(
         )
     grid = model_input.grid
     if model_input.resampled:
-        adversarial = resample_to(adversarial, card.spacing, card.orientation)
+        adversarial = _each_channel(adversarial, resample_to, card.spacing, card.orientation)
     if adversarial.shape != grid.shape:
         raise ValueError(f"adversarial resampled to {adversarial.shape}, grid {grid.shape}")
-    adv01 = torch.from_numpy(model_input.mapping.forward(adversarial.array))[None, None]
-    return grid.with_array(adversarial.array), adv01
+    array = adversarial.array
+    return grid.with_array(array), model_input.batch(model_input.mapping.forward(array))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -381,9 +385,7 @@ def _perturbation(model_input, adv01, clean_pred, adv_pred) -> dict[str, float |
         l2=_float(M.l2(clean01, adv01)[0]),
         # the model input's change in file units (e.g. HU): linf × window width; a voxel outside
         # the window that the attack moved inside changes more in the written file
-        linf_original_units=_float(
-            M.linf(clean01, adv01)[0] * (model_input.mapping.a_max - model_input.mapping.a_min)
-        ),
+        linf_original_units=_linf_units(model_input.mapping, clean01, adv01),
         flip_rate=M.flip_rate(clean_pred, adv_pred),
     )
 
@@ -440,19 +442,44 @@ def _history(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _label_volume(pred: torch.Tensor, model_input: ModelInput, resample_back: bool) -> Volume:
     array = pred[0, 0].cpu().numpy().astype(np.float32)
-    return _nearest_on_output_grid(array, model_input, resample_back, np.uint8)
-
-
-def _q_volume(layout: torch.Tensor, model_input: ModelInput, resample_back: bool) -> Volume:
-    return _nearest_on_output_grid(layout[0, 0].numpy(), model_input, resample_back, None)
-
-
-def _nearest_on_output_grid(array, model_input: ModelInput, resample_back: bool, dtype) -> Volume:
-    """A model-grid map as a Volume, moved onto the input grid (nearest) when asked."""
-    vol = model_input.grid.with_array(array, dtype)
+    vol = _channels(model_input.grid)[0].with_array(array, np.uint8)
     if resample_back and model_input.resampled:
-        vol = resample_like(vol, model_input.source, mode="nearest")
+        vol = resample_like(vol, _channels(model_input.source)[0], mode="nearest")
     return vol
+
+
+def _q_volume(layout: torch.Tensor, model_input: ModelInput, resample_back: bool):
+    """The q-table map like the image: a Volume, or Channels (one map per channel)."""
+    vol = model_input.grid.with_array(model_input.unbatch(layout))
+    if resample_back and model_input.resampled:
+        like = _channels(model_input.source)[0]
+        vol = _each_channel(vol, lambda v: resample_like(v, like, mode="nearest"))
+    return vol
+
+
+def _channels(image: Volume | Channels) -> tuple[Volume, ...]:
+    return image.volumes if isinstance(image, Channels) else (image,)
+
+
+def _each_channel(image: Volume | Channels, fn, *args) -> Volume | Channels:
+    return image.map(lambda v: fn(v, *args)) if isinstance(image, Channels) else fn(image, *args)
+
+
+def _sources(*images: Volume | Channels | None) -> tuple[Path, ...]:
+    """The files images came from (every channel's file), for write protection."""
+    return tuple(
+        v.source for image in images if image is not None for v in _channels(image) if v.source
+    )
+
+
+def _linf_units(mapping, clean01: torch.Tensor, adv01: torch.Tensor) -> float | None:
+    """The largest change in file units (e.g. HU): per channel, linf × its window's width; a
+    voxel outside the window that the attack moved inside changes more in the written file."""
+    widths = getattr(mapping, "widths", None)
+    if widths is None:
+        widths = np.array([mapping.a_max - mapping.a_min])
+    per_channel = (adv01 - clean01).abs().flatten(2).amax(dim=2)[0].double().cpu().numpy()
+    return _float(np.max(per_channel * widths))
 
 
 def _check_model(model) -> None:
