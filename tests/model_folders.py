@@ -203,6 +203,21 @@ def run_bundle(bundle: Path, image: Path, out_dir: Path) -> np.ndarray:
     return np.moveaxis(probs, -1, 0) if probs.ndim == 4 else probs[None]
 
 
+def vafa_probabilities(model, card, path: Path, inference=None) -> np.ndarray:
+    """Softmax of vafa's clean prediction of the file ``path`` (no resampling: the file is on
+    the card's grid), ``[K, *file axes]``, with the card's own inference unless ``inference``
+    is given: what the frameworks' own inference is compared with."""
+    from vafa.io.model_space import to_model_space
+    from vafa.io.volume import load_volume
+    from vafa.run.tiling import sliding_window_predict
+
+    model_input = to_model_space(load_volume(path), card)
+    assert not model_input.resampled
+    inference = card.inference if inference is None else inference
+    logits = sliding_window_predict(model, model_input.tensor, card.roi_size, inference)
+    return torch.softmax(logits, 1)[0].numpy()
+
+
 def write_nifti(path: Path, array: np.ndarray, spacing) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(array.astype(np.float32), np.diag([*spacing, 1.0])), path)

@@ -19,31 +19,20 @@ from model_folders import (
     nnunet_plans,
     nnunet_predict,
     run_bundle,
+    vafa_probabilities,
     write_nifti,
 )
 
 from vafa.cli import main
 from vafa.io.checkpoints import load_model
 from vafa.io.inference import Inference
-from vafa.io.model_space import to_model_space
 from vafa.io.models import ModelCard
-from vafa.io.volume import load_volume
-from vafa.run.tiling import sliding_window_predict
 from vafa.run.windows import importance_map, plan_windows, window_starts, windowed_logits
 
 #: nnU-Net adds the weighted window logits in float16; probabilities agree to a few 1e-4 except
 #: where its float16 sums are coarse (:func:`_float16_steps`).
 NNUNET_ATOL = 1e-3
 BUNDLE_SPACING = (1.5, 1.5, 2.0)
-
-
-def _probabilities(model, card, path, inference=None) -> np.ndarray:
-    """Softmax of vafa's prediction, ``[K, *file axes]``."""
-    model_input = to_model_space(load_volume(path), card)
-    assert not model_input.resampled
-    inference = card.inference if inference is None else inference
-    logits = sliding_window_predict(model, model_input.tensor, card.roi_size, inference)
-    return torch.softmax(logits, 1)[0].numpy()
 
 
 # ------------------------------------------------------------------------------- nnU-Net
@@ -96,7 +85,7 @@ def test_clean_prediction_is_nnunet_predictors_with_its_defaults(case, nnunet_fo
                             use_mirroring=True)  # fmt: skip
     model, card = load_model(folder, device="cpu", fold=",".join(map(str, folds)))
     path = write_nifti(tmp_path / "case.nii.gz", image.transpose(2, 1, 0), spacing[::-1])
-    ours = _probabilities(model, card, path).transpose(0, 3, 2, 1)  # → nnU-Net's (z, y, x)
+    ours = vafa_probabilities(model, card, path).transpose(0, 3, 2, 1)  # → nnU-Net's (z, y, x)
     assert ours.shape == theirs.shape
     step = _float16_steps(card, image.shape[::-1])
     fine = step <= NNUNET_ATOL
@@ -109,7 +98,7 @@ def test_clean_prediction_is_nnunet_predictors_with_its_defaults(case, nnunet_fo
     decided = fine | (top2[1] - top2[0] > 2 * step)  # not a tie at nnU-Net's precision
     assert np.array_equal(ours.argmax(0)[decided], theirs.argmax(0)[decided])
     # the comparison can fail: vafa's former window (MONAI's, constant, no mirroring) differs
-    former = _probabilities(model, card, path, Inference()).transpose(0, 3, 2, 1)
+    former = vafa_probabilities(model, card, path, Inference()).transpose(0, 3, 2, 1)
     assert np.abs(former - theirs).max() > 0.05
 
 
@@ -204,10 +193,10 @@ def test_clean_prediction_is_monai_bundle_runs_with_its_inferer(case, tmp_path):
     image = write_noise_ct(path, shape, 0, spacing=BUNDLE_SPACING, **noise)
     theirs = run_bundle(bundle, image, tmp_path / "eval")
     model, card = load_model(bundle, device="cpu")
-    ours = _probabilities(model, card, image)
+    ours = vafa_probabilities(model, card, image)
     assert ours.shape == theirs.shape == (3, *shape)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
-    former = _probabilities(model, card, image, Inference())
+    former = vafa_probabilities(model, card, image, Inference())
     assert np.abs(former - theirs).max() > 1e-3  # the former window differs
 
 

@@ -6,9 +6,13 @@ sigma_scale=0.125, padding_mode="constant", cval=0.0, …)`` predicts a bundle's
 entry leaves out) into an :class:`~vafa.io.inference.Inference` with MONAI's window positions
 and Gaussian. Keys that change only where or how the same numbers are computed (``device``,
 ``sw_device``, ``progress``, ``cache_roi_weight_map``, ``cpu_thresh``, ``buffer_steps``,
-``buffer_dim``) are not read (nor evaluated). What vafa cannot honour is refused in one line
-naming the key: another inferer class, ``with_coord`` (the network would get window
-coordinates), a ``roi_size`` that follows the image (entries ≤ 0), an unknown key.
+``buffer_dim``) are not read, nor evaluated when they are expressions: vafa predicts on the
+device it is given (``device=``, CLI ``--device``), never the bundle's. The keys it reads may be
+expressions of a trusted bundle; their values are converted (``roi_size`` → ints,
+``overlap``/``sigma_scale``/``cval`` → floats, ``sw_batch_size`` → int). What vafa cannot
+honour is refused in one line naming the key: another inferer class, ``with_coord`` (the
+network would get window coordinates), a ``roi_size`` that follows the image (entries ≤ 0), a
+value that is not data (e.g. a device where a number belongs), an unknown key.
 
 ``cval`` is in the bundle's network units (after its intensity transform); the card's is in
 the [0, 1] units of vafa's images: ``(cval − shift) / scale`` for the first layer
@@ -20,7 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vafa.io.bundle_config import first_object, plain
 from vafa.io.inference import Inference
+from vafa.ops.messages import short_text
 
 __all__ = ["INFERER_DEFAULTS", "read_inferer"]
 
@@ -82,7 +88,11 @@ def read_inferer(
         if key not in (*INFERER_DEFAULTS, "roi_size", "with_coord"):
             raise ValueError(f"{where}: {name}: not a SlidingWindowInferer setting vafa knows "
                              f"(it honours {', '.join(['roi_size', *INFERER_DEFAULTS])})")  # fmt: skip
-        value = resolve(raw, name)
+        value = plain(resolve(raw, name))
+        found = first_object(value, name)
+        if found is not None:
+            raise ValueError(f"{where}: {found[0]} is a {type(found[1]).__name__} "
+                             f"({short_text(found[1], 60)}), not a value vafa can read")  # fmt: skip
         if key == "with_coord" and value:
             raise ValueError(f"{where}: {name} is true: the network would be given the window "
                              "coordinates, which vafa's networks do not take")  # fmt: skip

@@ -30,21 +30,27 @@ A bundle folder holds ``configs/metadata.json``, ``configs/inference.json`` (or 
 
 Safety: references (``"@network_def#channels"``) and macros are resolved as data; a Python
 expression (``"$..."``) in what vafa reads is refused unless the caller trusts the bundle
-(``trust=True``, CLI ``--trust-checkpoint``), which lets MONAI evaluate it. Weights are read
-with ``torch.load(weights_only=True)`` (:func:`vafa.io.state_dicts.read_state_dict`).
+(``trust=True``, CLI ``--trust-checkpoint``), which lets MONAI evaluate it exactly as
+``monai.bundle`` does; entries vafa does not read (a ``device``: vafa predicts on the device it
+is given; dtypes; post-processing) are never evaluated, and what MONAI returns (tensors, numpy
+values, devices, callables) is never serialised: vafa converts what it reads (spacing → floats,
+``roi_size`` → ints, …) or refuses it in one line naming the entry
+(:mod:`vafa.io.bundle_config`). Weights are read with ``torch.load(weights_only=True)``
+(:func:`vafa.io.state_dicts.read_state_dict`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from vafa.io.bundle_config import BundleConfig, ConfigEntryError, first_object
 from vafa.io.bundle_inferer import read_inferer
 from vafa.io.models import ModelCard, build_model
 from vafa.io.state_dicts import load_state_strict, read_state_dict
@@ -83,7 +89,8 @@ def load_bundle(
 
     Args:
         folder: the bundle folder (``configs/``, ``models/``).
-        device: ``"auto"``, ``"cpu"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`:
+            vafa chooses the device; the bundle's own ``device`` entries are not read.
         trust: let MONAI evaluate the bundle's Python expressions (``"$..."``) where vafa needs
             their value, and allow pickled objects in the weights. Only for trusted bundles.
 
@@ -168,77 +175,9 @@ def bundle_card(folder: str | os.PathLike, *, trust: bool = False) -> ModelCard:
 # ----------------------------------------------------------------------------- reading
 
 
-class _BundleReader:
-    """Reads the parts of a bundle config that vafa needs, resolving references as data."""
-
-    def __init__(self, folder: Path, config: Path, trust: bool) -> None:
-        from monai.bundle import ConfigParser
-
-        self.config, self.trust = config, trust
-        self.parser = ConfigParser()
-        meta = folder / "configs" / "metadata.json"
-        for path, read in ((config, self.parser.read_config), (meta, self.parser.read_meta)):
-            if not path.is_file():
-                continue
-            try:
-                read(str(path))
-            except (ValueError, KeyError, OSError, TypeError) as err:  # bad JSON/YAML: ValueError
-                raise ValueError(
-                    f"{path}: not a readable bundle config: {short_text(err)}"
-                ) from None
-        try:
-            self.parser.resolve_macro_and_relative_ids()
-        except (ValueError, KeyError, OSError, TypeError) as err:
-            raise ValueError(
-                f"{config}: a macro or reference does not resolve: {short_text(err)}"
-            ) from None
-        self.meta = self.parser.get(self.parser.meta_key) or {}
-        if not isinstance(self.meta, dict):
-            self.meta = {}
-
-    def get(self, id: str, default: Any = KeyError) -> Any:
-        raw = self.parser.get(id, default=None)
-        if raw is None:
-            if default is KeyError:
-                raise ValueError(f"{self.config}: no {id!r} entry")
-            return default
-        return self.resolve(raw, id, (id,))
-
-    def resolve(self, value: Any, id: str, seen: tuple[str, ...]) -> Any:
-        if isinstance(value, str) and value.startswith("@"):
-            ref = value[1:]
-            if ref in seen:
-                raise ValueError(f"{self.config}: circular reference {' → '.join((*seen, ref))}")
-            target = self.parser.get(ref, default=None)
-            if target is None:
-                raise ValueError(f"{self.config}: {id} refers to {value}, which is not defined")
-            return self.resolve(target, ref, (*seen, ref))
-        if isinstance(value, str) and value.startswith("$"):
-            return self._expression(value, id)
-        if isinstance(value, dict):
-            return {
-                k: self.resolve(v, f"{id}#{k}", seen)
-                for k, v in value.items()
-                if k in ("_target_", "_disabled_") or not (k.startswith("_") and k.endswith("_"))
-            }
-        if isinstance(value, list):
-            return [self.resolve(v, f"{id}#{i}", seen) for i, v in enumerate(value)]
-        return value
-
-    def _expression(self, value: str, id: str) -> Any:
-        if not self.trust:
-            raise ValueError(
-                f"{self.config}: {id} is a Python expression ({short_text(value)}); vafa does not "
-                "evaluate bundle expressions (they can run code): trust the bundle to let MONAI "
-                "evaluate it (CLI: --trust-checkpoint)"
-            )
-        try:
-            result = self.parser.get_parsed_content(id, instantiate=False)
-            return json.loads(json.dumps(result, allow_nan=False))
-        except Exception as err:  # anything the bundle's own code raises
-            raise ValueError(
-                f"{self.config}: {id} ({short_text(value)}) failed: {short_text(err)}"
-            ) from None
+class _BundleReader(BundleConfig):
+    """Reads the parts of a bundle config that vafa needs (:class:`BundleConfig`: references
+    resolved as data, expressions evaluated by MONAI only where read and only with trust)."""
 
     # ------------------------------------------------------------------ the parts
     def network(self) -> dict[str, Any]:
@@ -252,19 +191,26 @@ class _BundleReader:
         except ValueError as err:
             raise ValueError(f"{self.config}: network_def cannot be built: {err}") from None
         network["_target_"] = f"{cls.__module__}.{cls.__name__}"
+        found = first_object(network, "network_def")
+        if found is not None:  # e.g. "act": "$torch.nn.PReLU": a card stores JSON
+            raise ValueError(f"{self.config}: {found[0]} is a {type(found[1]).__name__} "
+                             f"({short_text(found[1], 60)}), which a model card cannot store "
+                             "(numbers, strings, lists, dicts)")  # fmt: skip
         if network.get("spatial_dims", 3) != 3:
             raise ValueError(f"{self.config}: network_def is {network['spatial_dims']}D; vafa "
                              "attacks volumes with 3D networks")  # fmt: skip
         return network
 
-    def preprocessing(self) -> list[tuple[str, dict[str, Any]]]:
-        pre = self.get("preprocessing")
-        transforms = pre.get("transforms") if isinstance(pre, dict) else pre
+    def preprocessing(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """The enabled transforms, as :class:`~vafa.io.bundle_config.LazyEntry` views: only the
+        arguments vafa reads are resolved (an ``EnsureTyped`` device or dtype never is)."""
+        pre = self.get("preprocessing", lazy=True)
+        transforms = pre.get("transforms") if isinstance(pre, Mapping) else pre
         if not isinstance(transforms, list):
             raise ValueError(f"{self.config}: preprocessing must be a Compose of a transform list")
         steps = []
         for i, t in enumerate(transforms):
-            if not isinstance(t, dict) or not isinstance(t.get("_target_"), str):
+            if not isinstance(t, Mapping) or not isinstance(t.get("_target_"), str):
                 raise ValueError(f"{self.config}: preprocessing#transforms#{i} is not a transform")
             if not t.get("_disabled_", False):
                 steps.append((_transform_name(t["_target_"]), t))
@@ -294,10 +240,11 @@ class _BundleReader:
     def inferer(self, scale: float, shift: float) -> tuple[Any, Any]:
         """:func:`~vafa.io.bundle_inferer.read_inferer` of the entry, resolving only its keys
         that vafa reads."""
-        raw = self.parser.get("inferer", default=None)
-        if isinstance(raw, str) and raw.startswith("@"):
-            raw = self.get("inferer")
-        resolve = lambda value, id: self.resolve(value, id, ("inferer",))  # noqa: E731
+        raw, id, seen = self.follow(self.parser.get("inferer", default=None), "inferer", ())
+
+        def resolve(value: Any, name: str) -> Any:  # name: "inferer#<key>"; id: where it is
+            return self.resolve(value, id + name.removeprefix("inferer"), seen)
+
         return read_inferer(raw, resolve, str(self.config), scale, shift)
 
     def roi_size(self, network: dict[str, Any], roi: Any) -> Any:
@@ -317,7 +264,7 @@ class _BundleReader:
 # ------------------------------------------------------------------------- interpretation
 
 
-def _intensity(steps: list[tuple[str, dict[str, Any]]], config: Path) -> dict[str, Any]:
+def _intensity(steps: list[tuple[str, Mapping[str, Any]]], config: Path) -> dict[str, Any]:
     """The card's intensity mapping and first layer of the bundle's intensity transforms."""
     chain = [(name, t) for name, t in steps if name in _INTENSITY]
     names = [name for name, _ in chain]
@@ -340,21 +287,23 @@ def _intensity(steps: list[tuple[str, dict[str, Any]]], config: Path) -> dict[st
         )
     name, t = chain[0]
     try:
-        out = _INTERPRET[name](t)
+        out = _INTERPRET[name](t)  # reads (and, trusted, evaluates) the transform's arguments
+    except ConfigEntryError:
+        raise
     except (TypeError, ValueError, KeyError) as err:
         raise ValueError(f"{config}: {t['_target_']}: {short_text(err)}") from None
     out["notes"] = notes + out.get("notes", [])
     return out
 
 
-def _scale_intensity_range(t: dict[str, Any]) -> dict[str, Any]:
+def _scale_intensity_range(t: Mapping[str, Any]) -> dict[str, Any]:
     a_min, a_max = _number(t, "a_min"), _number(t, "a_max")
     b_min, b_max = _b_range(t, "b_min", "b_max")
     notes = [] if t.get("clip", False) else [_NO_CLIP]
     return _affine({"type": "ct_window", "a_min": a_min, "a_max": a_max}, b_min, b_max, notes)
 
 
-def _scale_intensity_range_percentiles(t: dict[str, Any]) -> dict[str, Any]:
+def _scale_intensity_range_percentiles(t: Mapping[str, Any]) -> dict[str, Any]:
     if t.get("relative", False):
         raise ValueError("relative=True is not supported")
     lower, upper = _number(t, "lower"), _number(t, "upper")
@@ -363,7 +312,7 @@ def _scale_intensity_range_percentiles(t: dict[str, Any]) -> dict[str, Any]:
     return _affine({"type": "percentile", "p_low": lower, "p_high": upper}, b_min, b_max, notes)
 
 
-def _scale_intensity(t: dict[str, Any]) -> dict[str, Any]:
+def _scale_intensity(t: Mapping[str, Any]) -> dict[str, Any]:
     if t.get("factor") is not None:
         raise ValueError("factor is not supported (only minv/maxv)")
     minv, maxv = t.get("minv", 0.0), t.get("maxv", 1.0)
@@ -372,7 +321,7 @@ def _scale_intensity(t: dict[str, Any]) -> dict[str, Any]:
     return _affine({"type": "percentile", "p_low": 0.0, "p_high": 100.0}, minv, maxv, [])
 
 
-def _normalize_intensity(t: dict[str, Any]) -> dict[str, Any]:
+def _normalize_intensity(t: Mapping[str, Any]) -> dict[str, Any]:
     if t.get("subtrahend") is not None or t.get("divisor") is not None:
         raise ValueError("fixed subtrahend/divisor are not supported")
     nonzero = bool(t.get("nonzero", False))
@@ -404,7 +353,7 @@ def _affine(intensity: dict[str, Any], low: Any, high: Any, notes: list[str]) ->
             "layer": f"model input = {layer} (x: the [0, 1] image)"}  # fmt: skip
 
 
-def _grid(steps: list[tuple[str, dict[str, Any]]], config: Path) -> tuple[Any, Any, list[str]]:
+def _grid(steps: list[tuple[str, Mapping[str, Any]]], config: Path) -> tuple[Any, Any, list[str]]:
     spacing = orientation = None
     notes: list[str] = []
     ignored = []
@@ -417,7 +366,7 @@ def _grid(steps: list[tuple[str, dict[str, Any]]], config: Path) -> tuple[Any, A
                 and len(pixdim) == 3
                 and all(isinstance(p, (int, float)) and p > 0 for p in pixdim)
             ):
-                spacing = pixdim
+                spacing = [float(p) for p in pixdim]
             else:
                 notes.append(f"Spacingd pixdim {pixdim!r} kept the input spacing on some axis")
         elif name == "Orientation":
@@ -470,14 +419,14 @@ def _first_io(meta: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
-def _number(t: dict[str, Any], key: str) -> float:
+def _number(t: Mapping[str, Any], key: str) -> float:
     value = t.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key} must be a number, got {value!r}")
     return float(value)
 
 
-def _b_range(t: dict[str, Any], low: str, high: str) -> tuple[Any, Any]:
+def _b_range(t: Mapping[str, Any], low: str, high: str) -> tuple[Any, Any]:
     if t.get(low) is None or t.get(high) is None:  # MONAI: no output scaling
         return 0.0, 1.0
     return t[low], t[high]
