@@ -171,8 +171,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
     def _input_names(self) -> tuple[str, ...]:
         """The inputs disabled while a job runs."""
         return (
-            "image_layer", "labels_layer", "model_source", "weights", "card_preset", "card_file",
-            "device", "attack", "seed", "through", "export_perturbation", "export_predictions",
+            "image_layer", "labels_layer", *ModelPicker.NAMES, "attack", "seed", "through", "export_perturbation", "export_predictions",
             "export_q_table", "quick_compare", "compare_button", *self.attack_controls.names,
         )  # fmt: skip
 

@@ -133,7 +133,9 @@ class TrainWidget(WorkerWidget):
         self.overwrite = CheckBox(text="overwrite an earlier run", value=False)
         buttons = self._make_run_controls()
         self.use_button = PushButton(text="Use in attack widget", enabled=False)
-        generated = {"profile", *self.setting_controls.names, *self.attack_controls.names}
+        # fold and checkpoint carry the CLI's help (the picker sets it)
+        generated = {"profile", "fold", "checkpoint", *self.setting_controls.names}
+        generated |= set(self.attack_controls.names)
         own = [n for n in self._input_names() if n not in generated]
         for name in (*own, "run_button", "cancel_button", "status", "use_button"):
             getattr(self, name).tooltip = tooltip("train", name)
@@ -147,8 +149,8 @@ class TrainWidget(WorkerWidget):
 
     def _input_names(self) -> tuple[str, ...]:
         return (
-            "data_source", "image_layer", "labels_layer", "datalist", "model_source", "weights",
-            "card_preset", "card_file", "device", "profile", *self.setting_controls.names,
+            "data_source", "image_layer", "labels_layer", "datalist", *ModelPicker.NAMES,
+            "profile", *self.setting_controls.names,
             *self.attack_controls.names, "out_dir", "overwrite",
         )  # fmt: skip
 
