@@ -33,6 +33,7 @@ Card JSON (``card_version`` 1), written by :func:`vafa.io.checkpoints.save_card`
       "channel_names": ["image"],
       "out_channels": 14,
       "class_names": ["background", "spleen", ...],
+      "outputs": {"activation": "softmax"},
       "roi_size": [96, 96, 96],
       "intensity": {"type": "ct_window", "a_min": -175.0, "a_max": 250.0},
       "spacing": [1.5, 1.5, 2.0],
@@ -62,6 +63,7 @@ from vafa.io.inference import Inference
 from vafa.io.intensity import mapping_from_dict
 from vafa.io.presets import PRESETS, Preset, get_preset
 from vafa.ops.checks import positive_int, positive_triple
+from vafa.ops.heads import Heads, check_outputs
 from vafa.ops.messages import did_you_mean
 
 __all__ = [
@@ -93,6 +95,10 @@ class ModelCard:
             ``["channel_0", …]``.
         out_channels: number of output classes (logit channels), >= 1.
         class_names: one unique non-empty name per output channel, index 0 first.
+        outputs: how the output channels are read (:func:`vafa.ops.heads.check_outputs`):
+            ``{"activation": "softmax"}`` (default: exclusive classes, argmax) or
+            ``{"activation": "sigmoid", "threshold": 0.5, "regions": {name: [label values]}}``
+            (overlapping regions named by ``class_names``); :meth:`heads` reads them.
         roi_size: patch size ``(H, W, D)`` in voxels that the model sees (sliding window / tiles).
         intensity: intensity mapping dict, see :func:`vafa.io.intensity.mapping_from_dict`,
             fitted on each channel separately; or a list of such dicts, one per channel
@@ -127,9 +133,14 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] | None = None
     inference: Inference = field(default_factory=Inference)
+    outputs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _validate_card(self)
+
+    def heads(self) -> Heads:
+        """The :class:`vafa.ops.heads.Heads` of :attr:`outputs` (what every consumer asks)."""
+        return Heads.from_outputs(self.outputs, self.class_names)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelCard:
@@ -318,7 +329,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ModelCard))
 _FIELD_ORDER = (  # order of the JSON file
     "architecture", "kwargs", "in_channels", "channel_names", "out_channels", "class_names",
-    "roi_size",
+    "outputs", "roi_size",
     "intensity", "spacing", "orientation", "provenance", "training", "inference",
 )  # fmt: skip
 _AXES = ({"L", "R"}, {"A", "P"}, {"S", "I"})
@@ -342,6 +353,7 @@ def _validate_card(card: ModelCard) -> None:
     card.in_channels = positive_int("in_channels", card.in_channels)
     card.out_channels = positive_int("out_channels", card.out_channels)
     card.class_names = _class_names(card.class_names, card.out_channels)
+    card.outputs = check_outputs(card.outputs, card.class_names)
     card.roi_size = positive_triple("roi_size", card.roi_size, int)
     card.channel_names = check_channel_names(card.channel_names, card.in_channels)
     card.intensity = _intensity(card.intensity, card.in_channels)

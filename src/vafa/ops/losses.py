@@ -4,6 +4,10 @@
   ``DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0, smooth_dr=1e-6)``
   but able to return one value per sample (attacks keep the best iterate of every sample) and
   to reuse a one-hot target across attack steps.
+* :class:`DiceBCELoss` — the same for overlapping sigmoid regions (:mod:`vafa.ops.heads`):
+  soft Dice of ``sigmoid(logits)`` + binary cross-entropy with logits, per sample, numerically
+  MONAI's ``DiceLoss(sigmoid=True, squared_pred=True, smooth_nr=0, smooth_dr=1e-6)`` (mean over
+  the regions) + ``BCEWithLogitsLoss`` (mean over regions and voxels).
 * :class:`SSIMLoss` — ``1 − blockwise SSIM`` (:mod:`vafa.ops.ssim`).
 * :class:`FrequencyConsistencyLoss` — Eq. 4 of the paper: mean absolute difference between the
   3D DCTs of two logit volumes.
@@ -20,7 +24,7 @@ from torch import nn
 from vafa.ops.frequency import apply_along_axes, dct_matrix
 from vafa.ops.ssim import BlockSSIM
 
-__all__ = ["DiceCELoss", "FrequencyConsistencyLoss", "SSIMLoss", "one_hot"]
+__all__ = ["DiceBCELoss", "DiceCELoss", "FrequencyConsistencyLoss", "SSIMLoss", "one_hot"]
 
 
 def one_hot(
@@ -109,6 +113,31 @@ class DiceCELoss(nn.Module):
         counts.scatter_add_(1, flat, torch.ones_like(p_t))
         ce = -log_prob.gather(1, index).reshape(b, -1).mean(1)
         return inter, counts, ce
+
+
+class DiceBCELoss(DiceCELoss):
+    """Soft Dice of sigmoid probabilities (squared denominators) + BCE with logits.
+
+    Same arguments as :class:`DiceCELoss`. ``forward(logits, target)``: ``logits``
+    ``[B, K, H, W, D]``, one channel per (possibly overlapping) region; ``target`` region masks
+    of the same shape (0/1, any dtype). Computed in float32 (or the logits' dtype if wider).
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"target must be region masks {tuple(logits.shape)}, got {tuple(target.shape)}"
+            )
+        z = logits if logits.dtype == torch.float64 else logits.float()
+        t = target.to(z.dtype)
+        prob = torch.sigmoid(z)
+        dims = tuple(range(2, z.dim()))
+        inter = (prob * t).sum(dims)
+        denom = (prob * prob).sum(dims) + (t * t).sum(dims)
+        dice = 1.0 - (2.0 * inter + self.smooth_nr) / (denom + self.smooth_dr)  # [B, K]
+        bce = F.binary_cross_entropy_with_logits(z, t, reduction="none").flatten(1).mean(1)
+        loss = self.lambda_dice * dice.mean(1) + self.lambda_ce * bce
+        return loss if self.reduction == "none" else loss.mean()
 
 
 class SSIMLoss(nn.Module):

@@ -2,10 +2,12 @@
 
 Segmentation (class-index maps ``[B, 1, H, W, D]``):
 * :func:`dice_per_class` — ``[B, K]``, ``nan`` where the class is absent from the ground truth
-  (MONAI's ``ignore_empty=True``);
+  (MONAI's ``ignore_empty=True``); :func:`dice_of_masks` the same of binary masks
+  ``[B, K, H, W, D]`` (overlapping sigmoid regions, :mod:`vafa.ops.heads`);
 * :func:`dice_summary` — mean over all classes (the paper's DSC, background included) and over
   the foreground classes only;
-* :func:`hd95_per_class` — 95th-percentile Hausdorff distance via MONAI, in voxels or mm;
+* :func:`hd95_per_class` — 95th-percentile Hausdorff distance via MONAI, in voxels or mm
+  (:func:`hd95_of_masks` of binary masks);
 * :func:`flip_rate` — fraction of voxels whose predicted class changed.
 
 Perturbation (volumes ``[B, C, H, W, D]`` in ``[0, 1]``): :func:`ssim` (3D, window 3),
@@ -25,9 +27,11 @@ from vafa.ops.ssim import ssim3d
 
 __all__ = [
     "confusion_matrix",
+    "dice_of_masks",
     "dice_per_class",
     "dice_summary",
     "flip_rate",
+    "hd95_of_masks",
     "hd95_per_class",
     "l2",
     "linf",
@@ -79,6 +83,22 @@ def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -
     return torch.where(gt > 0, dice, torch.full_like(dice, float("nan")))
 
 
+def dice_of_masks(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Dice of every channel ``[B, K]`` (float64) of binary masks ``[B, K, H, W, D]`` (non-zero
+    = inside); ``nan`` where the target's channel is empty."""
+    if pred.shape != target.shape or pred.dim() < 3:
+        raise ValueError(
+            f"masks must have the same shape [B, K, ...], got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    p = (pred != 0).flatten(2)
+    t = (target != 0).flatten(2)
+    tp = (p & t).sum(2).double()
+    gt = t.sum(2).double()
+    dice = 2 * tp / (gt + p.sum(2).double()).clamp_min(1)
+    return torch.where(gt > 0, dice, torch.full_like(dice, float("nan")))
+
+
 def dice_summary(dice: torch.Tensor) -> dict[str, float]:
     """Means of a ``[B, K]`` or ``[K]`` Dice table: ``{"dice": all classes, "dice_fg": K ≥ 1}``.
 
@@ -102,13 +122,26 @@ def hd95_per_class(
     ``nan`` where the class is absent from the ground truth; ``inf`` where it is present in the
     ground truth but missing from the prediction.
     """
-    from monai.metrics import compute_hausdorff_distance
-
     from vafa.ops.losses import one_hot
 
     _check_maps(pred, target)
-    p1h = one_hot(pred, num_classes)
-    t1h = one_hot(target, num_classes)
+    return hd95_of_masks(one_hot(pred, num_classes), one_hot(target, num_classes), spacing)
+
+
+def hd95_of_masks(
+    p1h: torch.Tensor, t1h: torch.Tensor, spacing: Sequence[float] | None = None
+) -> torch.Tensor:
+    """:func:`hd95_per_class` of binary masks ``[B, K, H, W, D]`` (one channel per class or
+    region): ``[B, K]``, ``nan`` where the target's channel is empty, ``inf`` where only the
+    prediction's is."""
+    from monai.metrics import compute_hausdorff_distance
+
+    if p1h.shape != t1h.shape or p1h.dim() != 5:
+        raise ValueError(
+            f"masks must have the same shape [B, K, H, W, D], got {tuple(p1h.shape)} and "
+            f"{tuple(t1h.shape)}"
+        )
+    p1h, t1h = (p1h != 0).float(), (t1h != 0).float()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI warns for every empty class
         hd = compute_hausdorff_distance(
