@@ -27,8 +27,7 @@ from vafa.attacks.options import (
 )
 from vafa.attacks.tracking import BestTracker
 from vafa.ops.devices import resolve_device
-from vafa.ops.losses import DiceCELoss
-from vafa.ops.metrics import dice_per_class, predict_labels
+from vafa.ops.heads import Heads, check_heads
 
 __all__ = ["Attack", "AttackResult", "Callback", "StepEvent"]
 
@@ -46,8 +45,9 @@ class StepEvent:
         adversarial: the current adversarial volume ``[B, C, H, W, D]`` (a view: do not modify).
         tile: 1-based tile index when a full volume is attacked tile by tile (else None).
         tiles: number of tiles (else None).
-        prediction: ``[B, 1, H, W, D]`` int64 class map of ``adversarial`` (what the model made
-            of this iterate), or None.
+        prediction: what the model made of ``adversarial`` (:meth:`Heads.predict
+            <vafa.ops.heads.Heads.predict>`: ``[B, 1, H, W, D]`` int64 classes, or sigmoid
+            heads' ``[B, K, H, W, D]`` uint8 region masks), or None.
         q_table: VAFA: ``[B, C, H, W, D]`` the quantization step of every voxel's (block,
             frequency) position that made ``adversarial`` (0 outside a band-limited VAFA's
             band; a copy), else None.
@@ -74,9 +74,9 @@ class AttackResult:
 
     Attributes:
         adversarial: ``[B, C, H, W, D]``, same dtype and device as the input, values in [0, 1].
-        clean_prediction: ``[B, 1, H, W, D]`` int64 class map of the clean input.
-        adversarial_prediction: ``[B, 1, H, W, D]`` int64 class map of ``adversarial``.
-        labels: ``[B, 1, H, W, D]`` int64, the labels attacked (ground truth or pseudo-labels).
+        clean_prediction, adversarial_prediction: the predictions of the clean input and of
+            ``adversarial`` (:attr:`StepEvent.prediction`'s form).
+        labels: the labels attacked (ground truth or pseudo-labels) in the same form.
         history: one dict per evaluated iterate: ``step`` (1-based; ``"final"`` for the
             evaluation after the last update of attacks that make one, ``"hard"`` for VAFA's
             hard-rounded output), ``loss``, ``dice``, ``ssim``, ``alpha`` (VAFA) and
@@ -118,6 +118,8 @@ class Attack:
             None draws one from torch's global generator.
         device: ``"auto"`` runs where the model's parameters are; a name moves the model there.
         clamp_inputs: clamp images to [0, 1] instead of refusing values outside.
+        heads: how the logits are read (:class:`vafa.ops.heads.Heads`, ``card.heads()``);
+            None: softmax classes.
         **options: the attack's hyper-parameters (None: the default).
 
     Raises:
@@ -147,6 +149,7 @@ class Attack:
         seed: int | None = None,
         device: str | torch.device = "auto",
         clamp_inputs: bool = False,
+        heads: Heads | None = None,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -162,7 +165,8 @@ class Attack:
         self.seed = seed
         self.device = device if device == "auto" else resolve_device(device)
         self.clamp_inputs = bool(clamp_inputs)
-        self.loss_fn = DiceCELoss(reduction="none")
+        self.heads = check_heads(heads)
+        self.loss_fn = self.heads.loss_function()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -234,8 +238,8 @@ class Attack:
 
         Args:
             images: ``[B, C, H, W, D]`` float tensor in [0, 1]; never modified.
-            labels: ``[B, 1, H, W, D]`` class-index map, or None to attack the model's own clean
-                prediction (pseudo-labels).
+            labels: ``[B, 1, H, W, D]`` class-index map (sigmoid heads: label values, turned
+                into regions), or None to attack the clean prediction (pseudo-labels).
             callback: called with a :class:`StepEvent` after every step; returning ``False``
                 cancels (the best iterate so far is returned, ``cancelled=True``).
 
@@ -329,10 +333,12 @@ class Attack:
             if self.clamp_inputs:
                 x = x.clamp_(0.0, 1.0)
             clean_logits = _forward(model, x)
-            num_classes = clean_logits.shape[1]
-            clean_pred = predict_labels(clean_logits)
+            num_classes = self.heads.check_logits(clean_logits)
+            clean_pred = self.heads.predict(clean_logits)
             del clean_logits
-            target = self._target(labels, clean_pred, num_classes, device)
+            target = clean_pred
+            if labels is not None:
+                target = self.heads.target(labels.detach().to(device), num_classes)
             return clean_pred, num_classes, target, self._init(x, generator)
 
     def _run(self, model, images, labels, device):
@@ -415,17 +421,6 @@ class Attack:
         self._finish(result, kept, state)
         return result
 
-    def _target(self, labels, clean_pred, num_classes: int, device) -> torch.Tensor:
-        if labels is None:
-            return clean_pred
-        target = labels.detach().to(device).long()
-        if int(target.max()) >= num_classes:
-            raise ValueError(
-                f"labels hold class {int(target.max())} but the model predicts {num_classes} "
-                f"classes (0..{num_classes - 1})"
-            )
-        return target
-
     def _objective(self, logits, target, extra, step: int) -> torch.Tensor:
         """``[B]`` objective of evaluation ``step`` (0-based; ``steps``: after the last update):
         the Dice-CE of the paper (minus it when targeted) plus the attack's ``extra`` term."""
@@ -434,12 +429,13 @@ class Attack:
         return objective if extra is None else objective + extra
 
     def segmentation_loss(self, logits, target, step: int) -> torch.Tensor:
-        """``[B]`` loss the attack maximises at ``step`` (Dice-CE; SegPGD/CosPGD reweight it)."""
+        """``[B]`` loss the attack maximises at ``step`` (the heads' Dice-CE/Dice-BCE; SegPGD and
+        CosPGD reweight it)."""
         return self.loss_fn(logits, target)
 
     def _record(self, step, logits, objective, ssim, target, num_classes, state):
-        prediction = predict_labels(logits)
-        dice = dice_per_class(prediction, target, num_classes)[:, 1:]
+        prediction = self.heads.predict(logits)
+        dice = self.heads.foreground(self.heads.dice(prediction, target, num_classes))
         fg = torch.nanmean(dice).item() if dice.numel() else float("nan")
         row = {
             "step": step,

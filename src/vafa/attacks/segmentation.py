@@ -11,23 +11,25 @@ reweights the per-voxel cross-entropy ``CE_v`` of the logits against the target:
   the weight detached (it scales the gradient, it is not differentiated): voxels the model
   already gets wrong weigh less.
 
-"Correct" compares the argmax of the logits with the target (the labels, or the clean
-prediction when none are given), as the attacks' Dice does.
+"Correct" compares the prediction (:meth:`vafa.ops.heads.Heads.predict`) with the target (the
+labels, or the clean prediction when none are given), as the attacks' Dice does.
+
+Models with overlapping sigmoid regions (``heads`` with ``activation="sigmoid"``): every region
+is a binary classifier of every voxel, so the per-voxel terms are taken per (voxel, region):
+``CE`` is the binary cross-entropy with logits, "correct" the thresholded region against the
+target's region, and CosPGD's cosine that of the region's two-class distribution
+``(p, 1 − p)`` with the one-hot target, ``p_y / √(p² + (1 − p)²)``; the means run over voxels
+and regions (:meth:`~vafa.ops.heads.Heads.voxel_loss`, :meth:`~vafa.ops.heads.Heads.voxel_wrong`,
+:meth:`~vafa.ops.heads.Heads.voxel_cosine`).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from vafa.attacks.voxel import PGD
 
 __all__ = ["CosPGD", "SegPGD"]
-
-
-def _voxel_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``[B, H, W, D]`` cross-entropy of logits ``[B, K, …]`` against ``target`` ``[B, 1, …]``."""
-    return F.cross_entropy(logits.float(), target[:, 0], reduction="none")
 
 
 class SegPGD(PGD):
@@ -37,8 +39,8 @@ class SegPGD(PGD):
     label = "SegPGD"
 
     def segmentation_loss(self, logits, target, step: int) -> torch.Tensor:
-        ce = _voxel_ce(logits, target)
-        wrong = (logits.max(dim=1).indices != target[:, 0]).to(ce.dtype)  # max: argmax is slow
+        ce = self.heads.voxel_loss(logits, target)
+        wrong = self.heads.voxel_wrong(logits, target).to(ce.dtype)
         lam = step / (2.0 * self.steps)  # step is 0-based: λ_t = (t − 1) / (2T)
         per_voxel = (1.0 - lam) * ce * (1.0 - wrong) + lam * ce * wrong
         return per_voxel.flatten(1).mean(dim=1)
@@ -51,11 +53,6 @@ class CosPGD(PGD):
     label = "CosPGD"
 
     def segmentation_loss(self, logits, target, step: int) -> torch.Tensor:
-        ce = _voxel_ce(logits, target)
-        with torch.no_grad():  # the weight scales the gradient; it is not differentiated
-            probabilities = torch.softmax(logits.float(), dim=1)
-            # cos(p, onehot(y)) = p_y / ‖p‖ (‖onehot‖ = 1; ‖p‖ ≥ 1/√K, never near 0)
-            p_target = probabilities.gather(1, target).squeeze(1)
-            # (a channel sum: torch.linalg.vector_norm over dim 1 is ~6x slower on CPU)
-            weight = p_target * (probabilities * probabilities).sum(dim=1).rsqrt()
+        ce = self.heads.voxel_loss(logits, target)
+        weight = self.heads.voxel_cosine(logits, target)  # a constant of the gradient
         return (weight * ce).flatten(1).mean(dim=1)

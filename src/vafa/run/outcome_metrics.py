@@ -6,13 +6,23 @@ Consumers read attributes (``metrics.dice_fg.adversarial``, ``metrics.per_tile.d
 :meth:`OutcomeMetrics.to_dict` gives the ``"metrics"`` object of ``metrics.json`` (``vafa attack``,
 ``vafa evaluate --format json``, the reports) key for key and in the same order, and
 :meth:`OutcomeMetrics.from_dict` reads such an object back (a resumed batch case).
+
+:func:`segmentation_scores` measures one prediction as the model's heads read it
+(:class:`vafa.ops.heads.Heads`): softmax classes, or overlapping sigmoid regions — then per
+output channel (region) and per label of the merged label map (``dice_per_label``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
+
+import torch
+
+from vafa.ops.heads import Heads
+from vafa.ops.metrics import dice_per_class, hd95_of_masks, hd95_per_class
 
 __all__ = [
     "ClassValues",
@@ -21,6 +31,7 @@ __all__ = [
     "PerTile",
     "Protocol",
     "SegmentationScores",
+    "segmentation_scores",
 ]
 
 T = TypeVar("T")
@@ -62,6 +73,11 @@ class SegmentationScores:
         dice_fg: the same without background.
         hd95: mean of the finite per-class HD95 (None when there is none).
         hd95_missed: classes of the reference that the prediction misses (infinite HD95).
+        dice_per_label: sigmoid heads only: Dice per label value (``"1"``, ``"2"``, …) of the
+            merged label maps (:meth:`vafa.ops.heads.Heads.merge`); None for softmax classes.
+
+    With sigmoid heads the "classes" are the regions (one per output channel) and ``dice`` and
+    ``dice_fg`` are both their mean (there is no background channel).
     """
 
     dice_per_class: ClassValues
@@ -70,6 +86,7 @@ class SegmentationScores:
     dice_fg: float | None
     hd95: float | None
     hd95_missed: tuple[str, ...]
+    dice_per_label: ClassValues | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,8 @@ class OutcomeMetrics:
             tile batches; ``zeroed_fraction``: VAFA's quantized-to-zero DCT coefficients.
         per_tile: :class:`PerTile` (None after a cancel and for an evaluation).
         cancelled, tiles_done, tiles_total: how far the attack got.
+        dice_per_label: sigmoid heads: the :class:`SegmentationScores` field of both
+            predictions; None (and not in :meth:`to_dict`) for softmax classes.
     """
 
     reference: str | None
@@ -179,6 +198,7 @@ class OutcomeMetrics:
     cancelled: bool = False
     tiles_done: int | None = None
     tiles_total: int | None = None
+    dice_per_label: Pair[ClassValues] | None = None
 
     @classmethod
     def from_scores(
@@ -196,6 +216,8 @@ class OutcomeMetrics:
             )
             for f in fields(SegmentationScores)
         }
+        if clean.dice_per_label is None:
+            pairs["dice_per_label"] = None
         return cls(**pairs, **others)
 
     def scores(self, which: str) -> SegmentationScores | None:
@@ -203,7 +225,11 @@ class OutcomeMetrics:
         no adversarial prediction)."""
         if which not in ("clean", "adversarial"):
             raise ValueError(f"which must be 'clean' or 'adversarial', got {which!r}")
-        values = {f.name: getattr(getattr(self, f.name), which) for f in fields(SegmentationScores)}
+        values = {
+            f.name: getattr(getattr(self, f.name), which)
+            for f in fields(SegmentationScores)
+            if getattr(self, f.name) is not None
+        }
         if which == "adversarial" and values["dice_per_class"] is None:
             return None
         return SegmentationScores(**values)
@@ -211,7 +237,11 @@ class OutcomeMetrics:
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``metrics.json``'s ``"metrics"`` (plain dicts, lists and numbers;
         :func:`vafa.io.files.json_ready` makes what is left JSON-safe)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "dice_per_label" or self.dice_per_label is not None
+        }
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> OutcomeMetrics:
@@ -230,9 +260,62 @@ class OutcomeMetrics:
             hd95_missed=Pair.from_dict(value.get("hd95_missed"), tuple),
             protocol=Protocol.from_dict(protocol) if isinstance(protocol, Mapping) else None,
             per_tile=PerTile.from_dict(per_tile) if isinstance(per_tile, Mapping) else None,
+            dice_per_label=(
+                Pair.from_dict(value["dice_per_label"], dict)
+                if isinstance(value.get("dice_per_label"), Mapping)
+                else None
+            ),
         )
         scalars.setdefault("reference", None)
         return cls(**scalars)
+
+
+def segmentation_scores(
+    heads: Heads,
+    prediction: torch.Tensor,
+    reference: torch.Tensor,
+    class_names: tuple[str, ...] | list[str],
+    spacing: tuple[float, ...] | None = None,
+) -> SegmentationScores:
+    """The :class:`SegmentationScores` of one prediction against a reference (batch of one).
+
+    Args:
+        heads: how the model's outputs are read (``card.heads()``).
+        prediction, reference: in the form of :meth:`Heads.predict
+            <vafa.ops.heads.Heads.predict>` (``[1, 1, H, W, D]`` classes, or sigmoid region
+            masks ``[1, K, H, W, D]``; a reference label map goes through
+            :meth:`~vafa.ops.heads.Heads.target` first).
+        class_names: one name per output channel (``card.class_names``).
+        spacing: voxel spacing in mm for HD95 (None: voxels).
+    """
+    names = list(class_names)
+    k = len(names)
+    dice = heads.dice(prediction, reference, k)
+    if heads.sigmoid:
+        hd = hd95_of_masks(prediction, reference, spacing)[0]
+    else:
+        hd = hd95_per_class(prediction, reference, k, spacing)[0]
+    means = heads.summary(dice)
+    finite = hd[torch.isfinite(hd)]
+    per_label = None
+    if heads.sigmoid:
+        values = heads.label_values
+        merged = dice_per_class(heads.merge(prediction), heads.merge(reference), values[-1] + 1)
+        per_label = {str(v): _finite(merged[0, v]) for v in values}
+    return SegmentationScores(
+        dice_per_class={n: _finite(v) for n, v in zip(names, dice[0], strict=True)},
+        hd95_per_class={n: _finite(v) for n, v in zip(names, hd, strict=True)},
+        dice=_finite(means["dice"]),
+        dice_fg=_finite(means["dice_fg"]),
+        hd95=_finite(finite.mean()) if finite.numel() else None,
+        hd95_missed=tuple(n for n, v in zip(names, hd.tolist(), strict=True) if v == math.inf),
+        dice_per_label=per_label,
+    )
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _plain(value: Any) -> Any:

@@ -34,7 +34,7 @@ from vafa.attacks.base import Attack, Callback, StepEvent, drive
 from vafa.io.inference import Inference
 from vafa.ops.checks import positive_int, positive_triple
 from vafa.ops.frequency import layout_dct, normalize_block_size, pad_to_blocks
-from vafa.ops.metrics import predict_labels
+from vafa.ops.heads import Heads, check_heads
 from vafa.run.progress import relay
 from vafa.run.tiles import Slices, crop_tile, extract_tile, owned_slices, tile_grid
 from vafa.run.windows import windowed_logits
@@ -100,10 +100,15 @@ def sliding_window_labels(
     image: torch.Tensor,
     roi: int | Sequence[int],
     inference: Inference | None = None,
+    *,
+    heads: Heads | None = None,
     **changes: Any,
 ) -> torch.Tensor:
-    """Class map of :func:`sliding_window_predict` (same arguments): ``[B, 1, H, W, D]`` int64."""
-    return predict_labels(sliding_window_predict(model, image, roi, inference, **changes))
+    """The prediction of :func:`sliding_window_predict` (same arguments): the averaged logits
+    read by ``heads`` (``card.heads()``; None: softmax), a class map ``[B, 1, H, W, D]`` int64
+    (sigmoid heads: region masks ``[B, K, H, W, D]`` uint8)."""
+    logits = sliding_window_predict(model, image, roi, inference, **changes)
+    return check_heads(heads).predict(logits)
 
 
 # ------------------------------------------------------------------------------ tiled attack
@@ -115,7 +120,8 @@ class VolumeAttackResult:
         adversarial: ``[1, C, H, W, D]``, the input's dtype and device, in [0, 1].
         tile_clean_prediction: ``[1, 1, H, W, D]`` stitched per-tile class maps of the clean
             tiles (the attack's own predictions, i.e. the pseudo-labels when no labels were
-            given; not sliding-window). uint8, or int64 when a class index exceeds 255.
+            given; not sliding-window). uint8, or int64 when a class index exceeds 255;
+            sigmoid heads: region masks ``[1, K, H, W, D]`` uint8.
             Voxels of tiles never attacked (after a cancel) hold 0.
         tile_adversarial_prediction: the same for the adversarial tiles.
         q_tables: VAFA only: one ``[C, N, *block_size]`` CPU table per attacked tile (in the
@@ -383,6 +389,10 @@ def _write_tile(out, result, clean, j: int, sl: Slices, own: Slices, index) -> N
     ):
         part = crop_tile(pred[j], sl, roi)
         target = getattr(out, name)
+        if target.shape[0] != part.shape[0]:  # region masks [K, ...]: one map per region
+            shape = (1, part.shape[0], *target.shape[2:])
+            target = torch.zeros(shape, dtype=target.dtype, device=target.device)
+            setattr(out, name, target)
         if target.dtype == torch.uint8 and int(part.max()) > 255:
             target = target.long()
             setattr(out, name, target)

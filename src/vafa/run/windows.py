@@ -8,6 +8,10 @@ summed weights ``n``::
 
     logits = crop( Σ_w P_wᵀ (g ⊙ f(P_w x)) / n )
 
+The logits are averaged, never probabilities: MONAI's ``SlidingWindowInferer`` and nnU-Net
+average the network's output and apply softmax/argmax or (MONAI bundles with overlapping
+regions) sigmoid/threshold afterwards; :class:`vafa.ops.heads.Heads` reads the average.
+
 Everything is torch arithmetic: called with gradients enabled it is differentiable, and
 because the result is linear in the window logits an attack can take the exact gradient
 window batch by window batch (recompute :meth:`WindowPlan.batches` with a graph, pass each
