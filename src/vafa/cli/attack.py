@@ -20,6 +20,14 @@ from vafa.cli.common import (
     with_roi,
 )
 from vafa.cli.options import add_attack_arguments, attack_options
+from vafa.io.datalist import (
+    ImagePaths,
+    case_name,
+    check_channels,
+    describe,
+    group_channel_files,
+    image_files,
+)
 from vafa.ops.messages import one_line
 from vafa.run.cases import CASES_CSV
 from vafa.run.outcome_metrics import OutcomeMetrics
@@ -32,7 +40,8 @@ def add_parser(subparsers) -> None:
         "attack",
         help="attack NIfTI volumes",
         description="Attack one NIfTI volume, a folder of them, or the cases "
-        "of a decathlon-style datalist.",
+        "of a decathlon-style datalist. A model with several input channels takes a 4D file "
+        "(channels on the last axis) or one file per channel in the model's order.",
     )
     add_common_arguments(
         p,
@@ -40,11 +49,20 @@ def add_parser(subparsers) -> None:
         "object per case and line (JSON Lines), each naming its case",
     )
     add_attack_arguments(p, worst_case=True)
-    p.add_argument("image", nargs="?", help="a .nii/.nii.gz file or a folder of them")
+    p.add_argument(
+        "image",
+        nargs="*",
+        help="a .nii/.nii.gz file, a folder of them, or one file per channel in the model's "
+        "channel order (vafa info lists them)",
+    )
     add_model_arguments(p)
     add_inference_arguments(p)
     p.add_argument("--labels", help="ground-truth labels for IMAGE (else pseudo-labels)")
-    p.add_argument("--out", help="output .nii.gz for a single IMAGE (a .json is written beside it)")
+    p.add_argument(
+        "--out",
+        help="output .nii.gz for a single IMAGE (a .json is written beside it); one file per "
+        "channel in: OUT_0000.nii.gz, OUT_0001.nii.gz …",
+    )
     p.add_argument("--out-dir", help="output folder for a folder or a datalist")
     p.add_argument("--datalist", help="decathlon-style JSON with cases {image, label}")
     p.add_argument("--split", default="validation", help="datalist split (default validation)")
@@ -72,8 +90,8 @@ def run(args) -> int:
         if dist.world_size > 1:
             args.device = str(dist.device)  # cuda:LOCAL_RANK, or the CPU under gloo
         model, card = load_model(args)
-        cases = _cases(args)
-        single = args.datalist is None and Path(args.image).is_file()
+        cases = _cases(args, card)
+        single = args.datalist is None and (len(args.image) > 1 or Path(args.image[0]).is_file())
         if single and not args.out:
             raise CLIError("--out OUT.nii.gz is required for a single image")
         if not single and not args.out_dir:
@@ -88,9 +106,12 @@ def run(args) -> int:
         if not dist.is_writer:  # one process speaks: no bar, table or JSON from the others
             args.quiet, args.json = True, False
         rows = []
+        check_channels(
+            [image for image, _ in cases], card.in_channels, card.channel_names, _where(args)
+        )
         for index, (image_path, label_path) in dist.shard(cases):
             target = Path(args.out) if single else Path(args.out_dir) / _adv_name(image_path)
-            title = f"{index + 1}/{len(cases)} {image_path.name}"
+            title = f"{index + 1}/{len(cases)} {case_name(image_path)}"
             case = (image_path, label_path)
             row = _attack_case(args, model, card, case, target, title, args.quiet, expected, single)
             rows.append({"index": index, **row})
@@ -112,25 +133,27 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
     row of ``attack_results.csv`` (:func:`vafa.run.cases.case_row`) with its ``--json`` line
     under ``"line"`` (:func:`_case_line`). A failing case is reported and gives a ``failed``
     row (a single IMAGE raises instead)."""
-    from vafa.io.volume import load_labels, load_volume
+    from vafa.io.channels import load_image
+    from vafa.io.volume import load_labels
 
     image_path, label_path = case
     sidecar = _sidecar(target)
+    written = _written(target, image_path)
     try:
         overwrite = args.overwrite
-        if expected is not None and (target.exists() or sidecar.exists()):
-            metrics = _finished(target, sidecar, expected)
+        if expected is not None and (any(p.exists() for p in written) or sidecar.exists()):
+            metrics = _finished(written, sidecar, expected)
             if metrics is not None:  # read back from the case's JSON
                 return _row(case, target, args.seed, metrics, resumed=True)
             overwrite = True  # a case cut short: its partial files are replaced
-        _check_target(target, [image_path, label_path], overwrite)
-        image = load_volume(image_path)
+        _check_target(target, written, [*image_files(image_path), label_path], overwrite)
+        image = load_image(image_path, card.in_channels, card.channel_names)
         labels = None if label_path is None else load_labels(label_path, image, card.out_channels)
         outcome = run_attack_command(args, model, card, image, labels, title=title, quiet=quiet)
         _write_adversarial(outcome, target)
         worst = outcome.settings.get("worst_case")
         if single or not args.json:  # a batch's --json: one line per case (_print_case_line)
-            print_metrics(args, outcome.metrics, str(image_path), worst)  # also with --quiet
+            print_metrics(args, outcome.metrics, describe(image_path), worst)  # also w. --quiet
         if outcome.model_input.resampled and not args.resample_back and not quiet:
             spacing = "×".join(f"{s:g}" for s in outcome.model_input.grid.spacing)
             print(
@@ -144,7 +167,7 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
     except Exception as err:  # a bad case must not stop the batch
         if single:
             raise
-        print(f"vafa attack: {image_path}: {one_line(err)}", file=sys.stderr)
+        print(f"vafa attack: {describe(image_path)}: {one_line(err)}", file=sys.stderr)
         return _row(case, target, args.seed, None, error=one_line(err))
 
 
@@ -246,18 +269,28 @@ def run_attack_command(args, model, card, image, labels, title: str, quiet: bool
             bar.close()
 
 
-def _cases(args) -> list[tuple[Path, Path | None]]:
+def _cases(args, card) -> list[tuple[ImagePaths, Path | None]]:
     if args.datalist:
+        if args.image:
+            raise CLIError("give IMAGE or --datalist FILE, not both")
         return datalist_cases(Path(args.datalist), args.split)
     if not args.image:
         raise CLIError("give IMAGE (a file or a folder) or --datalist FILE")
-    image = Path(args.image)
+    if len(args.image) > 1:
+        files = tuple(Path(p) for p in args.image)
+        missing = [str(p) for p in files if not p.is_file()]
+        if missing:
+            raise CLIError(f"no such file: {', '.join(missing)} (several IMAGEs: one per channel)")
+        return [(files, Path(args.labels) if args.labels else None)]
+    image = Path(args.image[0])
     if image.is_dir():
         files = sorted(p for p in image.iterdir() if p.name.endswith((".nii", ".nii.gz")))
         if not files:
             raise CLIError(f"{image}: no .nii/.nii.gz files in this folder")
         if args.labels:
             raise CLIError("--labels goes with a single IMAGE; use --datalist for labelled batches")
+        if card.in_channels > 1:  # nnU-Net's imagesTs: case_0000.nii.gz, case_0001.nii.gz …
+            return [(case, None) for case in group_channel_files(files)]
         return [(p, None) for p in files]
     if not image.exists():
         raise CLIError(f"{image}: no such file or folder")
@@ -285,7 +318,7 @@ def _expected_settings(args, model, card) -> dict:
     return json_ready({**made, "resample_back": args.resample_back, "amp": args.amp})
 
 
-def _finished(target: Path, sidecar: Path, expected: dict) -> OutcomeMetrics | None:
+def _finished(written: list[Path], sidecar: Path, expected: dict) -> OutcomeMetrics | None:
     """The metrics (:class:`vafa.run.outcome_metrics.OutcomeMetrics`) of a case whose volume
     and JSON are both written (the JSON is renamed into place last), else None.
 
@@ -294,8 +327,9 @@ def _finished(target: Path, sidecar: Path, expected: dict) -> OutcomeMetrics | N
     """
     from vafa.io.files import read_json
 
-    if not (target.is_file() and sidecar.is_file()):
+    if not (all(p.is_file() for p in written) and sidecar.is_file()):
         return None
+    target = written[0]
     doc = read_json(sidecar, "attack result")
     settings = doc.get("settings") if isinstance(doc, dict) else None
     settings = settings if isinstance(settings, dict) else {}
@@ -316,17 +350,29 @@ def _sidecar(target: Path) -> Path:
     return target.with_name(target.name.removesuffix(".gz").removesuffix(".nii") + ".json")
 
 
-def _adv_name(image: Path) -> str:
-    return image.name.removesuffix(".gz").removesuffix(".nii") + "_adv.nii.gz"
+def _adv_name(image: ImagePaths) -> str:
+    return case_name(image) + "_adv.nii.gz"
 
 
-def _check_target(target: Path, inputs, overwrite: bool) -> None:
+def _written(target: Path, image: ImagePaths) -> list[Path]:
+    """The image files an attack of ``image`` writes at ``target``: one, or one per channel."""
+    from vafa.io.channels import channel_paths
+
     if not target.name.endswith((".nii", ".nii.gz")):
         raise CLIError(f"--out {target}: must end in .nii.gz or .nii")
+    return channel_paths(target, len(image)) if isinstance(image, tuple) else [target]
+
+
+def _where(args) -> str | None:
+    return f"--datalist {args.datalist}" if args.datalist else None
+
+
+def _check_target(target: Path, written: list[Path], inputs, overwrite: bool) -> None:
     for src in inputs:
-        if src is not None and target.resolve() == Path(src).resolve():
-            raise CLIError(f"refusing to overwrite the input {src}")
-    refuse_existing([target], overwrite)
+        for path in written:
+            if src is not None and path.resolve() == Path(src).resolve():
+                raise CLIError(f"refusing to overwrite the input {src}")
+    refuse_existing(written, overwrite)
     if target.parent.exists() and not target.parent.is_dir():
         raise CLIError(f"{target.parent}: not a folder")
 

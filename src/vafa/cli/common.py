@@ -8,6 +8,7 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "COMMON_FLAGS",
@@ -207,23 +208,15 @@ def refuse_existing(paths, overwrite: bool) -> None:
             raise CLIError(f"{path} exists (pass --overwrite to replace it)")
 
 
-def datalist_cases(path: Path, split: str) -> list[tuple[Path, Path | None]]:
-    """``(image, label or None)`` of a decathlon-style datalist's ``split``."""
-    from vafa.io.files import read_json
+def datalist_cases(path: Path, split: str) -> list[tuple[Any, Path | None]]:
+    """``(image, label or None)`` of a decathlon-style datalist's ``split``
+    (:func:`vafa.io.datalist.read_split`: an image is a Path, or a tuple of channel files)."""
+    from vafa.io.datalist import read_split
 
-    doc = read_json(path, "--datalist")
-    entries = doc.get(split) if isinstance(doc, dict) else None
-    if not isinstance(entries, list) or not entries:
-        keys = sorted(doc) if isinstance(doc, dict) else []
-        raise CLIError(f"--datalist {path}: no list of cases under {split!r} (keys: {keys})")
-    cases = []
-    for entry in entries:
-        image = entry.get("image") if isinstance(entry, dict) else entry
-        label = entry.get("label") if isinstance(entry, dict) else None
-        if not isinstance(image, str):
-            raise CLIError(f"--datalist {path}: every case needs an 'image' path, got {entry!r}")
-        cases.append((path.parent / image, path.parent / label if label else None))
-    return cases
+    try:
+        return read_split(path, split)
+    except ValueError as err:
+        raise CLIError(f"--{err}") from None
 
 
 def roi_triple(text: str, flag: str = "--roi") -> tuple[int, int, int]:

@@ -30,14 +30,17 @@ def add_parser(subparsers) -> None:
         quiet="no table (--json and --format csv still print)",
         json="print the metrics as JSON (the same as --format json; also with --quiet)",
     )
-    p.add_argument("image")
+    p.add_argument(
+        "image", nargs="+", help="a .nii/.nii.gz file, or one file per channel in the model's order"
+    )
     add_model_arguments(p)
     add_inference_arguments(p)
     p.add_argument("--labels", help="ground truth (else the clean prediction is the reference)")
     p.add_argument(
         "--adversarial", nargs="+",
         help="adversarial volume(s) on IMAGE's grid; several (e.g. one per attack): the worst "
-        "case, the one with the lowest fg Dice, is reported, with every volume's Dice",
+        "case, the one with the lowest fg Dice, is reported, with every volume's Dice; with one "
+        "file per channel, A names A_0000.nii.gz, A_0001.nii.gz … (as vafa attack --out writes)",
     )  # fmt: skip
     p.add_argument(
         "--format",
@@ -50,8 +53,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from vafa.io.channels import load_image
+    from vafa.io.datalist import image_paths
     from vafa.io.files import json_ready
-    from vafa.io.volume import load_labels, load_volume
+    from vafa.io.volume import load_labels
     from vafa.report.tables import format_metrics_table, metrics_csv
 
     if args.json and args.format not in (None, "json"):
@@ -62,7 +67,9 @@ def run(args) -> int:
     if args.band_block < 1:
         raise CLIError(f"--band-block must be a positive int, got {args.band_block}")
     model, card = load_model(args)
-    image = load_volume(args.image)
+    image = load_image(image_paths(args.image), card.in_channels, card.channel_names)
+    if args.bands and card.in_channels > 1:
+        raise CLIError("--bands analyses one-channel models only (this one takes several)")
     labels = None if args.labels is None else load_labels(args.labels, image, card.out_channels)
     metrics, adversarial, worst = _worst_of(args, model, card, image, labels)
     bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
@@ -80,7 +87,7 @@ def run(args) -> int:
 
             print(band_csv(bands), end="")
     elif not args.quiet:
-        print(format_metrics_table(metrics, title=args.image))
+        print(format_metrics_table(metrics, title=" + ".join(args.image)))
         if worst is not None:
             from vafa.report.worst_case import format_worst_case
 
@@ -96,13 +103,12 @@ def _worst_of(args, model, card, image, labels):
     """``(metrics, adversarial volume, worst-case account)`` of ``--adversarial``: with several
     volumes the one with the lowest fg Dice (the account lists every volume's Dice, in the
     form of :meth:`vafa.run.worst_case.WorstCase.to_dict`; None for one volume or none)."""
-    from vafa.io.volume import load_volume
     from vafa.run.pipeline import evaluate
 
     paths = args.adversarial or [None]
     scored = []
     for path in paths:
-        volume = None if path is None else load_volume(path)
+        volume = None if path is None else _adversarial(path, image, card)
         scored.append((evaluate(model, card, image, labels, volume, amp=args.amp), volume, path))
     if len(scored) == 1:
         return scored[0][0], scored[0][1], None
@@ -117,6 +123,17 @@ def _worst_of(args, model, card, image, labels):
     worst = {"winner": Path(path).name, "floor": 0.0, "stopped_early": False,
              "clean_dice_fg": metrics.dice_fg.clean, "members": members}  # fmt: skip
     return metrics, volume, worst
+
+
+def _adversarial(path: str, image, card):
+    """An adversarial image like ``image``: one file (3D or 4D), or for an image given as one
+    file per channel, the files :func:`vafa.io.channels.channel_paths` names after ``path``."""
+    from vafa.io.channels import Channels, channel_paths, load_image
+
+    paths = Path(path)
+    if isinstance(image, Channels) and image.layout == "files":
+        paths = channel_paths(path, len(image))
+    return load_image(paths, card.in_channels, card.channel_names)
 
 
 def _bands(args, model, card, image, adversarial, labels):

@@ -252,6 +252,15 @@ def check_label_classes(labels: Volume, card: ModelCard, name: str) -> None:
     arr = labels.array
     if float(arr.min()) < 0 or not np.array_equal(arr, np.round(arr)):
         raise ValueError(f"{name} must hold non-negative integer class indices")
+    heads = card.heads()
+    if heads.sigmoid:
+        stray = heads.stray_labels(np.unique(arr).tolist())
+        if stray:
+            raise ValueError(
+                f"{name} holds value(s) {stray} that no output region of the model covers "
+                f"(regions {heads.region_dict()})"
+            )
+        return
     high = int(arr.max())
     if high >= card.out_channels:
         raise ValueError(

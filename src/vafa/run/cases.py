@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vafa.io.datalist import case_name, describe, image_paths
 from vafa.io.files import write_text
 from vafa.run.outcome_metrics import OutcomeMetrics
 
@@ -51,7 +52,7 @@ CASE_FIELDS = (
 
 
 def case_row(
-    image: str | os.PathLike,
+    image: str | os.PathLike | tuple[Path, ...],
     labels: str | os.PathLike | None,
     adversarial: str,
     status: str = "ok",
@@ -61,16 +62,17 @@ def case_row(
     """One row of :data:`CASE_FIELDS` (JSON-ready: str, float, int or None).
 
     Args:
-        image, labels: the case's files as given. adversarial: the output's file name.
+        image, labels: the case's files as given (an image: a path, or one path per channel:
+            the ``image`` cell lists them joined by `` + ``). adversarial: the output's name.
         status: ``"ok"`` or ``"failed: <message>"``.
         metrics: the case's metrics (:func:`vafa.run.pipeline.run_attack`'s, or read back from
             its JSON), or None for a failed case.
     """
     row: dict[str, Any] = dict.fromkeys(CASE_FIELDS)
-    name = Path(image).name
+    image = image_paths(image)
     row.update(
-        case=name.removesuffix(".gz").removesuffix(".nii"),
-        image=str(image),
+        case=case_name(image),
+        image=describe(image),
         labels=None if labels is None else str(labels),
         adversarial=adversarial,
         status=status,

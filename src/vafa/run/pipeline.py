@@ -37,7 +37,14 @@ from vafa.io.model_space import (
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume, resample_like, resample_to
 from vafa.ops.amp import with_amp
-from vafa.run.outcome_metrics import OutcomeMetrics, Pair, PerTile, Protocol, SegmentationScores
+from vafa.run.outcome_metrics import (
+    OutcomeMetrics,
+    Pair,
+    PerTile,
+    Protocol,
+    SegmentationScores,
+    segmentation_scores,
+)
 from vafa.run.tiling import sliding_window_labels
 
 __all__ = [
@@ -205,7 +212,7 @@ def iter_run_attack(
     if through == "sliding-window":
         attacked = DeployedModel(model, card.roi_size, card.inference)
         roi = tuple(model_input.tensor.shape[2:])
-    built = build_attack(attack, attacked, **options, seed=seed, device=device)
+    built = build_attack(attack, attacked, **options, seed=seed, device=device, heads=card.heads())
     if device != "auto":
         model.to(built.device)
     result = yield from iter_attack_volume(
@@ -216,7 +223,7 @@ def iter_run_attack(
     adv_grid = units_on_grid(model_input.unbatch(adv01), model_input)
     clean_pred = _predict(model, model_input.tensor, card)
     adv_pred = _predict(model, adv01, card)
-    reference = clean_pred if target is None else target
+    reference = clean_pred if target is None else card.heads().target(target, card.out_channels)
     metrics = _outcome_metrics(
         card, model_input, labels, clean_pred, reference, adv01, adv_pred,
         **_attack_fields(result, reference, card),
@@ -284,7 +291,7 @@ def evaluate(
     if adversarial is not None:
         adv01 = adversarial_model_input(adversarial, model_input)[1]
     clean_pred = _predict(model, model_input.tensor, card)
-    reference = clean_pred if target is None else target
+    reference = clean_pred if target is None else card.heads().target(target, card.out_channels)
     adv_pred = None if adv01 is None else _predict(model, adv01, card)
     return _outcome_metrics(card, model_input, labels, clean_pred, reference, adv01, adv_pred)
 
@@ -322,7 +329,7 @@ def adversarial_model_input(
 
 # ----------------------------------------------------------------------------- helpers
 def _predict(model: nn.Module, tensor01: torch.Tensor, card: ModelCard) -> torch.Tensor:
-    return sliding_window_labels(model, tensor01, card.roi_size, card.inference)
+    return sliding_window_labels(model, tensor01, card.roi_size, card.inference, heads=card.heads())
 
 
 def _outcome_metrics(
@@ -353,20 +360,8 @@ def _outcome_metrics(
 
 
 def _segmentation(card, model_input, pred, reference) -> SegmentationScores:
-    from vafa.ops import metrics as M
-
-    k, names = card.out_channels, list(card.class_names)
-    dice = M.dice_per_class(pred, reference, k)
-    hd = M.hd95_per_class(pred, reference, k, model_input.grid.spacing)[0]
-    means = M.dice_summary(dice)
-    finite = hd[torch.isfinite(hd)]
-    return SegmentationScores(
-        dice_per_class=dict(zip(names, _floats(dice[0]), strict=True)),
-        hd95_per_class=dict(zip(names, _floats(hd), strict=True)),
-        dice=_float(means["dice"]),
-        dice_fg=_float(means["dice_fg"]),
-        hd95=_float(finite.mean()) if finite.numel() else None,
-        hd95_missed=tuple(n for n, v in zip(names, hd.tolist(), strict=True) if v == math.inf),
+    return segmentation_scores(
+        card.heads(), pred, reference, card.class_names, model_input.grid.spacing
     )
 
 
@@ -386,21 +381,21 @@ def _perturbation(model_input, adv01, clean_pred, adv_pred) -> dict[str, float |
         # the model input's change in file units (e.g. HU): linf × window width; a voxel outside
         # the window that the attack moved inside changes more in the written file
         linf_original_units=_linf_units(model_input.mapping, clean01, adv01),
-        flip_rate=M.flip_rate(clean_pred, adv_pred),
+        flip_rate=model_input.card.heads().flip_rate(clean_pred, adv_pred),
     )
 
 
 def _attack_fields(result, reference, card) -> dict[str, Any]:
     """The attack fields of :class:`OutcomeMetrics` (settings, steps, tiles, per-tile Dice)."""
-    from vafa.ops import metrics as M
 
     rows = result.tile_results
+    heads = card.heads()
     zeroed = [(r["zeroed_fraction"], r["voxels"]) for r in rows if r["zeroed_fraction"] is not None]
     weight = sum(v for _, v in zeroed)
     per_tile = None
     if not result.cancelled:
         means = {
-            which: M.dice_summary(M.dice_per_class(pred, reference, card.out_channels))
+            which: heads.summary(heads.dice(pred, reference, card.out_channels))
             for which, pred in (
                 ("clean", result.tile_clean_prediction),
                 ("adversarial", result.tile_adversarial_prediction),
@@ -441,7 +436,7 @@ def _history(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _label_volume(pred: torch.Tensor, model_input: ModelInput, resample_back: bool) -> Volume:
-    array = pred[0, 0].cpu().numpy().astype(np.float32)
+    array = model_input.card.heads().merge(pred)[0, 0].cpu().numpy().astype(np.float32)
     vol = _channels(model_input.grid)[0].with_array(array, np.uint8)
     if resample_back and model_input.resampled:
         vol = resample_like(vol, _channels(model_input.source)[0], mode="nearest")

@@ -1,0 +1,57 @@
+"""run_attack and evaluate on a model with overlapping sigmoid outputs (TC, WT, ET): Dice per
+region and per merged label (needs the pipeline to ask the card's heads)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_heads import BRATS, HEADS, NAMES, _problem
+
+from vafa.io.models import ModelCard
+from vafa.io.volume import Volume
+from vafa.run.pipeline import evaluate, run_attack
+
+
+@pytest.fixture(scope="module")
+def case():
+    model, x, labels = _problem()
+    card = ModelCard(
+        architecture="unet", in_channels=1, out_channels=3, class_names=list(NAMES),
+        roi_size=(16, 16, 16), intensity={"type": "ct_window", "a_min": 0.0, "a_max": 1.0},
+        kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
+        outputs={"activation": "sigmoid", "regions": BRATS},
+    )  # fmt: skip
+    image = Volume(x[0, 0].numpy().astype(np.float32), np.eye(4))
+    return model, card, image, Volume(labels[0, 0].numpy().astype(np.float32), np.eye(4))
+
+
+def test_run_attack_reports_dice_per_region_and_per_merged_label(case):
+    model, card, image, labels = case
+    outcome = run_attack(model, card, image, labels, attack="pgd",
+                         options={"eps": 8, "steps": 5}, seed=0)  # fmt: skip
+    m = outcome.metrics
+    assert m.reference == "labels" and list(m.dice_per_class.clean) == list(NAMES)
+    assert list(m.dice_per_class.clean.values()) == [1.0, 1.0, 1.0]
+    assert m.dice.clean == m.dice_fg.clean == 1.0
+    assert m.dice_fg.adversarial < 0.97 and m.dice_fg.adversarial == pytest.approx(
+        np.mean(list(m.dice_per_class.adversarial.values())))  # fmt: skip
+    assert list(m.dice_per_label.clean) == ["1", "2", "4"] and m.dice_per_label.clean["4"] == 1.0
+    assert m.per_tile.dice_fg.adversarial < 1.0 and m.flip_rate > 0
+    assert set(np.unique(outcome.clean_prediction.array)) <= {0, 1, 2, 4}
+    assert np.array_equal(outcome.clean_prediction.array, labels.array)
+    written = json.loads(json.dumps(m.to_dict()))
+    assert written["dice_per_label"]["clean"] == {"1": 1.0, "2": 1.0, "4": 1.0}
+    both = evaluate(model, card, image, labels, outcome.adversarial)
+    assert both.dice_per_class == m.dice_per_class and both.dice_per_label == m.dice_per_label
+
+
+def test_run_attack_without_labels_attacks_the_region_masks(case):
+    model, card, image, _ = case
+    outcome = run_attack(model, card, image, attack="vafa", seed=0,
+                         options={"block_size": 8, "q_max": 40, "steps": 5})  # fmt: skip
+    m = outcome.metrics
+    assert m.reference == "clean_prediction" and m.dice_fg.clean == 1.0
+    assert m.dice_fg.adversarial < 1.0 and list(m.dice_per_label.clean) == ["1", "2", "4"]
+    assert outcome.settings["attack"]["attack"] == "VAFA" and HEADS.sigmoid
