@@ -11,6 +11,7 @@ import pytest
 
 from tests.factories import (
     mri_case,
+    read_csv_rows,
     run_cli,
     save_nifti,
     save_tiny_model,
@@ -133,3 +134,39 @@ def test_a_folder_of_nnunet_channel_files_is_one_case_per_case(tmp_path, mri_mod
     rows = (tmp_path / "o" / "attack_results.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["case0", "case1"]
     assert len(list((tmp_path / "o").glob("case1_adv_000?.nii.gz"))) == 4
+
+
+def test_a_report_on_a_multichannel_datalist(tmp_path, mri_model):
+    import vafa.report as R
+
+    entries = [write_mri_case(tmp_path, f"case{i}", i, "files") for i in range(2)]
+    grid = R.ReportGrid(
+        [R.GridEntry("table1", "clean", {}, ""),
+         R.GridEntry("table1", "vafa", {"q_max": 20, "steps": 1, "block_size": 8}, "q_max=20")],
+        [],
+    )  # fmt: skip
+    cases = [(f"case{i}", [tmp_path / f for f in e["image"]], tmp_path / e["label"])
+             for i, e in enumerate(entries)]  # fmt: skip
+    result = R.run_report([("mri", mri_model)], cases, tmp_path / "rep", grid=grid)
+    rows = read_csv_rows(result.results_csv)
+    assert [(r["case"], r["key"], r["status"]) for r in rows] == [
+        (case, key, "ok") for case in ("case0", "case1") for key in ("clean", grid.table1[1].key)
+    ]
+    assert float(rows[1]["linf"]) > 0 and float(rows[1]["ssim"]) < 1  # attacked
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "case0_0000.nii.gz` + `" in report  # the case's four files are listed
+
+
+def test_training_on_a_multichannel_datalist(tmp_path, mri_model, capsys):
+    entries = [write_mri_case(tmp_path, f"case{i}", i, "4d") for i in range(3)]
+    datalist = tmp_path / "data.json"
+    datalist.write_text(json.dumps({"training": entries[:2], "validation": entries[2:]}))
+    out = tmp_path / "run"
+    argv = ["train", "--datalist", datalist, "--model", mri_model, "--mode", "fgsm", "--eps", "2"]
+    argv += ["--epochs", "1", "--iterations-per-epoch", "2", "--out-dir", out, "-q"]
+    code, _, stderr = run_cli(argv, capsys)
+    assert code == 0, stderr
+    from vafa.io.checkpoints import load_card
+
+    card = load_card(next(out.glob("*.json")))
+    assert card.in_channels == 4 and card.channel_names == NAMES

@@ -134,7 +134,7 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
     under ``"line"`` (:func:`_case_line`). A failing case is reported and gives a ``failed``
     row (a single IMAGE raises instead)."""
     from vafa.io.channels import load_image
-    from vafa.io.volume import load_labels
+    from vafa.io.model_space import load_model_labels
 
     image_path, label_path = case
     sidecar = _sidecar(target)
@@ -148,7 +148,7 @@ def _attack_case(args, model, card, case, target, title, quiet, expected, single
             overwrite = True  # a case cut short: its partial files are replaced
         _check_target(target, written, [*image_files(image_path), label_path], overwrite)
         image = load_image(image_path, card.in_channels, card.channel_names)
-        labels = None if label_path is None else load_labels(label_path, image, card.out_channels)
+        labels = None if label_path is None else load_model_labels(label_path, image, card)
         outcome = run_attack_command(args, model, card, image, labels, title=title, quiet=quiet)
         _write_adversarial(outcome, target)
         worst = outcome.settings.get("worst_case")

@@ -56,7 +56,7 @@ def run(args) -> int:
     from vafa.io.channels import load_image
     from vafa.io.datalist import image_paths
     from vafa.io.files import json_ready
-    from vafa.io.volume import load_labels
+    from vafa.io.model_space import load_model_labels
     from vafa.report.tables import format_metrics_table, metrics_csv
 
     if args.json and args.format not in (None, "json"):
@@ -70,7 +70,7 @@ def run(args) -> int:
     image = load_image(image_paths(args.image), card.in_channels, card.channel_names)
     if args.bands and card.in_channels > 1:
         raise CLIError("--bands analyses one-channel models only (this one takes several)")
-    labels = None if args.labels is None else load_labels(args.labels, image, card.out_channels)
+    labels = None if args.labels is None else load_model_labels(args.labels, image, card)
     metrics, adversarial, worst = _worst_of(args, model, card, image, labels)
     bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
     if fmt == "json":

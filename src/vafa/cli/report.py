@@ -22,6 +22,7 @@ from vafa.cli.common import (
     model_source,
 )
 from vafa.cli.options import add_through_argument
+from vafa.io.datalist import case_name, image_files
 from vafa.run.progress import StepBar
 
 __all__ = ["add_parser"]
@@ -235,13 +236,10 @@ def _report_cases(args) -> list[tuple[str, Path, Path | None]]:
 
         pairs = [sample_paths()]
     for image, labels in pairs:
-        for path in (image, labels):
+        for path in (*image_files(image), labels):
             if path is not None and not path.is_file():
                 raise CLIError(f"{path}: no such file")
-    named = [
-        (image.name.removesuffix(".gz").removesuffix(".nii"), image, labels)
-        for image, labels in pairs
-    ]
+    named = [(case_name(image), image, labels) for image, labels in pairs]
     names = _dedupe([(name, i) for i, (name, _, _) in enumerate(named)])
     return [
         (name, image, labels) for (name, _), (_, image, labels) in zip(names, named, strict=True)

@@ -20,7 +20,7 @@ import torch
 from vafa.io.channels import Channels
 from vafa.io.intensity import ChannelWindows, CTWindow, fit_windows
 from vafa.io.models import ModelCard
-from vafa.io.volume import Volume, resample_like, resample_to
+from vafa.io.volume import Volume, load_labels, resample_like, resample_to
 
 __all__ = [
     "ModelInput",
@@ -28,6 +28,7 @@ __all__ = [
     "check_label_classes",
     "from_model_space",
     "labels_to_model_space",
+    "load_model_labels",
     "to_model_space",
     "units_on_grid",
 ]
@@ -245,6 +246,15 @@ def _grid_differs(volume: Volume, card: ModelCard) -> bool:
 
 def _fmt(values) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def load_model_labels(path, image: Volume | Channels, card: ModelCard) -> Volume:
+    """A label map file of ``image`` (same grid), checked against what the card's model predicts
+    (:func:`check_label_classes`: classes below ``out_channels``, or the values its sigmoid
+    regions cover)."""
+    labels = load_labels(path, like=image)
+    check_label_classes(labels, card, str(labels.source))
+    return labels
 
 
 def check_label_classes(labels: Volume, card: ModelCard, name: str) -> None:

@@ -235,8 +235,9 @@ def _record(recorders, model: str, case: str, image, labels, entry, outcome) -> 
 
 
 def _load_case(case: PlannedCase, card):
-    from vafa.io.volume import load_labels, load_volume
+    from vafa.io.channels import load_image
+    from vafa.io.model_space import load_model_labels
 
-    image = load_volume(case.image)
-    labels = None if case.labels is None else load_labels(case.labels, image, card.out_channels)
+    image = load_image(case.image, card.in_channels, card.channel_names)
+    labels = None if case.labels is None else load_model_labels(case.labels, image, card)
     return image, labels

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vafa.io.datalist import image_files
 from vafa.io.files import write_text
 from vafa.report.grid import (
     FULL_STEPS,
@@ -120,9 +121,10 @@ def _preamble(models, cases, settings) -> list[str]:
         reference = (
             f"labels `{labels}`" if labels else "no labels: Dice against the clean prediction"
         )
-        if Path(image).resolve() == sample:
+        if not isinstance(image, tuple) and Path(image).resolve() == sample:
             reference += "; the bundled CT sample, whose labels are TotalSegmentator's output"
-        out.append(f"- `{name}`: `{image}` ({reference})")
+        files = " + ".join(f"`{p}`" for p in image_files(image))
+        out.append(f"- `{name}`: {files} ({reference})")
     out += ["", "**Models**:"]
     out += [f"- `{name}`: {text}" for name, text in models]
     out += [

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vafa.io.datalist import ImagePaths, image_files, image_paths
 from vafa.report.grid import GridEntry, ReportGrid, ReportSettings
 from vafa.report.results import RESULTS_CSV, read_results
 from vafa.report.shards import ReportShards
@@ -49,10 +50,11 @@ class PlannedModel:
 
 @dataclass(frozen=True)
 class PlannedCase:
-    """A case of the report: its unique name, image and labels (None: pseudo-labels) paths."""
+    """A case of the report: its unique name, image (a file, or one per channel) and labels
+    (None: pseudo-labels) paths."""
 
     name: str
-    image: Path
+    image: ImagePaths
     labels: Path | None
 
 
@@ -174,10 +176,11 @@ def _planned_cases(cases) -> list[PlannedCase]:
     names = _unique_names([c[0] for c in cases], "case")
     planned = []
     for name, (_, image, labels) in zip(names, cases, strict=True):
-        for path in (image, labels):
+        image = image_paths(image)
+        for path in (*image_files(image), labels):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"case {name}: {path} does not exist")
-        planned.append(PlannedCase(name, Path(image), None if labels is None else Path(labels)))
+        planned.append(PlannedCase(name, image, None if labels is None else Path(labels)))
     return planned
 
 

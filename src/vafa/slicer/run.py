@@ -95,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ----------------------------------------------------------------------------- modules
 def run_attack_module(args, progress: Progress) -> dict[str, Any]:
     from vafa.attacks import VAFA, attack_class, drive
-    from vafa.io.volume import load_labels, load_volume
+    from vafa.io.model_space import load_model_labels
+    from vafa.io.volume import load_volume
     from vafa.run.pipeline import iter_run_attack
     from vafa.run.worst_case import WORST_CASE, is_worst_case, iter_worst_case
 
@@ -110,7 +111,7 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
     progress.comment("loading the model")
     model, card = _model(args)
     image = load_volume(args.input)
-    labels = None if not args.labels else load_labels(args.labels, image, card.out_channels)
+    labels = None if not args.labels else load_model_labels(args.labels, image, card)
     taken = {o.name for cls in classes for o in cls.options}
     options = _attack_options(args, MODULES["VAFAAttack"](), taken)
     progress.comment(f"attacking with {args.attack if worst else classes[0].name}")
@@ -141,13 +142,14 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
 
 
 def run_evaluate_module(args, progress: Progress) -> dict[str, Any]:
-    from vafa.io.volume import load_labels, load_volume
+    from vafa.io.model_space import load_model_labels
+    from vafa.io.volume import load_volume
     from vafa.run.pipeline import evaluate
 
     progress.comment("loading the model")
     model, card = _model(args)
     image = load_volume(args.input)
-    labels = None if not args.labels else load_labels(args.labels, image, card.out_channels)
+    labels = None if not args.labels else load_model_labels(args.labels, image, card)
     adversarial = None if not args.adversarial else load_volume(args.adversarial)
     progress(0.1)
     progress.comment("segmenting")
@@ -168,7 +170,8 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
 
     from vafa.attacks import attack_class
     from vafa.io.checkpoints import load_model, save_model
-    from vafa.io.volume import load_labels, load_volume
+    from vafa.io.model_space import load_model_labels
+    from vafa.io.volume import load_volume
     from vafa.training import MODE_ATTACKS, TrainingConfig, train
     from vafa.training.files import BEST, LATEST
     from vafa.training.settings import SETTINGS
@@ -179,7 +182,7 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
     progress.comment("loading the model")
     model, card = _model(args)
     image = load_volume(args.input)
-    labels = load_labels(args.labels, image, card.out_channels)
+    labels = load_model_labels(args.labels, image, card)
     attack = MODE_ATTACKS[args.mode]
     taken = {o.name for o in attack_class(attack).options} if attack else set()
     options = _attack_options(args, MODULES["VAFTFineTune"](), taken)

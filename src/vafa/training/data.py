@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vafa.io.datalist import ImagePaths
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume
 from vafa.ops.checks import number
@@ -120,12 +121,13 @@ class TrainingCase:
     name: str
 
 
-def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[Path, Path]]]:
-    """Read a decathlon-style datalist.
+def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[ImagePaths, Path]]]:
+    """Read a decathlon-style datalist for training (:func:`vafa.io.datalist.read_split`).
 
     Args:
         path: JSON file with ``"training"`` and optionally ``"validation"`` lists of
-            ``{"image": ..., "label": ...}`` (paths relative to the JSON file's folder).
+            ``{"image": ..., "label": ...}`` (paths relative to the JSON file's folder; an image
+            may be a list of files, one per channel).
 
     Returns:
         ``{"training": [(image, label), ...], "validation": [...]}`` (validation may be empty).
@@ -133,43 +135,28 @@ def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[Path, Path]]]
     Raises:
         FileNotFoundError: the datalist, or any image/label file it names, does not exist (all
             missing files are listed in one message).
-        ValueError: not valid JSON, no non-empty ``training`` list, or an entry without both
-            ``image`` and ``label`` strings.
+        ValueError: not valid JSON, no non-empty ``training`` list, an entry without both
+            ``image`` and ``label``, or cases of different channels.
     """
+    from vafa.io.datalist import image_files, read_split
     from vafa.io.files import read_json
 
     path = Path(path)
     doc = read_json(path, "datalist")
-    if not isinstance(doc, dict) or not isinstance(doc.get("training"), list):
-        keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise ValueError(f"datalist {path} must hold a 'training' list of cases, got {keys}")
-    if not doc["training"]:
-        raise ValueError(f"datalist {path}: the 'training' list is empty")
-    out: dict[str, list[tuple[Path, Path]]] = {}
-    missing: list[str] = []
-    for split in ("training", "validation"):
-        entries = doc.get(split) or []
-        if not isinstance(entries, list):
-            raise ValueError(f"datalist {path}: {split!r} must be a list, got {entries!r}")
-        out[split] = []
-        for n, entry in enumerate(entries):
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("image"), str)
-                and isinstance(entry.get("label"), str)
-            ):
-                raise ValueError(
-                    f"datalist {path}: {split} case {n} must be "
-                    f'{{"image": PATH, "label": PATH}}, got {entry!r}'
-                )
-            pair = (path.parent / entry["image"], path.parent / entry["label"])
-            missing += [str(p) for p in pair if not p.is_file()]
-            out[split].append(pair)
+    out = {"training": read_split(path, "training", labels=True), "validation": []}
+    if isinstance(doc, dict) and doc.get("validation"):
+        out["validation"] = read_split(path, "validation", labels=True)
+    kinds = {len(image) if isinstance(image, tuple) else 0 for pairs in out.values()
+             for image, _ in pairs}  # fmt: skip
+    if len(kinds) > 1:
+        raise ValueError(f"datalist {path}: training and validation cases have other channels")
+    missing = [str(p) for pairs in out.values() for image, label in pairs
+               for p in (*image_files(image), label) if not p.is_file()]  # fmt: skip
     if missing:
         raise FileNotFoundError(
             f"datalist {path}: {len(missing)} file(s) missing: {', '.join(missing)}"
         )
-    return out
+    return out  # type: ignore[return-value]
 
 
 def load_cases(
@@ -197,8 +184,14 @@ def load_cases(
             (the file — or the case — is named).
         FileNotFoundError: a file does not exist.
     """
-    from vafa.io.model_space import check_label_classes, labels_to_model_space, to_model_space
-    from vafa.io.volume import load_labels, load_volume
+    from vafa.io.channels import Channels, load_image
+    from vafa.io.datalist import describe
+    from vafa.io.model_space import (
+        check_label_classes,
+        labels_to_model_space,
+        load_model_labels,
+        to_model_space,
+    )
 
     if isinstance(pairs, (str, os.PathLike)) or not isinstance(pairs, Sequence):
         raise TypeError(f"{split} data must be a list of (image, labels) pairs, got {pairs!r}")
@@ -207,12 +200,15 @@ def load_cases(
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise TypeError(f"{split} case {n} must be an (image, labels) pair, got {pair!r}")
         image, labels = pair
-        image = image if isinstance(image, Volume) else load_volume(image)
+        if not isinstance(image, (Volume, Channels)):
+            image = load_image(image, card.in_channels, card.channel_names)
         name = str(image.source) if image.source is not None else f"{split} case {n}"
+        if isinstance(image, Channels) and image.sources:
+            name = describe(image.sources if len(image.sources) > 1 else image.sources[0])
         if isinstance(labels, Volume):
             check_label_classes(labels, card, labels.source or f"labels of {name}")
         else:
-            labels = load_labels(labels, like=image, max_classes=card.out_channels)
+            labels = load_model_labels(labels, image, card)
         model_input = to_model_space(image, card)
         target = labels_to_model_space(labels, model_input)
         case = {"image": model_input.tensor[0].float(), "label": target[0].float()}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vafa.ops.losses import DiceCELoss, FrequencyConsistencyLoss
+from vafa.ops.heads import SOFTMAX, Heads
+from vafa.ops.losses import DiceBCELoss, DiceCELoss, FrequencyConsistencyLoss
 from vafa.training.modes import resolve_mode
 
 __all__ = ["VAFTLoss"]
@@ -17,18 +18,24 @@ class VAFTLoss(nn.Module):
     Args:
         mode: one of :data:`MODES`.
         lambda_fr: weight λ of the frequency-consistency term (``"vafa-fr"`` only).
+        heads: how the model's outputs are read (``card.heads()``): softmax classes, whose
+            ``L_seg`` is the paper's Dice-CE, or sigmoid regions (Dice + BCE, the labels turned
+            into region masks).
 
     ``forward(labels, clean_logits=None, adv_logits=None)``: ``labels`` ``[B, 1, H, W, D]``
-    class indices, logits ``[B, K, H, W, D]`` of the clean and adversarial patches (the ones
+    label values, logits ``[B, K, H, W, D]`` of the clean and adversarial patches (the ones
     the mode needs). Returns ``{"loss": total, "clean": …, "adv": …, "fr": …}`` (scalar tensors;
     only the terms of the mode).
     """
 
-    def __init__(self, mode: str = "vafa-fr", lambda_fr: float = 1.0) -> None:
+    def __init__(
+        self, mode: str = "vafa-fr", lambda_fr: float = 1.0, heads: Heads = SOFTMAX
+    ) -> None:
         super().__init__()
         self.mode = resolve_mode(mode)
         self.lambda_fr = float(lambda_fr)
-        self.seg = DiceCELoss()
+        self.heads = heads
+        self.seg = DiceBCELoss() if heads.sigmoid else DiceCELoss()
         self.fr = FrequencyConsistencyLoss()
 
     @property
@@ -52,6 +59,9 @@ class VAFTLoss(nn.Module):
             if needed and value is None:
                 raise ValueError(f"{name} is required in mode {self.mode!r}")
         terms: dict[str, torch.Tensor] = {}
+        if self.heads.sigmoid:  # softmax: the labels as they are (the paper's Dice-CE)
+            logits = clean_logits if clean_logits is not None else adv_logits
+            labels = self.heads.target(labels, logits.shape[1])
         if self.needs_clean:
             terms["clean"] = self.seg(clean_logits.float(), labels)
         if self.needs_adversarial:

@@ -113,7 +113,9 @@ class Trainer:
         x_adv = None
         if cfg.attack is not None:
             seed = self._seed(1, self.iteration)
-            attack = build_attack(cfg.attack, self.raw, **cfg.attack_options, seed=seed)
+            attack = build_attack(
+                cfg.attack, self.raw, **cfg.attack_options, seed=seed, heads=self.heads
+            )
             result = yield from self._relay(attack.iter_attack(x, y), "attack")
             if self.dist.any(self.stop):  # cancelled: no update, in every process
                 return None
@@ -148,10 +150,19 @@ class Trainer:
         """Sliding-window Dice of this process's validation cases, clean and attacked, summed
         over processes; None when cancelled (a single process returns at once, several finish
         their cases, with any attack cut short, and then agree)."""
-        from vafa.ops.metrics import dice_per_class
         from vafa.run.tiling import iter_attack_volume, sliding_window_labels
 
-        cfg, dist, card = self.config, self.dist, self.card
+        cfg, dist, card, heads = self.config, self.dist, self.card, self.heads
+        k = card.out_channels
+
+        def scores(prediction, reference):
+            return _dice_sums(heads.dice(prediction, reference, k), heads)
+
+        def predict(volume):
+            return sliding_window_labels(
+                self.raw, volume, card.roi_size, overlap=VALIDATION_OVERLAP, heads=heads
+            )
+
         val_attack, val_options = cfg.validation
         mine = list(range(dist.rank, len(self.val_cases), dist.world_size))
         sums = torch.zeros(10, dtype=torch.float64)
@@ -159,26 +170,24 @@ class Trainer:
             case = self.val_cases[index]
             x = case.image[None].to(self.device)
             y = case.labels[None].round().long().to(self.device)
-            pred = sliding_window_labels(self.raw, x, card.roi_size, overlap=VALIDATION_OVERLAP)
-            sums[:4] += _dice_sums(dice_per_class(pred, y, card.out_channels))
+            reference = heads.target(y, k)
+            sums[:4] += scores(predict(x), reference)
             if val_attack is not None:
                 attack = build_attack(
-                    val_attack, self.raw, **val_options, seed=self._seed(2, index, rank=0)
-                )
+                    val_attack, self.raw, **val_options, seed=self._seed(2, index, rank=0),
+                    heads=heads,
+                )  # fmt: skip
                 tiles = iter_attack_volume(
                     attack, x, y, roi=card.roi_size, tile_batch=cfg.tile_batch
                 )
                 result = yield from self._relay(tiles, "validation", case=i + 1, cases=len(mine))
                 if self.stop and dist.world_size == 1:
                     return None
-                adv = sliding_window_labels(
-                    self.raw, result.adversarial, card.roi_size, overlap=VALIDATION_OVERLAP
-                )
-                sums[4:8] += _dice_sums(dice_per_class(adv, y, card.out_channels))
+                sums[4:8] += scores(predict(result.adversarial), reference)
                 # the stitched predictions of the attacked tiles: what the attack optimised
                 # against (sliding-window prediction of the whole volume forgives much of it)
                 tiles_pred = result.tile_adversarial_prediction
-                sums[8:] += _dice_sums(dice_per_class(tiles_pred, y, card.out_channels))[:2]
+                sums[8:] += scores(tiles_pred, reference)[:2]
             reply = yield self._event("validation", case=i + 1, cases=len(mine))
             self.stop = self.stop or reply is False
             if self.stop and dist.world_size == 1:
@@ -232,10 +241,13 @@ class Trainer:
         self.device = dist.device
         self.raw.to(self.device)
         self.attack_settings = None
+        self.heads = card.heads()
         if cfg.attack is not None:
-            built = build_attack(cfg.attack, self.raw, **cfg.attack_options, seed=cfg.seed)
+            built = build_attack(
+                cfg.attack, self.raw, **cfg.attack_options, seed=cfg.seed, heads=self.heads
+            )
             self.attack_settings = {k: v for k, v in built.settings().items() if k != "seed"}
-        self.loss_fn = VAFTLoss(cfg.mode, cfg.lambda_fr)
+        self.loss_fn = VAFTLoss(cfg.mode, cfg.lambda_fr, heads=self.heads)
         self.optim = Optimisation.build(self.raw, cfg, self.total, self.device)
         if self.resume:
             restore(self)
@@ -348,10 +360,11 @@ def _logits(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _dice_sums(dice: torch.Tensor) -> torch.Tensor:
-    """``[sum fg, count fg, sum all, count all]`` of a ``[1, K]`` Dice table (NaN skipped)."""
+def _dice_sums(dice: torch.Tensor, heads) -> torch.Tensor:
+    """``[sum fg, count fg, sum all, count all]`` of a ``[1, K]`` Dice table of ``heads``
+    (NaN skipped; softmax: "all" with the background column, as MONAI reports it)."""
     d = dice[0].double().cpu()
-    fg = d[1:]
+    fg = heads.foreground(dice)[0].double().cpu()
     return torch.stack(
         [
             torch.nansum(fg),
