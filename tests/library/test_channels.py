@@ -215,3 +215,21 @@ def test_an_attack_on_four_channels_lowers_dice_and_writes_four_channels(tmp_pat
         np.testing.assert_allclose(written, outcome.adversarial.array[c])
         scale = MRI_UNITS[c][0]
         assert np.abs(written - image.array[c]).max() < scale  # in that channel's units
+
+
+@pytest.mark.parametrize(
+    "attack", ["pgd", "fgsm", "bim", "gn", "segpgd", "cospgd", "sa2", "vafa2d"]
+)
+def test_every_attack_changes_every_channel(attack):
+    from vafa.attacks import ATTACKS
+    from vafa.run.pipeline import run_attack
+
+    arrays, _ = mri_case(8, channels=2, size=16)
+    image = Channels(tuple(Volume(a, grid_affine()) for a in arrays))
+    card = mri_card(2)
+    options = {"steps": 2} if "steps" in ATTACKS[attack].options else {}
+    outcome = run_attack(
+        tiny_model(card).eval(), card, image, attack=attack, options=options, seed=0
+    )
+    change = np.abs(outcome.perturbation.array).reshape(2, -1).max(axis=1)
+    assert np.all(change > 0), change
