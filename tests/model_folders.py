@@ -203,19 +203,64 @@ def run_bundle(bundle: Path, image: Path, out_dir: Path) -> np.ndarray:
     return np.moveaxis(probs, -1, 0) if probs.ndim == 4 else probs[None]
 
 
-def vafa_probabilities(model, card, path: Path, inference=None) -> np.ndarray:
-    """Softmax of vafa's clean prediction of the file ``path`` (no resampling: the file is on
-    the card's grid), ``[K, *file axes]``, with the card's own inference unless ``inference``
-    is given: what the frameworks' own inference is compared with."""
+def vafa_probabilities(model, card, path, inference=None) -> np.ndarray:
+    """Softmax of vafa's clean prediction of the file ``path`` (or of one file per channel,
+    a list in the card's channel order; no resampling: the files are on the card's grid),
+    ``[K, *file axes]``, with the card's own inference unless ``inference`` is given: what the
+    frameworks' own inference is compared with."""
+    from vafa.io.channels import load_image
     from vafa.io.model_space import to_model_space
-    from vafa.io.volume import load_volume
     from vafa.run.tiling import sliding_window_predict
 
-    model_input = to_model_space(load_volume(path), card)
+    image = load_image(path, card.in_channels, card.channel_names)
+    model_input = to_model_space(image, card)
     assert not model_input.resampled
     inference = card.inference if inference is None else inference
     logits = sliding_window_predict(model, model_input.tensor, card.roi_size, inference)
     return torch.softmax(logits, 1)[0].numpy()
+
+
+#: nnU-Net adds the weighted window logits in float16; probabilities agree to a few 1e-4 except
+#: where its float16 sums are coarse (:func:`float16_steps`).
+NNUNET_ATOL = 1e-3
+
+
+def float16_steps(card, shape) -> np.ndarray:
+    """How coarsely ``nnUNetPredictor`` rounds the logit of every voxel of a volume of our
+    ``shape`` ``(x, y, z)``, in its ``(z, y, x)`` order: it adds the weighted window logits in
+    float16, whose values below 2⁻¹⁴ are spaced 2⁻²⁴ apart, so where the summed window weights
+    ``n`` are tiny (voxels that only window borders reach) a logit is rounded to steps of up to
+    2⁻²⁴ / n (1 at the volume's corners)."""
+    from vafa.run.windows import plan_windows
+
+    axes = card.kwargs["axes"]
+    plan = plan_windows(shape, card.roi_size, card.inference, axes)
+    n = plan.crop(plan.normalizer(dtype=torch.float16))[0, 0].double().numpy()
+    return (2.0**-24 / n).transpose(2, 1, 0)
+
+
+def centred_logits(probabilities: np.ndarray) -> np.ndarray:
+    """Logits up to the constant softmax ignores: ``log p`` minus its mean over classes."""
+    logs = np.log(np.clip(probabilities.astype(np.float64), 1e-30, None))
+    return logs - logs.mean(0)
+
+
+def assert_agrees_with_nnunet(ours: np.ndarray, theirs: np.ndarray, card) -> None:
+    """vafa's probabilities ``ours`` equal ``nnUNetPredictor``'s ``theirs`` (both ``[K, z, y,
+    x]``, its defaults: Gaussian, float16 sums) to :data:`NNUNET_ATOL`, except where nnU-Net's
+    float16 sums are coarse (the volume's edges): there the logits agree within its rounding;
+    the labels agree wherever nnU-Net's precision decides them."""
+    assert ours.shape == theirs.shape
+    step = float16_steps(card, ours.shape[1:][::-1])
+    fine = step <= NNUNET_ATOL
+    assert fine.mean() > 0.9  # coarse: the volume's edges, reached by window borders only
+    np.testing.assert_allclose(ours[:, fine], theirs[:, fine], atol=NNUNET_ATOL)
+    ours_logits, their_logits = centred_logits(ours), centred_logits(theirs)
+    gap = np.abs(ours_logits - their_logits).max(0)
+    assert (gap <= 2 * step + 0.01)[~fine].all()  # within nnU-Net's rounding there
+    top2 = np.sort(their_logits, axis=0)[-2:]
+    decided = fine | (top2[1] - top2[0] > 2 * step)  # not a tie at nnU-Net's precision
+    assert np.array_equal(ours.argmax(0)[decided], theirs.argmax(0)[decided])
 
 
 def write_nifti(path: Path, array: np.ndarray, spacing) -> Path:
@@ -238,16 +283,31 @@ CT_PROPERTIES = {
 }
 
 
+PET_PROPERTIES = {  # SUV-like: what nnU-Net's fingerprint of a PET channel holds
+    "max": 20.0,
+    "mean": 3.0,
+    "median": 2.5,
+    "min": 0.0,
+    "percentile_00_5": 0.2,
+    "percentile_99_5": 15.0,
+    "std": 2.0,
+}
+
+
 def nnunet_plans(
     *,
-    scheme: str = "CTNormalization",
+    scheme: str | tuple[str, ...] = "CTNormalization",
     transpose=(0, 1, 2),
     spacing=(2.0, 1.0, 1.0),
     patch=(8, 16, 16),
     use_mask: bool = False,
     features=(4, 8, 16),
 ) -> dict[str, Any]:
-    """Plans of a tiny 3d_fullres PlainConvUNet (anisotropic: the first axis is coarse)."""
+    """Plans of a tiny 3d_fullres PlainConvUNet (anisotropic: the first axis is coarse);
+    ``scheme``: one normalisation scheme, or one per input channel (several channels: channel
+    0 has the foreground properties :data:`CT_PROPERTIES`, the others :data:`PET_PROPERTIES`)."""
+    schemes = [scheme] if isinstance(scheme, str) else list(scheme)
+    properties = {str(c): dict(PET_PROPERTIES if c else CT_PROPERTIES) for c in range(len(schemes))}
     architecture = {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
@@ -286,8 +346,8 @@ def nnunet_plans(
                 "patch_size": list(patch),
                 "median_image_size_in_voxels": [16, 32, 32],
                 "spacing": list(spacing),
-                "normalization_schemes": [scheme],
-                "use_mask_for_norm": [use_mask],
+                "normalization_schemes": schemes,
+                "use_mask_for_norm": [use_mask] * len(schemes),
                 "resampling_fn_data": "resample_data_or_seg_to_shape",
                 "resampling_fn_seg": "resample_data_or_seg_to_shape",
                 "resampling_fn_data_kwargs": resampling,
@@ -300,7 +360,7 @@ def nnunet_plans(
         },
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": dict(CT_PROPERTIES)},
+        "foreground_intensity_properties_per_channel": properties,
     }
 
 
@@ -308,7 +368,7 @@ def make_tiny_nnunet(
     root: Path,
     *,
     plans: dict[str, Any] | None = None,
-    channel: str = "CT",
+    channel: str | tuple[str, ...] = "CT",
     seed: int = 0,
     checkpoints=("checkpoint_final.pth",),
     trainer: str = "nnUNetTrainer",
@@ -317,12 +377,16 @@ def make_tiny_nnunet(
     """An nnU-Net v2 result folder whose checkpoint nnU-Net's own trainer (``trainer``, e.g.
     ``nnUNetTrainerNoMirroring``) writes for ``fold``, after a random perturbation of every
     weight (as if trained) and numpy values in its log (as nnU-Net's training leaves them).
-    Another fold in the same ``root`` adds ``fold_<k>`` to the same result folder."""
+    Another fold in the same ``root`` adds ``fold_<k>`` to the same result folder.
+    ``channel``: the input channel's name, or one name per channel (``("CT", "PET")``; the
+    plans then need one normalisation scheme per channel)."""
     import pytest
 
     plans = plans or nnunet_plans()
-    dataset = {"channel_names": {"0": channel}, "labels": dict(NNUNET_LABELS),
-               "numTraining": 1, "file_ending": ".nii.gz"}  # fmt: skip
+    names = [channel] if isinstance(channel, str) else list(channel)
+    dataset = {"channel_names": {str(c): n for c, n in enumerate(names)},
+               "labels": dict(NNUNET_LABELS), "numTraining": 1,
+               "file_ending": ".nii.gz"}  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         for var in ("nnUNet_results", "nnUNet_preprocessed", "nnUNet_raw"):
             mp.setenv(var, str(Path(root) / var))
@@ -375,8 +439,9 @@ def nnunet_trainer_class(name: str) -> type:
 def nnunet_predict(
     folder: Path, image_zyx: np.ndarray, spacing_zyx, *, folds=(0,), **kwargs
 ) -> np.ndarray:
-    """nnU-Net's own predictor: probabilities ``[K, z, y, x]``. By default its sliding window
-    without Gaussian weights and mirroring; ``use_gaussian=True, use_mirroring=True``:
+    """nnU-Net's own predictor: probabilities ``[K, z, y, x]`` of ``image_zyx`` (``[z, y, x]``,
+    or ``[C, z, y, x]`` for a model of C channels). By default its sliding window without
+    Gaussian weights and mirroring; ``use_gaussian=True, use_mirroring=True``:
     ``nnUNetPredictor``'s defaults; ``folds``: the folds it ensembles."""
     import pytest
     from nnunetv2.inference import predict_from_raw_data
@@ -396,6 +461,10 @@ def nnunet_predict(
                    nnunet_trainer_class)  # fmt: skip
         predictor.initialize_from_trained_model_folder(str(folder), use_folds=folds, **kwargs)
     _, probs = predictor.predict_single_npy_array(
-        image_zyx[None].astype(np.float32), {"spacing": list(spacing_zyx)}, None, None, True
+        (image_zyx if image_zyx.ndim == 4 else image_zyx[None]).astype(np.float32),
+        {"spacing": list(spacing_zyx)},
+        None,
+        None,
+        True,
     )
     return np.asarray(probs, dtype=np.float32)

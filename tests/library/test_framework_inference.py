@@ -14,6 +14,7 @@ import torch
 from factories import write_noise_ct
 from model_folders import (
     CT_WINDOW,
+    assert_agrees_with_nnunet,
     make_tiny_bundle,
     make_tiny_nnunet,
     nnunet_plans,
@@ -27,11 +28,8 @@ from vafa.cli import main
 from vafa.io.checkpoints import load_model
 from vafa.io.inference import Inference
 from vafa.io.models import ModelCard
-from vafa.run.windows import importance_map, plan_windows, window_starts, windowed_logits
+from vafa.run.windows import importance_map, window_starts, windowed_logits
 
-#: nnU-Net adds the weighted window logits in float16; probabilities agree to a few 1e-4 except
-#: where its float16 sums are coarse (:func:`_float16_steps`).
-NNUNET_ATOL = 1e-3
 BUNDLE_SPACING = (1.5, 1.5, 2.0)
 
 
@@ -55,23 +53,6 @@ NNUNET_CASES = {  # folder, folds, image (z, y, x) — not multiples of the patc
 }
 
 
-def _float16_steps(card, shape) -> np.ndarray:
-    """How coarsely ``nnUNetPredictor`` rounds the logit of every voxel, in its ``(z, y, x)``
-    order: it adds the weighted window logits in float16, whose values below 2⁻¹⁴ are spaced
-    2⁻²⁴ apart, so where the summed window weights ``n`` are tiny (voxels that only window
-    borders reach) a logit is rounded to steps of up to 2⁻²⁴ / n (1 at the volume's corners)."""
-    axes = card.kwargs["axes"]
-    plan = plan_windows(shape, card.roi_size, card.inference, axes)
-    n = plan.crop(plan.normalizer(dtype=torch.float16))[0, 0].double().numpy()
-    return (2.0**-24 / n).transpose(2, 1, 0)
-
-
-def _centred_logits(probabilities: np.ndarray) -> np.ndarray:
-    """Logits up to the constant softmax ignores: ``log p`` minus its mean over classes."""
-    logs = np.log(np.clip(probabilities.astype(np.float64), 1e-30, None))
-    return logs - logs.mean(0)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(NNUNET_CASES))
 def test_clean_prediction_is_nnunet_predictors_with_its_defaults(case, nnunet_folders, tmp_path):
@@ -86,17 +67,7 @@ def test_clean_prediction_is_nnunet_predictors_with_its_defaults(case, nnunet_fo
     model, card = load_model(folder, device="cpu", fold=",".join(map(str, folds)))
     path = write_nifti(tmp_path / "case.nii.gz", image.transpose(2, 1, 0), spacing[::-1])
     ours = vafa_probabilities(model, card, path).transpose(0, 3, 2, 1)  # → nnU-Net's (z, y, x)
-    assert ours.shape == theirs.shape
-    step = _float16_steps(card, image.shape[::-1])
-    fine = step <= NNUNET_ATOL
-    assert fine.mean() > 0.9  # coarse: the volume's edges, reached by window borders only
-    np.testing.assert_allclose(ours[:, fine], theirs[:, fine], atol=NNUNET_ATOL)
-    ours_logits, their_logits = _centred_logits(ours), _centred_logits(theirs)
-    gap = np.abs(ours_logits - their_logits).max(0)
-    assert (gap <= 2 * step + 0.01)[~fine].all()  # within nnU-Net's rounding there
-    top2 = np.sort(their_logits, axis=0)[-2:]
-    decided = fine | (top2[1] - top2[0] > 2 * step)  # not a tie at nnU-Net's precision
-    assert np.array_equal(ours.argmax(0)[decided], theirs.argmax(0)[decided])
+    assert_agrees_with_nnunet(ours, theirs, card)
     # the comparison can fail: vafa's former window (MONAI's, constant, no mirroring) differs
     former = vafa_probabilities(model, card, path, Inference()).transpose(0, 3, 2, 1)
     assert np.abs(former - theirs).max() > 0.05

@@ -181,7 +181,8 @@ BAD = {
     r"not match the card's network \(nnunet, 4 output classes\)",
     "no checkpoint": r"fold_0/checkpoint_final.pth: no such checkpoint \(in fold_0: none\)",
     "broken checkpoint": r"checkpoint .*checkpoint_final.pth is not a readable PyTorch file",
-    "two channels": r"dataset.json: vafa attacks single-channel models, this one takes 2",
+    "two channels": r"plans.json: the configuration normalises 1 channel\(s\) \(CTNormalization\) "
+    r"but dataset.json lists 2 \(T1, T2\)",
     "2d": r"plans.json: configuration '3d_fullres' is not 3D",
     "broken plans": r"nnU-Net plans .*plans.json must be valid JSON",
 }

@@ -11,8 +11,11 @@ unpickling anything foreign (:func:`vafa.io.nnunet_checkpoint.read_nnunet_checkp
 folds make one model whose logits are the mean of the folds' (as ``nnUNetPredictor`` averages
 the folds' logits before the softmax).
 
-Not supported (one-line error): 2D configurations, cascades, region-based training, models
-with several input channels.
+Models with several input channels (``dataset.json`` ``channel_names``: PET + CT, T2 + ADC, …)
+take one file per channel in nnU-Net's order (``case_0000.nii.gz``, ``case_0001.nii.gz``, read
+with :func:`vafa.io.channels.load_image`); each channel is normalised by its own scheme
+(:mod:`vafa.io.nnunet_intensity`). Not supported (one-line error): 2D configurations, cascades,
+region-based training, normalisation schemes other than nnU-Net's five.
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def load_nnunet(
 
     Returns:
         ``(model, card)``: a :class:`~vafa.io.wrapped.NormalizedInput` in eval mode on the
-        device (``[B, 1, H, W, D]`` in [0, 1] → logits ``[B, K, H, W, D]``, what nnU-Net's
-        predictor computes for one window before mirroring), and its card (architecture
-        ``"nnunet"``; ``kwargs["folds"]`` and ``provenance["folds"]`` for several folds;
+        device (``[B, C, H, W, D]`` in [0, 1], ``C = card.in_channels`` in the order of
+        ``card.channel_names`` → logits ``[B, K, H, W, D]``, what nnU-Net's predictor computes
+        for one window before mirroring), and its card (architecture ``"nnunet"``;
+        ``kwargs["folds"]`` and ``provenance["folds"]`` for several folds;
         ``card.inference``: nnU-Net's default inference of this trainer).
 
     Raises:

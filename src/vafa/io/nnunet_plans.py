@@ -12,29 +12,21 @@ checkpoint) as :func:`vafa.io.nnunet.load_nnunet` loads it:
   (``SimpleITKIO``, ``NibabelIO``) or ``RAS`` (the ``…WithReorient`` readers, and
   TotalSegmentator's models, whose tool reorients every image to RAS first);
 - classes and names from ``dataset.json``'s ``labels`` (without ``ignore``);
-- intensities, single-channel models, by the channel's normalisation scheme:
-
-  =========================  ===================================  ============================
-  nnU-Net scheme             [0, 1] window (card)                  first layer
-  =========================  ===================================  ============================
-  ``CTNormalization``        ``ct_window(percentile_00_5, _99_5)``  ``(lo + x·(hi − lo) − mean) / std``
-  ``ZScoreNormalization``    ``zscore(k=5, nonzero=use_mask)``      ``(2x − 1)·5``
-  ``RescaleTo01Normalization`` ``percentile(0, 100)``               ``x``
-  ``RGBTo01Normalization``   ``ct_window(0, 255)``                  ``x``
-  ``NoNormalization``        ``ct_window(min, max)`` (foreground)   ``min + x·(max − min)``
-  =========================  ===================================  ============================
-
-  ``CTNormalization`` (clip to the dataset's foreground percentiles, then z-score with the
-  dataset's foreground mean and std) is reproduced exactly;
+- input channels from ``dataset.json``'s ``channel_names`` (nnU-Net's order ``"0"``, ``"1"``, …;
+  ``modality`` in converted v1 datasets), one file each (``case_0000.nii.gz`` …);
+- intensities by each channel's normalisation scheme (:mod:`vafa.io.nnunet_intensity`): the
+  card's [0, 1] window per channel and a first layer that maps it back to nnU-Net's units
+  (``CTNormalization`` exactly: clip to the foreground percentiles, z-score by the foreground
+  mean and std);
 - inference (:func:`nnunet_inference`): ``nnUNetPredictor``'s defaults — tile step 0.5 at
-  nnU-Net's window positions, Gaussian weights (σ = patch/8), padding with the network's 0,
+  nnU-Net's window positions, Gaussian weights (σ = patch/8), padding with the network's 0
+  (of channel 0 for every channel: :attr:`vafa.io.inference.Inference.cval` is one number),
   mirroring along the axes the checkpoint's trainer allows (``inference_allowed_mirroring_axes``).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,19 +36,17 @@ from vafa.io.files import read_json
 from vafa.io.inference import Inference
 from vafa.io.models import ModelCard
 from vafa.io.nnunet_checkpoint import NnunetCheckpoint
+from vafa.io.nnunet_intensity import FirstLayer, channel_names, first_layer
 from vafa.ops.messages import short_text
 
 __all__ = ["nnunet_card", "nnunet_inference"]
 
-#: Half-width (standard deviations) of the [0, 1] window of a z-score model.
-ZSCORE_K = 5.0
 _READERS = {  # plans' image_reader_writer → orientation the images had in training
     "SimpleITKIO": None,
     "NibabelIO": None,
     "SimpleITKIOWithReorient": "RAS",
     "NibabelIOWithReorient": "RAS",
 }
-_EPS = 1e-8  # nnU-Net's guard against a zero standard deviation
 #: ``nnUNetPredictor``'s defaults (also ``nnUNetv2_predict``'s): tile step and Gaussian σ / patch.
 TILE_STEP = 0.5
 SIGMA_SCALE = 1 / 8
@@ -74,6 +64,7 @@ def nnunet_card(folder: str | os.PathLike, ckpt: NnunetCheckpoint, path: Path) -
     name = _configuration_name(folder, ckpt, path)
     config = _configuration(plans, name, plans_path)
     _check_supported(config, dataset, name, plans_path, dataset_path)
+    channels = channel_names(dataset, dataset_path)
     if ckpt.plans is not None:
         _compare_plans(ckpt.plans, config, name, path, plans_path)
     arch = _architecture(config, plans_path)
@@ -82,8 +73,10 @@ def nnunet_card(folder: str | os.PathLike, ckpt: NnunetCheckpoint, path: Path) -
     spacing, roi = [0.0] * 3, [0] * 3
     for n, axis in enumerate(axes):
         spacing[axis], roi[axis] = float(config["spacing"][n]), int(config["patch_size"][n])
-    intensity, scale, shift, layer = _normalisation(plans, config, plans_path)
+    first = first_layer(plans, config, channels, plans_path)
     orientation, notes = _orientation(plans, plans_path)
+    inference, padding_note = nnunet_inference(ckpt, axes, first), _padding_note(first, channels)
+    notes = [*notes, *first.notes, *([padding_note] if padding_note else [])]
     provenance = {
         "source": "nnU-Net v2 result folder",
         "folder": folder.resolve().name,
@@ -92,7 +85,7 @@ def nnunet_card(folder: str | os.PathLike, ckpt: NnunetCheckpoint, path: Path) -
         "configuration": name,
         "trainer": ckpt.trainer,
         "checkpoint": f"{path.parent.name}/{path.name}",
-        "input_layer": layer,
+        "input_layer": first.layer,
         "checkpoint_unused": ckpt.unused,
         "checkpoint_refused": ckpt.refused,
         "notes": notes,
@@ -102,31 +95,31 @@ def nnunet_card(folder: str | os.PathLike, ckpt: NnunetCheckpoint, path: Path) -
             architecture="nnunet",
             kwargs={"network_class": arch["network_class_name"], "arch_kwargs": arch["arch_kwargs"],
                     "requires_import": list(arch.get("_kw_requires_import", [])),
-                    "input_scale": scale, "input_shift": shift, "axes": axes},
-            in_channels=1,
+                    "input_scale": first.scale, "input_shift": first.shift, "axes": axes},
+            in_channels=len(channels),
+            channel_names=channels,
             out_channels=len(class_names),
             class_names=class_names,
             roi_size=roi,
-            intensity=intensity,
+            intensity=first.intensity,
             spacing=spacing,
             orientation=orientation,
             provenance={k: v for k, v in provenance.items() if v not in (None, [], {})},
-            inference=nnunet_inference(ckpt, axes, scale, shift),
+            inference=inference,
         )  # fmt: skip
     except (TypeError, ValueError) as err:
         raise ValueError(f"{plans_path}: {err}") from None
 
 
-def nnunet_inference(
-    ckpt: NnunetCheckpoint, axes: list[int], scale: float, shift: float
-) -> Inference:
+def nnunet_inference(ckpt: NnunetCheckpoint, axes: list[int], first: FirstLayer) -> Inference:
     """What ``nnUNetPredictor`` does by default with this checkpoint, in our axis order.
 
     Args:
         ckpt: the checkpoint (its trainer's ``mirror_axes`` are network axes).
         axes: ``axes[n]`` is our axis of network axis ``n``.
-        scale, shift: the first layer ``x·scale + shift`` ([0, 1] → nnU-Net's units), so that
-            padding with nnU-Net's 0 is ``−shift/scale`` in ours.
+        first: the first layer ([0, 1] → nnU-Net's units), so that padding with nnU-Net's 0
+            is ``−shift/scale`` in ours (channel 0's for all channels: see
+            :func:`_padding_note`).
     """
     allowed = () if ckpt.mirror_axes is None else tuple(sorted(axes[n] for n in ckpt.mirror_axes))
     return Inference(
@@ -134,7 +127,7 @@ def nnunet_inference(
         mode="gaussian",
         sigma_scale=SIGMA_SCALE,
         padding_mode="constant",
-        cval=-shift / scale,
+        cval=first.padding[0],
         sw_batch_size=1,
         mirror_axes=allowed,
         windows="nnunet",
@@ -208,11 +201,6 @@ def _check_supported(
                          "the previous stage's segmentation); use a single-stage model")  # fmt: skip
     if not isinstance(dataset, Mapping):
         raise ValueError(f"{dataset_path}: must be a JSON object")
-    channels = dataset.get("channel_names", dataset.get("modality"))
-    if not isinstance(channels, Mapping) or len(channels) != 1:
-        raise ValueError(f"{dataset_path}: vafa attacks single-channel models, this one takes "
-                         f"{len(channels) if isinstance(channels, Mapping) else '?'} channels "
-                         f"({channels})")  # fmt: skip
     labels = dataset.get("labels")
     if dataset.get("regions_class_order") or (
         isinstance(labels, Mapping) and any(isinstance(v, (list, tuple)) for v in labels.values())
@@ -276,52 +264,15 @@ def _class_names(dataset: Mapping[str, Any], dataset_path: Path) -> list[str]:
     return [name for _, name in pairs]
 
 
-def _normalisation(
-    plans: Mapping[str, Any], config: Mapping[str, Any], plans_path: Path
-) -> tuple[dict[str, Any], float, float, str]:
-    """Card intensity mapping, first-layer scale/shift and a description of that layer."""
-    try:
-        scheme = config["normalization_schemes"][0]
-        use_mask = bool((config.get("use_mask_for_norm") or [False])[0])
-    except (KeyError, IndexError, TypeError):
-        raise ValueError(f"{plans_path}: the configuration has no normalization_schemes") from None
-    props = plans.get("foreground_intensity_properties_per_channel",
-                      plans.get("foreground_intensity_properties_by_modality", {}))  # fmt: skip
-    props = props.get("0", {}) if isinstance(props, Mapping) else {}
-
-    def prop(key: str) -> float:
-        value = props.get(key)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
-            raise ValueError(f"{plans_path}: {scheme} needs foreground_intensity_properties "
-                             f"'{key}' of channel 0, got {value!r}")  # fmt: skip
-        return float(value)
-
-    if scheme == "CTNormalization":
-        lo, hi, mean = prop("percentile_00_5"), prop("percentile_99_5"), prop("mean")
-        std = max(prop("std"), _EPS)
-        if not lo < hi:
-            raise ValueError(f"{plans_path}: CT percentiles must differ, got {lo} and {hi}")
-        layer = f"(({lo:g} + x·{hi - lo:g}) − {mean:g}) / {std:g}: clip, then z-score"
-        window = {"type": "ct_window", "a_min": lo, "a_max": hi}
-        return window, (hi - lo) / std, (lo - mean) / std, layer
-    if scheme == "ZScoreNormalization":
-        window = {"type": "zscore", "k": ZSCORE_K, "nonzero": use_mask}
-        return window, 2 * ZSCORE_K, -ZSCORE_K, f"(2x − 1)·{ZSCORE_K:g}: the z-score"
-    if scheme == "RescaleTo01Normalization":
-        return {"type": "percentile", "p_low": 0.0, "p_high": 100.0}, 1.0, 0.0, "x"
-    if scheme == "RGBTo01Normalization":
-        return {"type": "ct_window", "a_min": 0.0, "a_max": 255.0}, 1.0, 0.0, "x"
-    if scheme == "NoNormalization":
-        lo, hi = prop("min"), prop("max")
-        if not lo < hi:
-            raise ValueError(f"{plans_path}: foreground min and max must differ, got {lo}, {hi}")
-        layer = f"{lo:g} + x·{hi - lo:g}: the raw intensities"
-        return {"type": "ct_window", "a_min": lo, "a_max": hi}, hi - lo, lo, layer
-    raise ValueError(f"{plans_path}: normalisation scheme {scheme!r} is not supported")
+def _padding_note(first: FirstLayer, channels: list[str]) -> str | None:
+    """Where padding differs from nnU-Net's: an axis shorter than the patch is padded with one
+    [0, 1] value (channel 0's zero), nnU-Net pads every channel with its own 0."""
+    padding = first.padding
+    if all(abs(p - padding[0]) <= 1e-12 * max(1.0, abs(p)) for p in padding):
+        return None
+    values = ", ".join(f"{name} {p:.4g}" for name, p in zip(channels, padding, strict=True))
+    return (f"an image shorter than the patch is padded with {padding[0]:.4g} in every channel; "
+            f"nnU-Net pads with each channel's 0 ({values} in [0, 1])")  # fmt: skip
 
 
 def _orientation(plans: Mapping[str, Any], plans_path: Path) -> tuple[str | None, list[str]]:

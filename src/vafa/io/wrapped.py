@@ -47,7 +47,9 @@ class NormalizedInput(nn.Module):
     Args:
         network: maps ``[B, C, *spatial]`` (its own axis order) to logits ``[B, K, *spatial]``;
             a list/tuple output (deep supervision) uses its first entry.
-        scale, shift: the affine map from the [0, 1] input to the network's input units.
+        scale, shift: the affine map from the [0, 1] input to the network's input units: two
+            numbers, or one number per input channel each (``C`` of ``[B, C, H, W, D]``; a
+            multi-channel nnU-Net model normalises every channel its own way).
         axes: ``axes[n]`` is the axis of our ``(H, W, D)`` that is the network's spatial axis
             ``n``; ``(2, 1, 0)`` for nnU-Net, ``(0, 1, 2)`` (no permutation) for MONAI.
 
@@ -58,29 +60,37 @@ class NormalizedInput(nn.Module):
     def __init__(
         self,
         network: nn.Module,
-        scale: float = 1.0,
-        shift: float = 0.0,
+        scale: float | Sequence[float] = 1.0,
+        shift: float | Sequence[float] = 0.0,
         axes: Sequence[int] = (0, 1, 2),
     ) -> None:
         super().__init__()
-        for name, value in (("scale", scale), ("shift", shift)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
-        if scale == 0:
+        scale, shift = _affine("scale", scale), _affine("shift", shift)
+        if isinstance(scale, tuple) != isinstance(shift, tuple) or (
+            isinstance(scale, tuple) and len(scale) != len(shift)
+        ):
+            raise ValueError(f"scale and shift must both be numbers or both one number per "
+                             f"channel, got {scale!r} and {shift!r}")  # fmt: skip
+        if 0 in (scale if isinstance(scale, tuple) else (scale,)):
             raise ValueError("scale must not be 0")
         axes = tuple(axes)
         if sorted(axes) != [0, 1, 2] or not all(isinstance(a, int) for a in axes):
             raise ValueError(f"axes must be a permutation of (0, 1, 2), got {axes!r}")
         self.network = network
-        self.scale = float(scale)
-        self.shift = float(shift)
+        self.scale = scale
+        self.shift = shift
         self.axes = axes
         self.inverse_axes = tuple(axes.index(i) for i in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale != 1.0 or self.shift != 0.0:
+        if isinstance(self.scale, tuple):
+            if x.shape[1] != len(self.scale):
+                raise ValueError(f"the first layer maps {len(self.scale)} channels, the input "
+                                 f"has {x.shape[1]} (shape {list(x.shape)})")  # fmt: skip
+            view = (1, -1) + (1,) * (x.ndim - 2)
+            scale = torch.tensor(self.scale, dtype=x.dtype, device=x.device).view(view)
+            x = x * scale + torch.tensor(self.shift, dtype=x.dtype, device=x.device).view(view)
+        elif self.scale != 1.0 or self.shift != 0.0:
             x = x * self.scale + self.shift
         if self.axes != (0, 1, 2):
             x = x.permute(0, 1, *(2 + a for a in self.axes))
@@ -100,7 +110,7 @@ class NormalizedInput(nn.Module):
         return [NormalizedInput(m, self.scale, self.shift, self.axes) for m in self.network.members]
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale:.6g}, shift={self.shift:.6g}, axes={self.axes}"
+        return f"scale={_numbers(self.scale)}, shift={_numbers(self.shift)}, axes={self.axes}"
 
 
 class NetworkEnsemble(nn.Module):
@@ -160,8 +170,8 @@ def build_monai_network(
     in_channels: int,
     out_channels: int,
     network: Mapping[str, Any],
-    input_scale: float = 1.0,
-    input_shift: float = 0.0,
+    input_scale: float | Sequence[float] = 1.0,
+    input_shift: float | Sequence[float] = 0.0,
 ) -> NormalizedInput:
     """The network of a MONAI bundle's ``network_def`` (card architecture ``"monai-bundle"``).
 
@@ -170,7 +180,8 @@ def build_monai_network(
             constructor takes ``in_channels``/``out_channels``).
         network: ``{"_target_": "monai.networks.nets.UNet", <constructor arguments>}``, JSON.
         input_scale, input_shift: the bundle's intensity transform after the [0, 1] window,
-            e.g. ``ScaleIntensityRanged(b_min=-1, b_max=1)`` → scale 2, shift -1.
+            e.g. ``ScaleIntensityRanged(b_min=-1, b_max=1)`` → scale 2, shift -1 (or one
+            number per input channel each).
 
     Raises:
         ValueError: not a MONAI network, or its constructor rejected the arguments.
@@ -187,7 +198,7 @@ def build_monai_network(
         net = cls(**args)
     except (TypeError, ValueError, RuntimeError, AssertionError) as err:
         raise ValueError(f"{cls.__name__}({_args_text(args)}) failed: {err}") from err
-    return NormalizedInput(net, input_scale, input_shift)
+    return NormalizedInput(net, *_first_layer(input_scale, input_shift, in_channels))
 
 
 # ----------------------------------------------------------------------------- nnU-Net
@@ -199,8 +210,8 @@ def build_nnunet_network(
     network_class: str,
     arch_kwargs: Mapping[str, Any],
     requires_import: Sequence[str] = (),
-    input_scale: float = 1.0,
-    input_shift: float = 0.0,
+    input_scale: float | Sequence[float] = 1.0,
+    input_shift: float | Sequence[float] = 0.0,
     axes: Sequence[int] = (2, 1, 0),
     folds: int = 1,
 ) -> NormalizedInput:
@@ -215,7 +226,8 @@ def build_nnunet_network(
         arch_kwargs: the plans' ``arch_kwargs`` (JSON).
         requires_import: the plans' ``_kw_requires_import``: entries of ``arch_kwargs`` that
             name ``torch.nn`` classes (``"torch.nn.modules.conv.Conv3d"``).
-        input_scale, input_shift: [0, 1] → nnU-Net's normalised intensities.
+        input_scale, input_shift: [0, 1] → nnU-Net's normalised intensities (one number
+            each, or one per input channel: nnU-Net normalises each channel by its scheme).
         axes: our axis of each network axis (nnU-Net reads images as ``(z, y, x)``).
         folds: how many folds' networks (> 1: a :class:`NetworkEnsemble` of them, one per fold
             in the order chosen).
@@ -243,8 +255,8 @@ def build_nnunet_network(
                     deep_supervision=False, **kwargs) for _ in range(folds)]  # fmt: skip
     except (TypeError, ValueError, RuntimeError, AssertionError, IndexError) as err:
         raise ValueError(f"{name}({_args_text(arch_kwargs)}) failed: {err}") from err
-    return NormalizedInput(nets[0] if folds == 1 else NetworkEnsemble(nets), input_scale,
-                           input_shift, axes)  # fmt: skip
+    scale, shift = _first_layer(input_scale, input_shift, in_channels)
+    return NormalizedInput(nets[0] if folds == 1 else NetworkEnsemble(nets), scale, shift, axes)
 
 
 def nnunet_roi_check(kwargs: dict[str, Any], roi: tuple[int, ...]) -> str | None:
@@ -264,6 +276,36 @@ def nnunet_roi_check(kwargs: dict[str, Any], roi: tuple[int, ...]) -> str | None
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _affine(name: str, value: Any) -> float | tuple[float, ...]:
+    """A finite number, or a non-empty list of them (one per channel) as a tuple."""
+    values = list(value) if isinstance(value, (list, tuple)) else None
+    for v in [value] if values is None else values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must be a number or one number per channel, got {value!r}")
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    if values is None:
+        return float(value)
+    if not values:
+        raise ValueError(f"{name} must name one number per channel, got none")
+    return tuple(float(v) for v in values)
+
+
+def _first_layer(scale: Any, shift: Any, in_channels: int) -> tuple[Any, Any]:
+    """``(scale, shift)`` of a card, checked: one number each or one per input channel."""
+    for name, value in (("input_scale", scale), ("input_shift", shift)):
+        if isinstance(value, (list, tuple)) and len(value) != in_channels:
+            raise ValueError(f"{name} must be one number or one per input channel "
+                             f"({in_channels}), got {len(value)}: {list(value)}")  # fmt: skip
+    return scale, shift
+
+
+def _numbers(value: float | tuple[float, ...]) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(f"{v:.6g}" for v in value) + ")"
+    return f"{value:.6g}"
 
 
 def _class_from(module_name: str, name: str, what: str, hint: str = "") -> Any:
