@@ -260,7 +260,7 @@ def _threshold_model() -> torch.nn.Module:
     return conv.eval()
 
 
-def _problem(model=None):
+def _region_problem(model=None):
     model = _threshold_model() if model is None else model
     g = torch.Generator().manual_seed(1)
     x = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 17, 17, 17, generator=g), 2, 1)
@@ -273,7 +273,7 @@ def _problem(model=None):
 @pytest.mark.parametrize("name", ["pgd", "vafa", "segpgd", "cospgd"])
 def test_attacks_lower_the_mean_region_dice_of_a_sigmoid_model(name):
     """Measured: mean region Dice 1 → 0.74 (PGD ε 8), 0.92 (VAFA q_max 40, 8³ blocks)."""
-    model, x, labels = _problem()
+    model, x, labels = _region_problem()
     assert sorted(torch.unique(labels).tolist()) == [0, 1, 2, 4]
     options = {"vafa": dict(block_size=8, q_max=40, steps=10)}.get(name, dict(eps=8, steps=10))
     attack = build_attack(name, model, heads=HEADS, seed=0, **options)
@@ -294,7 +294,7 @@ def test_attacks_lower_the_mean_region_dice_of_a_sigmoid_model(name):
 def test_pseudo_labels_of_a_sigmoid_model_are_its_region_masks_and_tiles_stitch_them():
     from vafa.run.tiling import attack_volume, sliding_window_labels
 
-    model, x, _ = _problem(_tiny_sigmoid_model())
+    model, x, _ = _region_problem(_tiny_sigmoid_model())
     attack = build_attack("pgd", model, heads=HEADS, seed=0, eps=8, steps=3)
     result = attack(x)
     assert torch.equal(result.labels, result.clean_prediction)
