@@ -68,8 +68,6 @@ def run(args) -> int:
         raise CLIError(f"--band-block must be a positive int, got {args.band_block}")
     model, card = load_model(args)
     image = load_image(image_paths(args.image), card.in_channels, card.channel_names)
-    if args.bands and card.in_channels > 1:
-        raise CLIError("--bands analyses one-channel models only (this one takes several)")
     labels = None if args.labels is None else load_model_labels(args.labels, image, card)
     metrics, adversarial, worst = _worst_of(args, model, card, image, labels)
     bands = _bands(args, model, card, image, adversarial, labels) if args.bands else None
