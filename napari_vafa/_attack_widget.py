@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, SpinBox
 
 from napari_vafa._attack_controls import AttackControls
+from napari_vafa._channel_picker import ChannelPicker
 from napari_vafa._compare_panel import CompareAttacks
 from napari_vafa._compare_view import CompareView, run_cells
 from napari_vafa._model_picker import ModelPicker
@@ -105,6 +106,8 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         self._build_controls(available_devices())
         self.attack.changed.connect(self._update_visibility)
         self.image_layer.changed.connect(self._prefer_labels_on_grid)
+        for control in self.model_picker.widgets:  # the model's channels: one combo each
+            control.changed.connect(self._refresh_channels)
         self.paper.changed.connect(self._apply_paper)
         self.export_button.changed.connect(self.export)
         self.compare_button.changed.connect(self.compare)
@@ -113,10 +116,13 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         #: the live lens: its layers, its jobs, its own GUI pieces (never delaying a Run)
         self.live_lens = LiveLens(self)
         self.viewer.layers.selection.events.active.connect(self._explain_layer)
+        self._refresh_channels()
 
     # ------------------------------------------------------------------ construction
     def _build_controls(self, devices: list[str]) -> None:
         self.image_layer = ComboBox(label="image", choices=self._image_choices)
+        self.channel_picker = ChannelPicker(self.viewer, self._ours, self._prefer_labels_on_grid)
+        self.channel_box = self.channel_picker.box
         self.labels_layer = ComboBox(label="labels", choices=self._labels_choices)
         self.model_picker = ModelPicker(devices)
         for name, control in zip(ModelPicker.NAMES, self.model_picker.widgets, strict=True):
@@ -127,14 +133,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         for name, control in self.attack_controls.controls.items():
             setattr(self, name, control)
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
-        self.through = ComboBox(
-            label="through",
-            choices=[
-                ("tiles (the paper)", "tiles"),
-                ("sliding window (deployed)", "sliding-window"),
-            ],
-            value="tiles",
-        )
+        self.through = ComboBox(label="through", choices=THROUGH_CHOICES, value="tiles")
         buttons = self._make_run_controls()
         self.export_perturbation = CheckBox(text="perturbation", value=False)
         self.export_predictions = CheckBox(text="predictions", value=False)
@@ -162,7 +161,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         live_row = _row(self.live, self.lens_size)
         comparison = _row(self.compare_button, self.quick_compare, label="Table 1")
         self.extend([
-            self.image_layer, self.labels_layer, self.model_source, self.weights,
+            self.image_layer, self.channel_box, self.labels_layer, self.model_source, self.weights,
             self.card_preset, self.card_file, self.device, self.attack,
             *self.attack_controls.widgets, self.seed, self.through, live_row, buttons, self.status,
             self.step_slider, self.step_info, extras, export_row, comparison, self.layer_help,
@@ -171,7 +170,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
     def _input_names(self) -> tuple[str, ...]:
         """The inputs disabled while a job runs."""
         return (
-            "image_layer", "labels_layer", *ModelPicker.NAMES, "attack", "seed", "through", "export_perturbation", "export_predictions",
+            "image_layer", "channel_box", "labels_layer", *ModelPicker.NAMES, "attack", "seed", "through", "export_perturbation", "export_predictions",
             "export_q_table", "quick_compare", "compare_button", *self.attack_controls.names,
         )  # fmt: skip
 
@@ -185,8 +184,8 @@ class AttackWidget(CompareAttacks, WorkerWidget):
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
         layers = layer_choices(self.viewer, "Labels", self._ours)
-        image = getattr(self, "image_layer", None)
-        shape = None if image is None or image.value is None else image.value.data.shape
+        image = self._grid_layer() if hasattr(self, "channel_picker") else None
+        shape = None if image is None else tuple(image.data.shape[-3:])
         on_grid = [choice for choice in layers if choice[1].data.shape == shape]
         others = [choice for choice in layers if choice[1].data.shape != shape]
         # labels on the image's grid come first, so that they are the default
@@ -196,12 +195,25 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         """A new image picks labels on its grid when the current choice does not fit it."""
         current = self.labels_layer.value
         self.labels_layer.reset_choices()
-        image = self.image_layer.value
+        image = self._grid_layer()
         fits = isinstance(current, str) or (
-            current is not None and image is not None and current.data.shape == image.data.shape
-        )
+            current is not None and image is not None
+            and current.data.shape == image.data.shape[-3:]
+        )  # fmt: skip
         if not fits:
             self.labels_layer.value = self.labels_layer.choices[0]
+
+    def _grid_layer(self):
+        """The chosen image layer (a multi-channel model's: its first channel's)."""
+        picker = self.channel_picker
+        return picker.grid_layer() if picker.active else self.image_layer.value
+
+    def _refresh_channels(self, *_: Any) -> None:
+        """One layer combo per channel when the chosen model takes several (its card known)."""
+        from napari_vafa._channels import known_card
+
+        self.channel_picker.configure(known_card(self.model_picker, self._cache))
+        self.image_layer.visible = not self.channel_picker.active
 
     @property
     def result_layers(self) -> dict[str, Any]:
@@ -246,29 +258,18 @@ class AttackWidget(CompareAttacks, WorkerWidget):
 
     def _explain_layer(self, *_: Any) -> None:
         """One or two sentences, for students, on the selected result or lens layer."""
-        from napari_vafa._tooltips import LAYER_HELP
+        from napari_vafa._tooltips import layer_help
 
-        active = self.viewer.layers.selection.active
-        for group in (self.results.layers, self.live_lens.layers.layers):
-            for key, layer in group.items():
-                if active is not None and active == layer and key in LAYER_HELP:
-                    self.layer_help.value = f"{active.name}: {LAYER_HELP[key]}"
-                    return
-        self.layer_help.value = ""
+        groups = (self.results.layers, self.live_lens.layers.layers)
+        self.layer_help.value = layer_help(self.viewer.layers.selection.active, groups)
 
     # ------------------------------------------------------------------ compare view
     def _toggle_compare_view(self, on: bool) -> None:
         """Show the last run side by side in napari's grid, or put the previous view back."""
         try:
             if on:
-                layers = run_cells(self.viewer, self._source_layer, self.results,
-                                   self.last_result, bool(self.compare_changes.value))  # fmt: skip
-                if not layers:
-                    raise ValueError("nothing to compare yet: run an attack first")
-                perturbation = self.results.layers["perturbation"]
-                height, width = self.viewer.canvas.size
-                shape = (1, 3) if width >= height else (3, 1)  # the biggest cells
-                self._compare.show(layers, shape=shape, stride=2, colorbars=[perturbation])
+                self._compare.show_run(self._source_layer, self.results, self.last_result,
+                                       bool(self.compare_changes.value))  # fmt: skip
             else:
                 self._compare.restore()
                 self.results.remove("changed")  # made for the compare view only
@@ -278,14 +279,21 @@ class AttackWidget(CompareAttacks, WorkerWidget):
 
     # ------------------------------------------------------------------ run
     def _inputs(self):
-        """``(layer, image, data, labels)`` of the chosen layers (``ValueError`` when bad)."""
-        layer = self.image_layer.value
-        image, data = image_layer_volume(self.viewer, layer, "the attack")
+        """``(layer, image, data, labels)`` of the chosen layers (``ValueError`` when bad); a
+        multi-channel model's image is a :class:`~vafa.io.channels.Channels`."""
+        from napari_vafa._channels import first_volume
+
+        if self.channel_picker.active:
+            layer, image, data = self.channel_picker.image()
+        else:
+            layer = self.image_layer.value
+            image, data = image_layer_volume(self.viewer, layer, "the attack")
         choice = self.labels_layer.value
         labels = None
         if choice is not None and not isinstance(choice, str):
             hint = f"choose labels on the image's grid or '{USE_PREDICTION}'"
-            labels = labels_on_image_grid(self.viewer, choice, layer, image, hint)
+            grid, volume = self.channel_picker.spatial(layer), first_volume(image)
+            labels = labels_on_image_grid(self.viewer, choice, grid, volume, hint)
         return layer, image, data, labels
 
     def _make_job(self):
@@ -311,6 +319,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         if self.compare_view.value:
             self.compare_view.value = False  # the user's view back before layers change
         self._source_layer = layer
+        self.results.set_channels(*self.channel_picker.sources(image))
         self.pacer.run(self.results.begin_run(source_of(layer, source), data))
         return job
 
@@ -355,6 +364,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
             self.results.paste_preview(p.preview)
 
     def _on_returned(self, result) -> None:
+        from napari_vafa._channels import result_keys
         from napari_vafa._compare import CompareDone
         from napari_vafa._worker import JobCancelled, JobDone
 
@@ -366,7 +376,8 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         if isinstance(result, JobDone):
             self.results.keep_preview()
             self.status.value = "showing the result…"
-            pieces = [self._layer_piece(key, result) for key in LAYER_ORDER]
+            keys = result_keys(LAYER_ORDER, result.layers, self.results.layers)
+            pieces = [self._layer_piece(key, result) for key in keys]
             self.pacer.run([*pieces, *self._summary_pieces(result)])
             return
         self.results.rollback_preview()
@@ -385,6 +396,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         if worker is not None and worker.abort_requested:
             self.results.rollback_preview()
             self.status.value = "stopped"
+        self._refresh_channels()  # the model has loaded: its channels are known
         if not self.pacer.busy:
             self._finish_run()
 
@@ -446,7 +458,9 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         Files: ``<name>.nii.gz`` (adversarial), ``<name>_perturbation.nii.gz``,
         ``<name>_clean_prediction.nii.gz``, ``<name>_adversarial_prediction.nii.gz``,
         ``<name>_q_table.nii.gz`` — in the source's units, affine and header
-        (:mod:`napari_vafa._export`). Nothing is written when any of them would be an input.
+        (:mod:`napari_vafa._export`); a multi-channel image the way it came: one 4D file, or
+        ``<name>_0000.nii.gz`` … per channel. Nothing is written when any of them would be an
+        input.
 
         Args:
             path: the adversarial file; None asks with a file dialog.
@@ -454,25 +468,19 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         Returns:
             The written paths ([] when nothing was written).
         """
-        from napari_vafa._export import export_targets, write_exports
+        from napari_vafa._export import EXTRAS, ask_export_path, export_run
 
         outcome = self.last_outcome
         if outcome is None:
             notify_error("VAFA export: run an attack first")
             return []
         if path is None or isinstance(path, bool):
-            path = self._ask_export_path()
+            path = ask_export_path(self.native, self.results.source)
             if not path:
                 return []
-        extras = [
-            name
-            for name in ("perturbation", "predictions", "q_table")
-            if getattr(self, f"export_{name}").value
-        ]
-        targets = export_targets(Path(path), outcome, extras)
-        source = self.results.source
+        extras = [name for name in EXTRAS if getattr(self, f"export_{name}").value]
         try:
-            written = write_exports(outcome, targets, (*outcome.inputs, source and source.source))
+            written = export_run(outcome, Path(path), extras, self.results.source)
         except (ValueError, TypeError, OSError) as err:
             notify_error(f"VAFA export failed: {err}")
             return []
@@ -481,17 +489,3 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         )
         self.status.value = f"exported {len(written)} file(s) to {written[0].parent}"
         return written
-
-    def _ask_export_path(self) -> str:  # pragma: no cover - a modal dialog
-        from qtpy.QtWidgets import QFileDialog
-
-        src = self.results.source
-        folder = Path(src.source).parent if src and src.source else Path.home()
-        stem = (src.name if src else "volume").replace(" ", "_")
-        path, _ = QFileDialog.getSaveFileName(
-            self.native,
-            "Export adversarial volume",
-            str(folder / f"{stem}_adversarial.nii.gz"),
-            "NIfTI (*.nii.gz *.nii)",
-        )
-        return path

@@ -90,6 +90,22 @@ class CompareView:
         grid.stride, grid.shape, grid.enabled = stride, shape, True
         viewer.reset_view()
 
+    def show_run(self, source, results, done, changes: bool = False) -> None:
+        """The attack widget's last run (:func:`run_cells`), one row or one column of cells
+        (the biggest), the perturbation's colour bar shown. A multi-channel run shows its
+        first channel (the source layer, ``"adversarial"`` and ``"perturbation"``).
+
+        Raises:
+            ValueError: no complete run to compare.
+        """
+        layers = run_cells(self.viewer, source, results, done, changes)
+        if not layers:
+            raise ValueError("nothing to compare yet: run an attack first")
+        perturbation = results.layers["perturbation"]
+        height, width = self.viewer.canvas.size
+        shape = (1, 3) if width >= height else (3, 1)  # the biggest cells
+        self.show(layers, shape=shape, stride=2, colorbars=[perturbation])
+
     def restore(self) -> None:
         """The view from before :meth:`show` (layers removed since are skipped)."""
         saved, self._saved = self._saved, None

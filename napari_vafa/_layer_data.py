@@ -29,11 +29,14 @@ def result_layer_data(
     ``block_size``; the zeroed-coefficient mask needs the attack's own grid and is left out
     (with a note) when the image was resampled for the model.
     """
+    from napari_vafa._channels import channel_layer_data, is_channels
     from vafa.report.figures import dct_pictures
 
     def kji(array: np.ndarray, dtype) -> np.ndarray:
         return np.ascontiguousarray(np.transpose(array, (2, 1, 0)), dtype=dtype)
 
+    if is_channels(outcome.adversarial):  # each image layer once per channel
+        return channel_layer_data(outcome, block_size, kji, _label_dtype(outcome))
     model_input = outcome.model_input
     notes: list[str] = []
     layers = {
@@ -65,6 +68,9 @@ def display_limits(
 ) -> dict[str, tuple[float, float]]:
     """Contrast limits of the image result layers (computed here, off the GUI thread).
 
+    Multi-channel results (keys ``"perturbation#1"`` …, :func:`napari_vafa._channels.channel_key`,
+    ``seen`` then ``(c, k, j, i)``) get limits per channel, each in its own units:
+
     * perturbation: centred on 0, ±(99.5th percentile of |change| over the changed voxels
       inside the model's intensity window, ``seen`` (``(k, j, i)`` bool; None: all)): voxels
       outside it (air, dense bone) that the attack moved into the window map back to changes of
@@ -75,24 +81,33 @@ def display_limits(
       quantized: outside a band-limited VAFA's band, or tiles never attacked) is drawn grey
       (:func:`napari_vafa._result_layers.q_table_colormap`).
     """
+    from napari_vafa._channels import channel_key, split_key
+
     limits: dict[str, tuple[float, float]] = {}
-    change = np.abs(layers["perturbation"])
+    for key in layers:
+        base, c = split_key(key)
+        if base == "perturbation":
+            mask = seen if seen is None or seen.ndim == 3 else seen[c]
+            limits[key], limits[f"{key}_range"] = _perturbation_limits(layers[key], mask)
+        elif base == "dct_clean":
+            high = float(np.percentile(layers[key], 99.9)) or 1.0
+            limits[key] = limits[channel_key("dct_adversarial", c)] = (0.0, high)
+        elif base == "q_table":
+            low, high = float(layers[key].min()), float(layers[key].max())
+            limits[key] = (low, max(high, low + 1.0))
+    return limits
+
+
+def _perturbation_limits(perturbation: np.ndarray, seen: np.ndarray | None):
+    """``(shown, range)`` of a perturbation layer (see :func:`display_limits`)."""
+    change = np.abs(perturbation)
     inside = change[(change != 0) & seen] if seen is not None else np.empty(0)
     change = change[change != 0]
-    if change.size:
-        high = float(change.max())
-        limit = float(np.percentile(inside if inside.size else change, 99.5)) or high
-        limits["perturbation"] = (-limit, limit)
-        limits["perturbation_range"] = (-high, high)
-    else:
-        limits["perturbation"] = limits["perturbation_range"] = (-1.0, 1.0)
-    if "dct_clean" in layers:
-        high = float(np.percentile(layers["dct_clean"], 99.9)) or 1.0
-        limits["dct_clean"] = limits["dct_adversarial"] = (0.0, high)
-    if "q_table" in layers:
-        low, high = float(layers["q_table"].min()), float(layers["q_table"].max())
-        limits["q_table"] = (low, max(high, low + 1.0))
-    return limits
+    if not change.size:
+        return (-1.0, 1.0), (-1.0, 1.0)
+    high = float(change.max())
+    limit = float(np.percentile(inside if inside.size else change, 99.5)) or high
+    return (-limit, limit), (-high, high)
 
 
 def _zeroed(outcome: AttackOutcome, block_size: tuple[int, ...]) -> np.ndarray:
@@ -126,12 +141,13 @@ def display_block_size(outcome: AttackOutcome) -> tuple[int, ...]:
 
 
 def seen_by_model(outcome: AttackOutcome) -> np.ndarray | None:
-    """``(k, j, i)`` mask of the voxels inside the model's intensity window (None: the
-    result is on another grid than the clean image)."""
+    """``(k, j, i)`` mask of the voxels inside the model's intensity window (``(c, k, j, i)``
+    for a multi-channel image; None: the result is on another grid than the clean image)."""
     clean = outcome.model_input.source.array
-    if clean.shape != outcome.perturbation.shape:
+    if clean.shape != outcome.perturbation.array.shape:
         return None
-    return np.transpose(window_interior(outcome.model_input.mapping, clean), (2, 1, 0))
+    inside = window_interior(outcome.model_input.mapping, clean)
+    return np.transpose(inside, (0, 3, 2, 1) if inside.ndim == 4 else (2, 1, 0))
 
 
 def window_interior(mapping, clean: np.ndarray) -> np.ndarray:

@@ -22,12 +22,14 @@ from napari_vafa._result_layers import ResultLayers, source_of
 if TYPE_CHECKING:
     from napari_vafa._lens import LensDone
 
-__all__ = ["SETTLE_MS", "VIEW_SETTLE_MS", "LiveLens", "lens_summary"]
+__all__ = ["MULTI_CHANNEL", "SETTLE_MS", "VIEW_SETTLE_MS", "LiveLens", "lens_summary"]
 
 #: ms a lens waits after a setting changed before it runs.
 SETTLE_MS = 60
 #: ms it waits after the view moved.
 VIEW_SETTLE_MS = 150
+#: Why a multi-channel model gets no lens.
+MULTI_CHANNEL = "not for multi-channel models: press Run to attack every channel"
 
 
 def lens_summary(done: LensDone) -> str:
@@ -164,6 +166,9 @@ class LiveLens:
         host = self.host
         self._timer.stop()
         if not host.live.value or host._closed or host.is_running:
+            return False
+        if host.channel_picker.active:  # the model takes several channels
+            host.status.value = f"live lens: {MULTI_CHANNEL}"
             return False
         try:
             layer, image, _, labels = host._inputs()

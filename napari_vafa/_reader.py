@@ -2,9 +2,16 @@
 
 A viewer shows what napari can show: a 3D volume the library can attack becomes an Image (or
 Labels) layer on its grid (:mod:`napari_vafa._layers`); a volume it cannot take is shown as it
-is — NaN/Inf voxels as such, a 2D file as a 2D image, a 4D file (a time series, or channels)
-with its fourth axis as the leading napari axis, ``(t, k, j, i)``. The attack and training
-widgets refuse those layers with one line when Run is pressed.
+is — NaN/Inf voxels as such, a 2D file as a 2D image, a 4D time series with its fourth axis as
+the leading napari axis, ``(t, k, j, i)``. The attack and training widgets refuse those layers
+with one line when Run is pressed.
+
+A 4D file whose last axis holds channels (:func:`napari_vafa._channels.is_channel_file`: no
+time step in its header, at most :data:`~napari_vafa._channels.MAX_CHANNELS` volumes; the
+Medical Segmentation Decathlon's BrainTumour images) opens as napari opens multichannel data:
+one layer per channel (``channel_axis``), named ``<file> [0]``, ``<file> [1]`` …, each carrying
+the grid like a 3D volume plus its channel index, so that the attack widget rebuilds the
+:class:`~vafa.io.channels.Channels` image (:mod:`napari_vafa._channels`).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from napari_vafa._channels import read_channels
 from napari_vafa._layers import (
     META_AFFINE,
     META_HEADER,
@@ -49,6 +57,10 @@ def read_nifti(path):
     layers = []
     for p in paths:
         name = Path(p).name.removesuffix(".gz").removesuffix(".nii")
+        channels = read_channels(Path(p), name)
+        if channels is not None:
+            layers.append(channels)
+            continue
         try:
             volume = load_volume(p)
         except ValueError as err:  # not an attackable volume: show it as it is, if napari can

@@ -67,13 +67,14 @@ def q_table_colormap(low: float):
 
 def source_of(layer, source_path: str | None) -> SimpleNamespace:
     """What the result layers copy from the attacked image layer."""
-    return SimpleNamespace(
+    return SimpleNamespace(  # the spatial axes (a 4D layer's channel axis dropped)
         name=layer.name,
-        scale=tuple(layer.scale),
-        translate=tuple(layer.translate),
+        scale=tuple(layer.scale)[-3:],
+        translate=tuple(layer.translate)[-3:],
         metadata=dict(layer.metadata),
         contrast_limits=tuple(float(c) for c in layer.contrast_limits),
         colormap=layer.colormap.name,
+        blending=layer.blending,
         source=source_path,
     )
 
@@ -103,11 +104,34 @@ class ResultLayers:
 
         self.viewer = viewer
         self.names = dict({**RESULT_LAYERS, **COMPARE_LAYERS} if names is None else names)
+        self._base_names = dict(self.names)
         self.layers: dict[str, Any] = {}
         self.source: SimpleNamespace | None = None
+        #: :func:`source_of` each channel's layer in a multi-channel run (else empty)
+        self.channel_sources: list[SimpleNamespace] = []
         self._clean_kji: np.ndarray | None = None
         self._preview: dict[str, Any] | None = None
         self._on_change = on_change
+
+    def set_channels(
+        self, sources: list[SimpleNamespace] | None = None, names: list[str] | None = None
+    ) -> None:
+        """The next run's channels: each one's :func:`source_of` (its layers copy its
+        colormap, contrast limits and metadata) and name (``"adversarial T1c"``); None for a
+        single-channel run (the plain names)."""
+        from napari_vafa._channels import layer_names
+
+        self.channel_sources = list(sources or [])
+        self.names = layer_names(self._base_names, names if sources else None)
+
+    def _source_for(self, key: str) -> SimpleNamespace:
+        """The source whose style and metadata layer ``key`` copies (its channel's)."""
+        from napari_vafa._channels import split_key
+
+        channel = split_key(key)[1]
+        if channel < len(self.channel_sources):
+            return self.channel_sources[channel]
+        return self.source
 
     def is_result(self, layer) -> bool:
         """One of these layers (``==``, not ``is``: napari hands plugins proxies)."""
@@ -184,13 +208,15 @@ class ResultLayers:
             layer.scale = self.source.scale
         if not np.allclose(layer.translate, self.source.translate):
             layer.translate = self.source.translate
-        metadata = {**self.source.metadata, **style.get("metadata", {})}
+        if layer.name != self.names[key]:  # a run with other channels (or none)
+            layer.name = self.names[key]
+        metadata = {**self._source_for(key).metadata, **style.get("metadata", {})}
         if not _same_metadata(layer.metadata, metadata):
             layer.metadata = metadata
         for name in ("contrast_limits_range", "contrast_limits"):
             if name in style and not np.allclose(getattr(layer, name), style[name]):
                 setattr(layer, name, style[name])
-        colormap = style.get("colormap") if key == "q_table" else None
+        colormap = style.get("colormap") if key.startswith("q_table") else None
         # grey for q = 0 only when the run left coefficients unquantized
         if colormap is not None and layer.colormap.name != getattr(colormap, "name", colormap):
             layer.colormap = colormap
@@ -208,9 +234,12 @@ class ResultLayers:
         extra_meta = style.pop("metadata", {})
         limits_range = style.pop("contrast_limits_range", None)
         visible = bool(style.pop("visible", True))
+        from napari_vafa._channels import split_key
+
         kwargs = derived_kwargs(self.source, self.names[key], **style, visible=False)
-        kwargs["metadata"] = {**kwargs["metadata"], **extra_meta}
-        layer = (Labels if key in LABEL_LAYERS else Image)(data, **kwargs)
+        metadata = self._source_for(key).metadata
+        kwargs["metadata"] = {**metadata, **extra_meta}
+        layer = (Labels if split_key(key)[0] in LABEL_LAYERS else Image)(data, **kwargs)
         if limits_range is not None:
             layer.contrast_limits_range = limits_range
             layer.contrast_limits = style["contrast_limits"]
@@ -235,24 +264,31 @@ class ResultLayers:
             self.viewer.layers.remove(layer)
 
     def style(self, key: str, done: JobDone | None) -> dict[str, Any]:
-        """Display settings of a result layer (contrast limits are refreshed on every run)."""
-        src = self.source
+        """Display settings of a result layer (contrast limits are refreshed on every run;
+        a channel's layers, :func:`napari_vafa._channels.channel_key`, like channel 0's)."""
+        from napari_vafa._channels import split_key
+
+        src = self._source_for(key)
         limits = {} if done is None else done.limits
-        if key == "adversarial":
-            return {"colormap": src.colormap, "contrast_limits": src.contrast_limits}
-        if key == "perturbation":
+        base = split_key(key)[0]
+        if base == "adversarial":
+            style = {"colormap": src.colormap, "contrast_limits": src.contrast_limits}
+            if self.channel_sources:  # blended like the input's channels: the same composite
+                style["blending"] = src.blending
+            return style
+        if base == "perturbation":
             return {
                 "colormap": "RdBu_r",
-                "contrast_limits": limits["perturbation"],
-                "contrast_limits_range": limits["perturbation_range"],
+                "contrast_limits": limits[key],
+                "contrast_limits_range": limits[f"{key}_range"],
                 "visible": False,
             }
-        if key in ("dct_clean", "dct_adversarial"):
+        if base in ("dct_clean", "dct_adversarial"):
             return {"colormap": "magma", "contrast_limits": limits[key], "visible": False}
-        if key == "q_table":
+        if base == "q_table":
             colormap = q_table_colormap(limits[key][0])
             return {"colormap": colormap, "contrast_limits": limits[key], "visible": False}
-        if key == "zeroed":
+        if base == "zeroed":
             return {"opacity": 0.6, "visible": False}
         names = [] if done is None else list(done.class_names)
         visible = key == "adversarial_prediction"

@@ -8,7 +8,7 @@ do the training settings, from the training schema (:mod:`vafa.training.settings
 
 from __future__ import annotations
 
-__all__ = ["ATTACK_WIDGET", "LAYER_HELP", "TRAIN_NOTES", "TRAIN_WIDGET", "tooltip"]
+__all__ = ["ATTACK_WIDGET", "LAYER_HELP", "TRAIN_NOTES", "TRAIN_WIDGET", "layer_help", "tooltip"]
 
 _CARD_PRESET = (
     "Which model card describes the checkpoint: its card file (beside the weights, or chosen "
@@ -210,3 +210,16 @@ def tooltip(widget: str, control: str) -> str:
         return _TABLES[widget][control]
     except KeyError:
         raise KeyError(f"no tooltip for control {control!r} of widget {widget!r}") from None
+
+
+def layer_help(active, groups) -> str:
+    """``"<name>: <help>"`` when ``active`` is one of the result layers in ``groups`` (dicts
+    key → layer; a channel's layer, ``"adversarial#1"``, is explained as its kind), else ""."""
+    from napari_vafa._channels import split_key
+
+    for group in groups:
+        for key, layer in group.items():
+            base = split_key(key)[0]
+            if active is not None and active == layer and base in LAYER_HELP:
+                return f"{active.name}: {LAYER_HELP[base]}"
+    return ""

@@ -33,6 +33,7 @@ from napari_vafa._layer_data import (
 
 if TYPE_CHECKING:
     from vafa.attacks.base import StepEvent
+    from vafa.io.channels import Channels
     from vafa.io.models import ModelCard
     from vafa.io.volume import Volume
     from vafa.run.history import StepHistory
@@ -107,7 +108,8 @@ class AttackJob:
     """Everything one attack run needs (built on the GUI thread, used in the worker).
 
     Attributes:
-        image: the volume to attack, in file units (``(i, j, k)`` order, its own affine).
+        image: the volume to attack, in file units (``(i, j, k)`` order, its own affine); a
+            :class:`~vafa.io.channels.Channels` for a multi-channel model.
         labels: ground truth on the image's grid, or None (attack the model's prediction).
         model: the model to load.
         attack: ``"vafa"``, ``"vafa2d"``, ``"pgd"``, ``"fgsm"``, ``"bim"`` or ``"gn"``.
@@ -120,7 +122,7 @@ class AttackJob:
             (:mod:`vafa.run.through`).
     """
 
-    image: Volume
+    image: Volume | Channels
     labels: Volume | None
     model: ModelSpec
     attack: str = "vafa"
@@ -227,6 +229,13 @@ class ModelCache:
             self._key, self._value = spec, value
         return value
 
+    def card(self, spec: ModelSpec) -> ModelCard | None:
+        """The card of ``spec`` when it is the loaded model, else None (nothing is loaded)."""
+        with self._lock:
+            if self._key == spec and self._value is not None:
+                return self._value[1]
+        return None
+
     def put(self, spec: ModelSpec, model, card: ModelCard) -> None:
         """Use an already loaded ``(model, card)`` for ``spec`` (tests, benchmarks)."""
         with self._lock:
@@ -324,29 +333,38 @@ class _Previewer:
     """Cuts the current adversarial tile out of step events, at most every ``interval`` s.
 
     Only when the image is already on the model's grid (no resampling): the tile then maps
-    voxel for voxel onto the image layer.
+    voxel for voxel onto the image layer. A multi-channel image previews its channel 0 (the
+    "adversarial" layer) and keeps no step history (the scrubber takes one channel).
     """
 
-    def __init__(self, image: Volume, card: ModelCard, interval: float, whole: bool) -> None:
-        from vafa.io.intensity import mapping_from_dict
+    def __init__(
+        self, image: Volume | Channels, card: ModelCard, interval: float, whole: bool
+    ) -> None:
+        from vafa.io.intensity import fit_windows
         from vafa.run.tiles import tile_grid
 
+        channels = hasattr(image, "volumes")  # a Channels image
         self.image = image
         self.interval = interval
         self.last = -np.inf
         self.enabled = _same_grid(image, card)
+        self.channels = channels
         if self.enabled:  # the attack's pieces: the card's tiles, or the ``whole`` volume
             self.roi = tuple(image.shape) if whole else tuple(card.roi_size)
             self.tiles = tile_grid(image.shape, self.roi)
-            self.mapping = mapping_from_dict(card.intensity).fit(image.array)
+            self.mapping = fit_windows(card.intensity, image.array, channels)
+            # what the preview shows: channel 0's window and values
+            self.shown = image.volumes[0].array if channels else image.array
+            self.shown_mapping = self.mapping.windows[0] if channels else self.mapping
 
     def history(self, attack: str, steps: int) -> StepHistory | None:
-        """A step history of the run on the image's grid (None: the image is resampled)."""
+        """A step history of the run on the image's grid (None: the image is resampled, or
+        has several channels)."""
         import torch
 
         from vafa.run.history import StepHistory
 
-        if not self.enabled:
+        if not self.enabled or self.channels:
             return None
         clean01 = torch.from_numpy(self.mapping.forward(self.image.array))[None, None]
         return StepHistory(
@@ -365,7 +383,7 @@ class _Previewer:
         self.last = now
         sl = self.tiles[index]
         tile01 = crop_tile(event.adversarial[0, 0], sl, self.roi).detach().float().cpu().numpy()
-        units = self.mapping.inverse(tile01, self.image.array[sl])
+        units = self.shown_mapping.inverse(tile01, self.shown[sl])
         region = (sl[2], sl[1], sl[0])
         return TilePreview(region, np.ascontiguousarray(units.transpose(2, 1, 0), np.float32))
 
@@ -380,7 +398,7 @@ def _steps_of(attack: str, options: dict[str, Any]) -> int:
     return int(defaults.get("steps") or 0)
 
 
-def _same_grid(image: Volume, card: ModelCard) -> bool:
+def _same_grid(image: Volume | Channels, card: ModelCard) -> bool:
     if card.orientation is not None and image.orientation != card.orientation:
         return False
     return card.spacing is None or bool(np.allclose(image.spacing, card.spacing, atol=1e-3))
