@@ -86,9 +86,8 @@ def test_card_has_the_channels_and_their_normalisation(pet_ct_folder):
     assert isinstance(model, NormalizedInput) and model.scale == (5.0, 10.0)
     layer = card.provenance["input_layer"]
     assert layer.startswith("CT: ((-150 + x·400) − 40) / 80") and "PET: (2x − 1)·5" in layer
-    # nnU-Net pads each channel with its 0; vafa's one padding value is channel 0's, said so
-    assert card.inference.cval == pytest.approx(0.475)
-    assert any("CT 0.475, PET 0.5" in note for note in card.provenance["notes"])
+    # nnU-Net pads each channel with its own 0: CT (0 HU → 0.475), PET (z = 0 → 0.5)
+    assert card.inference.cval == pytest.approx((0.475, 0.5))
     assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
 
 
@@ -108,8 +107,11 @@ def test_first_layer_maps_each_channel_to_nnunets_units(pet_ct_folder):
 
 
 @pytest.mark.slow
-def test_clean_prediction_of_two_files_is_nnunet_predictors(pet_ct_folder, tmp_path):
-    image = pet_ct_case(0, (13, 27, 21))  # not multiples of the patch (8, 16, 16)
+@pytest.mark.parametrize("shape", [(13, 27, 21), (6, 27, 12)], ids=["larger", "shorter"])
+def test_clean_prediction_of_two_files_is_nnunet_predictors(pet_ct_folder, tmp_path, shape):
+    # larger: not multiples of the patch (8, 16, 16); shorter: two axes padded, each channel
+    # with its own 0
+    image = pet_ct_case(0, shape)
     theirs = nnunet_predict(pet_ct_folder, image, SPACING_ZYX, use_gaussian=True,
                             use_mirroring=True)  # fmt: skip
     model, card = load_model(pet_ct_folder, device="cpu")

@@ -54,7 +54,8 @@ class Inference:
         padding_mode: how an axis shorter than the window is padded (centred, the odd voxel
             after): one of :data:`PADDING_MODES`.
         cval: the value of ``"constant"`` padding, in the model's [0, 1] input units (a
-            framework's 0 in its own units is ``−shift/scale`` here).
+            framework's 0 in its own units is ``−shift/scale`` here); one number, or one per
+            input channel (nnU-Net pads each channel with its own normalised 0).
         sw_batch_size: windows per forward pass.
         mirror_axes: test-time mirroring: the model also sees the window flipped along every
             non-empty combination of these axes (0, 1, 2 = H, W, D of ``[B, C, H, W, D]``) and
@@ -73,7 +74,7 @@ class Inference:
     mode: str = "constant"
     sigma_scale: float | tuple[float, float, float] = 0.125
     padding_mode: str = "constant"
-    cval: float = 0.0
+    cval: float | tuple[float, ...] = 0.0
     sw_batch_size: int = 1
     mirror_axes: tuple[int, ...] = ()
     windows: str = "monai"
@@ -97,13 +98,14 @@ class Inference:
             if value not in options:
                 raise ValueError(f"{name} must be one of {list(options)}, got {value!r}"
                                  + did_you_mean(value, options))  # fmt: skip
-        if (
-            isinstance(self.cval, bool)
-            or not isinstance(self.cval, (int, float))
-            or not math.isfinite(self.cval)
+        values = list(self.cval) if isinstance(self.cval, (list, tuple)) else [self.cval]
+        if not values or not all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            for v in values
         ):
-            raise ValueError(f"cval must be a finite number, got {self.cval!r}")
-        put(self, "cval", float(self.cval))
+            raise ValueError(f"cval must be a finite number or one per channel, got {self.cval!r}")
+        cval = tuple(float(v) for v in values)
+        put(self, "cval", cval[0] if not isinstance(self.cval, (list, tuple)) else cval)
         if (
             isinstance(self.sw_batch_size, bool)
             or not isinstance(self.sw_batch_size, int)
@@ -178,7 +180,9 @@ class Inference:
             parts.append("no mirroring (the trainer allows none)")
         else:
             parts.append("no mirroring")
-        pad = self.padding_mode if self.padding_mode != "constant" else f"constant {self.cval:g}"
+        cval = self.cval if isinstance(self.cval, tuple) else (self.cval,)
+        values = "/".join(f"{v:g}" for v in cval)
+        pad = self.padding_mode if self.padding_mode != "constant" else f"constant {values}"
         parts.append(f"padding {pad}, {self.sw_batch_size} window(s) per batch")
         if self.changed:
             parts.append(f"changed by the user: {', '.join(self.changed)}")

@@ -20,7 +20,7 @@ checkpoint) as :func:`vafa.io.nnunet.load_nnunet` loads it:
   mean and std);
 - inference (:func:`nnunet_inference`): ``nnUNetPredictor``'s defaults — tile step 0.5 at
   nnU-Net's window positions, Gaussian weights (σ = patch/8), padding with the network's 0
-  (of channel 0 for every channel: :attr:`vafa.io.inference.Inference.cval` is one number),
+  (each channel's own: :attr:`vafa.io.inference.Inference.cval` holds one value per channel),
   mirroring along the axes the checkpoint's trainer allows (``inference_allowed_mirroring_axes``).
 """
 
@@ -75,8 +75,8 @@ def nnunet_card(folder: str | os.PathLike, ckpt: NnunetCheckpoint, path: Path) -
         spacing[axis], roi[axis] = float(config["spacing"][n]), int(config["patch_size"][n])
     first = first_layer(plans, config, channels, plans_path)
     orientation, notes = _orientation(plans, plans_path)
-    inference, padding_note = nnunet_inference(ckpt, axes, first), _padding_note(first, channels)
-    notes = [*notes, *first.notes, *([padding_note] if padding_note else [])]
+    inference = nnunet_inference(ckpt, axes, first)
+    notes = [*notes, *first.notes]
     provenance = {
         "source": "nnU-Net v2 result folder",
         "folder": folder.resolve().name,
@@ -118,8 +118,7 @@ def nnunet_inference(ckpt: NnunetCheckpoint, axes: list[int], first: FirstLayer)
         ckpt: the checkpoint (its trainer's ``mirror_axes`` are network axes).
         axes: ``axes[n]`` is our axis of network axis ``n``.
         first: the first layer ([0, 1] → nnU-Net's units), so that padding with nnU-Net's 0
-            is ``−shift/scale`` in ours (channel 0's for all channels: see
-            :func:`_padding_note`).
+            is ``−shift/scale`` in ours (each channel its own).
     """
     allowed = () if ckpt.mirror_axes is None else tuple(sorted(axes[n] for n in ckpt.mirror_axes))
     return Inference(
@@ -127,7 +126,7 @@ def nnunet_inference(ckpt: NnunetCheckpoint, axes: list[int], first: FirstLayer)
         mode="gaussian",
         sigma_scale=SIGMA_SCALE,
         padding_mode="constant",
-        cval=first.padding[0],
+        cval=first.padding[0] if len(first.padding) == 1 else tuple(first.padding),
         sw_batch_size=1,
         mirror_axes=allowed,
         windows="nnunet",
@@ -262,17 +261,6 @@ def _class_names(dataset: Mapping[str, Any], dataset_path: Path) -> list[str]:
     if values != list(range(len(values))):
         raise ValueError(f"{dataset_path}: label values must be 0, 1, … without gaps, got {values}")
     return [name for _, name in pairs]
-
-
-def _padding_note(first: FirstLayer, channels: list[str]) -> str | None:
-    """Where padding differs from nnU-Net's: an axis shorter than the patch is padded with one
-    [0, 1] value (channel 0's zero), nnU-Net pads every channel with its own 0."""
-    padding = first.padding
-    if all(abs(p - padding[0]) <= 1e-12 * max(1.0, abs(p)) for p in padding):
-        return None
-    values = ", ".join(f"{name} {p:.4g}" for name, p in zip(channels, padding, strict=True))
-    return (f"an image shorter than the patch is padded with {padding[0]:.4g} in every channel; "
-            f"nnU-Net pads with each channel's 0 ({values} in [0, 1])")  # fmt: skip
 
 
 def _orientation(plans: Mapping[str, Any], plans_path: Path) -> tuple[str | None, list[str]]:

@@ -159,8 +159,17 @@ class WindowPlan:
             return image
         widths = [v for pair in reversed(self.padding) for v in pair]
         mode = self.inference.padding_mode
+        cval = self.inference.cval
+        if mode == "constant" and isinstance(cval, tuple):  # one value per channel
+            if len(cval) != image.shape[1]:
+                raise ValueError(
+                    f"inference.cval has {len(cval)} values for {image.shape[1]} channels"
+                )
+            return torch.cat(
+                [F.pad(image[:, c : c + 1], widths, value=v) for c, v in enumerate(cval)], dim=1
+            )
         if mode == "constant":
-            return F.pad(image, widths, mode="constant", value=self.inference.cval)
+            return F.pad(image, widths, mode="constant", value=cval)
         return F.pad(image, widths, mode=mode)
 
     def crop(self, volume: torch.Tensor) -> torch.Tensor:
