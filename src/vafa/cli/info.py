@@ -1,5 +1,7 @@
-"""``vafa info``: a checkpoint's model card, parameter count and the inference it is evaluated
-with (the model's own: window, weighting, overlap, mirroring axes, folds)."""
+"""``vafa info``: a checkpoint's model card, parameter count, its input channels (the order in
+which IMAGE files are given), how its outputs are read (softmax classes or sigmoid regions) and
+the inference it is evaluated with (the model's own: window, weighting, overlap, mirroring
+axes, folds)."""
 
 from __future__ import annotations
 
@@ -57,7 +59,29 @@ def run(args) -> int:
         return 0
     print(json.dumps(card.to_dict(), indent=2))
     print(f"parameters: {count_parameters(model):,}")
+    print(f"channels: {_channels(card)}")
+    print(f"outputs: {_outputs(card)}")
     print(f"inference: {card.inference.summary()}")
     if folds:
         print(f"folds: {', '.join(map(str, folds))} (the mean of their logits)")
     return 0
+
+
+def _channels(card) -> str:
+    """``4 (T1c, T1, T2, FLAIR): one file each, in this order, or one 4D file``."""
+    names = ", ".join(card.channel_names or [])
+    if card.in_channels == 1:
+        return f"1 ({names})"
+    return f"{card.in_channels} ({names}): one file each, in this order, or one 4D file"
+
+
+def _outputs(card) -> str:
+    """``softmax over 3 classes (…)`` or ``sigmoid regions TC = labels 1, 4; … (threshold 0.5)``."""
+    heads = card.heads()
+    if not heads.sigmoid:
+        return f"softmax over {card.out_channels} classes ({', '.join(card.class_names)})"
+    regions = "; ".join(
+        f"{name} = label{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}"
+        for name, v in heads.region_dict().items()
+    )
+    return f"sigmoid regions {regions} (threshold {heads.threshold:g})"

@@ -7,7 +7,8 @@ data. A Python expression (``"$..."``) is evaluated by MONAI (``ConfigParser
 (``trust=True``, CLI ``--trust-checkpoint``), and only for an entry vafa reads; without trust
 such an entry is refused in one line naming it and the flag. An entry vafa does not read is
 never evaluated: a transform's or the inferer's ``device`` (vafa predicts on the device it is
-given, never the bundle's), a ``dtype``, the post-processing, the evaluator.
+given, never the bundle's), a ``dtype``, the post-processing but the arguments that say how
+outputs are read (activation, argmax, threshold), the evaluator.
 
 What MONAI evaluates may be any Python object (a tensor, a numpy array or scalar, a device, a
 callable): vafa never serialises it. :func:`plain` turns numbers, arrays and tensors into
@@ -194,6 +195,14 @@ class LazyEntry(Mapping):
         if key not in self._keys:
             raise KeyError(key)
         return self._config.resolve(self._raw[key], f"{self.id}#{key}", self._seen, lazy=True)
+
+    def __contains__(self, key: object) -> bool:  # without resolving (Mapping's would)
+        return key in self._keys
+
+    def written(self, key: str) -> Any:
+        """The value of ``key`` as written in the config (references and expressions not
+        resolved), None when the entry has no such key."""
+        return self._raw[key] if key in self._keys else None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)

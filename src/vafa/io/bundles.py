@@ -25,14 +25,24 @@ A bundle folder holds ``configs/metadata.json``, ``configs/inference.json`` (or 
 - ``inferer``: its ``SlidingWindowInferer`` → the card's patch size (``roi_size``, else the
   metadata's input ``spatial_shape``) and inference settings (overlap, mode, sigma_scale,
   padding, sw_batch_size: :func:`vafa.io.bundle_inferer.read_inferer`);
-- ``metadata.json``: class names (``network_data_format.outputs.*.channel_def``), name,
-  version.
+- ``postprocessing``: how outputs are read (:func:`vafa.io.bundle_inferer.read_outputs`):
+  ``Activationsd(sigmoid=True)`` + ``AsDiscreted(threshold=t)`` → overlapping sigmoid regions
+  thresholded at t (BraTS names: the BraTS label regions of
+  :data:`vafa.ops.heads.BRATS_REGIONS`); otherwise softmax classes;
+- ``metadata.json``: class names (``network_data_format.outputs.*.channel_def``), input
+  channel names (``inputs.*.channel_def``, e.g. T1c, T1, T2, FLAIR), name, version.
+
+Several input channels (``in_channels`` > 1, e.g. MONAI's BraTS bundle: one file per channel
+in ``LoadImaged``): the card's intensity mapping is fitted on each channel on its own, which is
+what ``NormalizeIntensityd``, ``ScaleIntensityRangePercentilesd`` and ``ScaleIntensityd`` do
+with ``channel_wise=True``; with ``channel_wise=False`` they normalise all channels jointly,
+which vafa cannot honour: refused in one line naming the transform.
 
 Safety: references (``"@network_def#channels"``) and macros are resolved as data; a Python
 expression (``"$..."``) in what vafa reads is refused unless the caller trusts the bundle
 (``trust=True``, CLI ``--trust-checkpoint``), which lets MONAI evaluate it exactly as
 ``monai.bundle`` does; entries vafa does not read (a ``device``: vafa predicts on the device it
-is given; dtypes; post-processing) are never evaluated, and what MONAI returns (tensors, numpy
+is given; dtypes; the post-processing but its activation and threshold) are never evaluated, and what MONAI returns (tensors, numpy
 values, devices, callables) is never serialised: vafa converts what it reads (spacing → floats,
 ``roi_size`` → ints, …) or refuses it in one line naming the entry
 (:mod:`vafa.io.bundle_config`). Weights are read with ``torch.load(weights_only=True)``
@@ -50,8 +60,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vafa.io.bundle_config import BundleConfig, ConfigEntryError, first_object
-from vafa.io.bundle_inferer import read_inferer
+from vafa.io.bundle_config import BundleConfig, ConfigEntryError, LazyEntry, first_object
+from vafa.io.bundle_inferer import read_inferer, read_outputs
 from vafa.io.models import ModelCard, build_model
 from vafa.io.state_dicts import load_state_strict, read_state_dict
 from vafa.ops.messages import short_text
@@ -74,6 +84,8 @@ _INTENSITY = frozenset(
      "ScaleIntensity")
 )  # fmt: skip
 _KNOWN = _NEUTRAL | _INTENSITY | {"Orientation", "Spacing"}
+#: Intensity transforms that measure the image (``channel_wise=False``: all channels jointly).
+_MEASURING = frozenset(("NormalizeIntensity", "ScaleIntensityRangePercentiles", "ScaleIntensity"))
 
 
 def is_monai_bundle(folder: str | os.PathLike) -> bool:
@@ -138,12 +150,14 @@ def bundle_card(folder: str | os.PathLike, *, trust: bool = False) -> ModelCard:
     reader = _BundleReader(folder, config, trust)
     network = reader.network()
     steps = reader.preprocessing()
-    mapping = _intensity(steps, config)
     in_channels, out_channels = reader.channels(network)
+    mapping = _intensity(steps, config, in_channels)
+    class_names = reader.class_names(out_channels)
+    outputs, output_notes = read_outputs(reader.postprocessing(), class_names, str(config))
     net_args = {k: v for k, v in network.items() if k not in ("in_channels", "out_channels")}
     roi, inference = reader.inferer(mapping["scale"], mapping["shift"])
     spacing, orientation, notes = _grid(steps, config)
-    notes += mapping.pop("notes")
+    notes += mapping.pop("notes") + output_notes
     provenance = {
         "source": "MONAI bundle",
         "bundle": reader.meta.get("name") or folder.resolve().name,
@@ -159,8 +173,10 @@ def bundle_card(folder: str | os.PathLike, *, trust: bool = False) -> ModelCard:
             kwargs={"network": net_args, "input_scale": mapping["scale"],
                     "input_shift": mapping["shift"]},
             in_channels=in_channels,
+            channel_names=reader.channel_names(in_channels),
             out_channels=out_channels,
-            class_names=reader.class_names(out_channels),
+            class_names=class_names,
+            outputs=outputs,
             roi_size=reader.roi_size(network, roi),
             intensity=mapping["intensity"],
             spacing=spacing,
@@ -216,6 +232,20 @@ class _BundleReader(BundleConfig):
                 steps.append((_transform_name(t["_target_"]), t))
         return steps
 
+    def postprocessing(self) -> list[tuple[str, LazyEntry]]:
+        """The enabled components of the post-processing, ``(_target_, entry)``, found by
+        following references only: nothing else of it is resolved or evaluated."""
+        raw, id, seen = self.follow(self.parser.get("postprocessing", default=None),
+                                    "postprocessing", ())  # fmt: skip
+        if isinstance(raw, dict) and "transforms" in raw:
+            raw, id, seen = self.follow(raw["transforms"], f"{id}#transforms", seen)
+        steps = []
+        for i, t in enumerate(raw if isinstance(raw, list) else []):
+            t, t_id, t_seen = self.follow(t, f"{id}#{i}", seen)
+            if isinstance(t, dict) and isinstance(t.get("_target_"), str) and not _disabled(t):
+                steps.append((t["_target_"], LazyEntry(self, t, t_id, t_seen)))
+        return steps
+
     def channels(self, network: dict[str, Any]) -> tuple[int, int]:
         inputs = _first_io(self.meta, "inputs")
         outputs = _first_io(self.meta, "outputs")
@@ -226,16 +256,12 @@ class _BundleReader(BundleConfig):
         return in_channels, out_channels
 
     def class_names(self, out_channels: int) -> list[str]:
-        channel_def = _first_io(self.meta, "outputs").get("channel_def")
-        generic = [f"class {i}" for i in range(out_channels)]
-        if not isinstance(channel_def, dict):
-            return generic
-        try:
-            names = [str(channel_def[str(i)]).strip() for i in range(out_channels)]
-        except KeyError:
-            return generic
-        ok = all(names) and len(set(names)) == len(names)
-        return names if ok else generic
+        names = _channel_def(self.meta, "outputs", out_channels)
+        return names or [f"class {i}" for i in range(out_channels)]
+
+    def channel_names(self, in_channels: int) -> list[str] | None:
+        """The input channels' names (``inputs.*.channel_def``), None where not given."""
+        return _channel_def(self.meta, "inputs", in_channels)
 
     def inferer(self, scale: float, shift: float) -> tuple[Any, Any]:
         """:func:`~vafa.io.bundle_inferer.read_inferer` of the entry, resolving only its keys
@@ -264,8 +290,11 @@ class _BundleReader(BundleConfig):
 # ------------------------------------------------------------------------- interpretation
 
 
-def _intensity(steps: list[tuple[str, Mapping[str, Any]]], config: Path) -> dict[str, Any]:
-    """The card's intensity mapping and first layer of the bundle's intensity transforms."""
+def _intensity(
+    steps: list[tuple[str, Mapping[str, Any]]], config: Path, in_channels: int = 1
+) -> dict[str, Any]:
+    """The card's intensity mapping (fitted per channel) and first layer of the bundle's
+    intensity transforms."""
     chain = [(name, t) for name, t in steps if name in _INTENSITY]
     names = [name for name, _ in chain]
     if not chain:
@@ -286,6 +315,12 @@ def _intensity(steps: list[tuple[str, Mapping[str, Any]]], config: Path) -> dict
             "reads one of them, or NormalizeIntensityd → ScaleIntensityd)"
         )
     name, t = chain[0]
+    if in_channels > 1 and name in _MEASURING and t.get("channel_wise", False) is not True:
+        raise ValueError(
+            f"{config}: {t['_target_']} with channel_wise=false measures the {in_channels} input "
+            "channels jointly; vafa fits the intensity mapping on each channel on its own and "
+            "cannot honour it (channel_wise=true can: MONAI's BraTS bundle sets it)"
+        )
     try:
         out = _INTERPRET[name](t)  # reads (and, trusted, evaluates) the transform's arguments
     except ConfigEntryError:
@@ -417,6 +452,22 @@ def _first_io(meta: dict[str, Any], kind: str) -> dict[str, Any]:
             if isinstance(value, dict):
                 return value
     return {}
+
+
+def _channel_def(meta: dict[str, Any], kind: str, count: int) -> list[str] | None:
+    """The ``count`` channel names of the metadata's first ``kind`` (inputs, outputs), or None
+    when they are missing, empty or not unique."""
+    channel_def = _first_io(meta, kind).get("channel_def")
+    if not isinstance(channel_def, dict):
+        return None
+    names = [str(channel_def.get(str(i), "")).strip() for i in range(count)]
+    return names if all(names) and len(set(names)) == len(names) else None
+
+
+def _disabled(component: dict[str, Any]) -> bool:
+    """MONAI's reading of ``_disabled_`` (a bool, or the string "true"; never evaluated)."""
+    value = component.get("_disabled_", False)
+    return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
 
 
 def _number(t: Mapping[str, Any], key: str) -> float:

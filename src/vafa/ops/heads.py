@@ -11,10 +11,10 @@ on it:
 * ``{"activation": "sigmoid", "threshold": 0.5, "regions": {name: [label values], …}}``:
   K overlapping regions, one per output channel, named by the card's ``class_names`` in
   channel order; each covers the listed values of a label map (MONAI's BraTS bundle:
-  ``{"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}``). Without ``regions``, region ``k`` covers
-  label ``k + 1``. Prediction: ``sigmoid(z_k) >= threshold`` per channel (MONAI's
-  ``Activations(sigmoid=True)`` then ``AsDiscrete(threshold=…)``), region masks ``[B, K, …]``
-  uint8. A label map ``[B, 1, …]`` becomes region masks by membership (for the BraTS regions:
+  ``{"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}``, :data:`BRATS_REGIONS`). Without
+  ``regions``, region ``k`` covers label ``k + 1``. Prediction: ``sigmoid(z_k) >= threshold``
+  per channel (MONAI's ``Activations(sigmoid=True)`` then ``AsDiscrete(threshold=…)``), region
+  masks ``[B, K, …]`` uint8. A label map ``[B, 1, …]`` becomes region masks by membership (for the BraTS regions:
   MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``). Dice per region (every channel is
   foreground). Attack loss: soft Dice of the sigmoid probabilities + binary cross-entropy with
   logits (:class:`vafa.ops.losses.DiceBCELoss`, how MONAI's ``DiceCELoss(sigmoid=True)``
@@ -47,12 +47,38 @@ from vafa.ops.losses import DiceBCELoss, DiceCELoss
 from vafa.ops.messages import did_you_mean
 from vafa.ops.metrics import dice_of_masks, dice_per_class, dice_summary, predict_labels
 
-__all__ = ["ACTIVATIONS", "MAX_REGIONS", "SOFTMAX", "Heads", "check_heads", "check_outputs"]
+__all__ = [
+    "ACTIVATIONS",
+    "BRATS_REGIONS",
+    "BRATS_REGION_NAMES",
+    "MAX_REGIONS",
+    "SOFTMAX",
+    "Heads",
+    "check_heads",
+    "check_outputs",
+]
 
 #: The activations a card's ``outputs`` may name.
 ACTIVATIONS = ("softmax", "sigmoid")
 #: Most sigmoid regions (a voxel's active regions are one int64 bit mask).
 MAX_REGIONS = 62
+#: The BraTS tumour regions as unions of BraTS label values (1: necrotic and non-enhancing
+#: tumour core, 2: peritumoral edema, 4: GD-enhancing tumour; BraTS 2018–2022, 2023 numbers the
+#: enhancing tumour 3): tumour core TC = {1, 4}, whole tumour WT = {1, 2, 4}, enhancing tumour
+#: ET = {4}. MONAI's ``ConvertToMultiChannelBasedOnBratsClasses`` makes the training targets of
+#: BraTS models (the Model Zoo's ``brats_mri_segmentation`` bundle) this way, so sigmoid outputs
+#: with these names read label maps with this table (:func:`vafa.io.bundle_inferer.read_outputs`).
+BRATS_REGIONS = {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)}
+#: The BraTS regions' spelled-out names (lower case) → their keys in :data:`BRATS_REGIONS`; the
+#: Model Zoo bundle's metadata names its outputs "Tumor core", "Whole tumor", "Enhancing tumor".
+BRATS_REGION_NAMES = {
+    "tumor core": "TC",
+    "tumour core": "TC",
+    "whole tumor": "WT",
+    "whole tumour": "WT",
+    "enhancing tumor": "ET",
+    "enhancing tumour": "ET",
+}
 
 
 def check_outputs(value: Any, class_names: Sequence[str]) -> dict[str, Any]:
