@@ -89,7 +89,8 @@ def test_xml_carries_every_attack_option_of_the_schema(modules):
     offered = {p.name for p in _parameters(xml)}
     schema = {o.name for cls in ATTACKS.values() for o in cls.options if o.cli_flags}
     assert schema <= offered
-    first_group = [p.name for p in ctk_cli.CLIModule(str(xml))[3]]  # after volumes, model, attack
+    groups = ctk_cli.CLIModule(str(xml))  # volumes, multi-channel models, model, attack, then:
+    first_group = [p.name for p in groups[4]]
     assert {"q_min", "q_max", "steps", "block_size"} <= set(first_group)
 
 

@@ -18,7 +18,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["MODULES", "Module", "Param", "attack_module", "evaluate_module", "train_module"]
+__all__ = [
+    "EXTRA_CHANNELS",
+    "MAX_CHANNELS",
+    "MODULES",
+    "Module",
+    "Param",
+    "attack_module",
+    "evaluate_module",
+    "train_module",
+]
 
 #: Model choices every module offers after the bundled models: a weights file, or a model
 #: folder (a MONAI bundle or an nnU-Net v2 result folder).
@@ -28,6 +37,19 @@ NIFTI = (".nii.gz", ".nii")
 #: A boolean option whose default is True (or differs between attacks) is offered as this
 #: enumeration: Slicer passes a boolean only as a bare flag when it is ticked.
 TRISTATE = ("default", "on", "off")
+#: The most input channels the attack and evaluate modules take as separate volumes (BraTS: T1c,
+#: T1, T2, FLAIR); the input volume is channel 1, channels 2… are further optional volumes.
+MAX_CHANNELS = 4
+EXTRA_CHANNELS = tuple(range(2, MAX_CHANNELS + 1))
+#: Why several scalar volumes rather than one vector volume (the multi-channel group's text).
+CHANNELS_TEXT = (
+    "Models that take several co-registered channels (BraTS: T1c, T1, T2, FLAIR; PET + CT): "
+    "the input volume above is channel 1, give the others here in the model's channel order, "
+    "on the input's grid. Each channel is its own scalar volume (with its own window/level and "
+    "units), as such cases are loaded in Slicer; single-channel models leave this group empty. "
+    "From a script, a vector volume node may also be given as the input (all channels at "
+    "once); the adversarial volume and the perturbation are then vector volumes too."
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +145,24 @@ def _model_group() -> Group:
                   choices=DEVICES),
         ),
     )  # fmt: skip
+
+
+def _channel_group(per_channel: Sequence[tuple[str, str, str, str]]) -> Group:
+    """Channels 2… of a multi-channel model (folded in Slicer): an input volume each, then for
+    every ``(name, label, text, channel)`` of ``per_channel`` a volume ``{name}{c}`` each."""
+    params = [
+        Param(f"channel{c}", "image", f"Input channel {c}",
+              f"Channel {c} of a multi-channel model (same grid as the input volume).",
+              channel="input", image_type="scalar", extensions=NIFTI)
+        for c in EXTRA_CHANNELS
+    ]  # fmt: skip
+    for name, label, text, channel in per_channel:
+        params += [
+            Param(f"{name}{c}", "image", f"{label}, channel {c}", text.format(c=c),
+                  channel=channel, image_type="scalar", extensions=NIFTI)
+            for c in EXTRA_CHANNELS
+        ]  # fmt: skip
+    return Group("Multi-channel models", CHANNELS_TEXT, tuple(params), advanced=True)
 
 
 def _option_param(option, by_attack: Mapping[str, Any], takers: str) -> Param:
@@ -256,6 +296,10 @@ def attack_module() -> Module:
                   "written.", channel="output", image_type="scalar", extensions=NIFTI),
         ),
     )  # fmt: skip
+    channels = _channel_group((
+        ("adversarial", "Adversarial", "The attacked channel {c}, in its own units.", "output"),
+        ("perturbation", "Perturbation", "Adversarial minus input, channel {c}.", "output"),
+    ))  # fmt: skip
     return Module(
         "VAFAAttack",
         "VAFA attack",
@@ -265,6 +309,7 @@ def attack_module() -> Module:
         "the input and the adversarial volume and VAFA's learned quantization table.",
         (
             io,
+            channels,
             _model_group(),
             _attack_choice(),
             *_attack_groups(schemas, names, first="vafa"),
@@ -359,7 +404,14 @@ def evaluate_module() -> Module:
         "VAFAEvaluate",
         "VAFA evaluate",
         "Dice, foreground Dice and HD95 of a model on a volume, and on an adversarial version.",
-        (io, _model_group(), results),
+        (
+            io,
+            _channel_group(
+                (("adversarial", "Adversarial", "Channel {c} of the adversarial volume.", "input"),)
+            ),
+            _model_group(),
+            results,
+        ),
     )
 
 

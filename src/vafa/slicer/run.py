@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vafa.slicer.modules import MODULES, TRISTATE, Module
+from vafa.slicer.modules import EXTRA_CHANNELS, MODULES, TRISTATE, Module
 
 __all__ = ["main", "parse"]
 
@@ -27,6 +27,9 @@ ATTACK_OUTPUTS = ("adversarial", "perturbation", "clean_prediction", "adversaria
                   "q_table")  # fmt: skip
 #: Outputs of the attack module drawn from the outcome (:func:`vafa.report.figures.dct_pictures`).
 DCT_PICTURES = ("dct_clean", "dct_adversarial")
+#: Channels 2… of the adversarial volume and the perturbation (multi-channel models).
+ATTACK_CHANNEL_OUTPUTS = tuple(f"{name}{c}" for name in ("adversarial", "perturbation")
+                               for c in EXTRA_CHANNELS)  # fmt: skip
 
 
 def parse(module: Module, argv: Sequence[str]) -> argparse.Namespace:
@@ -96,11 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_attack_module(args, progress: Progress) -> dict[str, Any]:
     from vafa.attacks import VAFA, attack_class, drive
     from vafa.io.model_space import load_model_labels
-    from vafa.io.volume import load_volume
     from vafa.run.pipeline import iter_run_attack
     from vafa.run.worst_case import WORST_CASE, is_worst_case, iter_worst_case
+    from vafa.slicer.channels import check_channel_outputs, load_channels
 
-    outputs = _outputs(args, (*ATTACK_OUTPUTS, *DCT_PICTURES))
+    outputs = _outputs(args, (*ATTACK_OUTPUTS, *DCT_PICTURES, *ATTACK_CHANNEL_OUTPUTS))
     worst = is_worst_case(args.attack)
     classes = [attack_class(m.attack) for m in WORST_CASE] if worst else [attack_class(args.attack)]
     if "q_table" in outputs and not all(issubclass(c, VAFA) for c in classes):
@@ -110,7 +113,8 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
         )
     progress.comment("loading the model")
     model, card = _model(args)
-    image = load_volume(args.input)
+    image = load_channels(args, card, "input", "channel")
+    check_channel_outputs(image, list(outputs), card)
     labels = None if not args.labels else load_model_labels(args.labels, image, card)
     taken = {o.name for cls in classes for o in cls.options}
     options = _attack_options(args, MODULES["VAFAAttack"](), taken)
@@ -143,14 +147,14 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
 
 def run_evaluate_module(args, progress: Progress) -> dict[str, Any]:
     from vafa.io.model_space import load_model_labels
-    from vafa.io.volume import load_volume
     from vafa.run.pipeline import evaluate
+    from vafa.slicer.channels import load_channels
 
     progress.comment("loading the model")
     model, card = _model(args)
-    image = load_volume(args.input)
+    image = load_channels(args, card, "input", "channel")
     labels = None if not args.labels else load_model_labels(args.labels, image, card)
-    adversarial = None if not args.adversarial else load_volume(args.adversarial)
+    adversarial = load_channels(args, card, "adversarial", "adversarial")
     progress(0.1)
     progress.comment("segmenting")
     m = evaluate(model, card, image, labels, adversarial, device=args.device)
@@ -181,6 +185,12 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
         raise ValueError(f"output weights {target} must end in .safetensors")
     progress.comment("loading the model")
     model, card = _model(args)
+    if card.in_channels != 1:
+        names = f" ({', '.join(card.channel_names)})" if card.channel_names else ""
+        raise ValueError(
+            f"the model takes {card.in_channels} channels{names}: the VAFT module fine-tunes "
+            "single-channel models; use vafa train with a datalist of multi-channel cases"
+        )
     image = load_volume(args.input)
     labels = load_model_labels(args.labels, image, card)
     attack = MODE_ATTACKS[args.mode]
@@ -221,11 +231,14 @@ RUNNERS = {
 def _write_attack_outputs(outcome, outputs: dict[str, Path]) -> None:
     """Every output of the attack module at once, all or nothing: the outcome's own fields
     through the one outcome writer (:func:`vafa.io.outcome_files.write_volumes`, each into its
-    temporary file), the DCT pictures as float32 volumes on the adversarial volume's grid."""
+    temporary file), the DCT pictures as float32 volumes on the adversarial volume's grid, and
+    a multi-channel outcome's adversarial channels and perturbation one volume per channel (or
+    one vector volume: :func:`vafa.slicer.channels.channel_writers`)."""
     from vafa.io.files import atomic_write
     from vafa.io.outcome_files import write_volumes
     from vafa.io.volume import save_volume
     from vafa.report.figures import dct_pictures
+    from vafa.slicer.channels import channel_writers
 
     pictures = {}
     if any(name in outputs for name in DCT_PICTURES):
@@ -237,7 +250,8 @@ def _write_attack_outputs(outcome, outputs: dict[str, Path]) -> None:
             return lambda tmp: save_volume(volume, tmp, overwrite=True, protect=outcome.inputs)
         return lambda tmp: write_volumes(outcome, {name: tmp}, overwrite=True)
 
-    atomic_write({path: writer(name) for name, path in outputs.items()})
+    channels = channel_writers(outcome, outputs)  # a multi-channel outcome's channels
+    atomic_write({path: channels.get(path) or writer(name) for name, path in outputs.items()})
 
 
 def _model(args):
@@ -279,8 +293,9 @@ def _attack_options(args, module: Module, taken: set[str]) -> dict[str, Any]:
 
 def _outputs(args, names: Sequence[str]) -> dict[str, Path]:
     """The output paths given, checked: their folders exist and none is an input."""
-    inputs = [Path(v) for k in ("input", "labels", "adversarial", "weights")
-              if (v := getattr(args, k, None)) and k not in names]  # fmt: skip
+    keys = ("input", "labels", "adversarial", "weights",
+            *(f"{k}{c}" for k in ("channel", "adversarial") for c in EXTRA_CHANNELS))  # fmt: skip
+    inputs = [Path(v) for k in keys if (v := getattr(args, k, None)) and k not in names]
     out = {}
     for name in names:
         value = getattr(args, name, None)
