@@ -376,3 +376,34 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+# ----------------------------------------------------------------------------- sigmoid regions
+#: MONAI's BraTS regions (label values each covers) and their order as model outputs.
+BRATS = {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
+BRATS_NAMES = ("TC", "WT", "ET")
+
+
+def threshold_model() -> torch.nn.Module:
+    """Three sigmoid regions nested like BraTS' (ET ⊂ TC ⊂ WT): region k is where the 3×3×3
+    mean intensity exceeds 0.5 (TC), 0.35 (WT), 0.65 (ET); logits 20·(mean − c_k)."""
+    conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.fill_(20.0 / 27)
+        conv.bias.copy_(torch.tensor([-0.5, -0.35, -0.65]) * 20)
+    return conv.eval()
+
+
+def region_problem(model=None):
+    """``(model, x [1, 1, 16³] in [0, 1], labels 0/1/2/4)``: :func:`threshold_model` (or
+    ``model``) on smooth noise, the labels being what it predicts, merged."""
+    from vafa.ops.heads import Heads
+
+    heads = Heads.from_outputs({"activation": "sigmoid", "regions": BRATS}, BRATS_NAMES)
+    model = threshold_model() if model is None else model
+    g = torch.Generator().manual_seed(1)
+    x = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 17, 17, 17, generator=g), 2, 1)
+    x = (x - x.min()) / (x.max() - x.min())
+    with torch.no_grad():
+        labels = heads.merge(heads.predict(model(x)))  # 0/1/2/4, what the model predicts
+    return model, x, labels

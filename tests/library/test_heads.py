@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.factories import BRATS, BRATS_NAMES, region_problem
 from vafa.attacks import build_attack
 from vafa.io.models import ModelCard
 from vafa.ops.heads import SOFTMAX, Heads, check_outputs
@@ -18,8 +19,7 @@ from vafa.ops.losses import DiceCELoss
 from vafa.ops.metrics import dice_per_class, hd95_of_masks, hd95_per_class, predict_labels
 from vafa.run.outcome_metrics import OutcomeMetrics, segmentation_scores
 
-BRATS = {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
-NAMES = ("TC", "WT", "ET")
+NAMES = BRATS_NAMES
 HEADS = Heads.from_outputs({"activation": "sigmoid", "regions": BRATS}, NAMES)
 
 
@@ -250,30 +250,10 @@ def _tiny_sigmoid_model():
                 num_res_units=0).eval()  # fmt: skip
 
 
-def _threshold_model() -> torch.nn.Module:
-    """Three sigmoid regions nested like BraTS' (ET ⊂ TC ⊂ WT): region k is where the 3×3×3
-    mean intensity exceeds 0.5 (TC), 0.35 (WT), 0.65 (ET); logits 20·(mean − c_k)."""
-    conv = torch.nn.Conv3d(1, 3, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.fill_(20.0 / 27)
-        conv.bias.copy_(torch.tensor([-0.5, -0.35, -0.65]) * 20)
-    return conv.eval()
-
-
-def _region_problem(model=None):
-    model = _threshold_model() if model is None else model
-    g = torch.Generator().manual_seed(1)
-    x = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 17, 17, 17, generator=g), 2, 1)
-    x = (x - x.min()) / (x.max() - x.min())
-    with torch.no_grad():
-        labels = HEADS.merge(HEADS.predict(model(x)))  # 0/1/2/4, what the model predicts
-    return model, x, labels
-
-
 @pytest.mark.parametrize("name", ["pgd", "vafa", "segpgd", "cospgd"])
 def test_attacks_lower_the_mean_region_dice_of_a_sigmoid_model(name):
     """Measured: mean region Dice 1 → 0.74 (PGD ε 8), 0.92 (VAFA q_max 40, 8³ blocks)."""
-    model, x, labels = _region_problem()
+    model, x, labels = region_problem()
     assert sorted(torch.unique(labels).tolist()) == [0, 1, 2, 4]
     options = {"vafa": dict(block_size=8, q_max=40, steps=10)}.get(name, dict(eps=8, steps=10))
     attack = build_attack(name, model, heads=HEADS, seed=0, **options)
@@ -294,7 +274,7 @@ def test_attacks_lower_the_mean_region_dice_of_a_sigmoid_model(name):
 def test_pseudo_labels_of_a_sigmoid_model_are_its_region_masks_and_tiles_stitch_them():
     from vafa.run.tiling import attack_volume, sliding_window_labels
 
-    model, x, _ = _region_problem(_tiny_sigmoid_model())
+    model, x, _ = region_problem(_tiny_sigmoid_model())
     attack = build_attack("pgd", model, heads=HEADS, seed=0, eps=8, steps=3)
     result = attack(x)
     assert torch.equal(result.labels, result.clean_prediction)

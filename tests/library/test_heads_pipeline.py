@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from test_heads import BRATS, HEADS, NAMES, _problem
 
+from tests.factories import BRATS, BRATS_NAMES, region_problem
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume
 from vafa.run.pipeline import evaluate, run_attack
@@ -16,9 +16,9 @@ from vafa.run.pipeline import evaluate, run_attack
 
 @pytest.fixture(scope="module")
 def case():
-    model, x, labels = _problem()
+    model, x, labels = region_problem()
     card = ModelCard(
-        architecture="unet", in_channels=1, out_channels=3, class_names=list(NAMES),
+        architecture="unet", in_channels=1, out_channels=3, class_names=list(BRATS_NAMES),
         roi_size=(16, 16, 16), intensity={"type": "ct_window", "a_min": 0.0, "a_max": 1.0},
         kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
         outputs={"activation": "sigmoid", "regions": BRATS},
@@ -32,7 +32,7 @@ def test_run_attack_reports_dice_per_region_and_per_merged_label(case):
     outcome = run_attack(model, card, image, labels, attack="pgd",
                          options={"eps": 8, "steps": 5}, seed=0)  # fmt: skip
     m = outcome.metrics
-    assert m.reference == "labels" and list(m.dice_per_class.clean) == list(NAMES)
+    assert m.reference == "labels" and list(m.dice_per_class.clean) == list(BRATS_NAMES)
     assert list(m.dice_per_class.clean.values()) == [1.0, 1.0, 1.0]
     assert m.dice.clean == m.dice_fg.clean == 1.0
     assert m.dice_fg.adversarial < 0.97 and m.dice_fg.adversarial == pytest.approx(
@@ -54,4 +54,4 @@ def test_run_attack_without_labels_attacks_the_region_masks(case):
     m = outcome.metrics
     assert m.reference == "clean_prediction" and m.dice_fg.clean == 1.0
     assert m.dice_fg.adversarial < 1.0 and list(m.dice_per_label.clean) == ["1", "2", "4"]
-    assert outcome.settings["attack"]["attack"] == "VAFA" and HEADS.sigmoid
+    assert outcome.settings["attack"]["attack"] == "VAFA" and card.heads().sigmoid
