@@ -54,4 +54,4 @@ def test_run_attack_without_labels_attacks_the_region_masks(case):
     m = outcome.metrics
     assert m.reference == "clean_prediction" and m.dice_fg.clean == 1.0
     assert m.dice_fg.adversarial < 1.0 and list(m.dice_per_label.clean) == ["1", "2", "4"]
-    assert outcome.settings["attack"]["attack"] == "VAFA" and card.heads().sigmoid
+    assert outcome.settings["attack"]["attack"] == "VAFA"
