@@ -468,3 +468,55 @@ def nnunet_predict(
         True,
     )
     return np.asarray(probs, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- BraTS bundle
+#: The BraTS bundle's input channels, in its order.
+BRATS_CHANNELS = ("T1c", "T1", "T2", "FLAIR")
+BRATS_ROI = (32, 32, 32)
+#: The bundle's network_def with a tiny SegResNet (the bundle: init_filters 16, blocks_down
+#: [1, 2, 2, 4], blocks_up [1, 1, 1]; 4 filters need 4 groups in its group norm, default 8).
+BRATS_SEGRESNET = {"_target_": "SegResNet", "blocks_down": [1, 1], "blocks_up": [1],
+             "init_filters": 4, "norm": ["GROUP", {"num_groups": 4}], "in_channels": 4,
+             "out_channels": 3, "dropout_prob": 0.2}  # fmt: skip
+BRATS_ZSCORE = {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True,
+          "channel_wise": True}  # fmt: skip
+BRATS_POSTPROCESSING = {"_target_": "Compose", "transforms": [
+    {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+    {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
+]}  # fmt: skip
+
+
+def edit_json(path, edit) -> None:
+    """Rewrite a JSON file through ``edit(doc)`` (in place)."""
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc, indent=2))
+
+
+def make_brats_bundle(root, *, intensity=None, postprocessing=None, outputs=("TC", "WT", "ET"),
+                      state=None):  # fmt: skip
+    """A bundle laid out as the Model Zoo's ``brats_mri_segmentation``
+    (:func:`tests.model_folders.make_tiny_bundle` with its network, preprocessing, inferer,
+    post-processing and metadata); ``state``: the SegResNet's weights (default random)."""
+    bundle = make_tiny_bundle(root, intensity=intensity or BRATS_ZSCORE, network=BRATS_SEGRESNET,
+                              spacing=(1.0, 1.0, 1.0), roi=BRATS_ROI, name="brats_mri_segmentation",
+                              inferer={"sw_batch_size": 1, "overlap": 0.5})  # fmt: skip
+
+    def config(doc):  # a case: its 4 channel files, as LoadImaged takes them
+        doc["datalist"] = "$[sorted(glob.glob(@dataset_dir + '/*_000?.nii.gz'))]"
+        doc["postprocessing"] = postprocessing or BRATS_POSTPROCESSING
+
+    def metadata(doc):
+        doc["network_data_format"]["inputs"]["image"].update(
+            num_channels=4, channel_def={str(c): n for c, n in enumerate(BRATS_CHANNELS)}
+        )
+        doc["network_data_format"]["outputs"]["pred"]["channel_def"] = {
+            str(c): n for c, n in enumerate(outputs)
+        }
+
+    edit_json(bundle / "configs" / "inference.json", config)
+    edit_json(bundle / "configs" / "metadata.json", metadata)
+    if state is not None:
+        torch.save(state, bundle / "models" / "model.pt")
+    return bundle

@@ -24,10 +24,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from factories import grid_affine, mri_case, run_cli, save_nifti, write_mri_case
-from model_folders import make_tiny_bundle
 from scipy import ndimage
 
+from tests.factories import BRATS, grid_affine, mri_case, run_cli, save_nifti, write_mri_case
+from tests.model_folders import (
+    BRATS_CHANNELS,
+    BRATS_ROI,
+    BRATS_ZSCORE,
+    make_brats_bundle,
+)
 from vafa.io.bundles import ZSCORE_K, bundle_card, load_bundle
 from vafa.io.channels import Channels, load_image
 from vafa.io.model_space import labels_to_model_space, to_model_space
@@ -35,20 +40,6 @@ from vafa.io.volume import load_volume
 from vafa.run.pipeline import run_attack
 from vafa.run.tiling import sliding_window_predict
 
-NAMES = ("T1c", "T1", "T2", "FLAIR")
-REGIONS = {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
-ROI = (32, 32, 32)
-#: The bundle's network_def with a tiny SegResNet (the bundle: init_filters 16, blocks_down
-#: [1, 2, 2, 4], blocks_up [1, 1, 1]; 4 filters need 4 groups in its group norm, default 8).
-SEGRESNET = {"_target_": "SegResNet", "blocks_down": [1, 1], "blocks_up": [1],
-             "init_filters": 4, "norm": ["GROUP", {"num_groups": 4}], "in_channels": 4,
-             "out_channels": 3, "dropout_prob": 0.2}  # fmt: skip
-ZSCORE = {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True,
-          "channel_wise": True}  # fmt: skip
-POSTPROCESSING = {"_target_": "Compose", "transforms": [
-    {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
-    {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
-]}  # fmt: skip
 #: The Model Zoo bundle's own post-processing: the sigmoid, back to the input grid, the
 #: threshold, the merge into BraTS labels (a lambda: never evaluated by vafa), the file.
 ZOO_POSTPROCESSING = {"_target_": "Compose", "transforms": [
@@ -62,40 +53,6 @@ ZOO_POSTPROCESSING = {"_target_": "Compose", "transforms": [
      "output_dir": "@output_dir", "output_postfix": "seg", "output_dtype": "uint8",
      "resample": False, "squeeze_end_dims": True},
 ]}  # fmt: skip
-
-
-def _edit_json(path, edit) -> None:
-    doc = json.loads(path.read_text())
-    edit(doc)
-    path.write_text(json.dumps(doc, indent=2))
-
-
-def make_brats_bundle(root, *, intensity=None, postprocessing=None, outputs=("TC", "WT", "ET"),
-                      state=None):  # fmt: skip
-    """A bundle laid out as the Model Zoo's ``brats_mri_segmentation``
-    (:func:`tests.model_folders.make_tiny_bundle` with its network, preprocessing, inferer,
-    post-processing and metadata); ``state``: the SegResNet's weights (default random)."""
-    bundle = make_tiny_bundle(root, intensity=intensity or ZSCORE, network=SEGRESNET,
-                              spacing=(1.0, 1.0, 1.0), roi=ROI, name="brats_mri_segmentation",
-                              inferer={"sw_batch_size": 1, "overlap": 0.5})  # fmt: skip
-
-    def config(doc):  # a case: its 4 channel files, as LoadImaged takes them
-        doc["datalist"] = "$[sorted(glob.glob(@dataset_dir + '/*_000?.nii.gz'))]"
-        doc["postprocessing"] = postprocessing or POSTPROCESSING
-
-    def metadata(doc):
-        doc["network_data_format"]["inputs"]["image"].update(
-            num_channels=4, channel_def={str(c): n for c, n in enumerate(NAMES)}
-        )
-        doc["network_data_format"]["outputs"]["pred"]["channel_def"] = {
-            str(c): n for c, n in enumerate(outputs)
-        }
-
-    _edit_json(bundle / "configs" / "inference.json", config)
-    _edit_json(bundle / "configs" / "metadata.json", metadata)
-    if state is not None:
-        torch.save(state, bundle / "models" / "model.pt")
-    return bundle
 
 
 def brats_labels(seg: np.ndarray) -> np.ndarray:
@@ -131,7 +88,7 @@ def write_brats_case(folder, seed: int = 0, *, on_model_grid: bool = False):
 
 def _train(model, card, files, labels_file, steps: int = 60) -> dict[str, torch.Tensor]:
     """A few Adam steps of the bundle's network on the case (Dice + BCE of the regions)."""
-    model_input = to_model_space(load_image(files, 4, NAMES), card)
+    model_input = to_model_space(load_image(files, 4, BRATS_CHANNELS), card)
     heads = card.heads()
     target = heads.target(labels_to_model_space(load_volume(labels_file), model_input))
     even = (..., *(slice(0, n - n % 2) for n in target.shape[2:]))  # SegResNet halves once
@@ -161,19 +118,19 @@ def brats(tmp_path_factory):
 
 def test_card_reads_channels_regions_and_the_per_channel_zscore(tmp_path):
     card = bundle_card(make_brats_bundle(tmp_path))
-    assert card.in_channels == 4 and card.channel_names == list(NAMES)
+    assert card.in_channels == 4 and card.channel_names == list(BRATS_CHANNELS)
     assert card.class_names == ["TC", "WT", "ET"] and card.out_channels == 3
-    assert card.outputs == {"activation": "sigmoid", "threshold": 0.5, "regions": REGIONS}
+    assert card.outputs == {"activation": "sigmoid", "threshold": 0.5, "regions": BRATS}
     heads = card.heads()
-    assert heads.sigmoid and heads.region_dict() == REGIONS
+    assert heads.sigmoid and heads.region_dict() == BRATS
     assert card.intensity == {"type": "zscore", "k": 5.0, "nonzero": True}  # fitted per channel
     assert card.spacing == (1.0, 1.0, 1.0) and card.orientation == "RAS"
-    assert card.roi_size == ROI and card.inference.overlap == 0.5
+    assert card.roi_size == BRATS_ROI and card.inference.overlap == 0.5
     assert card.inference.sw_batch_size == 1
     assert card.kwargs["network"]["_target_"].endswith("SegResNet")
     assert any("ConvertToMultiChannelBasedOnBratsClasses" in n for n in card.provenance["notes"])
     again = type(card).from_dict(json.loads(json.dumps(card.to_dict())))
-    assert again == card and again.heads().region_dict() == REGIONS
+    assert again == card and again.heads().region_dict() == BRATS
 
 
 @pytest.mark.parametrize(
@@ -218,12 +175,12 @@ def test_outputs_follow_the_postprocessing(name, tmp_path):
     assert card.outputs["activation"] == activation
     assert card.outputs.get("threshold") == threshold
     if activation == "sigmoid":
-        assert card.outputs["regions"] == REGIONS
+        assert card.outputs["regions"] == BRATS
 
 
 BAD = {
     "joint z-score": (
-        {"intensity": {**ZSCORE, "channel_wise": False}},
+        {"intensity": {**BRATS_ZSCORE, "channel_wise": False}},
         r"inference.json: NormalizeIntensityd with channel_wise=false measures the 4 input "
         r"channels jointly; vafa fits the intensity mapping on each channel on its own",
     ),
@@ -293,7 +250,7 @@ def test_clean_prediction_is_monais_pipeline(on_model_grid, brats, tmp_path):
     files, _ = write_brats_case(tmp_path, 2, on_model_grid=on_model_grid)
     their_input, their_logits, their_masks = monai_pipeline(bundle, files)
     model, card = load_bundle(bundle, device="cpu")
-    model_input = to_model_space(load_image(files, 4, NAMES), card)
+    model_input = to_model_space(load_image(files, 4, BRATS_CHANNELS), card)
     assert isinstance(model_input.grid, Channels) and model_input.resampled != on_model_grid
     scale, shift = card.kwargs["input_scale"], card.kwargs["input_shift"]
     network_input = model_input.tensor[0] * scale + shift  # vafa's [0, 1] image, first layer
@@ -316,7 +273,7 @@ def test_beyond_five_deviations_vafa_clips(brats, tmp_path):
     files, _ = write_brats_case(tmp_path, 1)
     theirs = _preprocessed(_parser(bundle), files)["image"].numpy()
     card = bundle_card(bundle)
-    tensor = to_model_space(load_image(files, 4, NAMES), card).tensor[0].numpy()
+    tensor = to_model_space(load_image(files, 4, BRATS_CHANNELS), card).tensor[0].numpy()
     ours = tensor * card.kwargs["input_scale"] + card.kwargs["input_shift"]
     assert (np.abs(theirs) > ZSCORE_K).any()
     np.testing.assert_allclose(ours, np.clip(theirs, -ZSCORE_K, ZSCORE_K), atol=1e-5)
@@ -328,7 +285,7 @@ def test_pgd_lowers_the_regions_dice(brats):
     region Dice falls only from 0.73 to 0.71), 10 steps, against the labels."""
     bundle, files, labels = brats
     model, card = load_bundle(bundle, device="cpu")
-    image = load_image(files, 4, NAMES)
+    image = load_image(files, 4, BRATS_CHANNELS)
     outcome = run_attack(model, card, image, load_volume(labels), attack="pgd",
                          options={"eps": 16, "steps": 10}, seed=0)  # fmt: skip
     m = outcome.metrics

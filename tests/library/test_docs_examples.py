@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import blob_case, save_nifti, write_datalist
-from model_folders import make_tiny_bundle, make_tiny_nnunet
+from factories import blob_case, grid_affine, mri_case, save_nifti, write_datalist
+from model_folders import make_brats_bundle, make_tiny_bundle, make_tiny_nnunet
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -153,6 +153,17 @@ def _model_folders(folder: Path) -> None:
     shutil.rmtree(folder / "made")
 
 
+def _mri(folder: Path) -> None:
+    """``t1c.nii.gz``, ``t1.nii.gz``, ``t2.nii.gz``, ``flair.nii.gz`` (a 24³ case, 1 mm) and a
+    tiny MONAI BraTS bundle at ``bundles/brats_mri_segmentation``."""
+    arrays, _ = mri_case(0)
+    for name, array in zip(("t1c", "t1", "t2", "flair"), arrays, strict=True):
+        save_nifti(folder / f"{name}.nii.gz", array, grid_affine((1.0, 1.0, 1.0)))
+    bundle = make_brats_bundle(folder / "made")
+    shutil.copytree(bundle, folder / "bundles" / "brats_mri_segmentation")
+    shutil.rmtree(folder / "made")
+
+
 def _datalist(folder: Path) -> None:
     """``data.json``: three small labelled cases (two training, one validation)."""
     write_datalist(folder).rename(folder / "data.json")
@@ -165,6 +176,7 @@ SETUPS = {
     "unetr": _unetr,
     "model-folders": _model_folders,
     "datalist": _datalist,
+    "mri": _mri,
 }
 
 
