@@ -172,23 +172,14 @@ class ModelPicker:
     def _read_folder(self, *_: Any) -> None:
         """Offer the folds of the chosen nnU-Net folder (keeping the chosen one if there)."""
         folder = self._nnunet_folder()
-        choices = [] if folder is None else nnunet_fold_choices(folder)
-        values = [value for _, value in choices]
-        keep = self.fold.value if self.fold.value in values else None
-        self.fold.choices = choices
-        if values:
-            self.fold.value = keep or ("0" if "0" in values else values[0])
+        _offer(self.fold, [] if folder is None else nnunet_fold_choices(folder), "0")
         self._read_checkpoints()
 
     def _read_checkpoints(self, *_: Any) -> None:
         """Offer the checkpoints the chosen fold holds (the CLI's default first choice)."""
         folder, fold = self._nnunet_folder(), self.fold.value
         choices = [] if folder is None or fold is None else nnunet_checkpoint_choices(folder, fold)
-        values = [value for _, value in choices]
-        keep = self.checkpoint.value if self.checkpoint.value in values else None
-        self.checkpoint.choices = choices
-        if values:
-            self.checkpoint.value = keep or ("final" if "final" in values else values[0])
+        _offer(self.checkpoint, choices, "final")
         self.update_visibility()
 
     def _nnunet_choice(self, folder: Path) -> tuple[str, str]:
@@ -270,3 +261,13 @@ def path_or_none(value: Any) -> Path | None:
     if value is None or str(value).strip() in ("", "."):
         return None
     return Path(str(value)).expanduser()
+
+
+def _offer(combo: ComboBox, choices: list[tuple[str, str]], preferred: str) -> None:
+    """Set a combo's ``(label, value)`` choices, keeping its value if still offered, else
+    ``preferred`` if offered, else the first."""
+    values = [value for _, value in choices]
+    keep = combo.value if combo.value in values else None
+    combo.choices = choices
+    if values:
+        combo.value = keep or (preferred if preferred in values else values[0])

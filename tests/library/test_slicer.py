@@ -168,12 +168,18 @@ def run_module(modules: Path, name: str, values: dict, tmp: Path):
 
 def read_with_slicer(path: Path, label: bool):
     """``(IJK→RAS 4×4, scalar type name)`` as Slicer's volume storage node reads ``path``."""
+    kind = slicer_core.vtkMRMLLabelMapVolumeNode if label else slicer_core.vtkMRMLScalarVolumeNode
+    ijk_to_ras, node = read_node_with_slicer(path, kind)
+    return ijk_to_ras, node.GetImageData().GetScalarTypeAsString()
+
+
+def read_node_with_slicer(path: Path, kind):
+    """``(IJK→RAS 4×4, node)``: ``path`` read by Slicer's volume storage node into a new
+    ``kind`` node (e.g. ``vtkMRMLVectorVolumeNode``)."""
     import vtk
 
     scene = slicer_core.vtkMRMLScene()
-    node = (
-        slicer_core.vtkMRMLLabelMapVolumeNode if label else slicer_core.vtkMRMLScalarVolumeNode
-    )()
+    node = kind()
     scene.AddNode(node)
     storage = slicer_core.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
@@ -182,7 +188,7 @@ def read_with_slicer(path: Path, label: bool):
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     ijk_to_ras = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
-    return ijk_to_ras, node.GetImageData().GetScalarTypeAsString()
+    return ijk_to_ras, node
 
 
 def _check_progress(progress: list[float]) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.factories import grid_affine, mri_case, save_tiny_model, tiny_card, write_mri_case
 from tests.library import test_slicer as harness
-from tests.library.test_slicer import read_with_slicer, run_module
+from tests.library.test_slicer import read_node_with_slicer, read_with_slicer, run_module
 
 #: The installed modules (``test_slicer``'s fixture ``modules``, shared rather than repeated).
 installed_modules = harness.modules
@@ -127,19 +127,9 @@ def _write_as_slicer_vector(arrays: list[np.ndarray], path) -> None:
 
 def _read_vector_with_slicer(path) -> tuple[np.ndarray, np.ndarray]:
     """``(IJK→RAS, [C, I, J, K] array)`` as Slicer reads ``path`` into a vector volume node."""
-    import vtk
     from vtk.util import numpy_support
 
-    scene = slicer_core.vtkMRMLScene()
-    node = slicer_core.vtkMRMLVectorVolumeNode()
-    scene.AddNode(node)
-    storage = slicer_core.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    scene.AddNode(storage)
-    assert storage.ReadData(node) == 1, path
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    ijk_to_ras = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
+    ijk_to_ras, node = read_node_with_slicer(path, slicer_core.vtkMRMLVectorVolumeNode)
     image = node.GetImageData()
     voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
     array = voxels.reshape(*image.GetDimensions()[::-1], -1).transpose(3, 2, 1, 0)
