@@ -330,7 +330,9 @@ def test_labels_beyond_the_model_outputs_name_the_file(card, tmp_path):
     bad = write_case(tmp_path, "bad", seed=0, max_label=5)
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"training": [bad]}))
-    with pytest.raises(ValueError, match=r"bad_lab\.nii\.gz holds class 5 but the model .* predicts 3"):
+    with pytest.raises(
+        ValueError, match=r"bad_lab\.nii\.gz holds class 5 but the model .* predicts 3"
+    ):
         train(tiny_model(card), card, path, out_dir=tmp_path / "out", config=config())
     pair = volume_pair(0, max_label=7)
     with pytest.raises(ValueError, match="training case 0 holds class 7"):
