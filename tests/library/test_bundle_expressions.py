@@ -112,6 +112,18 @@ def test_cli_info_reads_a_trusted_bundle(tmp_path, capsys):
     assert card["intensity"]["a_max"] == 250.0
 
 
+def test_an_attack_through_the_cli_lowers_dice(tmp_path, capsys):
+    bundle = _expression_bundle(tmp_path)
+    image = write_noise_ct(tmp_path / "ct.nii.gz", (32, 32, 24), 0, spacing=(1.5, 1.5, 2.0),
+                           mean=20.0, std=150.0, dtype=np.float32, air=4)  # fmt: skip
+    argv = ["attack", image, "--model", bundle, "--trust-checkpoint", "--out", tmp_path / "a.nii.gz",
+            "--attack", "pgd", "--eps", "8", "--steps", "3", "--seed", "0", "--json", "-q"]  # fmt: skip
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    dice = json.loads(out)["dice_fg"]
+    assert dice["adversarial"] < dice["clean"]
+
+
 def test_expressions_vafa_does_not_read_need_no_trust(tmp_path):
     """The device expressions (the inferer's, a transform's) and a transform's dtype are never
     evaluated: vafa chooses its own device."""
