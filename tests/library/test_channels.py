@@ -8,6 +8,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from tests.factories import (
     MRI_UNITS,
@@ -233,3 +234,34 @@ def test_every_attack_changes_every_channel(attack):
     )
     change = np.abs(outcome.perturbation.array).reshape(2, -1).max(axis=1)
     assert np.all(change > 0), change
+
+
+def test_band_energies_are_split_by_channel():
+    from vafa.run.band_analysis import band_energies, channel_energies
+
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(1, 3, 12, 10, 9, generator=g)
+    delta[:, 1] = 0  # a channel the attack left alone
+    per_channel = channel_energies(delta, 4)
+    for band, values in per_channel.items():
+        assert values[1] == 0
+        for c in (0, 2):  # each channel alone, through the one-channel function
+            alone = band_energies(delta[:, c : c + 1], 4)[band]
+            assert values[c] == pytest.approx(alone, rel=1e-12)
+        assert sum(values) == pytest.approx(band_energies(delta, 4)[band], rel=1e-12)
+
+
+def test_band_analysis_of_sigmoid_regions_scores_the_regions():
+    from tests.factories import BRATS, BRATS_NAMES, region_problem
+    from vafa.ops.heads import Heads
+    from vafa.run.band_analysis import analyse_bands
+
+    model, x, labels = region_problem()
+    heads = Heads.from_outputs({"activation": "sigmoid", "regions": BRATS}, BRATS_NAMES)
+    g = torch.Generator().manual_seed(0)
+    adversarial = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    analysis = analyse_bands(model, x, adversarial, labels, num_classes=3, roi_size=16,
+                             block_size=8, heads=heads)  # fmt: skip
+    assert analysis.dice_fg_clean == 1.0  # the labels are the model's own merged regions
+    assert analysis.row("all").dice_fg < 1.0
+    assert analysis.row("all").channel_energy == (pytest.approx(analysis.row("all").energy),)

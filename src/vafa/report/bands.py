@@ -80,9 +80,24 @@ def format_band_table(analysis: BandAnalysis, title: str | None = None) -> str:
             f"{100 * row.coefficient_fraction:>10.1f}{_fmt(row.dice_fg, '.3f'):>9}{drop:>9}"
         )
     lines.append(f"clean fg Dice {_fmt(analysis.dice_fg_clean, '.3f')}")
+    lines += _channel_lines(analysis)
     if analysis.cancelled:
         lines.append("CANCELLED: the bands without Dice were not evaluated")
     return "\n".join(lines)
+
+
+def _channel_lines(analysis: BandAnalysis) -> list[str]:
+    """Several input channels: per band, each channel's share of the band's energy (%)."""
+    first = analysis.rows[0].channel_energy
+    if len(first) < 2:
+        return []
+    names = analysis.channel_names or tuple(f"channel {c}" for c in range(len(first)))
+    width = max(7, *(len(n) + 2 for n in names))
+    lines = ["energy % by channel", f"{'band':<10}" + "".join(f"{n:>{width}}" for n in names)]
+    for row in analysis.rows:
+        shares = [100 * e / row.energy if row.energy > 0 else 0.0 for e in row.channel_energy]
+        lines.append(f"{_LABELS[row.band]:<10}" + "".join(f"{v:>{width}.1f}" for v in shares))
+    return lines
 
 
 def band_csv(analysis: BandAnalysis) -> str:

@@ -31,6 +31,7 @@ gives this baseline.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from vafa.io.inference import Inference
     from vafa.io.models import ModelCard
     from vafa.io.volume import Volume
+    from vafa.ops.heads import Heads
     from vafa.run.pipeline import AttackOutcome
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "analyse_volumes",
     "band_energies",
     "band_split",
+    "channel_energies",
 ]
 
 #: The analysed bands, in order: ``"all"`` (the whole perturbation) then the three bands.
@@ -82,6 +85,8 @@ class BandRow:
         dice_fg: foreground Dice of the model on ``clamp(x + δ_band, 0, 1)`` (None when no
             foreground class is in the reference, or not evaluated after a cancel).
         dice_fg_drop: clean fg Dice − ``dice_fg`` (positive: the band hurts).
+        channel_energy: per input channel, its part of ``energy`` (one entry for a
+            one-channel model; they sum to ``energy``).
     """
 
     band: str
@@ -90,6 +95,7 @@ class BandRow:
     coefficient_fraction: float
     dice_fg: float | None
     dice_fg_drop: float | None
+    channel_energy: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class BandAnalysis:
             the reference is the clean prediction).
         reference: ``"labels"`` or ``"clean_prediction"``.
         cancelled: the callback stopped the evaluations (later bands have ``dice_fg`` None).
+        channel_names: the model's input channels (``card.channel_names``), the order of every
+            row's ``channel_energy``; empty when unknown.
     """
 
     rows: tuple[BandRow, ...]
@@ -110,6 +118,7 @@ class BandAnalysis:
     dice_fg_clean: float | None
     reference: str
     cancelled: bool = False
+    channel_names: tuple[str, ...] = ()
 
     def row(self, band: str) -> BandRow:
         """The row of ``band`` (``KeyError`` for another name)."""
@@ -125,6 +134,7 @@ class BandAnalysis:
             "dice_fg_clean": self.dice_fg_clean,
             "reference": self.reference,
             "cancelled": self.cancelled,
+            "channel_names": list(self.channel_names),
             "rows": [dict(vars(row)) for row in self.rows],
         }
 
@@ -157,19 +167,32 @@ def band_energies(
     """Energy ``Σ c²`` (float64) of the perturbation's DCT coefficients in each band.
 
     Args:
-        delta: ``[B, C, H, W, D]`` float tensor (all samples summed).
+        delta: ``[B, C, H, W, D]`` float tensor (all samples and channels summed).
         block_size: side of the 3D blocks.
 
     Returns:
         ``{"all": Σ δ², "low": …, "middle": …, "high": …}``; the three bands sum to ``"all"``
         (Parseval; the zero pad adds nothing).
     """
+    return {band: sum(values) for band, values in channel_energies(delta, block_size).items()}
+
+
+def channel_energies(
+    delta: torch.Tensor, block_size: int | Sequence[int] = DEFAULT_BLOCK
+) -> dict[str, tuple[float, ...]]:
+    """:func:`band_energies` of each input channel: ``{band: (channel 0's, channel 1's, …)}``
+    (samples summed)."""
     coeffs, sizes = _coefficients(delta, block_size)
     energy = coeffs.square()
-    out = {"all": float(delta.double().square().sum())}
+    out = {"all": _per_channel(delta.double().square())}
     for band in _SPLIT:
-        out[band] = float((energy * _layout_mask(sizes, band, coeffs)).sum())
+        out[band] = _per_channel(energy * _layout_mask(sizes, band, coeffs))
     return out
+
+
+def _per_channel(values: torch.Tensor) -> tuple[float, ...]:
+    """``[B, C, …]`` → per channel, the sum over everything else."""
+    return tuple(float(v) for v in values.transpose(0, 1).flatten(1).sum(1))
 
 
 def _coefficients(delta: torch.Tensor, block_size) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -212,8 +235,10 @@ def analyse_bands(
     block_size: int | Sequence[int] = DEFAULT_BLOCK,
     inference: Inference | None = None,
     callback: Callable[[str], bool | None] | None = None,
+    heads: Heads | None = None,
 ) -> BandAnalysis:
-    """Energy per band of ``adversarial01 − clean01`` and the model's Dice per band.
+    """Energy per band of ``adversarial01 − clean01`` (and per channel) and the model's Dice
+    per band.
 
     Args:
         model: the segmentation network (eval mode is set during predictions, then restored).
@@ -227,6 +252,8 @@ def analyse_bands(
             sliding window, overlap 0.5, constant weights).
         callback: called with the band name before each evaluation (``"clean"`` first);
             returning False stops (the rows keep their energies, ``dice_fg`` None).
+        heads: how the outputs are read (``card.heads()``; None: softmax classes); with
+            sigmoid regions, ``reference`` is a label map turned into region masks.
 
     Returns:
         :class:`BandAnalysis`.
@@ -234,22 +261,24 @@ def analyse_bands(
     Raises:
         TypeError, ValueError: wrong types, shapes or values (named).
     """
-    from vafa.ops.metrics import dice_per_class, dice_summary
+    from vafa.ops.heads import SOFTMAX
     from vafa.run.tiling import sliding_window_labels
 
+    heads = SOFTMAX if heads is None else heads
     _check_pair(clean01, adversarial01, reference)
     sizes = normalize_block_size(block_size)
     clean = clean01.detach().float()
     delta = adversarial01.detach().float() - clean
-    energies = band_energies(delta, sizes)
+    by_channel = channel_energies(delta, sizes)
+    energies = {band: sum(values) for band, values in by_channel.items()}
     parts = {"all": delta, **band_split(delta, sizes)}
     device = next((p.device for p in model.parameters()), clean.device)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return sliding_window_labels(model, x.to(device), roi_size, inference).cpu()
+        return sliding_window_labels(model, x.to(device), roi_size, inference, heads=heads).cpu()
 
     def dice_fg(pred: torch.Tensor) -> float | None:
-        value = dice_summary(dice_per_class(pred, target, num_classes))["dice_fg"]
+        value = heads.summary(heads.dice(pred, target, num_classes))["dice_fg"]
         return value if math.isfinite(value) else None
 
     cancelled = callback is not None and callback("clean") is False
@@ -257,7 +286,7 @@ def analyse_bands(
     clean_dice = None
     if not cancelled:
         clean_pred = predict(clean)
-        target = clean_pred if reference is None else reference.cpu().long()
+        target = clean_pred if reference is None else heads.target(reference.cpu(), num_classes)
         clean_dice = dice_fg(clean_pred)
         for band in ANALYSIS_BANDS:
             if callback is not None and callback(band) is False:
@@ -275,6 +304,7 @@ def analyse_bands(
             dice_fg_drop=None
             if dice[band] is None or clean_dice is None
             else clean_dice - dice[band],
+            channel_energy=by_channel[band],
         )
         for band in ANALYSIS_BANDS
     )
@@ -299,7 +329,7 @@ def analyse_outcome(
     model_input = outcome.model_input
     card = model_input.card
     reference = None if labels is None else labels_to_model_space(labels, model_input)
-    return analyse_bands(
+    analysis = analyse_bands(
         model,
         model_input.tensor,
         outcome.adversarial01,
@@ -309,7 +339,9 @@ def analyse_outcome(
         block_size=block_size,
         inference=card.inference,
         callback=callback,
+        heads=card.heads(),
     )
+    return dataclasses.replace(analysis, channel_names=tuple(card.channel_names))
 
 
 def analyse_volumes(
@@ -334,7 +366,7 @@ def analyse_volumes(
     model_input = to_model_space(image, card)
     _, adversarial01 = adversarial_model_input(adversarial, model_input)
     reference = None if labels is None else labels_to_model_space(labels, model_input)
-    return analyse_bands(
+    analysis = analyse_bands(
         model,
         model_input.tensor,
         adversarial01,
@@ -344,7 +376,9 @@ def analyse_volumes(
         block_size=block_size,
         inference=card.inference,
         callback=callback,
+        heads=card.heads(),
     )
+    return dataclasses.replace(analysis, channel_names=tuple(card.channel_names))
 
 
 def _check_pair(clean01, adversarial01, reference) -> None:
