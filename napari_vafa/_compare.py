@@ -104,9 +104,11 @@ def run_comparison(
         name = job.model.describe()
         per_class: dict[str, dict[str, float | None]] = {}
 
+        first = card.heads().first_foreground  # softmax: after the background; sigmoid: all
+
         def keep_classes(entry: GridEntry, outcome: Any) -> None:  # the foreground classes
             per_class[entry.key] = dict(
-                list(outcome.metrics.dice_per_class.adversarial.items())[1:]
+                list(outcome.metrics.dice_per_class.adversarial.items())[first:]
             )
 
         grid = iter_grid(

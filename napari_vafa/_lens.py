@@ -244,7 +244,7 @@ def run_lens(
             region = lens_region(x01.shape[2:], job.center, plan.size)
             gen = iter_lens(
                 model, x01, labels, region, num_classes=card.out_channels, attack=job.attack,
-                options=options, seed=job.seed, size=plan.size, plan=plan,
+                options=options, seed=job.seed, size=plan.size, plan=plan, heads=card.heads(),
             )  # fmt: skip
             result = yield from relay(
                 gen, lambda event: LensProgress(event.step, event.total), cancel=cancel

@@ -349,6 +349,7 @@ class _Previewer:
         self.last = -np.inf
         self.enabled = _same_grid(image, card)
         self.channels = channels
+        self.merge = card.heads().merge  # what the scrubber shows: one class map per step
         if self.enabled:  # the attack's pieces: the card's tiles, or the ``whole`` volume
             self.roi = tuple(image.shape) if whole else tuple(card.roi_size)
             self.tiles = tile_grid(image.shape, self.roi)
@@ -368,8 +369,9 @@ class _Previewer:
             return None
         clean01 = torch.from_numpy(self.mapping.forward(self.image.array))[None, None]
         return StepHistory(
-            clean01, steps, tiles=self.tiles, roi=self.roi, with_tables=attack.startswith("vafa")
-        )
+            clean01, steps, tiles=self.tiles, roi=self.roi, with_tables=attack.startswith("vafa"),
+            merge=self.merge,
+        )  # fmt: skip
 
     def offer(self, event) -> TilePreview | None:
         from vafa.run.tiles import crop_tile

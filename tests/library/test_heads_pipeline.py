@@ -55,3 +55,26 @@ def test_run_attack_without_labels_attacks_the_region_masks(case):
     assert m.reference == "clean_prediction" and m.dice_fg.clean == 1.0
     assert m.dice_fg.adversarial < 1.0 and list(m.dice_per_label.clean) == ["1", "2", "4"]
     assert outcome.settings["attack"]["attack"] == "VAFA"
+
+
+def test_the_lens_scores_regions_and_replays_merged_labels():
+    import torch
+
+    from vafa.attacks import drive
+    from vafa.run.lens import iter_lens, lens_region
+
+    model, x, labels = region_problem()
+    card_heads = ModelCard(
+        architecture="unet", in_channels=1, out_channels=3, class_names=list(BRATS_NAMES),
+        roi_size=(16, 16, 16), intensity={"type": "ct_window", "a_min": 0.0, "a_max": 1.0},
+        kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
+        outputs={"activation": "sigmoid", "regions": BRATS},
+    ).heads()  # fmt: skip
+    region = lens_region(x.shape[2:], (8, 8, 8), 16)
+    result = drive(iter_lens(model, x, labels.to(torch.long), region, num_classes=3,
+                             attack="pgd", options={"eps": 8, "steps": 3}, seed=0,
+                             heads=card_heads))  # fmt: skip
+    assert result.dice_clean == 1.0 and result.dice_adversarial < 1.0
+    assert set(np.unique(result.adversarial_prediction)) <= {0, 1, 2, 4}
+    kept = result.history.at(result.history.steps[-1])
+    assert set(np.unique(kept.prediction)) <= {0, 1, 2, 4}  # merged, not region 0's mask

@@ -230,9 +230,11 @@ class _SliceView:
     def clean(self) -> dict[str, Any]:
         from vafa.run.tiling import sliding_window_labels
 
-        tensor = self.input.tensor
-        pred = sliding_window_labels(self.model, tensor, self.card.roi_size, self.card.inference)
-        out = self._pack(tensor[0, 0].numpy(), pred[0, 0].cpu().numpy())
+        tensor, heads = self.input.tensor, self.card.heads()
+        pred = sliding_window_labels(
+            self.model, tensor, self.card.roi_size, self.card.inference, heads=heads
+        )
+        out = self._pack(tensor[0, 0].numpy(), heads.merge(pred)[0, 0].cpu().numpy())
         if self.labels is not None:
             out["labels"] = self.labels[0, 0, :, :, self.index].numpy().astype(np.int16)
         return out

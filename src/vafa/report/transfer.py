@@ -116,14 +116,14 @@ class TransferRecorder:
         )  # fmt: skip
 
     def _score(self, name, model, card, case, image, labels, adversarial, own) -> dict[str, Any]:
-        from vafa.ops.metrics import dice_per_class, dice_summary
         from vafa.run.pipeline import adversarial_model_input
         from vafa.run.tiling import sliding_window_labels
 
         model_input, reference, clean = self._clean_of(name, model, card, case, image, labels)
         adv01 = own if own is not None else adversarial_model_input(adversarial, model_input)[1]
-        pred = sliding_window_labels(model, adv01, card.roi_size, card.inference)
-        dice = dice_summary(dice_per_class(pred.cpu(), reference, card.out_channels))["dice_fg"]
+        heads = card.heads()
+        pred = sliding_window_labels(model, adv01, card.roi_size, card.inference, heads=heads)
+        dice = heads.summary(heads.dice(pred.cpu(), reference, card.out_channels))["dice_fg"]
         return {
             "reference": "clean_prediction" if labels is None else "labels",
             "dice_fg_clean": clean,
@@ -133,15 +133,19 @@ class TransferRecorder:
     def _clean_of(self, name, model, card, case, image, labels):
         """The target's model input, reference and clean fg Dice on this case (cached)."""
         from vafa.io.model_space import labels_to_model_space, to_model_space
-        from vafa.ops.metrics import dice_per_class, dice_summary
         from vafa.run.tiling import sliding_window_labels
 
         if (name, case) not in self._clean:
+            heads, k = card.heads(), card.out_channels
             model_input = to_model_space(image, card)
-            pred = sliding_window_labels(model, model_input.tensor, card.roi_size, card.inference)
-            pred = pred.cpu()
-            reference = pred if labels is None else labels_to_model_space(labels, model_input)
-            dice = dice_summary(dice_per_class(pred, reference, card.out_channels))["dice_fg"]
+            pred = sliding_window_labels(
+                model, model_input.tensor, card.roi_size, card.inference, heads=heads
+            ).cpu()
+            if labels is None:
+                reference = pred
+            else:
+                reference = heads.target(labels_to_model_space(labels, model_input), k)
+            dice = heads.summary(heads.dice(pred, reference, k))["dice_fg"]
             self._clean[name, case] = (
                 model_input,
                 reference,

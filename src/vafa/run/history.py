@@ -16,7 +16,7 @@ Step 0 is the clean volume (:meth:`StepHistory.set_clean`).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,8 @@ class StepHistory:
         roi: the tile size the tiles were padded to (None: the volume's shape).
         with_tables: keep VAFA's quantization tables.
         cap_bytes: memory bound.
+        merge: turns an event's prediction into one class map (``card.heads().merge``: sigmoid
+            region masks ``[1, K, …]`` → labels); None: the prediction is a class map.
 
     Attributes:
         stride: every ``stride``-th step is kept (1: all).
@@ -81,6 +83,7 @@ class StepHistory:
         roi: Sequence[int] | None = None,
         with_tables: bool = False,
         cap_bytes: int = DEFAULT_HISTORY_CAP,
+        merge: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if clean.dim() != 5 or clean.shape[0] != 1:
             raise ValueError(f"clean must be [1, C, H, W, D], got {tuple(clean.shape)}")
@@ -102,6 +105,7 @@ class StepHistory:
         self._q: dict[int, np.ndarray] = {}
         self._scores: dict[int, dict[str, list[float]]] = {}
         self._clean_prediction: np.ndarray | None = None
+        self._merge = merge
 
     # ------------------------------------------------------------------ recording
     def keeps(self, step: int) -> bool:
@@ -122,7 +126,10 @@ class StepHistory:
         adv[region] = _unit_f16(crop_tile(event.adversarial[0], sl, self.roi))
         if event.prediction is not None:
             pred = self._pred.get(step)
-            part = crop_tile(event.prediction[0, 0], sl, self.roi)
+            prediction = event.prediction
+            if self._merge is not None:
+                prediction = self._merge(prediction)
+            part = crop_tile(prediction[0, 0], sl, self.roi)
             if pred is None:
                 base = self._clean_prediction
                 dtype = np.uint8 if int(part.max()) <= 255 else np.int16

@@ -25,7 +25,8 @@ from torch import nn
 
 from vafa.attacks import build_attack
 from vafa.attacks.base import StepEvent
-from vafa.ops.metrics import dice_per_class, ssim
+from vafa.ops.heads import SOFTMAX, Heads
+from vafa.ops.metrics import ssim
 from vafa.run.history import DEFAULT_HISTORY_CAP, StepHistory
 from vafa.run.tiles import Slices
 from vafa.run.tiling import iter_attack_volume
@@ -238,6 +239,7 @@ def iter_lens(
     size: int | None = None,
     plan: LensPlan | None = None,
     history_cap: int = DEFAULT_HISTORY_CAP,
+    heads: Heads | None = None,
 ) -> Generator[StepEvent, bool | None, LensResult]:
     """Attack the cube ``region`` of ``x01``; yields every step, ``send(False)`` cancels.
 
@@ -253,6 +255,8 @@ def iter_lens(
             largest side).
         plan: recorded in the result.
         history_cap: memory bound of the history (bytes).
+        heads: how the outputs are read (``card.heads()``; None: softmax classes): sigmoid
+            regions are attacked and scored per region, their predictions merged into labels.
 
     Returns:
         :class:`LensResult`.
@@ -262,20 +266,31 @@ def iter_lens(
     crop = x01[index]
     target = None if labels is None else labels[index]
     side = size or max(s.stop - s.start for s in region)
-    built = build_attack(attack, model, **dict(options or {}), seed=seed, device=device)
+    heads = SOFTMAX if heads is None else heads
+    built = build_attack(
+        attack, model, **dict(options or {}), seed=seed, device=device, heads=heads
+    )
     history = StepHistory(
         crop.detach().float().cpu(),
         built.steps,
         roi=(side,) * 3,
         with_tables=attack.startswith("vafa"),
         cap_bytes=history_cap,
+        merge=heads.merge,
     )
     gen = iter_attack_volume(built, crop, target, roi=side)
     result = yield from history.recording(gen)
-    clean_pred = result.tile_clean_prediction[0, 0]
-    adv_pred = result.tile_adversarial_prediction[0, 0]
+    clean_masks, adv_masks = result.tile_clean_prediction, result.tile_adversarial_prediction
+    reference = clean_masks if target is None else heads.target(target, num_classes)
+
+    def foreground_dice(prediction: torch.Tensor) -> float:
+        dice = heads.foreground(
+            heads.dice(prediction, reference.to(prediction.device), num_classes)
+        )
+        return float(torch.nanmean(dice[0].double())) if dice.numel() else float("nan")
+
+    clean_pred, adv_pred = heads.merge(clean_masks)[0, 0], heads.merge(adv_masks)[0, 0]
     history.set_clean_prediction(clean_pred)
-    reference = clean_pred if target is None else target[0, 0].to(clean_pred.device)
 
     adversarial = result.adversarial.detach().float().cpu()
     clean = crop.detach().float().cpu()
@@ -288,8 +303,8 @@ def iter_lens(
         adversarial01=adversarial[0].numpy(),
         clean_prediction=clean_pred.cpu().numpy(),
         adversarial_prediction=adv_pred.cpu().numpy(),
-        dice_clean=_foreground_dice(clean_pred, reference, num_classes),
-        dice_adversarial=_foreground_dice(adv_pred, reference, num_classes),
+        dice_clean=foreground_dice(clean_masks),
+        dice_adversarial=foreground_dice(adv_masks),
         ssim=float(ssim(clean, adversarial)[0]),
         q_table=None if q_layout is None else q_layout[0].numpy(),
         returned_step=returned[0] if returned else None,
@@ -300,10 +315,3 @@ def iter_lens(
         plan=plan,
         labels_used=target is not None,
     )
-
-
-def _foreground_dice(prediction: torch.Tensor, reference: torch.Tensor, num_classes: int) -> float:
-    """Mean Dice of the classes >= 1 of two ``[h, w, d]`` class maps (absent classes left out)."""
-    dice = dice_per_class(prediction[None, None].long(), reference[None, None].long(), num_classes)
-    values = dice[0, 1:]
-    return float(torch.nanmean(values)) if values.numel() else float("nan")
