@@ -78,3 +78,20 @@ def test_the_lens_scores_regions_and_replays_merged_labels():
     assert set(np.unique(result.adversarial_prediction)) <= {0, 1, 2, 4}
     kept = result.history.at(result.history.steps[-1])
     assert set(np.unique(kept.prediction)) <= {0, 1, 2, 4}  # merged, not region 0's mask
+
+
+def test_vaft_loss_of_sigmoid_regions_is_dice_bce_on_the_region_masks():
+    import torch
+
+    from vafa.ops.heads import Heads
+    from vafa.ops.losses import DiceBCELoss
+    from vafa.training import VAFTLoss
+
+    heads = Heads.from_outputs({"activation": "sigmoid", "regions": BRATS}, BRATS_NAMES)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 4])[torch.randint(0, 4, (2, 1, 6, 6, 6), generator=g)]
+    clean, adv = torch.randn(2, 3, 6, 6, 6, generator=g), torch.randn(2, 3, 6, 6, 6, generator=g)
+    terms = VAFTLoss("vafa-fr", lambda_fr=0.5, heads=heads)(labels, clean, adv)
+    masks = torch.stack([torch.isin(labels[:, 0], torch.tensor(r)) for r in BRATS.values()], 1)
+    torch.testing.assert_close(terms["clean"], DiceBCELoss()(clean, masks.float()))
+    torch.testing.assert_close(terms["adv"], DiceBCELoss()(adv, masks.float()))
