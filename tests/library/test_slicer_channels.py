@@ -159,6 +159,21 @@ def test_attack_module_takes_a_vector_volume_from_a_script(
     np.testing.assert_allclose(perturbation, adversarial - original, atol=1e-2)
 
 
+def _run_here(modules, name: str, values: dict, tmp, capsys):
+    """The module's ``vafa.slicer.run.main`` on the argument list Slicer builds, in this
+    process (the refusals come before any work: no module process to start); ``(done,
+    returned)`` with ``done.returncode``/``done.stderr`` as :func:`run_module` gives them."""
+    from types import SimpleNamespace
+
+    from tests.library.test_slicer import slicer_argv
+    from vafa.slicer.run import main
+
+    argv, params = slicer_argv(modules / f"{name}.xml", values, tmp)
+    code = main([name, *argv])
+    done = SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+    return done, {} if params is None or not params.exists() else params.read_text()
+
+
 def _refused(done, *words) -> None:
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -168,31 +183,34 @@ def _refused(done, *words) -> None:
 
 @pytest.mark.slow
 def test_channel_count_and_grids_that_do_not_fit_end_with_one_line(
-    installed_modules, four_channel_weights, tmp_path
+    installed_modules, four_channel_weights, tmp_path, capsys
 ):
     files = _channel_files(tmp_path)
     out = _per_channel(tmp_path, "adversarial")
     model = {"model": "file", "weights": four_channel_weights, **QUICK}
-    for inputs in ({"input": files[0], "channel2": files[1]}, {"input": files[0]}):
-        done, _, _ = run_module(
-            installed_modules, "VAFAAttack", {**inputs, **model, **out}, tmp_path
-        )
+    # the first as Slicer runs it (a process of its own), the others in this process
+    for n, inputs in enumerate(({"input": files[0], "channel2": files[1]}, {"input": files[0]})):
+        values = {**inputs, **model, **out}
+        if n == 0:
+            done, _, _ = run_module(installed_modules, "VAFAAttack", values, tmp_path)
+        else:
+            done, _ = _run_here(installed_modules, "VAFAAttack", values, tmp_path, capsys)
         _refused(done, "the model takes 4 channels (T1c, T1, T2, FLAIR)", "channel4")
 
     moved = grid_affine(origin=(0.0, 0.0, 5.0))
     other = tmp_path / "MoVeD.nii.gz"
     nib.save(nib.Nifti1Image(nib.load(files[2]).get_fdata().astype(np.float32), moved), other)
     values = {**_inputs(files), "channel3": other, **model, **out}
-    done, _, _ = run_module(installed_modules, "VAFAAttack", values, tmp_path)
+    done, _ = _run_here(installed_modules, "VAFAAttack", values, tmp_path, capsys)
     _refused(done, "different grids", "channel3")
 
     values = {**_inputs(files), **model, "adversarial": out["adversarial"],
               "q_table": tmp_path / "q.nii.gz"}  # fmt: skip
-    done, _, _ = run_module(installed_modules, "VAFAAttack", values, tmp_path)
+    done, _ = _run_here(installed_modules, "VAFAAttack", values, tmp_path, capsys)
     _refused(done, "q_table", "single-channel")
 
     values = {**_inputs(files), **model, "adversarial2": files[1]}  # the evaluate module too
-    done, _, returned = run_module(installed_modules, "VAFAEvaluate", values, tmp_path)
+    done, returned = _run_here(installed_modules, "VAFAEvaluate", values, tmp_path, capsys)
     _refused(done, "adversarial2", "adversarial")
     assert returned == {} and not (tmp_path / "ret.params").exists()
     assert not any(path.exists() for path in out.values())
