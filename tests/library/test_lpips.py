@@ -152,13 +152,24 @@ def test_volume_lpips_is_the_mean_over_axial_slices(weight_files):
     assert torch.all(volume_lpips(metric, clean, clean) == 0)
 
 
+def test_volume_lpips_of_several_channels_is_the_mean_of_each_channels(weight_files):
+    folder, *_ = weight_files
+    metric = load_lpips(folder / "lpips_full.safetensors")
+    g = torch.Generator().manual_seed(6)
+    clean = torch.rand(2, 3, 36, 36, 4, generator=g)
+    adv = (clean + 0.05 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    alone = torch.stack([volume_lpips(metric, clean[:, c : c + 1], adv[:, c : c + 1])
+                         for c in range(3)], 1)  # fmt: skip
+    torch.testing.assert_close(volume_lpips(metric, clean, adv, batch=5), alone.mean(1))
+
+
 def test_bad_shapes_are_refused(weight_files):
     folder, *_ = weight_files
     metric = load_lpips(folder / "lpips_full.safetensors")
     small = torch.rand(1, 1, MIN_SLICE - 1, 40, 2)
     with pytest.raises(ValueError, match=f"at least {MIN_SLICE}"):
         volume_lpips(metric, small, small)
-    with pytest.raises(ValueError, match=r"\[B, 1, H, W, D\]"):
+    with pytest.raises(ValueError, match=r"\[B, C, H, W, D\]"):
         volume_lpips(metric, torch.rand(1, 1, 40, 40, 2), torch.rand(1, 1, 40, 40, 3))
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         metric(torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40))

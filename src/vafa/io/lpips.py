@@ -192,20 +192,23 @@ def _lpips_keys(tensors: Mapping[str, torch.Tensor], path: Path) -> dict[str, to
 def volume_lpips(
     metric: LPIPS, x: torch.Tensor, y: torch.Tensor, *, batch: int = 16
 ) -> torch.Tensor:
-    """Mean LPIPS over the axial slices of two volumes ``[B, 1, H, W, D]`` in [0, 1].
+    """Mean LPIPS over the axial slices (and the channels) of two volumes ``[B, C, H, W, D]``
+    in [0, 1].
 
-    Returns ``[B]``: for every volume, the mean over its ``D`` slices ``[:, :, :, k]`` of the
-    LPIPS distance between the two slices (each mapped to [-1, 1], grey repeated over RGB);
-    ``batch`` slices go through the network at a time.
+    Returns ``[B]``: for every volume, the mean over its ``D`` slices ``[:, c, :, k]`` and its
+    ``C`` channels of the LPIPS distance between the two slices (each mapped to [-1, 1], grey
+    repeated over RGB); ``batch`` slices go through the network at a time.
 
     Raises:
-        ValueError: shapes differ or are not ``[B, 1, H, W, D]``, or ``H, W <`` :data:`MIN_SLICE`.
+        ValueError: shapes differ or are not ``[B, C, H, W, D]``, or ``H, W <`` :data:`MIN_SLICE`.
     """
-    if x.shape != y.shape or x.dim() != 5 or x.shape[1] != 1:
+    if x.shape != y.shape or x.dim() != 5:
         raise ValueError(
-            f"volume_lpips compares volumes [B, 1, H, W, D] of one shape, got {tuple(x.shape)} "
+            f"volume_lpips compares volumes [B, C, H, W, D] of one shape, got {tuple(x.shape)} "
             f"and {tuple(y.shape)}"
         )
+    channels = x.shape[1]
+    x, y = x.flatten(0, 1)[:, None], y.flatten(0, 1)[:, None]  # each channel a grey volume
     device = next(metric.parameters()).device
     b, _, h, w, d = x.shape
 
@@ -215,4 +218,4 @@ def volume_lpips(
 
     xs, ys = slices(x), slices(y)
     out = torch.cat([metric(xs[i : i + batch], ys[i : i + batch]) for i in range(0, b * d, batch)])
-    return out.view(b, d).mean(1).cpu()
+    return out.view(b // channels, channels * d).mean(1).cpu()
