@@ -57,19 +57,14 @@ def test_run_attack_without_labels_attacks_the_region_masks(case):
     assert outcome.settings["attack"]["attack"] == "VAFA"
 
 
-def test_the_lens_scores_regions_and_replays_merged_labels():
+def test_the_lens_scores_regions_and_replays_merged_labels(case):
     import torch
 
     from vafa.attacks import drive
     from vafa.run.lens import iter_lens, lens_region
 
     model, x, labels = region_problem()
-    card_heads = ModelCard(
-        architecture="unet", in_channels=1, out_channels=3, class_names=list(BRATS_NAMES),
-        roi_size=(16, 16, 16), intensity={"type": "ct_window", "a_min": 0.0, "a_max": 1.0},
-        kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0},
-        outputs={"activation": "sigmoid", "regions": BRATS},
-    ).heads()  # fmt: skip
+    card_heads = case[1].heads()
     region = lens_region(x.shape[2:], (8, 8, 8), 16)
     result = drive(iter_lens(model, x, labels.to(torch.long), region, num_classes=3,
                              attack="pgd", options={"eps": 8, "steps": 3}, seed=0,

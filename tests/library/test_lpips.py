@@ -153,11 +153,9 @@ def test_volume_lpips_is_the_mean_over_axial_slices(weight_files):
 
 
 def test_volume_lpips_of_several_channels_is_the_mean_of_each_channels(weight_files):
-    folder, *_ = weight_files
-    metric = load_lpips(folder / "lpips_full.safetensors")
-    g = torch.Generator().manual_seed(6)
-    clean = torch.rand(2, 3, 36, 36, 4, generator=g)
-    adv = (clean + 0.05 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    metric = load_lpips(weight_files[0] / "lpips_full.safetensors")
+    clean = torch.rand(2, 3, 36, 36, 4, generator=torch.Generator().manual_seed(6))
+    adv = (clean + 0.05 * torch.randn(clean.shape)).clamp(0, 1)
     alone = torch.stack([volume_lpips(metric, clean[:, c : c + 1], adv[:, c : c + 1])
                          for c in range(3)], 1)  # fmt: skip
     torch.testing.assert_close(volume_lpips(metric, clean, adv, batch=5), alone.mean(1))

@@ -270,7 +270,6 @@ def analyse_bands(
     clean = clean01.detach().float()
     delta = adversarial01.detach().float() - clean
     by_channel = channel_energies(delta, sizes)
-    energies = {band: sum(values) for band, values in by_channel.items()}
     parts = {"all": delta, **band_split(delta, sizes)}
     device = next((p.device for p in model.parameters()), clean.device)
 
@@ -293,8 +292,16 @@ def analyse_bands(
                 cancelled = True
                 break
             dice[band] = dice_fg(predict((clean + parts[band]).clamp(0.0, 1.0)))
+    kind = "clean_prediction" if reference is None else "labels"
+    rows = _rows(by_channel, sizes, dice, clean_dice)
+    return BandAnalysis(rows, sizes, clean_dice, kind, cancelled)
+
+
+def _rows(by_channel, sizes, dice, clean_dice) -> tuple[BandRow, ...]:
+    """The :class:`BandRow` of every band from its channels' energies and its Dice."""
+    energies = {band: sum(values) for band, values in by_channel.items()}
     total = energies["all"]
-    rows = tuple(
+    return tuple(
         BandRow(
             band=band,
             energy=energies[band],
@@ -308,8 +315,6 @@ def analyse_bands(
         )
         for band in ANALYSIS_BANDS
     )
-    kind = "clean_prediction" if reference is None else "labels"
-    return BandAnalysis(rows, sizes, clean_dice, kind, cancelled)
 
 
 def analyse_outcome(

@@ -267,31 +267,16 @@ def iter_lens(
     target = None if labels is None else labels[index]
     side = size or max(s.stop - s.start for s in region)
     heads = SOFTMAX if heads is None else heads
-    built = build_attack(
-        attack, model, **dict(options or {}), seed=seed, device=device, heads=heads
-    )
-    history = StepHistory(
-        crop.detach().float().cpu(),
-        built.steps,
-        roi=(side,) * 3,
-        with_tables=attack.startswith("vafa"),
-        cap_bytes=history_cap,
-        merge=heads.merge,
-    )
-    gen = iter_attack_volume(built, crop, target, roi=side)
-    result = yield from history.recording(gen)
+    built = build_attack(attack, model, **dict(options or {}), seed=seed, device=device,
+                         heads=heads)  # fmt: skip
+    history = StepHistory(crop.detach().float().cpu(), built.steps, roi=(side,) * 3,
+                          with_tables=attack.startswith("vafa"), cap_bytes=history_cap,
+                          merge=heads.merge)  # fmt: skip
+    result = yield from history.recording(iter_attack_volume(built, crop, target, roi=side))
     clean_masks, adv_masks = result.tile_clean_prediction, result.tile_adversarial_prediction
     reference = clean_masks if target is None else heads.target(target, num_classes)
-
-    def foreground_dice(prediction: torch.Tensor) -> float:
-        dice = heads.foreground(
-            heads.dice(prediction, reference.to(prediction.device), num_classes)
-        )
-        return float(torch.nanmean(dice[0].double())) if dice.numel() else float("nan")
-
     clean_pred, adv_pred = heads.merge(clean_masks)[0, 0], heads.merge(adv_masks)[0, 0]
     history.set_clean_prediction(clean_pred)
-
     adversarial = result.adversarial.detach().float().cpu()
     clean = crop.detach().float().cpu()
     q_layout = result.q_layout()
@@ -303,8 +288,8 @@ def iter_lens(
         adversarial01=adversarial[0].numpy(),
         clean_prediction=clean_pred.cpu().numpy(),
         adversarial_prediction=adv_pred.cpu().numpy(),
-        dice_clean=foreground_dice(clean_masks),
-        dice_adversarial=foreground_dice(adv_masks),
+        dice_clean=_foreground_dice(heads, clean_masks, reference, num_classes),
+        dice_adversarial=_foreground_dice(heads, adv_masks, reference, num_classes),
         ssim=float(ssim(clean, adversarial)[0]),
         q_table=None if q_layout is None else q_layout[0].numpy(),
         returned_step=returned[0] if returned else None,
@@ -315,3 +300,10 @@ def iter_lens(
         plan=plan,
         labels_used=target is not None,
     )
+
+
+def _foreground_dice(heads: Heads, prediction, reference, num_classes: int) -> float:
+    """Mean foreground Dice (classes ≥ 1, or every region) of a prediction of ``heads``
+    against a reference in the same form (absent classes left out)."""
+    dice = heads.foreground(heads.dice(prediction, reference.to(prediction.device), num_classes))
+    return float(torch.nanmean(dice[0].double())) if dice.numel() else float("nan")
