@@ -265,3 +265,18 @@ def test_band_analysis_of_sigmoid_regions_scores_the_regions():
     assert analysis.dice_fg_clean == 1.0  # the labels are the model's own merged regions
     assert analysis.row("all").dice_fg < 1.0
     assert analysis.row("all").channel_energy == (pytest.approx(analysis.row("all").energy),)
+
+
+def test_evaluating_several_adversarial_images_is_evaluating_each():
+    from vafa.run.pipeline import evaluate, evaluate_each
+
+    arrays, _ = mri_case(9, channels=2, size=16)
+    image = Channels(tuple(Volume(a, grid_affine()) for a in arrays))
+    card = mri_card(2)
+    model = tiny_model(card).eval()
+    adversarials = [
+        image.with_array(image.array + s * np.abs(image.array).max()) for s in (0.01, 0.05)
+    ]
+    together = evaluate_each(model, card, image, None, [None, *adversarials])
+    for metrics, adversarial in zip(together, [None, *adversarials], strict=True):
+        assert metrics.to_dict() == evaluate(model, card, image, None, adversarial).to_dict()

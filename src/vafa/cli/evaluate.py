@@ -101,13 +101,12 @@ def _worst_of(args, model, card, image, labels):
     """``(metrics, adversarial volume, worst-case account)`` of ``--adversarial``: with several
     volumes the one with the lowest fg Dice (the account lists every volume's Dice, in the
     form of :meth:`vafa.run.worst_case.WorstCase.to_dict`; None for one volume or none)."""
-    from vafa.run.pipeline import evaluate
+    from vafa.run.pipeline import evaluate_each
 
     paths = args.adversarial or [None]
-    scored = []
-    for path in paths:
-        volume = None if path is None else _adversarial(path, image, card)
-        scored.append((evaluate(model, card, image, labels, volume, amp=args.amp), volume, path))
+    volumes = [None if path is None else _adversarial(path, image, card) for path in paths]
+    each = evaluate_each(model, card, image, labels, volumes, amp=args.amp)
+    scored = list(zip(each, volumes, paths, strict=True))
     if len(scored) == 1:
         return scored[0][0], scored[0][1], None
 

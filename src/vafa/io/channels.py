@@ -39,7 +39,15 @@ from vafa.io.volume import (
     save_volume,
 )
 
-__all__ = ["LAYOUTS", "Channels", "channel_paths", "load_image", "save_image"]
+__all__ = [
+    "LAYOUTS",
+    "Channels",
+    "channel_paths",
+    "channel_volumes",
+    "each_channel",
+    "load_image",
+    "save_image",
+]
 
 #: How a multi-channel image is stored: one 4D NIfTI, or one 3D file per channel.
 LAYOUTS = ("4d", "files")
@@ -159,6 +167,20 @@ class Channels:
             self.names,
             self.layout,
         )
+
+
+def channel_volumes(image: Volume | Channels) -> tuple[Volume, ...]:
+    """The channels of an image as Volumes (a Volume: itself, alone)."""
+    return image.volumes if isinstance(image, Channels) else (image,)
+
+
+def each_channel(image: Volume | Channels, fn: Callable[[Volume], Volume]) -> Volume | Channels:
+    """``fn`` on a Volume, or on each channel of a Channels (names and layout kept); an image
+    ``fn`` leaves unchanged (the same objects back) is returned itself."""
+    if not isinstance(image, Channels):
+        return fn(image)
+    out = image.map(fn)
+    return image if all(a is b for a, b in zip(out.volumes, image.volumes, strict=True)) else out
 
 
 def load_image(

@@ -30,6 +30,7 @@ __all__ = [
     "case_name",
     "channel_count",
     "check_channels",
+    "check_same_kind",
     "describe",
     "group_channel_files",
     "image_files",
@@ -67,15 +68,24 @@ def read_split(
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"datalist {path}: no list of cases under {split!r} (keys: {keys})")
     cases = [_case(path, split, n, entry, labels) for n, entry in enumerate(entries)]
-    kinds = {_kind(image) for image, _ in cases}
-    if len(kinds) > 1:
-        first = next(n for n, (image, _) in enumerate(cases) if _kind(image) != _kind(cases[0][0]))
-        raise ValueError(
-            f"datalist {path}: {split} case 0 is {_kind_text(cases[0][0])} but case {first} "
-            f"is {_kind_text(cases[first][0])}: the cases of a datalist must have the same "
-            "channels"
-        )
+    check_same_kind([image for image, _ in cases], f"datalist {path}: {split} case")
     return cases
+
+
+def check_same_kind(images: Sequence[ImagePaths], what: str) -> None:
+    """Every image is one file, or every one a list of as many channel files; else one line
+    naming the first that differs from the first (``what``: e.g. ``"datalist d.json: case"``).
+
+    Raises:
+        ValueError: images of different kinds.
+    """
+    kinds = [_kind(image) for image in images]
+    for n, kind in enumerate(kinds):
+        if kind != kinds[0]:
+            raise ValueError(
+                f"{what} 0 is {_kind_text(images[0])} but {n} is {_kind_text(images[n])}: the "
+                "cases of a datalist must have the same channels"
+            )
 
 
 def image_paths(value: str | os.PathLike | Sequence[str | os.PathLike]) -> ImagePaths:

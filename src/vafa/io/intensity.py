@@ -46,6 +46,7 @@ import numpy as np
 from vafa.ops.messages import did_you_mean
 
 __all__ = [
+    "ZSCORE_K",
     "CTWindow",
     "ChannelWindows",
     "IntensityMapping",
@@ -204,6 +205,12 @@ class CTWindow(IntensityMapping):
         out[keep] = original[keep]
         return out
 
+    @property
+    def widths(self) -> np.ndarray:
+        """float64 ``[1]``: ``a_max − a_min`` (file units per [0, 1] unit), as
+        :attr:`ChannelWindows.widths` gives one per channel."""
+        return np.array([self.a_max - self.a_min])
+
     def to_dict(self) -> dict[str, Any]:
         """``{"type": "ct_window", "a_min": ..., "a_max": ...}`` (and ``zero_to`` when set)."""
         out: dict[str, Any] = {"type": self.type, "a_min": self.a_min, "a_max": self.a_max}
@@ -266,6 +273,11 @@ class PercentileScaling(IntensityMapping):
         return {"type": self.type, "p_low": self.p_low, "p_high": self.p_high}
 
 
+#: Default half-width (standard deviations) of a z-score window: the [0, 1] window of the
+#: z-score models read from MONAI bundles and nnU-Net folders.
+ZSCORE_K = 5.0
+
+
 @dataclass(frozen=True)
 class ZScoreWindow(IntensityMapping):
     """Window of ``k`` standard deviations either side of each volume's mean, linear, clipped.
@@ -288,7 +300,7 @@ class ZScoreWindow(IntensityMapping):
         ValueError: ``k`` is not finite and positive.
     """
 
-    k: float = 5.0
+    k: float = ZSCORE_K
     nonzero: bool = False
     type: ClassVar[str] = "zscore"
 

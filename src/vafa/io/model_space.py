@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vafa.io.channels import Channels
+from vafa.io.channels import Channels, channel_volumes, each_channel
 from vafa.io.intensity import ChannelWindows, CTWindow, fit_windows
 from vafa.io.models import ModelCard
 from vafa.io.volume import Volume, load_labels, resample_like, resample_to
 
 __all__ = [
     "ModelInput",
+    "adversarial_model_input",
     "back_to_source",
     "check_label_classes",
     "from_model_space",
@@ -107,7 +108,9 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
         )
     grid = volume
     if resample:
-        grid = _per_channel(resample_to, volume, spacing=card.spacing, orientation=card.orientation)
+        grid = each_channel(
+            volume, lambda v: resample_to(v, spacing=card.spacing, orientation=card.orientation)
+        )
     elif _grid_differs(volume, card):
         warnings.warn(
             f"volume spacing {_fmt(volume.spacing)} mm / orientation {volume.orientation} "
@@ -122,15 +125,6 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
     tensor = torch.from_numpy(mapping.forward(array))
     tensor = tensor[None] if channels else tensor[None, None]
     return ModelInput(tensor, grid, volume, mapping, grid is not volume, card)
-
-
-def _per_channel(fn, image: Volume | Channels, *args, **kwargs) -> Volume | Channels:
-    """``fn(volume, …)`` on a Volume, or on each channel of a Channels (unchanged: itself)."""
-    if not isinstance(image, Channels):
-        return fn(image, *args, **kwargs)
-    out = image.map(lambda v: fn(v, *args, **kwargs))
-    same = all(a is b for a, b in zip(out.volumes, image.volumes, strict=True))
-    return image if same else out
 
 
 def labels_to_model_space(labels: Volume, model_input: ModelInput) -> torch.Tensor:
@@ -217,11 +211,44 @@ def back_to_source(on_grid: Volume, model_input: ModelInput) -> Volume:
         return on_grid
     source = model_input.source
     change = on_grid.with_array(on_grid.array - model_input.grid.array)
-    if isinstance(source, Channels):
-        delta = change.map(lambda v: resample_like(v, source.volumes[0]))
-    else:
-        delta = resample_like(change, source)
+    delta = each_channel(change, lambda v: resample_like(v, channel_volumes(source)[0]))
     return source.with_array(source.array + delta.array)
+
+
+def adversarial_model_input(
+    adversarial: Volume | Channels, model_input: ModelInput
+) -> tuple[Volume | Channels, torch.Tensor]:
+    """An adversarial version of ``model_input.source`` (same grid, file units) in the clean
+    image's model space: ``(model-grid image in file units, [1, C, H, W, D] tensor in [0, 1])``
+    (resampled like the clean image; the clean image's fitted intensity windows).
+
+    Raises:
+        TypeError: not an image like the clean one (Volume, or Channels of as many channels).
+        ValueError: another grid (both shapes named).
+    """
+    image, card = model_input.source, model_input.card
+    if type(adversarial) is not type(image) or len(channel_volumes(adversarial)) != len(
+        channel_volumes(image)
+    ):
+        raise TypeError(
+            f"adversarial must be an image like the clean one ({image!r}), got {adversarial!r}"
+        )
+    if adversarial.shape != image.shape or not np.allclose(
+        adversarial.affine, image.affine, atol=1e-3
+    ):
+        raise ValueError(
+            f"adversarial must be on the image's grid (shape {image.shape}), got shape "
+            f"{adversarial.shape}"
+        )
+    grid = model_input.grid
+    if model_input.resampled:
+        adversarial = each_channel(
+            adversarial, lambda v: resample_to(v, card.spacing, card.orientation)
+        )
+    if adversarial.shape != grid.shape:
+        raise ValueError(f"adversarial resampled to {adversarial.shape}, grid {grid.shape}")
+    array = adversarial.array
+    return grid.with_array(array), model_input.batch(model_input.mapping.forward(array))
 
 
 def _as_grid_array(value, shape: tuple[int, ...], name: str = "tensor01") -> np.ndarray:

@@ -7,7 +7,7 @@ against the target's own clean prediction when the case has no labels.
 
 The adversarial volume travels in file units (e.g. HU) on the case's grid, so targets with
 other cards (intensity window, spacing, roi) see it through their own model space
-(:func:`vafa.run.pipeline.adversarial_model_input`). The diagonal (target = source) uses the
+(:func:`vafa.io.model_space.adversarial_model_input`). The diagonal (target = source) uses the
 attack's own model input, so it equals the report's adversarial Dice of that entry.
 
 Rows go to ``transfer.csv`` (:data:`TRANSFER_FIELDS`) as they finish; a resumed report re-runs
@@ -116,7 +116,7 @@ class TransferRecorder:
         )  # fmt: skip
 
     def _score(self, name, model, card, case, image, labels, adversarial, own) -> dict[str, Any]:
-        from vafa.run.pipeline import adversarial_model_input
+        from vafa.io.model_space import adversarial_model_input
         from vafa.run.tiling import sliding_window_labels
 
         model_input, reference, clean = self._clean_of(name, model, card, case, image, labels)

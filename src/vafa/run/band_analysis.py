@@ -365,8 +365,7 @@ def analyse_volumes(
     Raises:
         TypeError, ValueError: ``adversarial`` not on ``image``'s grid, bad labels, … (named).
     """
-    from vafa.io.model_space import labels_to_model_space, to_model_space
-    from vafa.run.pipeline import adversarial_model_input
+    from vafa.io.model_space import adversarial_model_input, labels_to_model_space, to_model_space
 
     model_input = to_model_space(image, card)
     _, adversarial01 = adversarial_model_input(adversarial, model_input)

@@ -15,7 +15,7 @@ Metrics are always computed on the model grid (the grid the model saw), with HD9
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +26,17 @@ from torch import nn
 
 from vafa.attacks import build_attack
 from vafa.attacks.base import Callback, StepEvent, drive
-from vafa.io.channels import Channels
+from vafa.io.channels import Channels, channel_volumes, each_channel
 from vafa.io.model_space import (
     ModelInput,
+    adversarial_model_input,
     back_to_source,
     labels_to_model_space,
     to_model_space,
     units_on_grid,
 )
 from vafa.io.models import ModelCard
-from vafa.io.volume import Volume, resample_like, resample_to
+from vafa.io.volume import Volume, resample_like
 from vafa.ops.amp import with_amp
 from vafa.run.outcome_metrics import (
     OutcomeMetrics,
@@ -49,8 +50,8 @@ from vafa.run.tiling import sliding_window_labels
 
 __all__ = [
     "AttackOutcome",
-    "adversarial_model_input",
     "evaluate",
+    "evaluate_each",
     "iter_run_attack",
     "run_attack",
 ]
@@ -279,6 +280,20 @@ def evaluate(
     Raises:
         TypeError, ValueError: wrong types, or ``adversarial`` on another grid.
     """
+    return evaluate_each(model, card, image, labels, [adversarial], device, amp)[0]
+
+
+def evaluate_each(
+    model: nn.Module,
+    card: ModelCard,
+    image: Volume | Channels,
+    labels: Volume | None,
+    adversarials: Sequence[Volume | Channels | None],
+    device: str | torch.device = "auto",
+    amp: str = "off",
+) -> list[OutcomeMetrics]:
+    """:func:`evaluate` of several adversarial versions of one image (e.g. one per attack),
+    the clean image's model space and prediction made once; one metrics object each."""
     _check_model(model)
     model = with_amp(model, amp)
     if device != "auto":
@@ -287,44 +302,18 @@ def evaluate(
         model.to(resolve_device(device))
     model_input = to_model_space(image, card)
     target = None if labels is None else labels_to_model_space(labels, model_input)
-    adv01 = None
-    if adversarial is not None:
-        adv01 = adversarial_model_input(adversarial, model_input)[1]
     clean_pred = _predict(model, model_input.tensor, card)
     reference = clean_pred if target is None else card.heads().target(target, card.out_channels)
-    adv_pred = None if adv01 is None else _predict(model, adv01, card)
-    return _outcome_metrics(card, model_input, labels, clean_pred, reference, adv01, adv_pred)
-
-
-def adversarial_model_input(
-    adversarial: Volume, model_input: ModelInput
-) -> tuple[Volume, torch.Tensor]:
-    """An adversarial volume of ``model_input.source`` (same grid, file units) in the clean
-    image's model space: ``(model-grid Volume in file units, [1, 1, H, W, D] tensor in [0, 1])``
-    (resampled like the clean image; the clean image's fitted intensity window).
-
-    Raises:
-        TypeError: not a Volume. ValueError: another grid (both shapes named).
-    """
-    image, card = model_input.source, model_input.card
-    if type(adversarial) is not type(image) or len(_channels(adversarial)) != len(_channels(image)):
-        raise TypeError(
-            f"adversarial must be an image like the clean one ({image!r}), got {adversarial!r}"
+    out = []
+    for adversarial in adversarials:
+        adv01 = adv_pred = None
+        if adversarial is not None:
+            adv01 = adversarial_model_input(adversarial, model_input)[1]
+            adv_pred = _predict(model, adv01, card)
+        out.append(
+            _outcome_metrics(card, model_input, labels, clean_pred, reference, adv01, adv_pred)
         )
-    if adversarial.shape != image.shape or not np.allclose(
-        adversarial.affine, image.affine, atol=1e-3
-    ):
-        raise ValueError(
-            f"adversarial must be on the image's grid (shape {image.shape}), got shape "
-            f"{adversarial.shape}"
-        )
-    grid = model_input.grid
-    if model_input.resampled:
-        adversarial = _each_channel(adversarial, resample_to, card.spacing, card.orientation)
-    if adversarial.shape != grid.shape:
-        raise ValueError(f"adversarial resampled to {adversarial.shape}, grid {grid.shape}")
-    array = adversarial.array
-    return grid.with_array(array), model_input.batch(model_input.mapping.forward(array))
+    return out
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -381,7 +370,7 @@ def _perturbation(model_input, adv01, clean_pred, adv_pred) -> dict[str, float |
         # the model input's change in file units (e.g. HU): linf × window width; a voxel outside
         # the window that the attack moved inside changes more in the written file
         linf_original_units=_linf_units(model_input.mapping, clean01, adv01),
-        flip_rate=model_input.card.heads().flip_rate(clean_pred, adv_pred),
+        flip_rate=M.flip_rate(clean_pred, adv_pred),
     )
 
 
@@ -437,9 +426,9 @@ def _history(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _label_volume(pred: torch.Tensor, model_input: ModelInput, resample_back: bool) -> Volume:
     array = model_input.card.heads().merge(pred)[0, 0].cpu().numpy().astype(np.float32)
-    vol = _channels(model_input.grid)[0].with_array(array, np.uint8)
+    vol = channel_volumes(model_input.grid)[0].with_array(array, np.uint8)
     if resample_back and model_input.resampled:
-        vol = resample_like(vol, _channels(model_input.source)[0], mode="nearest")
+        vol = resample_like(vol, channel_volumes(model_input.source)[0], mode="nearest")
     return vol
 
 
@@ -447,34 +436,27 @@ def _q_volume(layout: torch.Tensor, model_input: ModelInput, resample_back: bool
     """The q-table map like the image: a Volume, or Channels (one map per channel)."""
     vol = model_input.grid.with_array(model_input.unbatch(layout))
     if resample_back and model_input.resampled:
-        like = _channels(model_input.source)[0]
-        vol = _each_channel(vol, lambda v: resample_like(v, like, mode="nearest"))
+        like = channel_volumes(model_input.source)[0]
+        vol = each_channel(vol, lambda v: resample_like(v, like, mode="nearest"))
     return vol
-
-
-def _channels(image: Volume | Channels) -> tuple[Volume, ...]:
-    return image.volumes if isinstance(image, Channels) else (image,)
-
-
-def _each_channel(image: Volume | Channels, fn, *args) -> Volume | Channels:
-    return image.map(lambda v: fn(v, *args)) if isinstance(image, Channels) else fn(image, *args)
 
 
 def _sources(*images: Volume | Channels | None) -> tuple[Path, ...]:
     """The files images came from (every channel's file), for write protection."""
     return tuple(
-        v.source for image in images if image is not None for v in _channels(image) if v.source
+        v.source
+        for image in images
+        if image is not None
+        for v in channel_volumes(image)
+        if v.source
     )
 
 
 def _linf_units(mapping, clean01: torch.Tensor, adv01: torch.Tensor) -> float | None:
     """The largest change in file units (e.g. HU): per channel, linf × its window's width; a
     voxel outside the window that the attack moved inside changes more in the written file."""
-    widths = getattr(mapping, "widths", None)
-    if widths is None:
-        widths = np.array([mapping.a_max - mapping.a_min])
     per_channel = (adv01 - clean01).abs().flatten(2).amax(dim=2)[0].double().cpu().numpy()
-    return _float(np.max(per_channel * widths))
+    return _float(np.max(per_channel * mapping.widths))
 
 
 def _check_model(model) -> None:
@@ -489,7 +471,3 @@ def _device_of(model: nn.Module) -> torch.device:
 def _float(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _floats(values: torch.Tensor) -> list[float | None]:
-    return [_float(v) for v in values.tolist()]

@@ -138,7 +138,7 @@ def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[ImagePaths, P
         ValueError: not valid JSON, no non-empty ``training`` list, an entry without both
             ``image`` and ``label``, or cases of different channels.
     """
-    from vafa.io.datalist import image_files, read_split
+    from vafa.io.datalist import check_same_kind, image_files, read_split
     from vafa.io.files import read_json
 
     path = Path(path)
@@ -146,10 +146,8 @@ def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[ImagePaths, P
     out = {"training": read_split(path, "training", labels=True), "validation": []}
     if isinstance(doc, dict) and doc.get("validation"):
         out["validation"] = read_split(path, "validation", labels=True)
-    kinds = {len(image) if isinstance(image, tuple) else 0 for pairs in out.values()
-             for image, _ in pairs}  # fmt: skip
-    if len(kinds) > 1:
-        raise ValueError(f"datalist {path}: training and validation cases have other channels")
+    images = [image for pairs in out.values() for image, _ in pairs]
+    check_same_kind(images, f"datalist {path}: training + validation case")
     missing = [str(p) for pairs in out.values() for image, label in pairs
                for p in (*image_files(image), label) if not p.is_file()]  # fmt: skip
     if missing:
@@ -184,7 +182,7 @@ def load_cases(
             (the file — or the case — is named).
         FileNotFoundError: a file does not exist.
     """
-    from vafa.io.channels import Channels, load_image
+    from vafa.io.channels import Channels, channel_volumes, load_image
     from vafa.io.datalist import describe
     from vafa.io.model_space import (
         check_label_classes,
@@ -202,9 +200,8 @@ def load_cases(
         image, labels = pair
         if not isinstance(image, (Volume, Channels)):
             image = load_image(image, card.in_channels, card.channel_names)
-        name = str(image.source) if image.source is not None else f"{split} case {n}"
-        if isinstance(image, Channels) and image.sources:
-            name = describe(image.sources if len(image.sources) > 1 else image.sources[0])
+        sources = tuple(v.source for v in channel_volumes(image) if v.source is not None)
+        name = describe(tuple(dict.fromkeys(sources))) if sources else f"{split} case {n}"
         if isinstance(labels, Volume):
             check_label_classes(labels, card, labels.source or f"labels of {name}")
         else:
