@@ -177,3 +177,14 @@ def test_evaluated_objects_are_converted_or_refused_in_one_line(id, expression, 
     with pytest.raises(ValueError, match=message) as info:
         bundle_card(bundle, trust=True)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("disabled", "applied"), [("false", True), ("true", False), (True, False)])
+def test_a_disabled_transform_is_read_as_monai_reads_it(disabled, applied, tmp_path):
+    bundle = make_tiny_bundle(tmp_path)
+    path = bundle / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    _put(config, f"{SPACINGD}#_disabled_", disabled)  # the string "false": not disabled
+    path.write_text(json.dumps(config))
+    card = bundle_card(bundle)
+    assert (card.spacing is not None) == applied

@@ -62,6 +62,7 @@ from torch import nn
 
 from vafa.io.bundle_config import BundleConfig, ConfigEntryError, LazyEntry, first_object
 from vafa.io.bundle_inferer import read_inferer, read_outputs
+from vafa.io.intensity import ZSCORE_K
 from vafa.io.models import ModelCard, build_model
 from vafa.io.state_dicts import load_state_strict, read_state_dict
 from vafa.ops.messages import short_text
@@ -71,8 +72,6 @@ __all__ = ["BUNDLE_CONFIGS", "bundle_card", "is_monai_bundle", "load_bundle"]
 #: Inference config file names, in the order they are looked for under ``configs/``.
 BUNDLE_CONFIGS = ("inference.json", "inference.yaml", "inference.yml")
 BUNDLE_WEIGHTS = ("models/model.safetensors", "models/model.pt")
-#: Half-width (standard deviations) of the [0, 1] window of a z-score bundle.
-ZSCORE_K = 5.0
 
 _NEUTRAL = frozenset(
     ("LoadImage", "EnsureChannelFirst", "AddChannel", "AsChannelFirst", "AsChannelLast",
@@ -228,7 +227,7 @@ class _BundleReader(BundleConfig):
         for i, t in enumerate(transforms):
             if not isinstance(t, Mapping) or not isinstance(t.get("_target_"), str):
                 raise ValueError(f"{self.config}: preprocessing#transforms#{i} is not a transform")
-            if not t.get("_disabled_", False):
+            if not _disabled(t):
                 steps.append((_transform_name(t["_target_"]), t))
         return steps
 
@@ -464,9 +463,10 @@ def _channel_def(meta: dict[str, Any], kind: str, count: int) -> list[str] | Non
     return names if all(names) and len(set(names)) == len(names) else None
 
 
-def _disabled(component: dict[str, Any]) -> bool:
+def _disabled(component: Mapping[str, Any]) -> bool:
     """MONAI's reading of ``_disabled_`` (a bool, or the string "true"; never evaluated)."""
-    value = component.get("_disabled_", False)
+    written = getattr(component, "written", None)  # a LazyEntry: its value as written
+    value = written("_disabled_") if written else component.get("_disabled_", False)
     return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
 
 
