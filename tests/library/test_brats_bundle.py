@@ -12,7 +12,7 @@ something. The case: :func:`tests.factories.write_mri_case`'s blobs as 4 channel
 BraTS values: edema (2), tumour cores whose rim enhances (4) around necrosis (1).
 
 vafa maps a z-score bundle's images to [0, 1] with a window of ±5 standard deviations
-(:data:`vafa.io.bundles.ZSCORE_K`): where MONAI's z-score lies beyond it, vafa's network input
+(:data:`vafa.io.intensity.ZSCORE_K`): where MONAI's z-score lies beyond it, vafa's network input
 is MONAI's clipped (:func:`test_beyond_five_deviations_vafa_clips`); the cases compared with
 MONAI's predictions lie within it."""
 
@@ -33,8 +33,9 @@ from tests.model_folders import (
     BRATS_ZSCORE,
     make_brats_bundle,
 )
-from vafa.io.bundles import ZSCORE_K, bundle_card, load_bundle
+from vafa.io.bundles import bundle_card, load_bundle
 from vafa.io.channels import Channels, load_image
+from vafa.io.intensity import ZSCORE_K
 from vafa.io.model_space import labels_to_model_space, to_model_space
 from vafa.io.volume import load_volume
 from vafa.run.pipeline import run_attack

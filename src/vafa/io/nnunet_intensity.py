@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMES", "ZSCORE_K", "FirstLayer", "channel_names", "first_layer"]
+from vafa.io.intensity import ZSCORE_K
 
-#: Half-width (standard deviations) of the [0, 1] window of a z-score model.
-ZSCORE_K = 5.0
+__all__ = ["SCHEMES", "FirstLayer", "channel_names", "first_layer"]
+
 #: The normalisation schemes vafa reproduces.
 SCHEMES = (
     "CTNormalization",

@@ -71,8 +71,10 @@ class NormalizedInput(nn.Module):
         ):
             raise ValueError(f"scale and shift must both be numbers or both one number per "
                              f"channel, got {scale!r} and {shift!r}")  # fmt: skip
-        if 0 in (scale if isinstance(scale, tuple) else (scale,)):
-            raise ValueError("scale must not be 0")
+        scales = scale if isinstance(scale, tuple) else (scale,)
+        if 0 in scales:
+            where = f" (channel {scales.index(0)})" if isinstance(scale, tuple) else ""
+            raise ValueError(f"scale must not be 0{where}: the first layer would erase the input")
         axes = tuple(axes)
         if sorted(axes) != [0, 1, 2] or not all(isinstance(a, int) for a in axes):
             raise ValueError(f"axes must be a permutation of (0, 1, 2), got {axes!r}")
@@ -81,15 +83,17 @@ class NormalizedInput(nn.Module):
         self.shift = shift
         self.axes = axes
         self.inverse_axes = tuple(axes.index(i) for i in range(3))
+        if isinstance(scale, tuple):  # per channel: made once, moved with the model
+            view = (1, -1, 1, 1, 1)
+            self.register_buffer("_scales", torch.tensor(scale).view(view), persistent=False)
+            self.register_buffer("_shifts", torch.tensor(shift).view(view), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.scale, tuple):
             if x.shape[1] != len(self.scale):
                 raise ValueError(f"the first layer maps {len(self.scale)} channels, the input "
                                  f"has {x.shape[1]} (shape {list(x.shape)})")  # fmt: skip
-            view = (1, -1) + (1,) * (x.ndim - 2)
-            scale = torch.tensor(self.scale, dtype=x.dtype, device=x.device).view(view)
-            x = x * scale + torch.tensor(self.shift, dtype=x.dtype, device=x.device).view(view)
+            x = x * self._scales.to(x) + self._shifts.to(x)
         elif self.scale != 1.0 or self.shift != 0.0:
             x = x * self.scale + self.shift
         if self.axes != (0, 1, 2):

@@ -315,14 +315,6 @@ class Heads:
         mean = float(torch.nanmean(dice.double()).item()) if dice.numel() else math.nan
         return {"dice": mean, "dice_fg": mean}
 
-    def flip_rate(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        """Fraction of voxels whose prediction changed (sigmoid: in any region)."""
-        if a.shape != b.shape:
-            raise ValueError(
-                f"predictions must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
-            )
-        return float((a != b).any(dim=1).double().mean().item())
-
     # ----------------------------------------------------------------- losses
     def loss_function(self) -> torch.nn.Module:
         """The attack's segmentation loss, per sample ``[B]``: Dice-CE (softmax, the paper's)

@@ -158,9 +158,14 @@ def hd95_of_masks(
 
 
 def flip_rate(pred_a: torch.Tensor, pred_b: torch.Tensor) -> float:
-    """Fraction of voxels whose predicted class differs between two maps."""
-    _check_maps(pred_a, pred_b)
-    return float((pred_a != pred_b).double().mean().item())
+    """Fraction of voxels whose prediction differs between two maps ``[B, 1, …]`` (class
+    maps) or ``[B, K, …]`` (region masks: a voxel counts once, whichever regions changed)."""
+    if pred_a.shape != pred_b.shape or pred_a.dim() != 5:
+        raise ValueError(
+            f"predictions must be [B, 1 or K, H, W, D] of one shape, got {tuple(pred_a.shape)} "
+            f"and {tuple(pred_b.shape)}"
+        )
+    return float((pred_a != pred_b).any(dim=1).double().mean().item())
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = 3) -> torch.Tensor:
