@@ -184,7 +184,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
 
     def _labels_choices(self, _widget=None) -> list[tuple[str, Any]]:
         layers = layer_choices(self.viewer, "Labels", self._ours)
-        image = self._grid_layer() if hasattr(self, "channel_picker") else None
+        image = self._grid_layer()
         shape = None if image is None else tuple(image.data.shape[-3:])
         on_grid = [choice for choice in layers if choice[1].data.shape == shape]
         others = [choice for choice in layers if choice[1].data.shape != shape]

@@ -109,9 +109,10 @@ class ChannelPicker:
             self._show_combos()
             self._on_change()
 
-    def _layers_changed(self, *_: Any) -> None:
-        if not self.combos:
-            return
+    def _layers_changed(self, event: Any = None) -> None:
+        layer = getattr(event, "value", None)
+        if not self.combos or (layer is not None and self._exclude(layer)):
+            return  # no combos, or one of the widget's own result layers came or went
         if self._picked_by_user and all(combo.value is not None for combo in self.combos):
             return  # the user's choice stands (the combos refresh with the widget's)
         try:
@@ -137,12 +138,6 @@ class ChannelPicker:
     def grid_layer(self):
         """The first channel's layer (the grid of labels and results), or None."""
         return self.combos[0].value if self.combos else None
-
-    def grid_shape(self) -> tuple[int, ...] | None:
-        layer = self.grid_layer()
-        if layer is None:
-            return None
-        return tuple(layer.data.shape[-3:])
 
     def sources(self, image) -> tuple[list[Any] | None, list[str] | None]:
         """``(sources, names)`` for :meth:`~napari_vafa._result_layers.ResultLayers.set_channels`:

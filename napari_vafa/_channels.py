@@ -144,7 +144,12 @@ def channel_image(viewer, layers: Sequence[Any], names: Sequence[str]):
     if len(layers) == 1 and getattr(layers[0], "ndim", 0) == 4:
         return _split_layer(viewer, layers[0], names)
     if len(layers) != count or any(layer is None for layer in layers):
-        raise ValueError(f"pick one image layer per channel of the model ({', '.join(names)})")
+        empty = [n for n, layer in zip(names, [*layers, *[None] * count][:count], strict=True)
+                 if layer is None]  # fmt: skip
+        raise ValueError(
+            f"pick an image layer for channel(s) {', '.join(empty)} (the model takes "
+            f"{', '.join(names)}, one layer each)"
+        )
     for a in range(count):
         for b in range(a + 1, count):
             if layers[a] == layers[b]:

@@ -340,10 +340,12 @@ class _Previewer:
     def __init__(
         self, image: Volume | Channels, card: ModelCard, interval: float, whole: bool
     ) -> None:
+        from vafa.io.channels import channel_volumes
         from vafa.io.intensity import fit_windows
         from vafa.run.tiles import tile_grid
 
-        channels = hasattr(image, "volumes")  # a Channels image
+        first = channel_volumes(image)[0]
+        channels = first is not image  # a Channels image
         self.image = image
         self.interval = interval
         self.last = -np.inf
@@ -353,10 +355,9 @@ class _Previewer:
         if self.enabled:  # the attack's pieces: the card's tiles, or the ``whole`` volume
             self.roi = tuple(image.shape) if whole else tuple(card.roi_size)
             self.tiles = tile_grid(image.shape, self.roi)
-            self.mapping = fit_windows(card.intensity, image.array, channels)
-            # what the preview shows: channel 0's window and values
-            self.shown = image.volumes[0].array if channels else image.array
-            self.shown_mapping = self.mapping.windows[0] if channels else self.mapping
+            # what the preview shows: channel 0's values and window
+            self.shown = first.array
+            self.mapping = fit_windows(card.intensity, self.shown, False)
 
     def history(self, attack: str, steps: int) -> StepHistory | None:
         """A step history of the run on the image's grid (None: the image is resampled, or
@@ -385,7 +386,7 @@ class _Previewer:
         self.last = now
         sl = self.tiles[index]
         tile01 = crop_tile(event.adversarial[0, 0], sl, self.roi).detach().float().cpu().numpy()
-        units = self.shown_mapping.inverse(tile01, self.shown[sl])
+        units = self.mapping.inverse(tile01, self.shown[sl])
         region = (sl[2], sl[1], sl[0])
         return TilePreview(region, np.ascontiguousarray(units.transpose(2, 1, 0), np.float32))
 
