@@ -68,13 +68,13 @@ def read_split(
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"datalist {path}: no list of cases under {split!r} (keys: {keys})")
     cases = [_case(path, split, n, entry, labels) for n, entry in enumerate(entries)]
-    check_same_kind([image for image, _ in cases], f"datalist {path}: {split} case")
+    check_same_kind([image for image, _ in cases], f"datalist {path}: {split}")
     return cases
 
 
 def check_same_kind(images: Sequence[ImagePaths], what: str) -> None:
     """Every image is one file, or every one a list of as many channel files; else one line
-    naming the first that differs from the first (``what``: e.g. ``"datalist d.json: case"``).
+    naming the first that differs from the first (``what``: e.g. ``"datalist d.json: training"``).
 
     Raises:
         ValueError: images of different kinds.
@@ -83,8 +83,8 @@ def check_same_kind(images: Sequence[ImagePaths], what: str) -> None:
     for n, kind in enumerate(kinds):
         if kind != kinds[0]:
             raise ValueError(
-                f"{what} 0 is {_kind_text(images[0])} but {n} is {_kind_text(images[n])}: the "
-                "cases of a datalist must have the same channels"
+                f"{what} case 0 is {_kind_text(images[0])} but case {n} is "
+                f"{_kind_text(images[n])}: the cases of a datalist must have the same channels"
             )
 
 

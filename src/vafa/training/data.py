@@ -147,7 +147,7 @@ def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[ImagePaths, P
     if isinstance(doc, dict) and doc.get("validation"):
         out["validation"] = read_split(path, "validation", labels=True)
     images = [image for pairs in out.values() for image, _ in pairs]
-    check_same_kind(images, f"datalist {path}: training + validation case")
+    check_same_kind(images, f"datalist {path}: training then validation,")
     missing = [str(p) for pairs in out.values() for image, label in pairs
                for p in (*image_files(image), label) if not p.is_file()]  # fmt: skip
     if missing:
