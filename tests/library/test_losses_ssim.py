@@ -8,14 +8,15 @@ from vafa.ops.losses import DiceCELoss, FrequencyConsistencyLoss, SSIMLoss
 from vafa.ops.ssim import BlockSSIM, block_ssim, ssim3d
 
 
-def _reference_block_ssim(x, y, block):
+def _reference_block_ssim(x, y, block, win_size=3):
     """pytorch-msssim on the blocks stacked as a batch, averaged per sample."""
     b = x.shape[0]
     xb = to_blocks(x, block).flatten(0, 2).unsqueeze(1)
     yb = to_blocks(y, block).flatten(0, 2).unsqueeze(1)
     per = msssim(
-        xb, yb, data_range=1, win_size=3, win_sigma=1.5, size_average=False, nonnegative_ssim=True
-    )
+        xb, yb, data_range=1, win_size=win_size, win_sigma=1.5, size_average=False,
+        nonnegative_ssim=True,
+    )  # fmt: skip
     return per.view(b, -1).mean(1)
 
 
@@ -30,7 +31,11 @@ def test_block_ssim_matches_pytorch_msssim(block):
     )
 
 
-def test_block_ssim_gradient_matches_pytorch_msssim():
+@pytest.mark.filterwarnings("ignore:Skipping Gaussian")
+@pytest.mark.parametrize(("block", "win"), [((8, 8, 8), 3), ((16, 8, 4), 5), ((16, 16, 2), 3)])
+def test_block_ssim_gradient_matches_pytorch_msssim(block, win):
+    """The filter's own backward (the adjoint of the tap sums) against autograd through
+    pytorch-msssim's convolutions, also with a wider window and an axis left unfiltered."""
     g = torch.Generator().manual_seed(1)
     x = torch.rand(1, 1, 16, 16, 16, generator=g, dtype=torch.float64)
     y1 = (
@@ -39,8 +44,8 @@ def test_block_ssim_gradient_matches_pytorch_msssim():
         .requires_grad_()
     )
     y2 = y1.detach().clone().requires_grad_()
-    block_ssim(x, y1, 8).sum().backward()
-    _reference_block_ssim(x, y2, (8, 8, 8)).sum().backward()
+    BlockSSIM(x, block, win_size=win)(y1).sum().backward()
+    _reference_block_ssim(x, y2, block, win).sum().backward()
     torch.testing.assert_close(y1.grad, y2.grad, rtol=1e-4, atol=1e-8)
 
 
