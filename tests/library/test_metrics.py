@@ -99,3 +99,15 @@ def test_predict_labels_equals_argmax_including_ties():
         if k > 1:
             logits[:, 1, :2] = logits[:, 0, :2]  # exact ties: the lower class wins, as argmax
         assert torch.equal(predict_labels(logits), logits.argmax(1, keepdim=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int16])
+def test_predict_labels_equals_argmax_in_other_dtypes_and_many_classes(dtype):
+    """Half-precision logits (AMP), integers, and more classes than a uint8 weight can count."""
+    from vafa.ops.metrics import predict_labels
+
+    g = torch.Generator().manual_seed(4)
+    for k in (3, 300):
+        logits = (torch.randn(1, k, 4, 3, 2, generator=g) * 4).to(dtype)
+        logits[:, k - 1, 0] = logits[:, 0, 0]  # ties across the whole channel range
+        assert torch.equal(predict_labels(logits), logits.argmax(1, keepdim=True))

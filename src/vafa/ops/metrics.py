@@ -46,10 +46,13 @@ __all__ = [
 def predict_labels(logits: torch.Tensor) -> torch.Tensor:
     """Class map ``[B, 1, ...]`` (int64) of logits ``[B, K, ...]``: ``argmax`` over channels.
 
-    Equal to ``logits.argmax(1, keepdim=True)`` (ties and NaN alike: the first maximal channel
-    wins) but uses ``torch.max(dim=1)``, whose CPU kernel is much faster than argmax's generic
-    reduction over the channel axis of a volume (measured at ``[1, 4, 96³]``, one thread:
-    131 ms vs 16 ms; ``[1, 14, 96³]``: 284 ms vs 62 ms).
+    Equal to ``logits.argmax(1, keepdim=True)`` (ties: the first maximal channel wins; NaN
+    counts as the maximum) but faster on CPU, where reductions with indices over the channel
+    axis of a volume are not vectorised: the maximum is taken without indices, and the first
+    channel reaching it is found as the largest of the weights ``K − k`` of the channels equal
+    to it. At ``[1, 4, 96³]``, 2 threads: 3.0 ms vs 6.3 ms for ``torch.max(dim=1)`` (which was
+    already 8× faster than ``argmax``); ``[1, 14, 96³]``: 6.9 vs 20 ms. Logits holding NaN take
+    ``torch.max``'s path.
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -60,15 +63,23 @@ def predict_labels(logits: torch.Tensor) -> torch.Tensor:
         or logits.dtype == torch.bool
     ):
         raise ValueError(f"logits must be a real tensor [B, K, ...], got {tuple(logits.shape)}")
-    return torch.max(logits, dim=1, keepdim=True).indices
+    top = torch.amax(logits, dim=1, keepdim=True)
+    if logits.is_floating_point() and bool(torch.isnan(top).any()):
+        return torch.max(logits, dim=1, keepdim=True).indices
+    k = logits.shape[1]
+    weight = torch.arange(k, 0, -1, dtype=torch.uint8 if k < 256 else torch.int32)
+    weight = weight.to(logits.device).view(1, k, *([1] * (logits.dim() - 2)))
+    first = torch.amax(torch.eq(logits, top) * weight, dim=1, keepdim=True)
+    return torch.rsub(first, k).long()
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Per-sample confusion matrices ``[B, K, K]`` (rows: ground truth, columns: prediction)."""
     _check_maps(pred, target)
     b = pred.shape[0]
-    offset = (torch.arange(b, device=pred.device) * num_classes * num_classes).view(b, 1)
-    flat = target.reshape(b, -1).long() * num_classes + pred.reshape(b, -1).long() + offset
+    flat = torch.add(pred.reshape(b, -1).long(), target.reshape(b, -1).long(), alpha=num_classes)
+    if b > 1:  # each sample's own range of K² bins
+        flat += (torch.arange(b, device=pred.device) * num_classes * num_classes).view(b, 1)
     counts = torch.bincount(flat.flatten(), minlength=b * num_classes * num_classes)
     return counts.view(b, num_classes, num_classes)
 
