@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from vafa.ops.frequency import normalize_block_size, pad_to_blocks
 from vafa.ops import fusion
+from vafa.ops.frequency import normalize_block_size, pad_to_blocks
 from vafa.ops.fusion import fused
 
 __all__ = ["BlockSSIM", "block_ssim", "gaussian_window", "ssim3d"]
