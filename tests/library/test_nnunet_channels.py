@@ -138,6 +138,7 @@ def test_wrong_channel_count_names_nnunets_channels(pet_ct_folder, tmp_path):
     ("change", "match"),
     [
         ({"1": None, "2": "PET"}, r"dataset.json: 'channel_names' must be numbered 0, 1, … "),
+        ({"1": " CT"}, r"dataset.json: 'channel_names' names channels 0 and 1 alike: 'CT'$"),
         ({"2": "MR"}, r"configuration normalises 2 channel\(s\) \(CTNormalization, "
                       r"ZScoreNormalization\) but dataset.json lists 3 \(CT, PET, MR\)"),
     ],

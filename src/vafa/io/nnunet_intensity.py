@@ -77,8 +77,8 @@ def channel_names(dataset: Any, dataset_path: Path) -> list[str]:
     """The input channels of ``dataset.json`` in nnU-Net's order (keys ``"0"``, ``"1"``, …).
 
     Raises:
-        ValueError: no ``channel_names`` (nor ``modality``), keys other than ``0 … n−1`` or
-            names that are not text (one line naming the file).
+        ValueError: no ``channel_names`` (nor ``modality``), keys other than ``0 … n−1``,
+            names that are not text or one name twice (one line naming the file).
     """
     channels = dataset.get("channel_names", dataset.get("modality"))
     if not isinstance(channels, Mapping) or not channels:
@@ -91,7 +91,12 @@ def channel_names(dataset: Any, dataset_path: Path) -> list[str]:
     names = [by_key[str(i)] for i in range(len(by_key))]
     if not all(isinstance(n, str) and n.strip() for n in names):
         raise ValueError(f"{dataset_path}: channel names must be text, got {names!r}")
-    return [n.strip() for n in names]
+    names = [n.strip() for n in names]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ValueError(f"{dataset_path}: 'channel_names' names channels "
+                             f"{names.index(name)} and {i} alike: {name!r}")  # fmt: skip
+    return names
 
 
 def first_layer(
