@@ -45,7 +45,14 @@ import torch.nn.functional as F
 
 from vafa.ops.losses import DiceBCELoss, DiceCELoss
 from vafa.ops.messages import did_you_mean
-from vafa.ops.metrics import dice_of_masks, dice_per_class, dice_summary, predict_labels
+from vafa.ops.metrics import (
+    dice_of_masks,
+    dice_per_class,
+    dice_summary,
+    hd95_of_masks,
+    hd95_per_class,
+    predict_labels,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -302,6 +309,32 @@ class Heads:
         if num_outputs is None:
             raise ValueError("num_outputs is needed for the Dice of softmax classes")
         return dice_per_class(prediction, target, num_outputs)
+
+    def hd95(
+        self,
+        prediction: torch.Tensor,
+        target: torch.Tensor,
+        num_outputs: int | None = None,
+        spacing: Sequence[float] | None = None,
+    ) -> torch.Tensor:
+        """HD95 ``[B, K]`` (MONAI; in mm with ``spacing``) of each class or region, in the form
+        of :meth:`dice`: ``nan`` where the target lacks it, ``inf`` where only the prediction
+        does."""
+        if self.sigmoid:
+            return hd95_of_masks(prediction, target, spacing)
+        if num_outputs is None:
+            raise ValueError("num_outputs is needed for the HD95 of softmax classes")
+        return hd95_per_class(prediction, target, num_outputs, spacing)
+
+    def label_dice(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Sigmoid heads: Dice ``[B]`` of each label value of the merged maps (:meth:`merge`),
+        the per-label view of overlapping regions; softmax: ``{}`` (the classes are the
+        labels)."""
+        if not self.sigmoid:
+            return {}
+        values = self.label_values
+        merged = dice_per_class(self.merge(prediction), self.merge(target), values[-1] + 1)
+        return {v: merged[:, v] for v in values}
 
     def foreground(self, dice: torch.Tensor) -> torch.Tensor:
         """The foreground columns of a ``[B, K]`` :meth:`dice` table (softmax: without 0)."""

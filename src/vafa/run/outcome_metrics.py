@@ -22,7 +22,6 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from vafa.ops.heads import Heads
-from vafa.ops.metrics import dice_per_class, hd95_of_masks, hd95_per_class
 
 __all__ = [
     "ClassValues",
@@ -291,17 +290,11 @@ def segmentation_scores(
     names = list(class_names)
     k = len(names)
     dice = heads.dice(prediction, reference, k)
-    if heads.sigmoid:
-        hd = hd95_of_masks(prediction, reference, spacing)[0]
-    else:
-        hd = hd95_per_class(prediction, reference, k, spacing)[0]
+    hd = heads.hd95(prediction, reference, k, spacing)[0]
     means = heads.summary(dice)
     finite = hd[torch.isfinite(hd)]
-    per_label = None
-    if heads.sigmoid:
-        values = heads.label_values
-        merged = dice_per_class(heads.merge(prediction), heads.merge(reference), values[-1] + 1)
-        per_label = {str(v): _finite(merged[0, v]) for v in values}
+    by_label = heads.label_dice(prediction, reference)
+    per_label = {str(v): _finite(d[0]) for v, d in by_label.items()} if by_label else None
     return SegmentationScores(
         dice_per_class={n: _finite(v) for n, v in zip(names, dice[0], strict=True)},
         hd95_per_class={n: _finite(v) for n, v in zip(names, hd, strict=True)},
