@@ -2,9 +2,11 @@
 
 Measured in one process on the same volume and model, 2 CPU threads by default:
 * bare: ``model(x)`` + Dice-CE + gradient w.r.t. the input (what any gradient attack must pay);
-* VAFA step: the time between consecutive step events of a running attack (median over
-  steps), so the fixed costs (clean forward, setup, final evaluation) stay out; bare and VAFA
-  measurements are interleaved so that machine noise hits both alike;
+* VAFA step: the time between consecutive step events of a running attack, so the fixed costs
+  (clean forward, setup, final evaluation) stay out. Each step is paired with a bare step run
+  right after it (in the step's callback, outside the step's time), and a ratio is the median
+  of the per-pair ratios: the host's speed drifts by 20–30 % over seconds here, and only
+  neighbours in time see the same machine;
 * FPM alone (quantize + inverse block DCT, forward+backward) vs the same with torch-dct;
 * SA² step (8³ blocks, its default) as a ratio to a VAFA step at 8³ and 32³ (same loop, same
   model: the difference is the amplitude factors instead of the quantization and SSIM term);
@@ -90,6 +92,31 @@ def attack_step_times(
         x, labels, callback=lambda event: stamps.append(time.perf_counter())
     )
     return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def paired_steps(
+    model, x, labels, bare, block, steps: int, attack: str = "vafa", **options
+) -> list[tuple[float, float]]:
+    """``(step seconds, bare seconds)`` per step of ``attack`` after its first: each step's
+    callback runs one ``bare`` step, and the next step's time starts when that one ends."""
+    import vafa
+
+    if block is not None:
+        options["block_size"] = block
+    pairs: list[tuple[float, float]] = []
+    ended: list[float] = []
+
+    def callback(event) -> None:
+        start = time.perf_counter()
+        if ended:
+            bare()
+            pairs.append((start - ended[-1], time.perf_counter() - start))
+        ended.append(time.perf_counter())
+
+    vafa.build_attack(attack, model, steps=steps, seed=0, **options).attack(
+        x, labels, callback=callback
+    )
+    return pairs
 
 
 def fpm_times(size: int, block: int) -> dict[str, float]:
@@ -191,46 +218,41 @@ def main() -> dict:
     results: dict = {"threads": args.threads, "size": args.size}
     bare = bare_step(model, x, labels)
     voxel = ("pgd", "segpgd", "cospgd")
-    samples: dict[str, list[float]] = {"bare": [], "b32": [], "b8": [], "sa2_b8": []}
-    samples.update({name: [] for name in voxel})
     fused = not args.no_fused and _fusion_works(model, x, labels)
+    runs: dict[str, tuple] = {f"b{b}": ((b,) * 3, "vafa", {}, False) for b in (32, 8)}
     if fused:
-        samples.update(b32_fused=[], b8_fused=[])
+        runs.update({f"b{b}_fused": ((b,) * 3, "vafa", {}, True) for b in (32, 8)})
+    runs["sa2_b8"] = ((8,) * 3, "sa2", {}, False)
+    runs.update({name: (None, name, {"eps": 4}, False) for name in voxel})
+    pairs: dict[str, list[tuple[float, float]]] = {key: [] for key in runs}
     bare()  # warm-up
     for _ in range(args.repeat):  # interleaved rounds
-        for _ in range(3):
-            t = time.perf_counter()
-            bare()
-            samples["bare"].append(time.perf_counter() - t)
-        for block in (32, 8):
-            samples[f"b{block}"] += attack_step_times(model, x, labels, (block,) * 3, args.steps)
-        if fused:
-            for block in (32, 8):
-                with _fusion(True):
-                    steps = attack_step_times(model, x, labels, (block,) * 3, args.steps)
-                samples[f"b{block}_fused"] += steps
-        samples["sa2_b8"] += attack_step_times(model, x, labels, (8,) * 3, args.steps, "sa2")
-        for name in voxel:
-            samples[name] += attack_step_times(model, x, labels, None, args.steps, name, eps=4)
-    med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-    results["bare_fwd_bwd_ms"] = med["bare"]
+        for key, (block, attack, options, fuse) in runs.items():
+            with _fusion(fuse):
+                pairs[key] += paired_steps(
+                    model, x, labels, bare, block, args.steps, attack, **options
+                )
+    med = {k: statistics.median(s for s, _ in v) * 1e3 for k, v in pairs.items()}
+    ratio = {k: statistics.median(s / b for s, b in v) for k, v in pairs.items()}
+    results["bare_fwd_bwd_ms"] = statistics.median(b for v in pairs.values() for _, b in v) * 1e3
     for block in (32, 8):
         results[f"vafa_step_ms_b{block}"] = med[f"b{block}"]
-        results[f"ratio_b{block}"] = med[f"b{block}"] / med["bare"]
+        results[f"ratio_b{block}"] = ratio[f"b{block}"]
         results.update({f"{k}_b{block}": v for k, v in fpm_times(args.size, block).items()})
     results["sa2_step_ms_b8"] = med["sa2_b8"]
-    results["sa2_to_vafa_step_b8"] = med["sa2_b8"] / med["b8"]
-    results["sa2_to_vafa_step_b32"] = med["sa2_b8"] / med["b32"]
+    results["sa2_to_vafa_step_b8"] = ratio["sa2_b8"] / ratio["b8"]
+    results["sa2_to_vafa_step_b32"] = ratio["sa2_b8"] / ratio["b32"]
     results["pgd_step_ms"] = med["pgd"]
-    results["vafa_to_pgd_step_b32"] = med["b32"] / med["pgd"]
+    results["ratio_pgd"] = ratio["pgd"]
+    results["vafa_to_pgd_step_b32"] = ratio["b32"] / ratio["pgd"]
     results["fused"] = fused
     if fused:
         for block in (32, 8):
             results[f"vafa_fused_step_ms_b{block}"] = med[f"b{block}_fused"]
-            results[f"ratio_fused_b{block}"] = med[f"b{block}_fused"] / med["bare"]
-        results["vafa_fused_to_pgd_step_b32"] = med["b32_fused"] / med["pgd"]
+            results[f"ratio_fused_b{block}"] = ratio[f"b{block}_fused"]
+        results["vafa_fused_to_pgd_step_b32"] = ratio["b32_fused"] / ratio["pgd"]
     for name in voxel[1:]:
-        results[f"{name}_to_pgd_step"] = med[name] / med["pgd"]
+        results[f"{name}_to_pgd_step"] = ratio[name] / ratio["pgd"]
     results["peak_rss_bare_mb"] = peak_rss_mb("bare", args.threads, args.size, 32)
     results["peak_rss_vafa20_mb"] = peak_rss_mb("vafa", args.threads, args.size, 32)
     results["peak_rss_ratio"] = results["peak_rss_vafa20_mb"] / results["peak_rss_bare_mb"]

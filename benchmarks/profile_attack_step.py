@@ -32,7 +32,7 @@ PARTS = (
     ("base", "_forward", "model forward"),
     ("base.Attack", "_objective", "objective"),
     ("base.Attack", "_record", "record (prediction, Dice)"),
-    ("base._BestTracker", "offer", "keep iterate"),
+    ("tracking.BestTracker", "offer", "keep iterate"),
     ("voxel.PGD", "_perturb", "perturb"),
     ("voxel.PGD", "_update", "update"),
     ("vafa.VAFA", "_perturb", "perturb"),
@@ -42,10 +42,11 @@ PARTS = (
 
 def _instrument(times: dict[str, list[float]]) -> None:
     import vafa.attacks.base as base
+    import vafa.attacks.tracking as tracking
     import vafa.attacks.vafa as vafa_module
     import vafa.attacks.voxel as voxel
 
-    modules = {"base": base, "voxel": voxel, "vafa": vafa_module}
+    modules = {"base": base, "tracking": tracking, "voxel": voxel, "vafa": vafa_module}
     for owner, attribute, part in PARTS:
         module, _, cls = owner.partition(".")
         target = getattr(modules[module], cls) if cls else modules[module]
@@ -88,9 +89,12 @@ def vafa_pieces(size: int, block: int) -> dict[str, float]:
         yy = y.clone().requires_grad_(True)
         torch.autograd.grad(ssim.padded(yy).sum(), yy)
 
-    def ssim_filters():  # the three filtered maps alone (banded GEMMs)
-        stacked = torch.cat([y, y * y, y * x]).requires_grad_(True)
-        torch.autograd.grad(ssim._filter(stacked).sum(), stacked)
+    def ssim_filters():  # the three filtered maps (μ, E[y²], E[y·x]) alone
+        from vafa.ops.ssim import _Moments
+
+        yy = y.clone().requires_grad_(True)
+        maps = _Moments.apply(yy, x, ssim._taps, ssim.block_size)
+        torch.autograd.grad(sum(m.sum() for m in maps), yy)
 
     def quantization():
         qq = q.clone().requires_grad_(True)
