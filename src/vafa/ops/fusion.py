@@ -3,8 +3,8 @@
 On a CPU most of VAFA's own cost per step is element-wise arithmetic on whole volumes (the SSIM
 map from its local statistics), which eager PyTorch runs as one pass over memory per operator.
 :func:`fused` wraps such a function so that, when fusion is enabled, it runs as one compiled
-kernel forward and one backward (measured at 96³, 32³ blocks, 2 threads: the SSIM term 31 → 13
-ms, see docs/performance.md).
+kernel forward and one backward. Since the eager SSIM map has a hand-derived backward
+(:mod:`vafa.ops.ssim`) this gains nothing measurable on a 2-core CPU (docs/performance.md).
 
 Off by default: the first call compiles (10–20 s per input shape on a small CPU, with a C++
 compiler at run time). Enabled by ``VAFA_COMPILE=1`` in the environment (CLI, Slicer, napari
