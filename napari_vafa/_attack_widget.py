@@ -161,8 +161,8 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         live_row = _row(self.live, self.lens_size)
         comparison = _row(self.compare_button, self.quick_compare, label="Table 1")
         self.extend([
-            self.image_layer, self.channel_box, self.labels_layer, self.model_source, self.weights,
-            self.card_preset, self.card_file, self.device, self.attack,
+            self.image_layer, self.channel_box, self.labels_layer, *self.model_picker.widgets,
+            self.attack,
             *self.attack_controls.widgets, self.seed, self.through, live_row, buttons, self.status,
             self.step_slider, self.step_info, extras, export_row, comparison, self.layer_help,
         ])  # fmt: skip

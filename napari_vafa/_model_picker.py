@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit
+from magicgui.widgets import ComboBox, FileEdit
 
 if TYPE_CHECKING:
     from napari_vafa._worker import ModelSpec
@@ -111,7 +111,6 @@ class ModelPicker:
         self.fold.visible = self.checkpoint.visible = self._nnunet_folder() is not None
         self.card_preset.visible = from_file
         self.card_file.visible = from_file and self.card_preset.value == "file"
-        self._place_beside_weights()
 
     def use_weights(self, weights: str | Path, card: str | Path | None = None) -> None:
         """Select a weights file (and optionally its card) as the model."""
@@ -199,23 +198,6 @@ class ModelPicker:
                     f"{path}: no such checkpoint (in {fold_dir.name}: {there or 'none'})"
                 )
         return fold, checkpoint or "final"
-
-    def _place_beside_weights(self) -> None:
-        """Put ``fold`` and ``checkpoint`` right after ``weights`` in the host's form, once, when
-        the host placed ``weights`` but not them."""
-        if self.fold.native.parent() is not None:
-            return
-        native = self.weights.native.parent()
-        while native is not None:
-            host = getattr(native, "_magic_widget", None)
-            # the first magicgui container holding ``weights`` that is not its label row
-            if isinstance(host, Container) and not hasattr(host, "_inner_widget"):
-                at = next((i for i, w in enumerate(host) if w is self.weights), None)
-                if at is not None:
-                    host.insert(at + 1, self.fold)
-                    host.insert(at + 2, self.checkpoint)
-                    return
-            native = native.parent()
 
 
 def nnunet_fold_choices(folder: Path) -> list[tuple[str, str]]:

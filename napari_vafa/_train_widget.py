@@ -141,7 +141,7 @@ class TrainWidget(WorkerWidget):
             getattr(self, name).tooltip = tooltip("train", name)
         self.extend([
             self.data_source, self.image_layer, self.labels_layer, self.datalist,
-            self.model_source, self.weights, self.card_preset, self.card_file, self.device,
+            *self.model_picker.widgets,
             *self.setting_controls.widgets, *self.attack_controls.widgets,
             self.out_dir, self.overwrite,
             buttons, self.status, self.use_button,
