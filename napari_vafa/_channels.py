@@ -193,7 +193,7 @@ def _split_layer(viewer, layer, names: Sequence[str]):
 
 
 def _check_grids(volumes, layers, names) -> None:
-    from vafa.io.volume import AFFINE_ATOL
+    from vafa.io.volume import AFFINE_ATOL, spacing_text
 
     first = volumes[0]
     for volume, layer, name in zip(volumes[1:], layers[1:], names[1:], strict=True):
@@ -203,14 +203,10 @@ def _check_grids(volumes, layers, names) -> None:
             continue
         raise ValueError(
             f"channel layers on different grids: {layers[0].name!r} ({names[0]}) has shape "
-            f"{first.shape}, spacing {_mm(first.spacing)}; {layer.name!r} ({name}) has shape "
-            f"{volume.shape}, spacing {_mm(volume.spacing)} (or another position): pick "
-            "layers on one grid"
+            f"{first.shape}, spacing {spacing_text(first.spacing)}; {layer.name!r} ({name}) "
+            f"has shape {volume.shape}, spacing {spacing_text(volume.spacing)} (or another "
+            "position): pick layers on one grid"
         )
-
-
-def _mm(spacing) -> str:
-    return "(" + ", ".join(f"{s:g}" for s in spacing) + ") mm"
 
 
 def _layout(layers) -> str:

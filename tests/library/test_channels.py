@@ -185,6 +185,23 @@ def test_results_are_written_the_way_the_input_came(tmp_path, layout):
         save_image(shifted, tmp_path / "in.nii.gz", overwrite=True, protect=image.sources)
 
 
+def test_a_slicer_vector_file_comes_back_as_a_vector_file(tmp_path):
+    """3D Slicer hands a CLI module a vector volume as a 5D ``(I, J, K, 1, C)`` NIfTI with the
+    vector intent and reads back only that form as one vector volume."""
+    data = np.random.default_rng(0).random((6, 5, 4, 1, 3)).astype(np.float32)
+    img = nib.Nifti1Image(data, grid_affine((1.0, 1.0, 2.0)))
+    img.header.set_intent("vector")
+    nib.save(img, tmp_path / "vec.nii.gz")
+    image = load_image(tmp_path / "vec.nii.gz", 3, ["a", "b", "c"])
+    assert image.layout == "vector"
+    np.testing.assert_array_equal(image.array, np.moveaxis(data[:, :, :, 0], -1, 0))
+    [written] = save_image(image.with_array(image.array * 2), tmp_path / "out.nii.gz")
+    back = nib.load(written)
+    assert back.shape == (6, 5, 4, 1, 3) and back.header.get_intent()[0] == "vector"
+    np.testing.assert_allclose(back.get_fdata(), data * 2, rtol=1e-6)
+    np.testing.assert_allclose(back.affine, img.affine)
+
+
 def test_an_attack_on_four_channels_lowers_dice_and_writes_four_channels(tmp_path):
     from vafa.io.outcome_files import write_outcome
     from vafa.run.pipeline import run_attack

@@ -4,13 +4,17 @@ Many models take several co-registered channels: BraTS (T1c, T1, T2, FLAIR), HEC
 CT), prostate (T2 + ADC). Such an image is stored either as
 
 * one 4D NIfTI with the channels on its last axis (``"4d"``; the Medical Segmentation
-  Decathlon's BrainTumour task), or
+  Decathlon's BrainTumour task),
+* one 5D NIfTI ``(I, J, K, 1, C)`` with the ``vector`` intent (``"vector"``: how 3D Slicer
+  writes a vector volume for a CLI module, and the only multi-channel file it reads back as one
+  volume), or
 * one 3D file per channel, in the model's channel order (``"files"``; nnU-Net's
   ``case_0000.nii.gz``, ``case_0001.nii.gz`` …, the file lists of MONAI's BraTS bundle).
 
 A :class:`Channels` holds the channels as :class:`~vafa.io.volume.Volume` objects on one grid
 and remembers its layout, so that results (the adversarial image, the perturbation) are written
-the way the input came: one 4D file, or one file per channel named by :func:`channel_paths`.
+the way the input came: one 4D or 5D file, or one file per channel named by
+:func:`channel_paths`.
 It offers the grid attributes of a Volume (``shape``, ``affine``, ``spacing``, ``orientation``,
 ``header``, ``source``, ``with_array``) with ``array`` channel-first ``[C, I, J, K]`` (the
 layout of MONAI and torch), so model-space code treats one and several channels alike.
@@ -37,6 +41,7 @@ from vafa.io.volume import (
     check_suffix,
     load_volume,
     save_volume,
+    spacing_text,
 )
 
 __all__ = [
@@ -44,13 +49,14 @@ __all__ = [
     "Channels",
     "channel_paths",
     "channel_volumes",
+    "channels_text",
     "each_channel",
     "load_image",
     "save_image",
 ]
 
-#: How a multi-channel image is stored: one 4D NIfTI, or one 3D file per channel.
-LAYOUTS = ("4d", "files")
+#: How a multi-channel image is stored: one 4D NIfTI, one 5D vector NIfTI, one 3D file per channel.
+LAYOUTS = ("4d", "vector", "files")
 #: NIfTI time units: a 4th axis with one of these and a step other than 0 or 1 is a time series.
 _TIME_UNITS = ("sec", "msec", "usec")
 
@@ -62,7 +68,8 @@ class Channels:
     Attributes:
         volumes: one :class:`~vafa.io.volume.Volume` per channel (same shape and affine).
         names: channel names (e.g. ``("T1c", "T1", "T2", "FLAIR")``), or None.
-        layout: ``"4d"`` (one 4D NIfTI, channels last) or ``"files"`` (a file per channel).
+        layout: ``"4d"`` (one 4D NIfTI, channels last), ``"vector"`` (one 5D NIfTI
+            ``(I, J, K, 1, C)``, vector intent) or ``"files"`` (a file per channel).
 
     Raises:
         TypeError: a channel is not a Volume.
@@ -86,8 +93,9 @@ class Channels:
             if v.shape != first.shape or not np.allclose(v.affine, first.affine, atol=AFFINE_ATOL):
                 raise ValueError(
                     f"channels on different grids: {_name(first)} has shape {first.shape}, "
-                    f"spacing {_mm(first.spacing)}; {_name(v)} has shape {v.shape}, spacing "
-                    f"{_mm(v.spacing)} (or another position): resample them onto one grid"
+                    f"spacing {spacing_text(first.spacing)}; {_name(v)} has shape {v.shape}, "
+                    f"spacing {spacing_text(v.spacing)} (or another position): resample them onto "
+                    "one grid"
                 )
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
@@ -209,7 +217,7 @@ def load_image(
     listed = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     if not listed:
         raise ValueError("no image file given")
-    want = _wanted(channels, names)
+    want = channels_text(channels, names)
     if len(listed) > 1:
         volumes = tuple(_load_3d(p, want) for p in listed)
         if len(volumes) != channels:
@@ -245,8 +253,10 @@ def save_image(
     protect: Sequence[str | os.PathLike] = (),
 ) -> list[Path]:
     """Write an image the way its input came: a Volume or a ``"4d"`` image to ``path``, a
-    ``"files"`` image to :func:`channel_paths` (each file atomically; arguments as
-    :func:`~vafa.io.volume.save_volume`). Returns the written paths."""
+    ``"vector"`` image as a 5D ``(I, J, K, 1, C)`` NIfTI with the vector intent (what 3D Slicer
+    reads back as a vector volume), a ``"files"`` image to :func:`channel_paths` (each file
+    atomically; arguments as :func:`~vafa.io.volume.save_volume`). Returns the written
+    paths."""
     if isinstance(image, Volume):
         return [save_volume(image, path, overwrite, dtype, protect)]
     protect = [*protect, *image.sources]
@@ -256,7 +266,8 @@ def save_image(
             save_volume(v, p, overwrite, dtype, protect)
             for v, p in zip(image.volumes, targets, strict=True)
         ]
-    return [save_volume(_channels_last(image), path, overwrite, dtype, protect)]  # type: ignore[arg-type]
+    stacked = _channels_last(image)
+    return [save_volume(stacked, path, overwrite, dtype, protect)]  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -264,7 +275,7 @@ def save_image(
 
 @dataclass(frozen=True)
 class _Stacked:
-    """What :func:`~vafa.io.volume.save_volume` reads: a 4D array with a grid and header."""
+    """What :func:`~vafa.io.volume.save_volume` reads: a 4D or 5D array with a grid and header."""
 
     array: np.ndarray
     affine: np.ndarray
@@ -273,11 +284,20 @@ class _Stacked:
 
 
 def _channels_last(image: Channels) -> _Stacked:
+    """``[I, J, K, C]`` (``"4d"``) or ``[I, J, K, 1, C]`` with the vector intent (``"vector"``)."""
     header = None if image.header is None else image.header.copy()
-    return _Stacked(np.moveaxis(image.array, 0, -1), image.affine, header)
+    array = np.moveaxis(image.array, 0, -1)
+    if image.layout != "vector":
+        return _Stacked(array, image.affine, header)
+    if header is None:
+        header = nib.Nifti1Header()
+        header.set_xyzt_units("mm")
+    header.set_intent("vector")
+    return _Stacked(array[:, :, :, None, :], image.affine, header)
 
 
-def _wanted(channels: int, names: Sequence[str] | None) -> str:
+def channels_text(channels: int, names: Sequence[str] | None) -> str:
+    """What a model takes, as messages say it: ``the model takes 2 channels (CT, PET)``."""
     listed = f" ({', '.join(names)})" if names else ""
     return f"the model takes {channels} channel{'s' if channels != 1 else ''}{listed}"
 
@@ -335,7 +355,7 @@ def _split_4d(path: Path, img: nib.Nifti1Image, channels: int, want: str, names)
     volumes = tuple(
         Volume(data[..., c], img.affine, _header_3d(img), path, dtype) for c in range(count)
     )
-    return Channels(volumes, _names(names, count), "4d")
+    return Channels(volumes, _names(names, count), "vector" if len(shape) == 5 else "4d")
 
 
 def _header_3d(img: nib.Nifti1Image) -> nib.Nifti1Header:
@@ -355,7 +375,3 @@ def _time_step(img: nib.Nifti1Image) -> str | None:
 
 def _name(v: Volume) -> str:
     return str(v.source) if v.source is not None else "a channel"
-
-
-def _mm(spacing) -> str:
-    return "(" + ", ".join(f"{s:g}" for s in spacing) + ") mm"

@@ -30,6 +30,7 @@ __all__ = [
     "resample_like",
     "resample_to",
     "save_volume",
+    "spacing_text",
 ]
 
 _SAVE_DTYPES = tuple(
@@ -478,3 +479,8 @@ def _check_mode(mode: str) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"mode must be one of {list(_MODES)}, got {mode!r}{hint}")
     return mode
+
+
+def spacing_text(spacing) -> str:
+    """Voxel spacing as messages write it: ``(0.8, 0.8, 2.5) mm``."""
+    return "(" + ", ".join(f"{s:g}" for s in spacing) + ") mm"

@@ -10,23 +10,28 @@ scalar volumes are what a user has loaded and can pick.
 
 A script (``slicer.cli.run``) may pass a vector volume node as the input instead: Slicer writes
 it for the module as a 5D NIfTI ``(I, J, K, 1, C)`` with the ``vector`` intent, which
-:func:`vafa.io.channels.load_image` reads; the adversarial volume and the perturbation are then
-written the same way (:func:`save_vector`), which Slicer reads back into a vector volume node.
+:func:`vafa.io.channels.load_image` reads (layout ``"vector"``); the adversarial volume and the
+perturbation are then written the same way, which Slicer reads back into a vector volume node.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from vafa.io.channels import Channels, load_image
-from vafa.io.volume import AFFINE_ATOL, READ_ERRORS, Volume, load_volume, save_volume
+from vafa.io.channels import Channels, channels_text, load_image, save_image
+from vafa.io.volume import (
+    AFFINE_ATOL,
+    READ_ERRORS,
+    Volume,
+    load_volume,
+    save_volume,
+    spacing_text,
+)
 from vafa.slicer.modules import EXTRA_CHANNELS, MAX_CHANNELS
 
 __all__ = [
@@ -35,7 +40,6 @@ __all__ = [
     "channel_writers",
     "check_channel_outputs",
     "load_channels",
-    "save_vector",
 ]
 
 #: Attack outputs written per channel (``adversarial2``…: channels 2… of a multi-channel model).
@@ -83,14 +87,14 @@ def load_channels(args, card, first: str, prefix: str) -> Volume | Channels | No
         path = given[0][1]
         if want > 1 and _is_3d(path):
             raise ValueError(
-                f"{first} is one scalar volume but {_wanted(want, labels)}: "
+                f"{first} is one scalar volume but {channels_text(want, labels)}: "
                 f"{_where(first, prefix, want)}"
             )
         return load_image(path, want, labels)
     if len(given) != want:
         listed = ", ".join(n for n, _ in given)
         raise ValueError(
-            f"got {len(given)} volumes ({listed}) but {_wanted(want, labels)}: "
+            f"got {len(given)} volumes ({listed}) but {channels_text(want, labels)}: "
             f"{_where(first, prefix, want)}"
         )
     volumes = [load_volume(p) for _, p in given]
@@ -112,7 +116,7 @@ def check_channel_outputs(image: Volume | Channels, outputs: Sequence[str], card
         if base in SINGLE_CHANNEL_OUTPUTS and count > 1:
             raise ValueError(
                 f"{name}: written for single-channel models only, but "
-                f"{_wanted(count, card.channel_names)} (leave it empty)"
+                f"{channels_text(count, card.channel_names)} (leave it empty)"
             )
         if base not in CHANNEL_OUTPUTS or channel == 1:
             continue
@@ -122,7 +126,7 @@ def check_channel_outputs(image: Volume | Channels, outputs: Sequence[str], card
                 "(leave the channel outputs empty)"
             )
         if channel > count:
-            raise ValueError(f"{name}: {_wanted(count, card.channel_names)}")
+            raise ValueError(f"{name}: {channels_text(count, card.channel_names)}")
 
 
 def channel_writers(outcome, outputs: dict[str, Path]) -> dict[Path, Callable[[Path], Any]]:
@@ -141,37 +145,15 @@ def channel_writers(outcome, outputs: dict[str, Path]) -> dict[Path, Callable[[P
             writers[path] = lambda tmp, v=volume, p=protect: save_volume(
                 v, tmp, overwrite=True, protect=p
             )
-        else:
-            writers[path] = lambda tmp, i=image, p=protect: save_vector(i, tmp, protect=p)
+        else:  # Slicer reads one multi-channel file back only as a vector volume
+            vector = Channels(image.volumes, image.names, "vector")
+            writers[path] = lambda tmp, i=vector, p=protect: save_image(
+                i, tmp, overwrite=True, protect=p
+            )
     return writers
 
 
-def save_vector(
-    image: Channels, path: str | os.PathLike, protect: Sequence[str | os.PathLike] = ()
-) -> Path:
-    """Write ``image`` as Slicer writes a vector volume for a CLI module: a float32 5D NIfTI
-    ``(I, J, K, 1, C)`` with the ``vector`` intent (Slicer reads a 4D ``(I, J, K, C)`` file
-    only as a sequence). ``path`` is replaced; ``protect`` paths are never written."""
-    header = nib.Nifti1Header() if image.header is None else image.header.copy()
-    if image.header is None:
-        header.set_xyzt_units("mm")
-    header.set_intent("vector")
-    array = np.moveaxis(image.array, 0, -1)[:, :, :, None, :]
-    stacked = _Vector(array, image.affine, header)
-    return save_volume(stacked, path, overwrite=True, protect=(*protect, *image.sources))  # type: ignore[arg-type]
-
-
 # ----------------------------------------------------------------------------- helpers
-@dataclass(frozen=True)
-class _Vector:
-    """What :func:`~vafa.io.volume.save_volume` reads: an array with a grid and a header."""
-
-    array: np.ndarray
-    affine: np.ndarray
-    header: nib.Nifti1Header
-    source: Path | None = None
-
-
 def _split(name: str) -> tuple[str, int]:
     """``adversarial3`` → ``("adversarial", 3)``; ``adversarial`` → ``("adversarial", 1)``."""
     stem = name.rstrip("0123456789")
@@ -196,18 +178,13 @@ def _check_grids(names: list[str], volumes: list[Volume]) -> None:
             how = f"{name} has the shape and spacing of {names[0]} but another position"
         else:
             how = (
-                f"{name} has shape {v.shape}, spacing {_mm(v.spacing)}; {names[0]} has shape "
-                f"{first.shape}, spacing {_mm(first.spacing)}"
+                f"{name} has shape {v.shape}, spacing {spacing_text(v.spacing)}; {names[0]} has shape "
+                f"{first.shape}, spacing {spacing_text(first.spacing)}"
             )
         raise ValueError(
             f"channels on different grids: {how}: resample {name} onto {names[0]} first (e.g. "
             "with Resample Scalar/Vector/DWI Volume)"
         )
-
-
-def _wanted(count: int, labels: Sequence[str] | None) -> str:
-    listed = f" ({', '.join(labels)})" if labels else ""
-    return f"the model takes {count} channel{'s' if count != 1 else ''}{listed}"
 
 
 def _where(first: str, prefix: str, want: int) -> str:
@@ -220,7 +197,3 @@ def _where(first: str, prefix: str, want: int) -> str:
             "vector volume, or use vafa attack / vafa evaluate"
         )
     return f"give {', '.join(channel_names(first, prefix)[:want])}, in that order"
-
-
-def _mm(spacing) -> str:
-    return "(" + ", ".join(f"{s:g}" for s in spacing) + ") mm"
