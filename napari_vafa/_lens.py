@@ -111,8 +111,10 @@ class LensDone:
         layers: layer data by key of :data:`LENS_LAYERS`, ``(k, j, i)``, in the image's units.
         limits: contrast limits (``perturbation``, ``perturbation_range``, ``q_table``).
         start_kji: the cube's first voxel in napari's order (where its layers are placed).
-        mapping: the model's intensity mapping, fitted to the image (for the scrubber).
-        clean_units: the cube of the clean image, ``(i, j, k)`` file units.
+        mapping: the model's intensity mapping, fitted to the image (for the scrubber; a
+            multi-channel model's: its first channel's).
+        clean_units: the cube of the clean image, ``(i, j, k)`` file units (a multi-channel
+            model's: its first channel, the one the lens is drawn over).
         class_names: the model's class names.
         timings: seconds (load, plan, attack, layers).
     """
@@ -142,7 +144,7 @@ class LensPlanner:
         self._fixed: dict[Any, int] = {}
 
     def model_input(self, job: LensJob, card):
-        """``(x01 [1, 1, H, W, D], labels [1, 1, H, W, D] or None, fitted mapping)``."""
+        """``(x01 [1, C, H, W, D], labels [1, 1, H, W, D] or None, fitted mapping)``."""
         from vafa.io.model_space import labels_to_model_space, to_model_space
 
         key = (job.image_key, card.architecture)
@@ -268,10 +270,15 @@ def whole_side(shape) -> int:
 
 
 def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:
+    """The lens layers of the first channel (a multi-channel model's other channels are
+    attacked with it but shown by Run), in the image's units."""
     from napari_vafa._layer_data import display_limits, window_interior
+    from vafa.io.channels import Channels, channel_volumes
 
     region = result.region
-    clean_units = np.asarray(job.image.array[region], dtype=np.float32)
+    if isinstance(job.image, Channels):  # the channel the lens is drawn over, and its window
+        mapping = mapping.windows[0]
+    clean_units = np.asarray(channel_volumes(job.image)[0].array[region], dtype=np.float32)
     adversarial = mapping.inverse(result.adversarial01[0], clean_units).astype(np.float32)
 
     def kji(array: np.ndarray, dtype=None) -> np.ndarray:

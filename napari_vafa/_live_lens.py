@@ -22,14 +22,12 @@ from napari_vafa._result_layers import ResultLayers, source_of
 if TYPE_CHECKING:
     from napari_vafa._lens import LensDone
 
-__all__ = ["MULTI_CHANNEL", "SETTLE_MS", "VIEW_SETTLE_MS", "LiveLens", "lens_summary"]
+__all__ = ["SETTLE_MS", "VIEW_SETTLE_MS", "LiveLens", "lens_summary"]
 
 #: ms a lens waits after a setting changed before it runs.
 SETTLE_MS = 60
 #: ms it waits after the view moved.
 VIEW_SETTLE_MS = 150
-#: Why a multi-channel model gets no lens.
-MULTI_CHANNEL = "not for multi-channel models: press Run to attack every channel"
 
 
 def lens_summary(done: LensDone) -> str:
@@ -167,9 +165,6 @@ class LiveLens:
         self._timer.stop()
         if not host.live.value or host._closed or host.is_running:
             return False
-        if host.channel_picker.active:  # the model takes several channels
-            host.status.value = f"live lens: {MULTI_CHANNEL}"
-            return False
         try:
             layer, image, _, labels = host._inputs()
         except (ValueError, TypeError) as err:
@@ -179,6 +174,7 @@ class LiveLens:
         if center is None:
             return False
         self._center, self._layer = center, layer
+        data_keys = (*map(_data_key, self._image_layers(layer)), _data_key(host.labels_layer.value))
         self.runner.request(
             LensJob(
                 image=image,
@@ -188,12 +184,17 @@ class LiveLens:
                 options=host._attack_options(),
                 seed=int(host.seed.value),
                 center=center,
-                image_key=(_data_key(layer), _data_key(host.labels_layer.value)),
+                image_key=data_keys,
                 size=int(host.lens_size.value),
                 threads=torch.get_num_threads(),
             )
         )
         return True
+
+    def _image_layers(self, layer) -> list:
+        """The layers the model input is made of: each channel's, or the one image layer."""
+        picker = self.host.channel_picker
+        return picker.layers() if picker.active else [layer]
 
     def stop(self) -> None:
         """No lens now: the waiting one dropped, the running one stopped within a step."""

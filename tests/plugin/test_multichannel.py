@@ -1,7 +1,8 @@
 """napari: multi-channel images (issue 27). A 4D NIfTI with channels on its last axis opens as
 one layer per channel (napari's own reader API), the attack widget offers one layer combo per
 channel of a 4-channel model, attacks them together and shows one adversarial and one
-perturbation layer per channel; channels on different grids are refused in one line.
+perturbation layer per channel; channels on different grids are refused in one line; the live
+lens attacks every channel of a cube and shows the first.
 
 References: nibabel's own reading of the files; the library's run on the same Channels image.
 """
@@ -26,6 +27,7 @@ NAMES = ["T1c", "T1", "T2", "FLAIR"]
 PERCENTILE = {"type": "percentile", "p_low": 1.0, "p_high": 99.0}
 RUN_TIMEOUT_MS = 300_000
 SCREENSHOT = "/tmp/napari_vafa_multichannel.png"
+LENS_SCREENSHOT = "/tmp/napari_vafa_multichannel_lens.png"
 
 
 def _widget_with_mri_model(viewer):
@@ -155,7 +157,73 @@ def test_channels_on_different_grids_are_refused_in_one_line(
     np.testing.assert_array_equal(image.array, np.stack(arrays))
     assert image.spacing == pytest.approx((1.5, 1.5, 2.0)) and data.shape == (24, 24, 24)
     np.testing.assert_array_equal(picked_labels.array, seg)
+
+
+@pytest.mark.gui
+def test_the_live_lens_attacks_every_channel_and_shows_the_first(
+    make_napari_viewer, qtbot, tmp_path, errors
+):
+    """A lens on a 4-channel model: the cube of every channel is attacked together; its layers
+    are channel 0's (in channel 0's units, over channel 0's layer), and the step scrubber
+    replays channel 0. Reference: the library's own window of channel 0 (CTWindow.inverse) and
+    the file data as nibabel reads it."""
+    from vafa.io.channels import channel_volumes
+
+    entry = write_mri_case(tmp_path, "case", 5, "files")
+    paths = [tmp_path / name for name in entry["image"]]
+    viewer = make_napari_viewer(show=True)
+    layers = [viewer.open(str(p), plugin=PLUGIN)[0] for p in paths]
+    widget = _widget_with_mri_model(viewer)
+    for combo, layer in zip(widget.channel_picker.combos, layers, strict=True):
+        combo.value = layer
+    widget.attack.value = "vafa"
+    widget.steps.value = 3
+    widget.block_size.value = 8
+    widget.q_range.value = (5.0, 40.0)
+    widget.lens_size.value = 32  # the whole 24³ case
     widget.live.value = True
-    assert widget.live_lens.request() is False
-    assert widget.status.value.startswith("live lens:")
-    assert "multi-channel" in widget.status.value and "\n" not in widget.status.value
+    assert widget.live_lens.request(), widget.status.value
+    qtbot.waitUntil(lambda: widget.live_lens.shown >= 1, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.live_lens.runner.busy, timeout=RUN_TIMEOUT_MS)
+    assert errors == [], errors
+    done = widget.live_lens.last
+    result = done.result
+    clean01, adversarial01 = result.clean01, result.adversarial01
+    assert clean01.shape[0] == adversarial01.shape[0] == 4  # the model's four channels
+    for c in range(4):  # each channel of the cube was attacked
+        assert np.abs(adversarial01[c] - clean01[c]).max() > 1e-3, c
+    region = result.region
+    t1c = nib.load(paths[0]).get_fdata(dtype=np.float32)[region]  # channel 0, file units
+    np.testing.assert_array_equal(done.clean_units, t1c)
+    _, image, _, _ = widget._inputs()
+    window = to_model_window(image, widget)
+    expected = window.inverse(adversarial01[0], t1c).astype(np.float32)
+    lens = widget.live_lens.layers.layers
+    np.testing.assert_allclose(lens["adversarial"].data, expected.T, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(lens["perturbation"].data, (expected - t1c).T, atol=1e-4)
+    assert lens["adversarial"].scale == pytest.approx(layers[0].scale)
+    # the scrubber replays channel 0: step 1's frame from the history (kept in float16), in
+    # T1c's units
+    frames = widget.scrubber.frames(1)
+    assert frames["adversarial"].shape == lens["adversarial"].data.shape
+    kept = result.history.at(1)
+    f16 = (window.a_max - window.a_min) * 2.0**-10  # float16 rounding of [0, 1], in T1c units
+    np.testing.assert_allclose(
+        frames["adversarial"], window.inverse(kept.adversarial[0], t1c).T, atol=f16
+    )
+    assert len(channel_volumes(image)) == 4
+
+    viewer.window.resize(1500, 950)
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    assert float(shot[..., :3].std()) > 0
+    import imageio.v3 as iio
+
+    iio.imwrite(LENS_SCREENSHOT, shot)
+
+
+def to_model_window(image, widget):
+    """Channel 0's fitted window, as the library fits the card's intensity per channel."""
+    from vafa.io.intensity import fit_windows
+
+    _, card = widget._cache.get(widget.model_picker.spec())
+    return fit_windows(card.intensity, image.array, True).windows[0]
