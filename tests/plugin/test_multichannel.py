@@ -214,6 +214,8 @@ def test_the_live_lens_attacks_every_channel_and_shows_the_first(
     assert len(channel_volumes(image)) == 4
 
     viewer.window.resize(1500, 950)
+    viewer.reset_view()
+    qtbot.wait(300)  # the dock's layout settles (the status line wraps to its final width)
     shot = viewer.screenshot(canvas_only=False, flash=False)
     assert float(shot[..., :3].std()) > 0
     import imageio.v3 as iio
