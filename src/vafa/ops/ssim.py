@@ -94,11 +94,11 @@ class _Moments(torch.autograd.Function):
             _filtered(g, ctx.taps, ctx.blocks, adjoint=True) if g is not None else None
             for g in (g_mu, g_ex2, g_exy)
         ]
-        grad = torch.zeros_like(x) if back[0] is None else back[0]
+        grad = torch.zeros_like(x) if back[0] is None else back[0]  # fresh: added to in place
         if back[1] is not None:
-            grad = grad.addcmul(back[1], x, value=2.0)
+            grad.addcmul_(back[1], x, value=2.0)
         if back[2] is not None:
-            grad = grad.addcmul(back[2], ref)
+            grad.addcmul_(back[2], ref)
         return grad, None, None, None
 
 
