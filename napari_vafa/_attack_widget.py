@@ -281,7 +281,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
     def _inputs(self):
         """``(layer, image, data, labels)`` of the chosen layers (``ValueError`` when bad); a
         multi-channel model's image is a :class:`~vafa.io.channels.Channels`."""
-        from napari_vafa._channels import first_volume
+        from vafa.io.channels import channel_volumes
 
         if self.channel_picker.active:
             layer, image, data = self.channel_picker.image()
@@ -292,7 +292,7 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         labels = None
         if choice is not None and not isinstance(choice, str):
             hint = f"choose labels on the image's grid or '{USE_PREDICTION}'"
-            grid, volume = self.channel_picker.spatial(layer), first_volume(image)
+            grid, volume = self.channel_picker.spatial(layer), channel_volumes(image)[0]
             labels = labels_on_image_grid(self.viewer, choice, grid, volume, hint)
         return layer, image, data, labels
 

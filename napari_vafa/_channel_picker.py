@@ -143,10 +143,10 @@ class ChannelPicker:
         """``(sources, names)`` for :meth:`~napari_vafa._result_layers.ResultLayers.set_channels`:
         each channel's :func:`~napari_vafa._result_layers.source_of` and name when ``image`` has
         several channels (else None, None)."""
-        from napari_vafa._channels import is_channels
         from napari_vafa._result_layers import source_of
+        from vafa.io.channels import Channels
 
-        if not is_channels(image):
+        if not isinstance(image, Channels):
             return None, None
         layers = self.layers()
         if len(layers) == 1:  # one 4D layer: its style for every channel

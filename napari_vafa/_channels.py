@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from vafa.io.channels import Channels
     from vafa.io.models import ModelCard
-    from vafa.run.pipeline import AttackOutcome
 
 __all__ = [
     "MAX_CHANNELS",
@@ -35,11 +33,8 @@ __all__ = [
     "auto_pick",
     "channel_image",
     "channel_key",
-    "channel_layer_data",
     "channel_names",
-    "first_volume",
     "is_channel_file",
-    "is_channels",
     "known_card",
     "layer_names",
     "read_channels",
@@ -143,9 +138,8 @@ def channel_image(viewer, layers: Sequence[Any], names: Sequence[str]):
     count = len(names)
     if len(layers) == 1 and getattr(layers[0], "ndim", 0) == 4:
         return _split_layer(viewer, layers[0], names)
-    if len(layers) != count or any(layer is None for layer in layers):
-        empty = [n for n, layer in zip(names, [*layers, *[None] * count][:count], strict=True)
-                 if layer is None]  # fmt: skip
+    if any(layer is None for layer in layers):  # the picker gives one combo per channel
+        empty = [n for n, layer in zip(names, layers, strict=True) if layer is None]
         raise ValueError(
             f"pick an image layer for channel(s) {', '.join(empty)} (the model takes "
             f"{', '.join(names)}, one layer each)"
@@ -269,52 +263,6 @@ def result_keys(order: Sequence[str], *groups) -> list[str]:
     return sorted(known, key=lambda k: (order.index(split_key(k)[0]), split_key(k)[1]))
 
 
-def channel_layer_data(
-    outcome: AttackOutcome, block_size: tuple[int, ...], kji, label_dtype
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """:func:`napari_vafa._layer_data.result_layer_data` of a multi-channel outcome: the
-    image layers once per channel (:func:`channel_key`), the predictions once."""
-    from vafa.report.figures import dct_log_magnitude
-
-    model_input = outcome.model_input
-    mapping = model_input.mapping
-    if model_input.resampled and outcome.settings.get("resample_back"):
-        clean01 = mapping.forward(model_input.source.array)
-    else:
-        clean01 = model_input.tensor[0].numpy()
-    adversarial01 = mapping.forward(outcome.adversarial.array)
-    layers = {
-        "clean_prediction": kji(outcome.clean_prediction.array, label_dtype),
-        "adversarial_prediction": kji(outcome.adversarial_prediction.array, label_dtype),
-    }
-    notes: list[str] = []
-    for c in range(len(outcome.adversarial)):
-        layers[channel_key("adversarial", c)] = kji(outcome.adversarial.array[c], np.float32)
-        layers[channel_key("perturbation", c)] = kji(outcome.perturbation.array[c], np.float32)
-        for key, volume01 in (("dct_clean", clean01[c]), ("dct_adversarial", adversarial01[c])):
-            layers[channel_key(key, c)] = kji(dct_log_magnitude(volume01, block_size), np.float32)
-        if outcome.q_table is not None:
-            q = outcome.q_table.array[c]
-            layers[channel_key("q_table", c)] = kji(q, np.float32)
-            if not model_input.resampled:
-                zero = _zeroed(model_input, q, c, block_size)
-                layers[channel_key("zeroed", c)] = kji(zero, np.uint8)
-    if outcome.q_table is not None and model_input.resampled:
-        notes.append("zeroed-coefficient mask not shown: the image was resampled")
-    return layers, notes
-
-
-def _zeroed(model_input, q: np.ndarray, channel: int, block_size) -> np.ndarray:
-    import torch
-
-    from vafa.run.tiling import quantized_to_zero_layout
-
-    table = torch.from_numpy(np.ascontiguousarray(q))[None, None]
-    tensor = model_input.tensor[:, channel : channel + 1]
-    mask = quantized_to_zero_layout(tensor, table, block_size, model_input.card.roi_size)
-    return mask[0, 0].numpy()
-
-
 def layer_names(base: dict[str, str], names: Sequence[str] | None) -> dict[str, str]:
     """Result-layer names: ``base`` (key → name), and for a multi-channel run each
     per-channel layer named with its channel (``"adversarial T1c"``)."""
@@ -324,15 +272,3 @@ def layer_names(base: dict[str, str], names: Sequence[str] | None) -> dict[str, 
             if key in base:
                 out[channel_key(key, c)] = f"{base[key]} {name}"
     return out
-
-
-def is_channels(image) -> bool:
-    """Whether ``image`` is a multi-channel :class:`~vafa.io.channels.Channels`."""
-    from vafa.io.channels import Channels
-
-    return isinstance(image, Channels)
-
-
-def first_volume(image: Channels | Any):
-    """Channel 0 of a Channels image, or the Volume itself."""
-    return image.volumes[0] if is_channels(image) else image

@@ -25,42 +25,53 @@ def result_layer_data(
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Data of every result layer (keys of :data:`napari_vafa._worker.RESULT_LAYERS`) in napari's ``(k, j, i)``.
 
-    Volumes are on the image's grid (``resample_back=True``). The DCT pictures use
-    ``block_size``; the zeroed-coefficient mask needs the attack's own grid and is left out
-    (with a note) when the image was resampled for the model.
+    Volumes are on the image's grid (``resample_back=True``); a multi-channel image's image
+    layers once per channel (:func:`napari_vafa._channels.channel_key`), the predictions once.
+    The DCT pictures use ``block_size``; the zeroed-coefficient mask needs the attack's own
+    grid and is left out (with a note) when the image was resampled for the model.
     """
-    from napari_vafa._channels import channel_layer_data, is_channels
-    from vafa.report.figures import dct_pictures
+    from napari_vafa._channels import channel_key
+    from vafa.io.channels import channel_volumes
+    from vafa.report.figures import channel_dct_pictures
 
-    def kji(array: np.ndarray, dtype) -> np.ndarray:
-        return np.ascontiguousarray(np.transpose(array, (2, 1, 0)), dtype=dtype)
-
-    if is_channels(outcome.adversarial):  # each image layer once per channel
-        return channel_layer_data(outcome, block_size, kji, _label_dtype(outcome))
     model_input = outcome.model_input
-    notes: list[str] = []
+    label_dtype = _label_dtype(outcome)
     layers = {
-        "adversarial": kji(outcome.adversarial.array, np.float32),
-        "perturbation": kji(outcome.perturbation.array, np.float32),
-        "clean_prediction": kji(outcome.clean_prediction.array, _label_dtype(outcome)),
-        "adversarial_prediction": kji(outcome.adversarial_prediction.array, _label_dtype(outcome)),
+        "clean_prediction": _kji(outcome.clean_prediction.array, label_dtype),
+        "adversarial_prediction": _kji(outcome.adversarial_prediction.array, label_dtype),
     }
-    dct_clean, dct_adversarial = dct_pictures(outcome, block_size)
-    layers["dct_clean"] = kji(dct_clean, np.float32)
-    layers["dct_adversarial"] = kji(dct_adversarial, np.float32)
-    if outcome.q_table is not None:
-        layers["q_table"] = kji(outcome.q_table.array, np.float32)
-        band = (outcome.settings.get("attack") or {}).get("bands", "all")
-        if band != "all":
-            notes.append(
-                f"quantization table: only the {band} DCT band was quantized; the other "
-                "coefficients (q = 0) are shown grey"
-            )
-        if model_input.resampled:
-            notes.append("zeroed-coefficient mask not shown: the image was resampled")
-        else:
-            layers["zeroed"] = kji(_zeroed(outcome, block_size), np.uint8)
+    channels = zip(
+        channel_volumes(outcome.adversarial),
+        channel_volumes(outcome.perturbation),
+        channel_dct_pictures(outcome, block_size),
+        strict=True,
+    )
+    for c, (adversarial, perturbation, (dct_clean, dct_adversarial)) in enumerate(channels):
+        layers[channel_key("adversarial", c)] = _kji(adversarial.array, np.float32)
+        layers[channel_key("perturbation", c)] = _kji(perturbation.array, np.float32)
+        layers[channel_key("dct_clean", c)] = _kji(dct_clean, np.float32)
+        layers[channel_key("dct_adversarial", c)] = _kji(dct_adversarial, np.float32)
+    notes: list[str] = []
+    if outcome.q_table is None:
+        return layers, notes
+    for c, q in enumerate(channel_volumes(outcome.q_table)):
+        layers[channel_key("q_table", c)] = _kji(q.array, np.float32)
+        if not model_input.resampled:
+            layers[channel_key("zeroed", c)] = _kji(_zeroed(model_input, q.array, c, block_size),
+                                                    np.uint8)  # fmt: skip
+    band = (outcome.settings.get("attack") or {}).get("bands", "all")
+    if band != "all":
+        notes.append(
+            f"quantization table: only the {band} DCT band was quantized; the other "
+            "coefficients (q = 0) are shown grey"
+        )
+    if model_input.resampled:
+        notes.append("zeroed-coefficient mask not shown: the image was resampled")
     return layers, notes
+
+
+def _kji(array: np.ndarray, dtype) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(array, (2, 1, 0)), dtype=dtype)
 
 
 def display_limits(
@@ -110,15 +121,15 @@ def _perturbation_limits(perturbation: np.ndarray, seen: np.ndarray | None):
     return (-limit, limit), (-high, high)
 
 
-def _zeroed(outcome: AttackOutcome, block_size: tuple[int, ...]) -> np.ndarray:
+def _zeroed(model_input, q: np.ndarray, channel: int, block_size) -> np.ndarray:
+    """Where ``q`` (channel ``channel``'s table) sends a DCT coefficient to zero."""
     import torch
 
     from vafa.run.tiling import quantized_to_zero_layout
 
-    q = torch.from_numpy(outcome.q_table.array)[None, None]
-    mask = quantized_to_zero_layout(
-        outcome.model_input.tensor, q, block_size, outcome.model_input.card.roi_size
-    )
+    table = torch.from_numpy(np.ascontiguousarray(q))[None, None]
+    tensor = model_input.tensor[:, channel : channel + 1]
+    mask = quantized_to_zero_layout(tensor, table, block_size, model_input.card.roi_size)
     return mask[0, 0].numpy()
 
 
@@ -143,10 +154,10 @@ def display_block_size(outcome: AttackOutcome) -> tuple[int, ...]:
 def seen_by_model(outcome: AttackOutcome) -> np.ndarray | None:
     """``(k, j, i)`` mask of the voxels inside the model's intensity window (``(c, k, j, i)``
     for a multi-channel image; None: the result is on another grid than the clean image)."""
-    clean = outcome.model_input.source.array
-    if clean.shape != outcome.perturbation.array.shape:
+    source = outcome.model_input.source
+    if source.shape != outcome.perturbation.shape:
         return None
-    inside = window_interior(outcome.model_input.mapping, clean)
+    inside = window_interior(outcome.model_input.mapping, source.array)
     return np.transpose(inside, (0, 3, 2, 1) if inside.ndim == 4 else (2, 1, 0))
 
 

@@ -340,23 +340,21 @@ class _Previewer:
     def __init__(
         self, image: Volume | Channels, card: ModelCard, interval: float, whole: bool
     ) -> None:
-        from vafa.io.channels import channel_volumes
+        from vafa.io.channels import Channels, channel_volumes
         from vafa.io.intensity import fit_windows
         from vafa.run.tiles import tile_grid
 
-        first = channel_volumes(image)[0]
-        channels = first is not image  # a Channels image
         self.image = image
         self.interval = interval
         self.last = -np.inf
         self.enabled = _same_grid(image, card)
-        self.channels = channels
+        self.channels = isinstance(image, Channels)
         self.merge = card.heads().merge  # what the scrubber shows: one class map per step
         if self.enabled:  # the attack's pieces: the card's tiles, or the ``whole`` volume
             self.roi = tuple(image.shape) if whole else tuple(card.roi_size)
             self.tiles = tile_grid(image.shape, self.roi)
             # what the preview shows: channel 0's values and window
-            self.shown = first.array
+            self.shown = channel_volumes(image)[0].array
             self.mapping = fit_windows(card.intensity, self.shown, False)
 
     def history(self, attack: str, steps: int) -> StepHistory | None:

@@ -17,7 +17,13 @@ from vafa.run.outcome_metrics import OutcomeMetrics
 if TYPE_CHECKING:
     from vafa.run.pipeline import AttackOutcome
 
-__all__ = ["attack_figure", "dct_log_magnitude", "dct_pictures", "label_colors"]
+__all__ = [
+    "attack_figure",
+    "channel_dct_pictures",
+    "dct_log_magnitude",
+    "dct_pictures",
+    "label_colors",
+]
 
 #: Block side of the DCT pictures of an attack that has no blocks of its own (voxel attacks).
 DISPLAY_BLOCK = 32
@@ -39,7 +45,8 @@ def dct_log_magnitude(volume01: np.ndarray, block_size: int | Sequence[int] = 32
 def dct_pictures(
     outcome: AttackOutcome, block_size: int | Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The DCT pictures (:func:`dct_log_magnitude`) of an attack's clean and adversarial volume.
+    """The DCT pictures (:func:`dct_log_magnitude`) of an attack's clean and adversarial volume
+    (a multi-channel image's first channel; every channel: :func:`channel_dct_pictures`).
 
     Both volumes are first mapped into [0, 1] by the model card's intensity mapping (what the
     model and the attack see), so the two pictures compare coefficient by coefficient.
@@ -53,15 +60,29 @@ def dct_pictures(
         ``(clean, adversarial)``: float32 ``[I, J, K]`` on the grid of ``outcome.adversarial``
         (the input grid with ``resample_back=True``, else the model grid).
     """
+    return channel_dct_pictures(outcome, block_size, first_only=True)[0]
+
+
+def channel_dct_pictures(
+    outcome: AttackOutcome, block_size: int | Sequence[int] | None = None, first_only=False
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`dct_pictures` of every input channel (one pair for a single-channel image), or
+    of the first only."""
     model_input = outcome.model_input
     if block_size is None:
         block_size = (outcome.settings.get("attack") or {}).get("block_size") or DISPLAY_BLOCK
     if model_input.resampled and outcome.settings.get("resample_back"):
         clean01 = model_input.mapping.forward(model_input.source.array)
     else:
-        clean01 = model_input.tensor[0, 0].numpy()
+        clean01 = model_input.tensor[0].numpy()
     adversarial01 = model_input.mapping.forward(outcome.adversarial.array)
-    return dct_log_magnitude(clean01, block_size), dct_log_magnitude(adversarial01, block_size)
+    clean01 = clean01.reshape(-1, *clean01.shape[-3:])  # [C, I, J, K]
+    adversarial01 = adversarial01.reshape(-1, *adversarial01.shape[-3:])
+    count = 1 if first_only else len(clean01)
+    return [
+        (dct_log_magnitude(c, block_size), dct_log_magnitude(a, block_size))
+        for c, a in zip(clean01[:count], adversarial01[:count], strict=True)
+    ]
 
 
 def label_colors(n: int) -> np.ndarray:
