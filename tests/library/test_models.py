@@ -260,6 +260,9 @@ def _set(key, value):
         (_set("provenance", ["me"]), TypeError, r"provenance must be a dict"),
         (_set("training", {"lr": float("nan")}), TypeError, r"training must hold only JSON values"),
         (_set("card_version", 2), ValueError, r"card_version must be 1, got 2"),
+        (_set("inference", {"cval": [0.0, 0.5]}), ValueError,
+         r"inference.cval must be one number or one per input channel \(in_channels=1\), "
+         r"got 2 values"),
     ],
 )  # fmt: skip
 def test_card_validation_errors_name_field_and_file(tmp_path, edit, error, pattern):

@@ -369,6 +369,12 @@ def _validate_card(card: ModelCard) -> None:
     card.training = None if card.training is None else _json_dict("training", card.training)
     if not isinstance(card.inference, Inference):
         card.inference = Inference.from_dict(card.inference)
+    cval = card.inference.cval
+    if isinstance(cval, tuple) and len(cval) != card.in_channels:
+        raise ValueError(
+            f"inference.cval must be one number or one per input channel (in_channels="
+            f"{card.in_channels}), got {len(cval)} values"
+        )
 
 
 def _intensity(value: Any, in_channels: int) -> dict[str, Any] | list[dict[str, Any]]:

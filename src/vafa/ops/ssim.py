@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from vafa.ops import fusion
 from vafa.ops.frequency import normalize_block_size, pad_to_blocks
@@ -62,10 +63,16 @@ def _valid_filter_adjoint(
     return out.flatten(dim, dim + 1)
 
 
+def _filtered_side(block: int, win_size: int) -> int:
+    """A block side after valid filtering; sides shorter than the window are left unfiltered
+    (as pytorch-msssim does)."""
+    return block if block < win_size else block - win_size + 1
+
+
 def _filtered(x: torch.Tensor, taps: Sequence[float], blocks: Sequence[int], adjoint=False):
     """:func:`_valid_filter` along every spatial axis whose block is at least the window (or
     the adjoint of that, in reverse order)."""
-    axes = [(b, axis + 2) for axis, b in enumerate(blocks) if b >= len(taps)]
+    axes = [(b, axis + 2) for axis, b in enumerate(blocks) if _filtered_side(b, len(taps)) != b]
     for block, dim in reversed(axes) if adjoint else axes:
         x = (_valid_filter_adjoint if adjoint else _valid_filter)(x, taps, block, dim)
     return x
@@ -88,18 +95,13 @@ class _Moments(torch.autograd.Function):
         return filtered.unflatten(0, (3, x.shape[0])).unbind(0)
 
     @staticmethod
-    def backward(ctx, g_mu, g_ex2, g_exy):
+    @once_differentiable
+    def backward(ctx, g_mu, g_ex2, g_exy):  # an unused output's gradient arrives as zeros
         x, ref = ctx.saved_tensors
-        back = [
-            _filtered(g, ctx.taps, ctx.blocks, adjoint=True) if g is not None else None
-            for g in (g_mu, g_ex2, g_exy)
-        ]
-        grad = torch.zeros_like(x) if back[0] is None else back[0]  # fresh: added to in place
-        if back[1] is not None:
-            grad.addcmul_(back[1], x, value=2.0)
-        if back[2] is not None:
-            grad.addcmul_(back[2], ref)
-        return grad, None, None, None
+        a_mu, a_ex2, a_exy = (
+            _filtered(g, ctx.taps, ctx.blocks, adjoint=True) for g in (g_mu, g_ex2, g_exy)
+        )
+        return a_mu.addcmul_(a_ex2, x, value=2.0).addcmul_(a_exy, ref), None, None, None
 
 
 class BlockSSIM:
@@ -143,8 +145,7 @@ class BlockSSIM:
         self.c1 = (K[0] * data_range) ** 2
         self.c2 = (K[1] * data_range) ** 2
         self._taps = _taps(win_size, float(sigma))
-        # pytorch-msssim leaves axes shorter than the window unfiltered
-        self._out_block = [b if b < win_size else b - win_size + 1 for b in self.block_size]
+        self._out_block = [_filtered_side(b, win_size) for b in self.block_size]
         ref = pad_to_blocks(reference.detach(), self.block_size)
         mu = self._filter(ref)
         self._ref = ref
@@ -211,6 +212,7 @@ class _SSIMMap(torch.autograd.Function):
         return lum * cs
 
     @staticmethod
+    @once_differentiable  # the saved terms carry no graph: no second derivatives
     def backward(ctx, grad):
         mu, mu_ref, lum, cs, den1, den2 = ctx.saved_tensors
         inv2 = grad / den2

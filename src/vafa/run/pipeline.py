@@ -304,6 +304,7 @@ def evaluate_each(
     target = None if labels is None else labels_to_model_space(labels, model_input)
     clean_pred = _predict(model, model_input.tensor, card)
     reference = clean_pred if target is None else card.heads().target(target, card.out_channels)
+    clean = _segmentation(card, model_input, clean_pred, reference)  # Dice, HD95: once
     out = []
     for adversarial in adversarials:
         adv01 = adv_pred = None
@@ -311,7 +312,16 @@ def evaluate_each(
             adv01 = adversarial_model_input(adversarial, model_input)[1]
             adv_pred = _predict(model, adv01, card)
         out.append(
-            _outcome_metrics(card, model_input, labels, clean_pred, reference, adv01, adv_pred)
+            _outcome_metrics(
+                card,
+                model_input,
+                labels,
+                clean_pred,
+                reference,
+                adv01,
+                adv_pred,
+                clean_scores=clean,
+            )
         )
     return out
 
@@ -322,12 +332,20 @@ def _predict(model: nn.Module, tensor01: torch.Tensor, card: ModelCard) -> torch
 
 
 def _outcome_metrics(
-    card, model_input, labels, clean_pred, reference, adv01, adv_pred, **attack
+    card,
+    model_input,
+    labels,
+    clean_pred,
+    reference,
+    adv01,
+    adv_pred,
+    clean_scores=None,
+    **attack,
 ) -> OutcomeMetrics:
-    """The segmentation scores of the clean (and adversarial) prediction, the perturbation
-    measures (None without an adversarial volume), the protocol; ``attack``: the attack
-    fields (:func:`_attack_fields`)."""
-    clean = _segmentation(card, model_input, clean_pred, reference)
+    """The segmentation scores of the clean (``clean_scores`` when already made) and
+    adversarial prediction, the perturbation measures (None without an adversarial volume),
+    the protocol; ``attack``: the attack fields (:func:`_attack_fields`)."""
+    clean = clean_scores or _segmentation(card, model_input, clean_pred, reference)
     adversarial = None
     if adv01 is not None:
         adversarial = _segmentation(card, model_input, adv_pred, reference)

@@ -160,11 +160,8 @@ class WindowPlan:
         widths = [v for pair in reversed(self.padding) for v in pair]
         mode = self.inference.padding_mode
         cval = self.inference.cval
-        if mode == "constant" and isinstance(cval, tuple):  # one value per channel
-            if len(cval) != image.shape[1]:
-                raise ValueError(
-                    f"inference.cval has {len(cval)} values for {image.shape[1]} channels"
-                )
+        if mode == "constant" and isinstance(cval, tuple):  # one value per channel (the card
+            # checks the count); each channel padded on its own keeps its values exact
             return torch.cat(
                 [F.pad(image[:, c : c + 1], widths, value=v) for c, v in enumerate(cval)], dim=1
             )
