@@ -125,9 +125,11 @@ def test_one_mapping_per_channel_from_the_card(tmp_path):
 def test_the_channel_count_must_match_the_card():
     arrays, _ = mri_case(0, channels=2)
     image = Channels(tuple(Volume(a, grid_affine()) for a in arrays))
-    with pytest.raises(ValueError, match=r"takes 4 channel\(s\) \(T1c, T1, T2, FLAIR\).* has 2"):
+    with pytest.raises(
+        ValueError, match=r"takes 4 channels \(T1c, T1, T2, FLAIR\), the image has 2"
+    ):
         to_model_space(image, mri_card())
-    with pytest.raises(ValueError, match=r"takes 1 channel\(s\) \(image\), the image has 2"):
+    with pytest.raises(ValueError, match=r"takes 1 channel \(image\), the image has 2"):
         to_model_space(image, tiny_card())
 
 

@@ -108,7 +108,7 @@ def test_what_does_not_fit_the_model_gets_one_line_and_nothing_written(tmp_path,
     odd = [files[0], tmp_path / "odd_0001.nii.gz", *files[2:]]
     cases["2 grids"] = ["attack", *odd, "--out", out / "a.nii.gz"]
     patterns = {
-        "three channels": r"c_0002.nii.gz has 3 channel\(s\), the model takes 4 \(T1c, T1, T2, FLA",
+        "three channels": r"c_0002.nii.gz has 3 channel\(s\), the model takes 4 channels \(T1c, T1, T2, FLA",
         "mixed datalist": r"case 0 is a list of 4 channel files but case 1 is one file",
         "3D for 4": r"case 0 \(.*c_0000.nii.gz\) has 1 channel\(s\), the model takes 4",
         "2 grids": r"channels on different grids",

@@ -163,6 +163,10 @@ BAD = {
         lambda b: (b / "configs" / "inference.json").write_text("{not json"),
         r"inference.json: not a readable bundle config",
     ),
+    "in_channels as text": (
+        lambda b: _edit(b, "network_def", {**bundle_network(), "in_channels": "1"}),
+        r"inference.json: network_def's in_channels must be an integer >= 1, got '1'",
+    ),
     "a dangling reference": (
         lambda b: _edit(b, "network_def", "@nowhere"),
         r"inference.json: network_def refers to @nowhere, which is not defined",

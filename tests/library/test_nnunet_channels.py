@@ -106,6 +106,19 @@ def test_first_layer_maps_each_channel_to_nnunets_units(pet_ct_folder):
         model(x[:, :1])
 
 
+def test_ensemble_members_share_the_first_layer_where_the_model_is():
+    """A fold ensemble's members (made per sliding-window call) use the model's own per-channel
+    scale and shift buffers, moved with it, instead of fresh CPU copies."""
+    from vafa.io.wrapped import NetworkEnsemble
+
+    nets = NetworkEnsemble([torch.nn.Conv3d(2, 3, 1), torch.nn.Conv3d(2, 3, 1)])
+    model = NormalizedInput(nets, (1.0, 2.0), (0.0, 1.0)).to(torch.float64)
+    x = torch.rand(1, 2, 4, 4, 4, dtype=torch.float64)
+    for member, net in zip(model.members(), nets.members, strict=True):
+        assert member._scales is model._scales and member._shifts is model._shifts
+        torch.testing.assert_close(member(x), net(x * model._scales + model._shifts))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", [(13, 27, 21), (6, 27, 12)], ids=["larger", "shorter"])
 def test_clean_prediction_of_two_files_is_nnunet_predictors(pet_ct_folder, tmp_path, shape):

@@ -182,7 +182,7 @@ def test_run_job_reports_failures_instead_of_raising(tmp_path):
     weights = save_model(build_model(card), card, tmp_path / "two.safetensors")
     job.model = ModelSpec("file", weights=weights, device="cpu")
     events, failed = drain(run_job(job, threading.Event()))
-    assert isinstance(failed, JobFailed) and "the model takes 2 channel(s)" in failed.message
+    assert isinstance(failed, JobFailed) and "the model takes 2 channels" in failed.message
 
 
 def test_plugin_import_stays_light():

@@ -65,6 +65,7 @@ from vafa.io.bundle_inferer import read_inferer, read_outputs
 from vafa.io.intensity import ZSCORE_K
 from vafa.io.models import ModelCard, build_model
 from vafa.io.state_dicts import load_state_strict, read_state_dict
+from vafa.ops.checks import positive_int
 from vafa.ops.messages import short_text
 
 __all__ = ["BUNDLE_CONFIGS", "bundle_card", "is_monai_bundle", "load_bundle"]
@@ -252,7 +253,12 @@ class _BundleReader(BundleConfig):
         out_channels = network.get("out_channels", outputs.get("num_channels"))
         if out_channels is None:
             raise ValueError(f"{self.config}: network_def has no out_channels")
-        return in_channels, out_channels
+        try:  # used before the card checks them (the channel names, the intensity per channel)
+            return positive_int("in_channels", in_channels), positive_int(
+                "out_channels", out_channels
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.config}: network_def's {err}") from None
 
     def class_names(self, out_channels: int) -> list[str]:
         names = _channel_def(self.meta, "outputs", out_channels)

@@ -331,9 +331,10 @@ def _load_3d(path: Path, want: str) -> Volume:
 def _split_4d(path: Path, img: nib.Nifti1Image, channels: int, want: str, names) -> Channels:
     shape = tuple(int(n) for n in img.shape)
     if len(shape) > 5 or (len(shape) == 5 and shape[3] != 1):
-        raise ValueError(f"{path} has shape {shape}: vafa reads channels from a 4D file only")
+        raise ValueError(f"{path} has shape {shape}: vafa reads channels from a 4D file "
+                         "(I, J, K, C) or a 5D vector file (I, J, K, 1, C) only")  # fmt: skip
     axis, count = len(shape), shape[-1]  # 1-based axis, as NIfTI numbers its dimensions
-    step = _time_step(img)
+    step = _time_step(img) if len(shape) == 4 else None  # 5D: axis 4, the time axis, is 1 long
     if step is not None:
         raise ValueError(
             f"{path}: its header marks axis {axis} ({count} volumes) as time (step {step}), "

@@ -22,6 +22,7 @@ from typing import Union
 
 import nibabel as nib
 
+from vafa.io.channels import channels_text
 from vafa.io.files import read_json
 from vafa.io.volume import READ_ERRORS
 
@@ -165,9 +166,8 @@ def check_channels(
         except (OSError, ValueError):  # unreadable: that case fails on its own when loaded
             continue
         if count != channels:
-            listed = f" ({', '.join(names)})" if names else ""
             which = describe(image) if where is None else f"{where}: case {n} ({describe(image)})"
-            raise ValueError(f"{which} has {count} channel(s), the model takes {channels}{listed}")
+            raise ValueError(f"{which} has {count} channel(s), {channels_text(channels, names)}")
 
 
 def _case(path: Path, split: str, n: int, entry, labels: bool) -> tuple[ImagePaths, Path | None]:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vafa.io.channels import Channels, channel_volumes, each_channel
+from vafa.io.channels import Channels, channel_volumes, channels_text, each_channel
 from vafa.io.intensity import ChannelWindows, CTWindow, fit_windows
 from vafa.io.models import ModelCard
-from vafa.io.volume import Volume, load_labels, resample_like, resample_to
+from vafa.io.volume import Volume, load_labels, resample_like, resample_to, spacing_text
 
 __all__ = [
     "ModelInput",
@@ -102,9 +102,8 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
         raise TypeError(f"card must be a vafa.io.models.ModelCard, got {type(card).__name__}")
     count = len(volume) if isinstance(volume, Channels) else 1
     if count != card.in_channels:
-        names = ", ".join(card.channel_names or [])
         raise ValueError(
-            f"the model takes {card.in_channels} channel(s) ({names}), the image has {count}"
+            f"{channels_text(card.in_channels, card.channel_names)}, the image has {count}"
         )
     grid = volume
     if resample:
@@ -113,7 +112,7 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
         )
     elif _grid_differs(volume, card):
         warnings.warn(
-            f"volume spacing {_fmt(volume.spacing)} mm / orientation {volume.orientation} "
+            f"volume spacing {spacing_text(volume.spacing)} / orientation {volume.orientation} "
             f"differ from the card's {card.spacing} / {card.orientation}; resample=False uses "
             "the volume as it is",
             UserWarning,
@@ -269,10 +268,6 @@ def _grid_differs(volume: Volume, card: ModelCard) -> bool:
     if card.orientation is not None and volume.orientation != card.orientation:
         return True
     return card.spacing is not None and not np.allclose(volume.spacing, card.spacing, atol=1e-3)
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
 def load_model_labels(path, image: Volume | Channels, card: ModelCard) -> Volume:

@@ -111,7 +111,13 @@ class NormalizedInput(nn.Module):
         nnU-Net combines its folds'."""
         if not isinstance(self.network, NetworkEnsemble):
             return [self]
-        return [NormalizedInput(m, self.scale, self.shift, self.axes) for m in self.network.members]
+        members = [
+            NormalizedInput(m, self.scale, self.shift, self.axes) for m in self.network.members
+        ]
+        if isinstance(self.scale, tuple):  # this model's buffers: already on its device
+            for member in members:
+                member._scales, member._shifts = self._scales, self._shifts
+        return members
 
     def extra_repr(self) -> str:
         return f"scale={_numbers(self.scale)}, shift={_numbers(self.shift)}, axes={self.axes}"

@@ -173,6 +173,7 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
     from dataclasses import replace
 
     from vafa.attacks import attack_class
+    from vafa.io.channels import channels_text
     from vafa.io.checkpoints import load_model, save_model
     from vafa.io.model_space import load_model_labels
     from vafa.io.volume import load_volume
@@ -186,9 +187,8 @@ def run_train_module(args, progress: Progress) -> dict[str, Any]:
     progress.comment("loading the model")
     model, card = _model(args)
     if card.in_channels != 1:
-        names = f" ({', '.join(card.channel_names)})" if card.channel_names else ""
         raise ValueError(
-            f"the model takes {card.in_channels} channels{names}: the VAFT module fine-tunes "
+            f"{channels_text(card.in_channels, card.channel_names)}: the VAFT module fine-tunes "
             "single-channel models; use vafa train with a datalist of multi-channel cases"
         )
     image = load_volume(args.input)
