@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import statistics
 import subprocess
@@ -83,22 +82,16 @@ def attack_step_times(
 ) -> list[float]:
     """Seconds between consecutive step events of ``attack`` (``block``: its block size, or
     None for a voxel attack)."""
-    import vafa
-
-    if block is not None:
-        options["block_size"] = block
-    stamps: list[float] = []
-    vafa.build_attack(attack, model, steps=steps, seed=0, **options).attack(
-        x, labels, callback=lambda event: stamps.append(time.perf_counter())
-    )
-    return [b - a for a, b in itertools.pairwise(stamps)]
+    return [step for step, _ in paired_steps(model, x, labels, None, block, steps, attack,
+                                             **options)]  # fmt: skip
 
 
 def paired_steps(
     model, x, labels, bare, block, steps: int, attack: str = "vafa", **options
 ) -> list[tuple[float, float]]:
     """``(step seconds, bare seconds)`` per step of ``attack`` after its first: each step's
-    callback runs one ``bare`` step, and the next step's time starts when that one ends."""
+    callback runs one ``bare`` step (None: none, 0 s), and the next step's time starts when
+    that one ends."""
     import vafa
 
     if block is not None:
@@ -109,7 +102,8 @@ def paired_steps(
     def callback(event) -> None:
         start = time.perf_counter()
         if ended:
-            bare()
+            if bare is not None:
+                bare()
             pairs.append((start - ended[-1], time.perf_counter() - start))
         ended.append(time.perf_counter())
 

@@ -34,6 +34,7 @@ import torch
 from vafa.io.channels import load_image
 from vafa.io.model_space import load_model_labels
 from vafa.io.models import ModelCard, build_model
+from vafa.ops.heads import BRATS_REGIONS
 from vafa.run.pipeline import run_attack
 from vafa.training import TrainingConfig, train
 
@@ -44,7 +45,7 @@ UNITS = {"T1c": (800.0, 200.0, 0.06), "T1": (600.0, 300.0, 0.05), "T2": (90.0, 2
          "FLAIR": (2.0, 0.5, 0.07)}  # fmt: skip
 CONTRAST = {"T1c": (0.05, 0.0, 0.6), "T1": (-0.1, -0.35, -0.2), "T2": (0.5, 0.3, 0.3),
             "FLAIR": (0.55, 0.2, 0.2)}  # fmt: skip
-REGIONS = {"TC": [1, 4], "WT": [1, 2, 4], "ET": [4]}
+REGIONS = {name: list(labels) for name, labels in BRATS_REGIONS.items()}  # TC, WT, ET
 ATTACKS = [
     ("VAFA q_max 20, 16³ blocks, 20 steps", "vafa", {"q_max": 20, "block_size": 16, "steps": 20}),
     ("PGD ε 4, 20 steps", "pgd", {"eps": 4, "steps": 20}),
