@@ -215,32 +215,15 @@ def _layout(layers) -> str:
 # ----------------------------------------------------------------------------- the model
 def known_card(picker, cache) -> ModelCard | None:
     """The chosen model's card when it is known without loading the model (GUI thread):
-    the loaded one in ``cache``, a card file or preset, the card beside a weights file or a
-    bundled model, a MONAI bundle's metadata; None otherwise (an nnU-Net folder before its
-    first load, a missing file)."""
+    the loaded one in ``cache``, else :meth:`ModelSource.known_card
+    <vafa.io.handle.ModelSource.known_card>` (None for an nnU-Net folder before its first
+    load, or a missing file)."""
     try:
         spec = picker.spec()
         card = cache.card(spec)
-        return card if card is not None else _read_card(spec)
+        return card if card is not None else spec.handle().known_card()
     except Exception:  # unknown until the model loads: the run says what is wrong
         return None
-
-
-def _read_card(spec) -> ModelCard | None:
-    from vafa.io.checkpoints import find_card, load_card, load_card_or_preset
-
-    source = spec.handle()
-    kind = source.kind
-    if kind == "monai-bundle":
-        from vafa.io.bundles import bundle_card
-
-        return bundle_card(source.path)
-    if kind == "nnunet":
-        return None
-    if spec.card is not None:
-        return load_card_or_preset(spec.card)
-    found = find_card(source.path)
-    return None if found is None else load_card(found)
 
 
 # ----------------------------------------------------------------------------- results

@@ -89,6 +89,21 @@ def test_card_comes_from_the_bundle_description(tmp_path):
     assert card.kwargs["network"]["_target_"] == "monai.networks.nets.unet.UNet"
     assert card.provenance["bundle"] == "tiny_bundle" and card.provenance["version"] == "0.1.0"
     assert not model.training and model(torch.rand(1, 1, 16, 16, 8)).shape == (1, 3, 16, 16, 8)
+    assert source.known_card() == card  # from the configs alone, no weights read
+
+
+def test_known_card_needs_no_weights(tmp_path):
+    """A bundled model's card, a preset given for a weights file, and a one-line refusal when a
+    weights file has none beside it; the weights themselves are never read."""
+    from vafa.io.checkpoints import load_card_or_preset
+
+    demo = ModelSource("demo")
+    assert demo.known_card() == demo.load(device="cpu")[1]
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"not weights: never read")
+    assert ModelSource(weights, card="unetr-btcv").known_card() == load_card_or_preset("unetr-btcv")
+    with pytest.raises(ValueError, match="no model card found for checkpoint"):
+        ModelSource(weights).known_card()
 
 
 def test_fine_tuned_weights_go_back_as_safetensors_and_card(tmp_path):

@@ -43,6 +43,7 @@ __all__ = [
     "load_card",
     "load_card_or_preset",
     "load_model",
+    "resolve_card",
     "save_card",
     "save_model",
 ]
@@ -107,7 +108,7 @@ def load_model(
         raise ValueError(f"fold and checkpoint are for nnU-Net result folders, not {path}")
     dev = resolve_device(device)
     path = existing_checkpoint(path)
-    card = _resolve_card(path, card)
+    card = resolve_card(path, card)
     state = read_state_dict(path, trust=trust)
     model = build_model(card)
     load_state_strict(model, state, card, f"checkpoint {path}")
@@ -207,7 +208,14 @@ def find_card(weights: str | os.PathLike) -> Path | None:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _resolve_card(path: Path, card: ModelCard | str | os.PathLike | None) -> ModelCard:
+def resolve_card(path: Path, card: ModelCard | str | os.PathLike | None) -> ModelCard:
+    """The card of weights file ``path``: ``card`` itself, a card file or preset name, else
+    the card beside the weights (:func:`find_card`).
+
+    Raises:
+        ValueError: no card given and none beside the weights (saying where it looked).
+        TypeError: ``card`` of another type.
+    """
     if isinstance(card, ModelCard):
         return card
     if isinstance(card, (str, os.PathLike)):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vafa.io.checkpoints import load_model
+from vafa.io.checkpoints import load_model, resolve_card
 from vafa.io.data import BUNDLED_MODELS, bundled_model_path
 from vafa.io.models import ModelCard
 
@@ -141,6 +141,23 @@ class ModelSource:
         if path.is_dir():
             return path.resolve().name
         return path.name.split(".")[0] or path.name
+
+    def known_card(self) -> ModelCard | None:
+        """The card, read without loading any weights: a bundled model's or a weights file's
+        (given, or beside the file), a MONAI bundle's from its configs; None for an nnU-Net
+        folder (its card needs a checkpoint's settings).
+
+        Raises:
+            FileNotFoundError, ValueError: as :attr:`path`, or no card beside a weights file.
+        """
+        path, kind = self.path, self.kind
+        if kind == "nnunet":
+            return None
+        if kind == "monai-bundle":
+            from vafa.io.bundles import bundle_card
+
+            return bundle_card(path, trust=self.trust)
+        return resolve_card(path, self.card)
 
     def load(self, device: str | torch.device = "auto") -> tuple[nn.Module, ModelCard]:
         """``(model, card)``: :func:`vafa.io.checkpoints.load_model` of this source."""
