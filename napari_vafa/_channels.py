@@ -52,13 +52,13 @@ PER_CHANNEL = ("adversarial", "perturbation", "dct_clean", "dct_adversarial", "q
 
 # ----------------------------------------------------------------------------- reading
 def is_channel_file(img) -> bool:
-    """Whether a nibabel image is 4D with channels on its last axis: 2 to
-    :data:`MAX_CHANNELS` volumes and no step between them in its header (``pixdim[4]`` 0 or
-    1; a time series has its repetition time there)."""
+    """Whether a nibabel image may hold channels on its last axis: 2 to :data:`MAX_CHANNELS`
+    volumes, 4D ``(I, J, K, C)`` or Slicer's 5D vector ``(I, J, K, 1, C)`` (whether its header
+    calls them time instead is :func:`vafa.io.channels.load_image`'s rule)."""
     shape = tuple(int(n) for n in img.shape)
-    if len(shape) != 4 or not 2 <= shape[3] <= MAX_CHANNELS:
+    if len(shape) not in (4, 5) or any(n != 1 for n in shape[3:-1]):
         return False
-    return float(img.header["pixdim"][4]) in (0.0, 1.0)
+    return 2 <= shape[-1] <= MAX_CHANNELS
 
 
 def read_channels(path: Path, name: str) -> tuple | None:
@@ -74,7 +74,7 @@ def read_channels(path: Path, name: str) -> tuple | None:
         img = nib.load(path)
         if not is_channel_file(img):
             return None
-        image = load_image(path, int(img.shape[3]))
+        image = load_image(path, int(img.shape[-1]))  # refuses a time series
     except Exception:  # unreadable or refused: the 3D/as-it-is path says why, or shows it
         return None
     count = len(image)

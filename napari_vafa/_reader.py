@@ -6,9 +6,10 @@ is — NaN/Inf voxels as such, a 2D file as a 2D image, a 4D time series with it
 the leading napari axis, ``(t, k, j, i)``. The attack and training widgets refuse those layers
 with one line when Run is pressed.
 
-A 4D file whose last axis holds channels (:func:`napari_vafa._channels.is_channel_file`: no
-time step in its header, at most :data:`~napari_vafa._channels.MAX_CHANNELS` volumes; the
-Medical Segmentation Decathlon's BrainTumour images) opens as napari opens multichannel data:
+A 4D file whose last axis holds channels (:func:`napari_vafa._channels.is_channel_file`: at
+most :data:`~napari_vafa._channels.MAX_CHANNELS` volumes that the library does not read as a
+time series; the Medical Segmentation Decathlon's BrainTumour images; also Slicer's 5D vector
+files) opens as napari opens multichannel data:
 one layer per channel (``channel_axis``), named ``<file> [0]``, ``<file> [1]`` …, each carrying
 the grid like a 3D volume plus its channel index, so that the attack widget rebuilds the
 :class:`~vafa.io.channels.Channels` image (:mod:`napari_vafa._channels`).

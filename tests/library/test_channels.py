@@ -71,6 +71,7 @@ def test_a_one_channel_model_still_gets_a_volume(tmp_path):
         ("two_files", r"got 2 channel files but the model takes 4 channels"),
         ("other_grid", r"channels on different grids: .*_0001.nii.gz has shape \(12, 12, 12\)"),
         ("time", r"header marks axis 4 \(4 volumes\) as time \(step 2.5 sec\), not channels"),
+        ("time_no_unit", r"header marks axis 4 \(4 volumes\) as time \(step 2.5\), not channels"),
         ("4d_in_files", r"with one file per channel each must be 3D"),
     ],
 )
@@ -80,9 +81,9 @@ def test_bad_channel_input_gets_one_line(tmp_path, make, pattern):
         given = save_nifti(tmp_path / "t1.nii.gz", arrays[0])
     elif make == "4d_with_3":
         given = save_nifti(tmp_path / "x.nii.gz", np.stack(arrays[:3], -1))
-    elif make == "time":
+    elif make.startswith("time"):  # a repetition time, with its unit or without
         img = nib.Nifti1Image(np.stack(arrays, -1), grid_affine())
-        img.header.set_xyzt_units("mm", "sec")
+        img.header.set_xyzt_units("mm", "sec" if make == "time" else "unknown")
         img.header["pixdim"][4] = 2.5
         given = tmp_path / "bold.nii.gz"
         nib.save(img, given)

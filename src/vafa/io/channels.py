@@ -57,7 +57,8 @@ __all__ = [
 
 #: How a multi-channel image is stored: one 4D NIfTI, one 5D vector NIfTI, one 3D file per channel.
 LAYOUTS = ("4d", "vector", "files")
-#: NIfTI time units: a 4th axis with one of these and a step other than 0 or 1 is a time series.
+#: NIfTI time units: a 4th axis with one of these (or none) and a step other than 0 or 1 is a
+#: time series.
 _TIME_UNITS = ("sec", "msec", "usec")
 
 
@@ -366,11 +367,12 @@ def _header_3d(img: nib.Nifti1Image) -> nib.Nifti1Header:
 
 
 def _time_step(img: nib.Nifti1Image) -> str | None:
-    """``"2 sec"`` when the header marks the 4th axis as time with a real step, else None."""
+    """``"2 sec"`` when the header gives the 4th axis a real step (not 0 or 1) in a time unit
+    or in no unit (a repetition time whose unit was not written), else None."""
     unit = img.header.get_xyzt_units()[1]
     step = float(img.header["pixdim"][4])
-    if unit in _TIME_UNITS and step not in (0.0, 1.0) and np.isfinite(step):
-        return f"{step:g} {unit}"
+    if unit in (*_TIME_UNITS, "unknown") and step not in (0.0, 1.0) and np.isfinite(step):
+        return f"{step:g} {unit}" if unit != "unknown" else f"{step:g}"
     return None
 
 
