@@ -311,18 +311,9 @@ def evaluate_each(
         if adversarial is not None:
             adv01 = adversarial_model_input(adversarial, model_input)[1]
             adv_pred = _predict(model, adv01, card)
-        out.append(
-            _outcome_metrics(
-                card,
-                model_input,
-                labels,
-                clean_pred,
-                reference,
-                adv01,
-                adv_pred,
-                clean_scores=clean,
-            )
-        )
+        scores = _outcome_metrics(card, model_input, labels, clean_pred, reference, adv01,
+                                  adv_pred, clean_scores=clean)  # fmt: skip
+        out.append(scores)
     return out
 
 
