@@ -11,9 +11,7 @@ Measured in one process on the same volume and model, 2 CPU threads by default:
 * SA² step (8³ blocks, its default) as a ratio to a VAFA step at 8³ and 32³ (same loop, same
   model: the difference is the amplitude factors instead of the quantization and SSIM term);
 * SegPGD and CosPGD steps (ε 4) as ratios to a PGD step (the same loop with another loss);
-* the VAFA steps again with fusion on (``VAFA_COMPILE``, :mod:`vafa.ops.fusion`: the SSIM
-  map as one compiled kernel; compiled once before the rounds), and a VAFA step against a
-  PGD step (what VAFA adds to the attack loop every attack pays);
+* a VAFA step against a PGD step (what VAFA adds to the attack loop every attack pays);
 * peak RSS of a 20-step attack vs the model's own forward+backward peak (child processes).
 
 Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json out.json]``.
@@ -22,7 +20,6 @@ Run: ``python benchmarks/bench_attack_step.py [--threads 2] [--size 96] [--json 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import subprocess
@@ -144,31 +141,6 @@ def fpm_times(size: int, block: int) -> dict[str, float]:
     return out
 
 
-@contextlib.contextmanager
-def _fusion(on: bool):
-    from vafa.ops import fusion
-
-    fusion.enable(on)
-    try:
-        yield
-    finally:
-        fusion.enable(None)
-
-
-def _fusion_works(model, x, labels) -> bool:
-    """Compile the fused kernels for this volume (warm-up); False if compiling fails."""
-    import warnings
-
-    with _fusion(True), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        for block in (32, 8):
-            attack_step_times(model, x, labels, (block,) * 3, 2)
-    failed = [w for w in caught if "VAFA_COMPILE" in str(w.message)]
-    for w in failed:
-        print(f"fusion unavailable: {w.message}", file=sys.stderr)
-    return not failed
-
-
 PEAK_SNIPPET = """
 import resource, sys, torch
 sys.path.insert(0, 'benchmarks')
@@ -200,7 +172,6 @@ def main() -> dict:
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--quick", action="store_true", help="one round of 4 steps")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--no-fused", action="store_true", help="skip the fused VAFA steps")
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.steps = 1, 4
@@ -212,20 +183,14 @@ def main() -> dict:
     results: dict = {"threads": args.threads, "size": args.size}
     bare = bare_step(model, x, labels)
     voxel = ("pgd", "segpgd", "cospgd")
-    fused = not args.no_fused and _fusion_works(model, x, labels)
-    runs: dict[str, tuple] = {f"b{b}": ((b,) * 3, "vafa", {}, False) for b in (32, 8)}
-    if fused:
-        runs.update({f"b{b}_fused": ((b,) * 3, "vafa", {}, True) for b in (32, 8)})
-    runs["sa2_b8"] = ((8,) * 3, "sa2", {}, False)
-    runs.update({name: (None, name, {"eps": 4}, False) for name in voxel})
+    runs: dict[str, tuple] = {f"b{b}": ((b,) * 3, "vafa", {}) for b in (32, 8)}
+    runs["sa2_b8"] = ((8,) * 3, "sa2", {})
+    runs.update({name: (None, name, {"eps": 4}) for name in voxel})
     pairs: dict[str, list[tuple[float, float]]] = {key: [] for key in runs}
     bare()  # warm-up
     for _ in range(args.repeat):  # interleaved rounds
-        for key, (block, attack, options, fuse) in runs.items():
-            with _fusion(fuse):
-                pairs[key] += paired_steps(
-                    model, x, labels, bare, block, args.steps, attack, **options
-                )
+        for key, (block, attack, options) in runs.items():
+            pairs[key] += paired_steps(model, x, labels, bare, block, args.steps, attack, **options)
     med = {k: statistics.median(s for s, _ in v) * 1e3 for k, v in pairs.items()}
     ratio = {k: statistics.median(s / b for s, b in v) for k, v in pairs.items()}
     results["bare_fwd_bwd_ms"] = statistics.median(b for v in pairs.values() for _, b in v) * 1e3
@@ -239,12 +204,6 @@ def main() -> dict:
     results["pgd_step_ms"] = med["pgd"]
     results["ratio_pgd"] = ratio["pgd"]
     results["vafa_to_pgd_step_b32"] = ratio["b32"] / ratio["pgd"]
-    results["fused"] = fused
-    if fused:
-        for block in (32, 8):
-            results[f"vafa_fused_step_ms_b{block}"] = med[f"b{block}_fused"]
-            results[f"ratio_fused_b{block}"] = ratio[f"b{block}_fused"]
-        results["vafa_fused_to_pgd_step_b32"] = ratio["b32_fused"] / ratio["pgd"]
     for name in voxel[1:]:
         results[f"{name}_to_pgd_step"] = ratio[name] / ratio["pgd"]
     results["peak_rss_bare_mb"] = peak_rss_mb("bare", args.threads, args.size, 32)

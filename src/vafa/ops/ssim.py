@@ -20,9 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from vafa.ops import fusion
 from vafa.ops.frequency import normalize_block_size, pad_to_blocks
-from vafa.ops.fusion import fused
 
 __all__ = ["BlockSSIM", "block_ssim", "gaussian_window", "ssim3d"]
 
@@ -167,8 +165,7 @@ class BlockSSIM:
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         """As :meth:`__call__` for ``x`` already padded to whole blocks (internal fast path)."""
         mu, ex2, exy = _Moments.apply(x, self._ref, self._taps, self.block_size)
-        formula = _ssim_map if fusion.enabled() else _SSIMMap.apply
-        ssim_map = formula(
+        ssim_map = _SSIMMap.apply(
             mu, ex2, exy, self._mu_ref, self._mu_ref_sq, self._var_ref, self.c1, self.c2
         )
         per_block = _block_means(ssim_map, self._out_block)  # [B, C, nblocks]
@@ -189,14 +186,6 @@ def _ssim_terms(mu, ex2, exy, mu_ref, mu_ref_sq, var_ref, c1: float, c2: float):
     den2 = torch.sub(ex2, mu_sq).add_(var_ref).add_(c2)
     cs = torch.mul(exy, 2.0).sub_(cross2).add_(c2).div_(den2)
     return lum, cs, den1, den2
-
-
-@fused
-def _ssim_map(mu, ex2, exy, mu_ref, mu_ref_sq, var_ref, c1: float, c2: float) -> torch.Tensor:
-    """The SSIM map (:func:`_ssim_terms`' arguments), differentiated by autograd: the form
-    that fusion compiles."""
-    lum, cs, _, _ = _ssim_terms(mu, ex2, exy, mu_ref, mu_ref_sq, var_ref, c1, c2)
-    return lum * cs
 
 
 class _SSIMMap(torch.autograd.Function):
