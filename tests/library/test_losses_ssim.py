@@ -4,7 +4,7 @@ from monai.losses import DiceCELoss as MonaiDiceCE
 from pytorch_msssim import ssim as msssim
 
 from vafa.ops.frequency import to_blocks
-from vafa.ops.losses import DiceCELoss, FrequencyConsistencyLoss, SSIMLoss
+from vafa.ops.losses import DiceCELoss, FrequencyConsistencyLoss, SSIMLoss, one_hot
 from vafa.ops.ssim import BlockSSIM, block_ssim, ssim3d
 
 
@@ -83,6 +83,61 @@ def test_dice_ce_matches_monai_mean_and_per_sample():
     per_sample = DiceCELoss(reduction="none")(logits, labels)
     expected = torch.stack([monai_loss(logits[i : i + 1], labels[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(per_sample, expected)
+
+
+@pytest.mark.parametrize(
+    ("k", "reduction", "smooth_nr", "lambdas"),
+    [(4, "mean", 0.0, (1.0, 1.0)), (3, "none", 1e-5, (0.7, 1.3)), (2, "mean", 0.0, (1.0, 0.0)),
+     (5, "none", 0.0, (0.0, 1.0))],
+)  # fmt: skip
+def test_dice_ce_gradient_matches_monai(k, reduction, smooth_nr, lambdas):
+    """The hand-derived backward against autograd through MONAI's loss (float64; MONAI's own
+    float32 one-hot target leaves ~1e-10 between them) and through the same formula on a float64
+    one-hot target, with a class absent from the target, both reductions and weights."""
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(2, k, 6, 7, 5, generator=g, dtype=torch.float64) * 3
+    labels = torch.randint(0, k - 1, (2, 1, 6, 7, 5), generator=g)  # class k-1 absent
+    monai_loss = MonaiDiceCE(
+        to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=smooth_nr,
+        smooth_dr=1e-6, lambda_dice=lambdas[0], lambda_ce=lambdas[1],
+    )  # fmt: skip
+    ours = DiceCELoss(reduction, smooth_nr=smooth_nr, lambda_dice=lambdas[0],
+                      lambda_ce=lambdas[1])  # fmt: skip
+    upstream = torch.tensor([0.3, -1.7], dtype=torch.float64)
+
+    def grad(fn):
+        z = logits.clone().requires_grad_(True)
+        out = fn(z)
+        total = (out * upstream).sum() if out.dim() else out * 2.5
+        return out.detach(), torch.autograd.grad(total, z)[0]
+
+    def monai(z):
+        if reduction == "mean":
+            return monai_loss(z, labels)
+        return torch.stack([monai_loss(z[i : i + 1], labels[i : i + 1]) for i in range(2)])
+
+    value, ours_grad = grad(lambda z: ours(z, labels))
+    expected, monai_grad = grad(monai)
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(ours_grad, monai_grad, rtol=1e-6, atol=1e-9)
+    _, autograd_grad = grad(lambda z: ours(z, one_hot(labels, k, torch.float64)))
+    torch.testing.assert_close(ours_grad, autograd_grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dice_ce_of_half_logits_is_computed_in_float32(dtype):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 3, 8, 8, 8, generator=g).to(dtype)
+    labels = torch.randint(0, 3, (1, 1, 8, 8, 8), generator=g)
+    z = logits.clone().requires_grad_(True)
+    loss = DiceCELoss()(z, labels)
+    (grad,) = torch.autograd.grad(loss, z)
+    ref = logits.float().requires_grad_(True)
+    ref_loss = DiceCELoss()(ref, labels)
+    (ref_grad,) = torch.autograd.grad(ref_loss, ref)
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(loss, ref_loss)
+    torch.testing.assert_close(grad, ref_grad.to(dtype))
 
 
 def test_ssim_loss_is_one_minus_ssim():
