@@ -40,7 +40,7 @@ from vafa.attacks.options import (
 from vafa.attacks.vafa import BLOCK_SIZE
 from vafa.attacks.voxel import RANDOM_START
 from vafa.ops.bands import band_layout
-from vafa.ops.frequency import layout_dct, layout_idct, pad_to_blocks
+from vafa.ops.frequency import crop_padding, layout_dct, layout_idct, pad_to_blocks
 from vafa.ops.ssim import BlockSSIM
 
 __all__ = ["SA2"]
@@ -108,8 +108,7 @@ class SA2(Attack):
 
     def _perturb(self, state: dict, step: int):
         delta = layout_idct(state["changed"] * (state["factors"] - 1.0), self.block_size)
-        h, w, d = state["shape"]
-        x_adv = (state["padded"] + delta).clamp(0.0, 1.0)[:, :, :h, :w, :d]
+        x_adv = crop_padding((state["padded"] + delta).clamp(0.0, 1.0), state["shape"])
         with torch.no_grad():
             ssim = state["ssim"](x_adv.detach())
         return x_adv, None, ssim

@@ -42,7 +42,7 @@ from vafa.attacks.options import (
     with_defaults,
 )
 from vafa.ops.bands import band_layout
-from vafa.ops.frequency import layout_dct, layout_idct, pad_to_blocks, to_blocks
+from vafa.ops.frequency import crop_padding, layout_dct, layout_idct, pad_to_blocks, to_blocks
 from vafa.ops.quantization import ROUNDINGS, AlphaSchedule, quantize
 from vafa.ops.ssim import BlockSSIM
 
@@ -198,8 +198,7 @@ class VAFA(Attack):
                 state["band"], dequantized, (state["coeffs"] + state["offset"]) * scale
             )
         padded = self._to_unit_range(layout_idct(dequantized, self.block_size))
-        h, w, d = state["shape"]
-        x_adv = padded[:, :, :h, :w, :d]
+        x_adv = crop_padding(padded, state["shape"])
         if self.use_ssim_loss and torch.is_grad_enabled():
             ssim = state["ssim"].padded(padded)
             return x_adv, -self.ssim_weight * (1.0 - ssim), ssim.detach()
@@ -238,8 +237,7 @@ class VAFA(Attack):
         q = state["q"].detach()
         if state["band"] is not None:  # 0: not quantized
             q = torch.where(state["band"], q, torch.zeros((), dtype=q.dtype, device=q.device))
-        h, w, d = state["shape"]
-        return q[:, :, :h, :w, :d].clone()
+        return crop_padding(q, state["shape"]).clone()
 
     def _history_extras(self, state: dict, step) -> dict[str, Any]:
         return {"alpha": 0.0 if step == "hard" else state["schedule"].alpha(step - 1)}

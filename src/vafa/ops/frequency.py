@@ -31,6 +31,7 @@ __all__ = [
     "apply_along_axes",
     "block_dct",
     "block_idct",
+    "crop_padding",
     "dct_matrix",
     "from_blocks",
     "layout_dct",
@@ -101,6 +102,16 @@ def pad_to_blocks(x: torch.Tensor, block_size: Sequence[int]) -> torch.Tensor:
     for size, tgt in reversed(list(zip(x.shape[2:], target, strict=True))):
         pads += [0, tgt - size]
     return F.pad(x, pads, mode="replicate")
+
+
+def crop_padding(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``x`` ``[B, C, H', W', D']`` cropped back to the spatial ``shape`` ``(H, W, D)`` that
+    :func:`pad_to_blocks` padded; ``x`` itself when nothing was padded (a slice would cost a
+    zero-filled copy in its backward)."""
+    if tuple(x.shape[2:]) == tuple(shape):
+        return x
+    h, w, d = shape
+    return x[:, :, :h, :w, :d]
 
 
 def apply_along_axes(
@@ -235,7 +246,7 @@ def block_idct(
             f"needs {expected}"
         )
     volume = layout_idct(from_blocks(coeffs, sizes, padded), sizes)
-    return volume[:, :, : shape[0], : shape[1], : shape[2]]
+    return crop_padding(volume, shape)
 
 
 def _check_volume(x: torch.Tensor) -> None:

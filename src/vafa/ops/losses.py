@@ -155,10 +155,20 @@ class _IndexDiceCE(torch.autograd.Function):
         flat = index.reshape(b, -1)
         per_voxel = b_k.gather(1, flat).mul_(p_t)  # b_t·p_t
         shift = per_voxel.add(ce).view(b, 1, *prob.shape[2:])
-        shift.sub_(torch.mul(weighted, prob).sum(1, keepdim=True))
+        shift.sub_(_class_dot(weighted, prob))
         out = weighted.add_(shift).mul_(prob)
         out.scatter_add_(1, index, per_voxel.add_(ce).neg_().view_as(index).to(out.dtype))
         return out.to(ctx.dtype), None, None
+
+
+def _class_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``Σ_k a_k·b_k`` over the classes of ``[B, K, …]`` tensors → ``[B, 1, …]``, one
+    multiply-add per class (no ``[B, K, …]`` temporary: about half the time of a product and a
+    sum at 4 classes)."""
+    out = torch.mul(a[:, :1], b[:, :1])
+    for k in range(1, a.shape[1]):
+        out.addcmul_(a[:, k : k + 1], b[:, k : k + 1])
+    return out
 
 
 class DiceBCELoss(DiceCELoss):
