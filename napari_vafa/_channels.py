@@ -159,47 +159,35 @@ def channel_image(viewer, layers: Sequence[Any], names: Sequence[str]):
 
 def _split_layer(viewer, layer, names: Sequence[str]):
     """A 4D layer ``(c, k, j, i)`` as Channels (its channels first)."""
-    from napari_vafa._layers import META_HEADER, META_SOURCE, layer_to_volume
+    from napari_vafa._layers import META_HEADER, finite_float_data, layer_to_volume
     from vafa.io.channels import Channels
 
     if layer not in viewer.layers:
         raise ValueError(f"image layer {layer.name!r} was deleted")
-    data = np.array(layer.data, dtype=np.float32, copy=True)
+    data = finite_float_data(layer)
     if data.shape[0] != len(names):
         raise ValueError(
             f"image layer {layer.name!r} has {data.shape[0]} volumes on its first axis (shape "
             f"{data.shape}) but the model takes {len(names)} channels ({', '.join(names)})"
         )
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"image layer {layer.name!r} holds NaN/Inf values")
     meta = dict(layer.metadata or {})
     header = meta.get(META_HEADER)
     if header is not None and len(header.get_data_shape()) != 3:
         header = header.copy()
         header.set_data_shape(data.shape[1:][::-1])
     meta[META_HEADER] = header
-    volumes = []
-    for channel in data:
-        volume = layer_to_volume(channel, meta, layer.scale[1:], layer.translate[1:])
-        volume.source = Path(meta[META_SOURCE]) if meta.get(META_SOURCE) else None
-        volumes.append(volume)
-    return Channels(tuple(volumes), tuple(names), "4d"), np.ascontiguousarray(data[0])
+    volumes = tuple(layer_to_volume(c, meta, layer.scale[1:], layer.translate[1:]) for c in data)
+    return Channels(volumes, tuple(names), "4d"), np.ascontiguousarray(data[0])
 
 
 def _check_grids(volumes, layers, names) -> None:
-    from vafa.io.volume import AFFINE_ATOL, spacing_text
+    from vafa.io.channels import grid_mismatch
 
-    first = volumes[0]
-    for volume, layer, name in zip(volumes[1:], layers[1:], names[1:], strict=True):
-        if volume.shape == first.shape and np.allclose(
-            volume.affine, first.affine, atol=AFFINE_ATOL
-        ):
-            continue
+    called = [f"{layer.name!r} ({name})" for layer, name in zip(layers, names, strict=True)]
+    mismatch = grid_mismatch(volumes, called)
+    if mismatch is not None:
         raise ValueError(
-            f"channel layers on different grids: {layers[0].name!r} ({names[0]}) has shape "
-            f"{first.shape}, spacing {spacing_text(first.spacing)}; {layer.name!r} ({name}) "
-            f"has shape {volume.shape}, spacing {spacing_text(volume.spacing)} (or another "
-            "position): pick layers on one grid"
+            f"channel layers on different grids: {mismatch[1]}: pick layers on one grid"
         )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "channel_volumes",
     "channels_text",
     "each_channel",
+    "grid_mismatch",
     "load_image",
     "save_image",
 ]
@@ -89,15 +90,11 @@ class Channels:
         for v in self.volumes:
             if not isinstance(v, Volume):
                 raise TypeError(f"each channel must be a Volume, got {type(v).__name__}")
-        first = self.volumes[0]
-        for v in self.volumes[1:]:
-            if v.shape != first.shape or not np.allclose(v.affine, first.affine, atol=AFFINE_ATOL):
-                raise ValueError(
-                    f"channels on different grids: {_name(first)} has shape {first.shape}, "
-                    f"spacing {spacing_text(first.spacing)}; {_name(v)} has shape {v.shape}, "
-                    f"spacing {spacing_text(v.spacing)} (or another position): resample them onto "
-                    "one grid"
-                )
+        mismatch = grid_mismatch(self.volumes, [_name(v) for v in self.volumes])
+        if mismatch is not None:
+            raise ValueError(
+                f"channels on different grids: {mismatch[1]}: resample them onto one grid"
+            )
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
         if self.names is not None:
@@ -373,6 +370,25 @@ def _time_step(img: nib.Nifti1Image) -> str | None:
     step = float(img.header["pixdim"][4])
     if unit in (*_TIME_UNITS, "unknown") and step not in (0.0, 1.0) and np.isfinite(step):
         return f"{step:g} {unit}" if unit != "unknown" else f"{step:g}"
+    return None
+
+
+def grid_mismatch(volumes: Sequence[Volume], names: Sequence[str]) -> tuple[int, str] | None:
+    """The first volume off the first one's grid (shape and affine), as ``(index, words)``
+    naming both, or None when all share it. ``names``: how to call each volume in the words."""
+    first = volumes[0]
+    for index, v in enumerate(volumes[1:], 1):
+        if v.shape == first.shape and np.allclose(v.affine, first.affine, atol=AFFINE_ATOL):
+            continue
+        if v.shape == first.shape and np.allclose(v.spacing, first.spacing, atol=AFFINE_ATOL):
+            return (
+                index,
+                f"{names[index]} has the shape and spacing of {names[0]} but another position",
+            )
+        return index, (
+            f"{names[0]} has shape {first.shape}, spacing {spacing_text(first.spacing)}; "
+            f"{names[index]} has shape {v.shape}, spacing {spacing_text(v.spacing)}"
+        )
     return None
 
 

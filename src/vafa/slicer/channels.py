@@ -21,16 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 
-from vafa.io.channels import Channels, channels_text, load_image, save_image
+from vafa.io.channels import Channels, channels_text, grid_mismatch, load_image, save_image
 from vafa.io.volume import (
-    AFFINE_ATOL,
     READ_ERRORS,
     Volume,
     load_volume,
     save_volume,
-    spacing_text,
 )
 from vafa.slicer.modules import EXTRA_CHANNELS, MAX_CHANNELS
 
@@ -170,20 +167,12 @@ def _is_3d(path: Path) -> bool:
 
 
 def _check_grids(names: list[str], volumes: list[Volume]) -> None:
-    first = volumes[0]
-    for name, v in zip(names[1:], volumes[1:], strict=True):
-        if v.shape == first.shape and np.allclose(v.affine, first.affine, atol=AFFINE_ATOL):
-            continue
-        if v.shape == first.shape and np.allclose(v.spacing, first.spacing, atol=AFFINE_ATOL):
-            how = f"{name} has the shape and spacing of {names[0]} but another position"
-        else:
-            how = (
-                f"{name} has shape {v.shape}, spacing {spacing_text(v.spacing)}; {names[0]} has shape "
-                f"{first.shape}, spacing {spacing_text(first.spacing)}"
-            )
+    mismatch = grid_mismatch(volumes, names)
+    if mismatch is not None:
+        name = names[mismatch[0]]
         raise ValueError(
-            f"channels on different grids: {how}: resample {name} onto {names[0]} first (e.g. "
-            "with Resample Scalar/Vector/DWI Volume)"
+            f"channels on different grids: {mismatch[1]}: resample {name} onto {names[0]} first "
+            "(e.g. with Resample Scalar/Vector/DWI Volume)"
         )
 
 
