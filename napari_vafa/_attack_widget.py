@@ -292,8 +292,8 @@ class AttackWidget(CompareAttacks, WorkerWidget):
         labels = None
         if choice is not None and not isinstance(choice, str):
             hint = f"choose labels on the image's grid or '{USE_PREDICTION}'"
-            grid, volume = self.channel_picker.spatial(layer), channel_volumes(image)[0]
-            labels = labels_on_image_grid(self.viewer, choice, grid, volume, hint)
+            volume = channel_volumes(image)[0]
+            labels = labels_on_image_grid(self.viewer, choice, layer, volume, hint)
         return layer, image, data, labels
 
     def _make_job(self):

@@ -10,7 +10,6 @@ the first 3D image layers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container
@@ -154,15 +153,6 @@ class ChannelPicker:
         files = [None if v.source is None else str(v.source) for v in image.volumes]
         sources = [source_of(layer, file) for layer, file in zip(layers, files, strict=True)]
         return sources, list(self.names)
-
-    @staticmethod
-    def spatial(layer):
-        """What labels are checked against: ``layer``, or a 4D layer's first channel (its
-        name, data, scale and translate without the channel axis)."""
-        if getattr(layer, "ndim", 3) != 4:
-            return layer
-        return SimpleNamespace(name=layer.name, data=layer.data[0],
-                               scale=tuple(layer.scale)[1:], translate=tuple(layer.translate)[1:])  # fmt: skip
 
     def image(self):
         """``(layer, image, data)``: the first channel's layer, the

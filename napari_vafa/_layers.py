@@ -55,7 +55,8 @@ def layer_to_volume(data: Any, metadata: dict | None, scale=None, translate=None
     """Inverse of :func:`volume_to_layer_data`: ``(k, j, i)`` data → Volume on its grid.
 
     Uses the affine and header in ``metadata`` when present (exact round trip), else builds a
-    diagonal affine from the layer's ``scale`` ``(dz, dy, dx)`` and ``translate``.
+    diagonal affine from the layer's ``scale`` ``(dz, dy, dx)`` and ``translate``; ``source`` is
+    the file the layer was read from (so that nothing overwrites it), if any.
 
     Raises:
         ValueError: data that is not a 3D scalar volume.
@@ -76,7 +77,20 @@ def layer_to_volume(data: Any, metadata: dict | None, scale=None, translate=None
         np.asarray(affine, dtype=float),
         header=metadata.get(META_HEADER),
         original_dtype=array.dtype,
+        source=metadata.get(META_SOURCE) or None,
     )
+
+
+def finite_float_data(layer) -> np.ndarray:
+    """A float32 copy of ``layer.data``.
+
+    Raises:
+        ValueError: NaN/Inf values (naming the layer).
+    """
+    data = np.array(layer.data, dtype=np.float32, copy=True)
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"image layer {layer.name!r} holds NaN/Inf values")
+    return data
 
 
 def derived_kwargs(source_layer, name: str, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,7 +65,7 @@ def image_layer_volume(viewer, layer, purpose: str) -> tuple[Volume, np.ndarray]
     Raises:
         ValueError: no layer, a layer not in the viewer, a 2D/4D/RGB/multiscale layer, NaN/Inf.
     """
-    from napari_vafa._layers import META_SOURCE, layer_to_volume
+    from napari_vafa._layers import finite_float_data, layer_to_volume
 
     if layer is None or layer not in viewer.layers:
         raise ValueError(
@@ -79,14 +78,8 @@ def image_layer_volume(viewer, layer, purpose: str) -> tuple[Volume, np.ndarray]
             f"image layer {layer.name!r} is {kind} layer; {purpose} needs a 3D single-channel "
             f"volume, got data of shape {tuple(np.shape(layer.data))}"
         )
-    data = np.array(layer.data, dtype=np.float32, copy=True)
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"image layer {layer.name!r} holds NaN/Inf values")
-    volume = layer_to_volume(data, layer.metadata, layer.scale, layer.translate)
-    source = (layer.metadata or {}).get(META_SOURCE)
-    if source:
-        volume.source = Path(source)
-    return volume, data
+    data = finite_float_data(layer)
+    return layer_to_volume(data, layer.metadata, layer.scale, layer.translate), data
 
 
 def layer_choices(viewer, kind: str, exclude=None) -> list[tuple[str, Any]]:
@@ -103,7 +96,8 @@ def layer_choices(viewer, kind: str, exclude=None) -> list[tuple[str, Any]]:
 
 
 def labels_on_image_grid(viewer, labels, image_layer, image: Volume, hint: str) -> Volume:
-    """The labels layer as a Volume on ``image``'s grid (its own dtype kept).
+    """The labels layer as a Volume on ``image``'s grid (its own dtype kept). A 4D image layer
+    (channels first) is compared by its last three axes.
 
     Raises:
         ValueError: the layer was deleted, or its shape/scale/translate differ from the
@@ -112,18 +106,20 @@ def labels_on_image_grid(viewer, labels, image_layer, image: Volume, hint: str) 
     if labels not in viewer.layers:
         raise ValueError(f"labels layer {labels.name!r} was deleted")
     shape = tuple(np.shape(labels.data))
-    if shape != tuple(np.shape(image_layer.data)):
+    grid_shape = tuple(np.shape(image_layer.data))[-3:]
+    if shape != grid_shape:
         raise ValueError(
             f"labels layer {labels.name!r} has shape {shape} but image layer "
-            f"{image_layer.name!r} has shape {tuple(np.shape(image_layer.data))}; {hint}"
+            f"{image_layer.name!r} has shape {grid_shape}; {hint}"
         )
+    scale = tuple(image_layer.scale)[-3:]
     if not (
-        np.allclose(labels.scale, image_layer.scale)
-        and np.allclose(labels.translate, image_layer.translate)
+        np.allclose(labels.scale, scale)
+        and np.allclose(labels.translate, tuple(image_layer.translate)[-3:])
     ):
         raise ValueError(
             f"labels layer {labels.name!r} (scale {tuple(labels.scale)}) is not on the grid of "
-            f"image layer {image_layer.name!r} (scale {tuple(image_layer.scale)})"
+            f"image layer {image_layer.name!r} (scale {scale})"
         )
     values = np.asarray(labels.data)
     return image.with_array(np.transpose(values, (2, 1, 0)).astype(np.float32), dtype=values.dtype)

