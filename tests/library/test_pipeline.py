@@ -109,7 +109,7 @@ def test_labels_errors_name_the_file(card):
     with pytest.raises(ValueError, match=r"lab\.nii\.gz holds class 3 .* 3 classes"):
         labels_to_model_space(bad, mi)
     small = Volume(np.zeros((4, 4, 4), np.float32), image.affine)
-    with pytest.raises(ValueError, match="must have the image's shape"):
+    with pytest.raises(ValueError, match="is not on the image's grid: it has shape"):
         labels_to_model_space(small, mi)
     shifted = Volume(labels.array, grid_affine((3.0, 3.0, 3.0)))
     with pytest.raises(ValueError, match="affine"):
@@ -267,7 +267,7 @@ def test_evaluate_same_keys_and_numbers(model, card, outcome):
 def test_evaluate_rejects_adversarial_on_another_grid(model, card):
     image, _ = _ct()
     other, _ = _ct(shape=(16, 16, 16))
-    with pytest.raises(ValueError, match="adversarial must be on the image's grid"):
+    with pytest.raises(ValueError, match=r"adversarial is not on the image's grid: it has shape \(16, 16, 16\)"):
         evaluate(model, card, image, None, other)
 
 

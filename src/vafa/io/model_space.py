@@ -20,7 +20,14 @@ import torch
 from vafa.io.channels import Channels, channel_volumes, channels_text, each_channel
 from vafa.io.intensity import ChannelWindows, CTWindow, fit_windows
 from vafa.io.models import ModelCard
-from vafa.io.volume import Volume, load_labels, resample_like, resample_to, spacing_text
+from vafa.io.volume import (
+    AFFINE_ATOL,
+    Volume,
+    load_labels,
+    resample_like,
+    resample_to,
+    spacing_text,
+)
 
 __all__ = [
     "ModelInput",
@@ -144,22 +151,13 @@ def labels_to_model_space(labels: Volume, model_input: ModelInput) -> torch.Tens
     if not isinstance(labels, Volume):
         raise TypeError(f"labels must be a vafa.io.volume.Volume, got {type(labels).__name__}")
     name = str(labels.source) if labels.source is not None else "labels"
-    source, card = model_input.source, model_input.card
-    if labels.shape != source.shape:
-        raise ValueError(f"{name} must have the image's shape {source.shape}, got {labels.shape}")
-    if not np.allclose(labels.affine, source.affine, atol=1e-3):
-        raise ValueError(
-            f"{name} must have the image's affine {source.affine.tolist()}, got "
-            f"{labels.affine.tolist()}"
-        )
+    card = model_input.card
+    _check_on_image_grid(labels, model_input, name)
     check_label_classes(labels, card, name)
-    if model_input.resampled:
-        grid = model_input.grid
-        labels = resample_to(
-            labels, spacing=card.spacing, orientation=card.orientation, mode="nearest"
-        )
-        if labels.shape != grid.shape or not np.allclose(labels.affine, grid.affine, atol=1e-3):
-            raise ValueError(f"{name} resampled to shape {labels.shape}, model grid {grid.shape}")
+    labels = _onto_model_grid(
+        labels, model_input, name,
+        lambda v: resample_to(v, spacing=card.spacing, orientation=card.orientation, mode="nearest"),
+    )  # fmt: skip
     return torch.from_numpy(np.rint(labels.array).astype(np.int64))[None, None]
 
 
@@ -223,7 +221,7 @@ def adversarial_model_input(
 
     Raises:
         TypeError: not an image like the clean one (Volume, or Channels of as many channels).
-        ValueError: another grid (both shapes named).
+        ValueError: another grid (the image's shape or affine named).
     """
     image, card = model_input.source, model_input.card
     if type(adversarial) is not type(image) or len(channel_volumes(adversarial)) != len(
@@ -232,22 +230,41 @@ def adversarial_model_input(
         raise TypeError(
             f"adversarial must be an image like the clean one ({image!r}), got {adversarial!r}"
         )
-    if adversarial.shape != image.shape or not np.allclose(
-        adversarial.affine, image.affine, atol=1e-3
-    ):
-        raise ValueError(
-            f"adversarial must be on the image's grid (shape {image.shape}), got shape "
-            f"{adversarial.shape}"
-        )
-    grid = model_input.grid
-    if model_input.resampled:
-        adversarial = each_channel(
-            adversarial, lambda v: resample_to(v, card.spacing, card.orientation)
-        )
-    if adversarial.shape != grid.shape:
-        raise ValueError(f"adversarial resampled to {adversarial.shape}, grid {grid.shape}")
+    _check_on_image_grid(adversarial, model_input, "adversarial")
+    adversarial = _onto_model_grid(
+        adversarial, model_input, "adversarial",
+        lambda image: each_channel(image, lambda v: resample_to(v, card.spacing, card.orientation)),
+    )  # fmt: skip
     array = adversarial.array
-    return grid.with_array(array), model_input.batch(model_input.mapping.forward(array))
+    return model_input.grid.with_array(array), model_input.batch(model_input.mapping.forward(array))
+
+
+def _check_on_image_grid(image: Volume | Channels, model_input: ModelInput, name: str) -> None:
+    """ValueError (naming ``name``) unless ``image`` is on the clean image's grid (shape, and
+    affine within :data:`~vafa.io.volume.AFFINE_ATOL`)."""
+    source = model_input.source
+    if image.shape != source.shape:
+        raise ValueError(
+            f"{name} is not on the image's grid: it has shape {image.shape}, the image "
+            f"{source.shape}"
+        )
+    if not np.allclose(image.affine, source.affine, atol=AFFINE_ATOL):
+        raise ValueError(
+            f"{name} is not on the image's grid: its affine is {image.affine.tolist()}, the "
+            f"image's {source.affine.tolist()}"
+        )
+
+
+def _onto_model_grid(image, model_input: ModelInput, name: str, resample):
+    """``image`` (on the clean image's grid) brought onto the model grid by ``resample`` when
+    the clean image was resampled; ValueError if that does not land on the model grid."""
+    if not model_input.resampled:
+        return image
+    grid = model_input.grid
+    image = resample(image)
+    if image.shape != grid.shape or not np.allclose(image.affine, grid.affine, atol=AFFINE_ATOL):
+        raise ValueError(f"{name} resampled to shape {image.shape}, model grid {grid.shape}")
+    return image
 
 
 def _as_grid_array(value, shape: tuple[int, ...], name: str = "tensor01") -> np.ndarray:
