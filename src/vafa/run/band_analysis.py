@@ -31,7 +31,6 @@ gives this baseline.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -236,6 +235,7 @@ def analyse_bands(
     inference: Inference | None = None,
     callback: Callable[[str], bool | None] | None = None,
     heads: Heads | None = None,
+    channel_names: Sequence[str] = (),
 ) -> BandAnalysis:
     """Energy per band of ``adversarial01 − clean01`` (and per channel) and the model's Dice
     per band.
@@ -254,6 +254,7 @@ def analyse_bands(
             returning False stops (the rows keep their energies, ``dice_fg`` None).
         heads: how the outputs are read (``card.heads()``; None: softmax classes); with
             sigmoid regions, ``reference`` is a label map turned into region masks.
+        channel_names: the input channels' names (``card.channel_names``), kept in the result.
 
     Returns:
         :class:`BandAnalysis`.
@@ -294,7 +295,7 @@ def analyse_bands(
             dice[band] = dice_fg(predict((clean + parts[band]).clamp(0.0, 1.0)))
     kind = "clean_prediction" if reference is None else "labels"
     rows = _rows(by_channel, sizes, dice, clean_dice)
-    return BandAnalysis(rows, sizes, clean_dice, kind, cancelled)
+    return BandAnalysis(rows, sizes, clean_dice, kind, cancelled, tuple(channel_names))
 
 
 def _rows(by_channel, sizes, dice, clean_dice) -> tuple[BandRow, ...]:
@@ -332,21 +333,10 @@ def analyse_outcome(
     if outcome.adversarial01 is None:
         raise ValueError("the outcome holds no model-space adversarial (adversarial01 is None)")
     model_input = outcome.model_input
-    card = model_input.card
     reference = None if labels is None else labels_to_model_space(labels, model_input)
-    analysis = analyse_bands(
-        model,
-        model_input.tensor,
-        outcome.adversarial01,
-        reference,
-        num_classes=card.out_channels,
-        roi_size=card.roi_size,
-        block_size=block_size,
-        inference=card.inference,
-        callback=callback,
-        heads=card.heads(),
+    return _analyse_for_card(
+        model, model_input, outcome.adversarial01, reference, block_size, callback
     )
-    return dataclasses.replace(analysis, channel_names=tuple(card.channel_names))
 
 
 def analyse_volumes(
@@ -370,7 +360,14 @@ def analyse_volumes(
     model_input = to_model_space(image, card)
     _, adversarial01 = adversarial_model_input(adversarial, model_input)
     reference = None if labels is None else labels_to_model_space(labels, model_input)
-    analysis = analyse_bands(
+    return _analyse_for_card(model, model_input, adversarial01, reference, block_size, callback)
+
+
+def _analyse_for_card(model, model_input, adversarial01, reference, block_size, callback):
+    """:func:`analyse_bands` of ``model_input.tensor`` and ``adversarial01`` with what the
+    model's card says (classes, roi, inference, heads, channel names)."""
+    card = model_input.card
+    return analyse_bands(
         model,
         model_input.tensor,
         adversarial01,
@@ -381,8 +378,8 @@ def analyse_volumes(
         inference=card.inference,
         callback=callback,
         heads=card.heads(),
+        channel_names=card.channel_names or (),
     )
-    return dataclasses.replace(analysis, channel_names=tuple(card.channel_names))
 
 
 def _check_pair(clean01, adversarial01, reference) -> None:
