@@ -326,6 +326,21 @@ def test_missing_datalist_files_are_listed_before_training(card, tmp_path):
         read_datalist(path)
 
 
+def test_validation_cases_of_other_channels_are_named_by_their_split(card, tmp_path):
+    ok = write_case(tmp_path, "ok", seed=0)
+    two = {"image": [ok["image"], ok["image"]], "label": ok["label"]}
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": [ok, ok], "validation": [two, two]}))
+    with pytest.raises(
+        ValueError,
+        match=r"training case 0 is one file but validation case 0 is a list of 2 channel files",
+    ):
+        read_datalist(path)
+    path.write_text(json.dumps({"training": [ok, ok], "validation": [ok, two]}))  # within a split
+    with pytest.raises(ValueError, match=r": validation case 0 is one file but case 1 is a list"):
+        read_datalist(path)
+
+
 def test_labels_beyond_the_model_outputs_name_the_file(card, tmp_path):
     bad = write_case(tmp_path, "bad", seed=0, max_label=5)
     path = tmp_path / "datalist.json"

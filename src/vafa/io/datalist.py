@@ -73,18 +73,22 @@ def read_split(
     return cases
 
 
-def check_same_kind(images: Sequence[ImagePaths], what: str) -> None:
+def check_same_kind(
+    images: Sequence[ImagePaths], what: str, names: Sequence[str] | None = None
+) -> None:
     """Every image is one file, or every one a list of as many channel files; else one line
-    naming the first that differs from the first (``what``: e.g. ``"datalist d.json: training"``).
+    naming the first that differs from the first (``what``: e.g. ``"datalist d.json:
+    training"``; ``names``: how to call each case, default ``"case <n>"``).
 
     Raises:
         ValueError: images of different kinds.
     """
+    names = [f"case {n}" for n in range(len(images))] if names is None else list(names)
     kinds = [_kind(image) for image in images]
     for n, kind in enumerate(kinds):
         if kind != kinds[0]:
             raise ValueError(
-                f"{what} case 0 is {_kind_text(images[0])} but case {n} is "
+                f"{what} {names[0]} is {_kind_text(images[0])} but {names[n]} is "
                 f"{_kind_text(images[n])}: the cases of a datalist must have the same channels"
             )
 

@@ -147,7 +147,8 @@ def read_datalist(path: str | os.PathLike) -> dict[str, list[tuple[ImagePaths, P
     if isinstance(doc, dict) and doc.get("validation"):
         out["validation"] = read_split(path, "validation", labels=True)
     images = [image for pairs in out.values() for image, _ in pairs]
-    check_same_kind(images, f"datalist {path}: training then validation,")
+    names = [f"{split} case {n}" for split, pairs in out.items() for n in range(len(pairs))]
+    check_same_kind(images, f"datalist {path}:", names)
     missing = [str(p) for pairs in out.values() for image, label in pairs
                for p in (*image_files(image), label) if not p.is_file()]  # fmt: skip
     if missing:
