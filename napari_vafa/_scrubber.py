@@ -33,8 +33,11 @@ class ScrubSource:
     Attributes:
         name: what ran ("lens", "run"), for the info line.
         history: its iterates.
-        mapping: the model's intensity mapping (fitted), to bring [0, 1] back to file units.
-        clean_units: the clean image where the history lives, ``(i, j, k)`` file units.
+        mapping: the model's intensity mapping (fitted), to bring [0, 1] back to file units:
+            a :class:`~vafa.io.intensity.ChannelWindows` shows every channel, a single window
+            the first.
+        clean_units: the clean image where the history lives, ``(i, j, k)`` file units
+            (``(C, i, j, k)`` with a ChannelWindows mapping).
         layers: ``{key: layer}`` the layers to rewrite (keys of :data:`SCRUBBED`).
         result: the run's own layer data by key (shown at the returned position).
         returned: the slider position of the returned iterate.
@@ -121,25 +124,27 @@ class Scrubber:
         self._mark(None)
 
     def frames(self, step: int) -> dict[str, np.ndarray]:
-        """Layer data of ``step`` (``(k, j, i)``, file units) for the keys of the run."""
+        """Layer data of ``step`` (``(k, j, i)``, file units) for the keys of the run: every
+        channel the source shows (:func:`~napari_vafa._channels.channel_key`)."""
+        from napari_vafa._channels import channel_key, split_key
+
         source = self.source
         if source is None:
             return {}
         if step == source.returned:
-            return {k: v for k, v in source.result.items() if k in SCRUBBED}
+            return {k: v for k, v in source.result.items() if split_key(k)[0] in SCRUBBED}
         kept = source.history.at(step)
-        clean = source.clean_units
-        adversarial = source.mapping.inverse(kept.adversarial[0], clean).astype(np.float32)
-        out = {
-            "adversarial": _kji(adversarial),
-            "perturbation": _kji(adversarial - clean),
-        }
+        out = {}
+        for c, (window, clean) in enumerate(_shown_channels(source)):
+            adversarial = window.inverse(kept.adversarial[c], clean).astype(np.float32)
+            out[channel_key("adversarial", c)] = _kji(adversarial)
+            out[channel_key("perturbation", c)] = _kji(adversarial - clean)
+            if "q_table" in source.result:
+                q = kept.q_table[c] if kept.q_table is not None else np.zeros(clean.shape)
+                out[channel_key("q_table", c)] = _kji(q).astype(np.float32, copy=False)
         if kept.prediction is not None:
             dtype = source.result.get("adversarial_prediction", kept.prediction).dtype
             out["adversarial_prediction"] = _kji(kept.prediction).astype(dtype, copy=False)
-        if "q_table" in source.result:
-            q = kept.q_table[0] if kept.q_table is not None else np.zeros(clean.shape)
-            out["q_table"] = _kji(q).astype(np.float32, copy=False)
         return out
 
     def _show(self, step: int) -> None:
@@ -185,6 +190,15 @@ class Scrubber:
         if history.stride > 1:
             text += f" (every {history.stride}th step kept)"
         self.info.value = text
+
+
+def _shown_channels(source: ScrubSource):
+    """``(window, clean (i, j, k) file units)`` of each channel the source shows: every
+    channel of a :class:`~vafa.io.intensity.ChannelWindows` mapping, else the one."""
+    windows = getattr(source.mapping, "windows", None)
+    if windows is None:
+        return [(source.mapping, source.clean_units)]
+    return list(zip(windows, source.clean_units, strict=True))
 
 
 def _kji(array: np.ndarray) -> np.ndarray:

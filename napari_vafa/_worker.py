@@ -334,7 +334,7 @@ class _Previewer:
 
     Only when the image is already on the model's grid (no resampling): the tile then maps
     voxel for voxel onto the image layer. A multi-channel image previews its channel 0 (the
-    "adversarial" layer) and keeps no step history (the scrubber takes one channel).
+    "adversarial" layer); its step history holds every channel.
     """
 
     def __init__(
@@ -349,6 +349,7 @@ class _Previewer:
         self.last = -np.inf
         self.enabled = _same_grid(image, card)
         self.channels = isinstance(image, Channels)
+        self.intensity = card.intensity
         self.merge = card.heads().merge  # what the scrubber shows: one class map per step
         if self.enabled:  # the attack's pieces: the card's tiles, or the ``whole`` volume
             self.roi = tuple(image.shape) if whole else tuple(card.roi_size)
@@ -358,15 +359,17 @@ class _Previewer:
             self.mapping = fit_windows(card.intensity, self.shown, False)
 
     def history(self, attack: str, steps: int) -> StepHistory | None:
-        """A step history of the run on the image's grid (None: the image is resampled, or
-        has several channels)."""
+        """A step history of the run on the image's grid, every channel (None: the image is
+        resampled for the model)."""
         import torch
 
+        from vafa.io.intensity import fit_windows
         from vafa.run.history import StepHistory
 
-        if not self.enabled or self.channels:
+        if not self.enabled:
             return None
-        clean01 = torch.from_numpy(self.mapping.forward(self.image.array))[None, None]
+        array = self.image.array if self.channels else self.image.array[None]  # [C, I, J, K]
+        clean01 = torch.from_numpy(fit_windows(self.intensity, array, True).forward(array))[None]
         return StepHistory(
             clean01, steps, tiles=self.tiles, roi=self.roi, with_tables=attack.startswith("vafa"),
             merge=self.merge,

@@ -22,6 +22,8 @@ from factories import (
     write_mri_case,
 )
 
+from vafa.io.intensity import fit_windows
+
 PLUGIN, WIDGET = "napari-vafa", "VAFA attack"
 NAMES = ["T1c", "T1", "T2", "FLAIR"]
 PERCENTILE = {"type": "percentile", "p_low": 1.0, "p_high": 99.0}
@@ -92,6 +94,34 @@ def test_a_4d_nifti_opens_as_channels_and_is_attacked_channel_by_channel(
     metrics = widget.last_outcome.metrics
     assert metrics.dice_fg.adversarial < metrics.dice_fg.clean
     assert "Dice" in widget.status.value and "done" in widget.status.value
+
+    # the step scrubber replays every channel: a step from the run's history (kept in
+    # float16), each channel through its own window (the library's, fitted per channel) over
+    # nibabel's reading of the file; the returned step gives the result layers back
+    scrubber = widget.scrubber
+    assert scrubber.slider.enabled and scrubber.slider.max == 4
+    returned = {key: results[key].data.copy() for key in keys}
+    windows = fit_windows(
+        to_card(widget).intensity, reference.get_fdata(dtype=np.float32).transpose(3, 0, 1, 2), True
+    )
+    step = next(s for s in (1, 2, 3, 4) if s != scrubber.source.returned)
+    kept = scrubber.source.history.at(step)
+    scrubber.slider.value = step
+    for c, key in enumerate(keys):
+        clean = reference.get_fdata(dtype=np.float32)[..., c]
+        window = windows.windows[c]
+        f16 = (window.a_max - window.a_min) * 2.0**-10
+        expected = window.inverse(kept.adversarial[c], clean).T
+        np.testing.assert_allclose(results[key].data, expected, atol=f16)
+        assert not np.allclose(results[key].data, returned[key]), c  # not the returned step
+        np.testing.assert_allclose(
+            results[key.replace("adversarial", "perturbation")].data, expected - clean.T,
+            atol=f16,
+        )  # fmt: skip
+    assert f"run step {step}/4" in scrubber.info.value
+    scrubber.slider.value = scrubber.source.returned
+    for key in keys:
+        np.testing.assert_array_equal(results[key].data, returned[key])
 
     # the compare view: channel 0 (the source and its adversarial), then the view back
     assert widget.compare_view.enabled
@@ -223,9 +253,11 @@ def test_the_live_lens_attacks_every_channel_and_shows_the_first(
     iio.imwrite(LENS_SCREENSHOT, shot)
 
 
+def to_card(widget):
+    """The card of the widget's cached model."""
+    return widget._cache.get(widget.model_picker.spec())[1]
+
+
 def to_model_window(image, widget):
     """Channel 0's fitted window, as the library fits the card's intensity per channel."""
-    from vafa.io.intensity import fit_windows
-
-    _, card = widget._cache.get(widget.model_picker.spec())
-    return fit_windows(card.intensity, image.array, True).windows[0]
+    return fit_windows(to_card(widget).intensity, image.array, True).windows[0]
