@@ -120,15 +120,12 @@ class _IndexDiceCE(torch.autograd.Function):
         lambda_dice, lambda_ce, smooth_nr, smooth_dr = weights
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
         b, k = z.shape[:2]
-        top = z.amax(1, keepdim=True)
-        prob = torch.sub(z, top).exp_()
-        total = prob.sum(1, keepdim=True)
-        prob.div_(total)
-        log_sum = total.log_().add_(top)  # log Σ exp z, [B, 1, …]
+        log_prob = F.log_softmax(z, dim=1)
         flat = index.reshape(b, -1)
-        nll = log_sum.reshape(b, -1).sub_(z.gather(1, index).reshape(b, -1))  # −log p_t
-        ce = nll.mean(1)
-        p_t = nll.neg_().exp_()
+        log_p_t = log_prob.gather(1, index).reshape(b, -1)
+        ce = -log_p_t.mean(1)
+        prob = log_prob.exp_()  # softmax, in place of its log
+        p_t = log_p_t.exp_()
         inter = p_t.new_zeros(b, k).scatter_add_(1, flat, p_t)
         counts = p_t.new_zeros(b, k).scatter_add_(1, flat, p_t.new_ones(1).expand_as(p_t))
         flat_prob = prob.reshape(b, k, 1, -1)
