@@ -27,13 +27,13 @@ slicer_core = pytest.importorskip("slicer_core")
 NAMES = ["T1c", "T1", "T2", "FLAIR"]
 EXTRA = (2, 3, 4)
 QUICK = {"steps": 2, "q_max": 20, "block_size": 8, "seed": 0, "device": "cpu"}
+PERCENTILE = {"type": "percentile", "p_low": 1.0, "p_high": 99.0}
 
 
 @pytest.fixture(scope="module")
 def four_channel_weights(tmp_path_factory):
     """A tiny 4-channel UNet (random weights) with its card, percentile intensity per channel."""
-    card = tiny_card(in_channels=4, channel_names=NAMES,
-                     intensity={"type": "percentile", "p_low": 1.0, "p_high": 99.0})  # fmt: skip
+    card = tiny_card(in_channels=4, channel_names=NAMES, intensity=PERCENTILE)
     return save_tiny_model(tmp_path_factory.mktemp("mri") / "mri.safetensors", card=card)
 
 
@@ -99,6 +99,41 @@ def test_attack_and_evaluate_modules_on_four_separate_channels(
     assert 0 < evaluated["ssim"] <= 1
 
 
+@pytest.mark.slow
+def test_attack_module_writes_every_channels_dct_pictures_and_q_table(
+    installed_modules, four_channel_weights, tmp_path
+):
+    """A multi-channel model's DCT pictures and quantization tables: one scalar volume per
+    channel on the input's grid (read by Slicer's reader); each channel's clean picture is the
+    block DCT of that channel in its own fitted window."""
+    from vafa.io.intensity import mapping_from_dict
+    from vafa.report.figures import dct_log_magnitude
+
+    files = _channel_files(tmp_path)
+    out = {**_per_channel(tmp_path, "dct_clean"), **_per_channel(tmp_path, "dct_adversarial"),
+           **_per_channel(tmp_path, "q_table")}  # fmt: skip
+    values = {**_inputs(files), "model": "file", "weights": four_channel_weights, **QUICK, **out}
+    done, _, _ = run_module(installed_modules, "VAFAAttack", values, tmp_path)
+    assert done.returncode == 0, done.stderr
+    reference, _ = read_with_slicer(files[0], label=False)
+    tables = []
+    for c, source in enumerate(files, start=1):
+        suffix = c if c > 1 else ""
+        for base in ("dct_clean", "dct_adversarial", "q_table"):
+            ijk_to_ras, scalar = read_with_slicer(out[f"{base}{suffix}"], label=False)
+            np.testing.assert_allclose(ijk_to_ras, reference, atol=1e-4)  # the input grid
+            assert scalar == "float"
+        original = nib.load(source).get_fdata(dtype=np.float32)
+        clean01 = mapping_from_dict(PERCENTILE).fit(original).forward(original)
+        clean = nib.load(out[f"dct_clean{suffix}"]).get_fdata()
+        np.testing.assert_allclose(clean, dct_log_magnitude(clean01, 8), atol=1e-4)
+        assert not np.allclose(nib.load(out[f"dct_adversarial{suffix}"]).get_fdata(), clean)
+        q = nib.load(out[f"q_table{suffix}"]).get_fdata()
+        assert q.min() >= 0 and q.max() <= 20 and (q >= 5).mean() > 0.5  # q_min 5, q_max 20
+        tables.append(q)
+    assert not all(np.array_equal(tables[0], q) for q in tables[1:])  # one table per channel
+
+
 def _write_as_slicer_vector(arrays: list[np.ndarray], path) -> None:
     """Write the channels as Slicer writes a vector volume node for a CLI module."""
     import vtk
@@ -140,11 +175,15 @@ def _read_vector_with_slicer(path) -> tuple[np.ndarray, np.ndarray]:
 def test_attack_module_takes_a_vector_volume_from_a_script(
     installed_modules, four_channel_weights, tmp_path
 ):
+    from vafa.io.intensity import mapping_from_dict
+    from vafa.report.figures import dct_log_magnitude
+
     arrays, _ = mri_case(1)
     vector = tmp_path / "vEcToR.nii.gz"
     _write_as_slicer_vector(arrays, vector)
     assert nib.load(vector).shape == (*arrays[0].shape, 1, 4)  # Slicer's layout: (I, J, K, 1, C)
-    out = {"adversarial": tmp_path / "adv.nii.gz", "perturbation": tmp_path / "pert.nii.gz"}
+    out = {"adversarial": tmp_path / "adv.nii.gz", "perturbation": tmp_path / "pert.nii.gz",
+           "dct_clean": tmp_path / "dct.nii.gz"}  # fmt: skip
     values = {"input": vector, "model": "file", "weights": four_channel_weights, **QUICK, **out}
     done, _, _ = run_module(installed_modules, "VAFAAttack", values, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -157,6 +196,10 @@ def test_attack_module_takes_a_vector_volume_from_a_script(
         _check_changed_in_own_units(adversarial[c], original[c])
     _, perturbation = _read_vector_with_slicer(out["perturbation"])
     np.testing.assert_allclose(perturbation, adversarial - original, atol=1e-2)
+    _, pictures = _read_vector_with_slicer(out["dct_clean"])  # one vector volume, as the input
+    for c in range(4):
+        clean01 = mapping_from_dict(PERCENTILE).fit(original[c]).forward(original[c])
+        np.testing.assert_allclose(pictures[c], dct_log_magnitude(clean01, 8), atol=1e-4)
 
 
 def _run_here(modules, name: str, values: dict, tmp, capsys):
@@ -204,14 +247,8 @@ def test_channel_count_and_grids_that_do_not_fit_end_with_one_line(
     done, _ = _run_here(installed_modules, "VAFAAttack", values, tmp_path, capsys)
     _refused(done, "different grids", "channel3")
 
-    values = {**_inputs(files), **model, "adversarial": out["adversarial"],
-              "q_table": tmp_path / "q.nii.gz"}  # fmt: skip
-    done, _ = _run_here(installed_modules, "VAFAAttack", values, tmp_path, capsys)
-    _refused(done, "q_table", "single-channel")
-
     values = {**_inputs(files), **model, "adversarial2": files[1]}  # the evaluate module too
     done, returned = _run_here(installed_modules, "VAFAEvaluate", values, tmp_path, capsys)
     _refused(done, "adversarial2", "adversarial")
     assert returned == {} and not (tmp_path / "ret.params").exists()
     assert not any(path.exists() for path in out.values())
-    assert not (tmp_path / "q.nii.gz").exists()

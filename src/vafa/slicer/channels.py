@@ -29,20 +29,15 @@ from vafa.io.volume import (
     load_volume,
     save_volume,
 )
-from vafa.slicer.modules import EXTRA_CHANNELS, MAX_CHANNELS
+from vafa.slicer.modules import CHANNEL_OUTPUTS, DCT_PICTURES, EXTRA_CHANNELS, MAX_CHANNELS
 
 __all__ = [
-    "CHANNEL_OUTPUTS",
     "channel_names",
     "channel_writers",
     "check_channel_outputs",
     "load_channels",
+    "split_output",
 ]
-
-#: Attack outputs written per channel (``adversarial2``…: channels 2… of a multi-channel model).
-CHANNEL_OUTPUTS = ("adversarial", "perturbation")
-#: Outputs that exist for single-channel models only (one DCT picture, one q table).
-SINGLE_CHANNEL_OUTPUTS = ("dct_clean", "dct_adversarial", "q_table")
 
 
 def channel_names(first: str, prefix: str) -> list[str]:
@@ -102,19 +97,14 @@ def load_channels(args, card, first: str, prefix: str) -> Volume | Channels | No
 
 def check_channel_outputs(image: Volume | Channels, outputs: Sequence[str], card) -> None:
     """Refuse outputs that do not fit the image: channel outputs beyond the model's channels,
-    per-channel outputs of a vector input, single-channel pictures of a multi-channel model.
+    per-channel outputs of a vector input.
 
     Raises:
         ValueError: the first output that does not fit (one line, before anything runs).
     """
     count = len(image) if isinstance(image, Channels) else 1
     for name in outputs:
-        base, channel = _split(name)
-        if base in SINGLE_CHANNEL_OUTPUTS and count > 1:
-            raise ValueError(
-                f"{name}: written for single-channel models only, but "
-                f"{channels_text(count, card.channel_names)} (leave it empty)"
-            )
+        base, channel = split_output(name)
         if base not in CHANNEL_OUTPUTS or channel == 1:
             continue
         if isinstance(image, Channels) and image.layout != "files":
@@ -128,13 +118,19 @@ def check_channel_outputs(image: Volume | Channels, outputs: Sequence[str], card
 
 def channel_writers(outcome, outputs: dict[str, Path]) -> dict[Path, Callable[[Path], Any]]:
     """``{path: write(tmp)}`` of the outputs that are channels of a multi-channel outcome
-    (``adversarial``, ``perturbation2``…): one scalar volume per channel, or one vector volume
-    for a vector input; float32 in each channel's units, on the input's grid."""
+    (``adversarial``, ``perturbation2``, ``dct_clean3``, ``q_table4``…): one scalar volume per
+    channel, or one vector volume for a vector input; float32 (the adversarial volume and the
+    perturbation in each channel's units), on the input's grid."""
     writers: dict[Path, Callable[[Path], Any]] = {}
+    if not isinstance(outcome.adversarial, Channels):
+        return writers
+    pictures: dict[str, Channels] = {}
     for name, path in outputs.items():
-        base, channel = _split(name)
-        image = getattr(outcome, base, None) if base in CHANNEL_OUTPUTS else None
-        if not isinstance(image, Channels):
+        base, channel = split_output(name)
+        if base in DCT_PICTURES and not pictures:
+            pictures = _channel_pictures(outcome)
+        image = pictures[base] if base in DCT_PICTURES else getattr(outcome, base, None)
+        if base not in CHANNEL_OUTPUTS or not isinstance(image, Channels):
             continue
         protect = tuple(outcome.inputs)
         if image.layout == "files":
@@ -151,7 +147,24 @@ def channel_writers(outcome, outputs: dict[str, Path]) -> dict[Path, Callable[[P
 
 
 # ----------------------------------------------------------------------------- helpers
-def _split(name: str) -> tuple[str, int]:
+def _channel_pictures(outcome) -> dict[str, Channels]:
+    """The DCT pictures of every channel of a multi-channel outcome, as Channels on the
+    adversarial image's grid (``{"dct_clean": …, "dct_adversarial": …}``)."""
+    from vafa.report.figures import channel_dct_pictures
+
+    image = outcome.adversarial
+    pairs = channel_dct_pictures(outcome)
+    return {
+        key: Channels(
+            tuple(v.with_array(pair[i]) for v, pair in zip(image.volumes, pairs, strict=True)),
+            image.names,
+            image.layout,
+        )
+        for i, key in enumerate(DCT_PICTURES)
+    }
+
+
+def split_output(name: str) -> tuple[str, int]:
     """``adversarial3`` → ``("adversarial", 3)``; ``adversarial`` → ``("adversarial", 1)``."""
     stem = name.rstrip("0123456789")
     return (stem, int(name[len(stem) :])) if stem != name else (name, 1)

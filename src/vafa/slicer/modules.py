@@ -41,6 +41,10 @@ TRISTATE = ("default", "on", "off")
 #: T1, T2, FLAIR); the input volume is channel 1, channels 2… are further optional volumes.
 MAX_CHANNELS = 4
 EXTRA_CHANNELS = tuple(range(2, MAX_CHANNELS + 1))
+#: The attack module's DCT pictures (:func:`vafa.report.figures.channel_dct_pictures`).
+DCT_PICTURES = ("dct_clean", "dct_adversarial")
+#: Attack outputs written per channel (``adversarial2``…: channels 2… of a multi-channel model).
+CHANNEL_OUTPUTS = ("adversarial", "perturbation", *DCT_PICTURES, "q_table")
 #: Why several scalar volumes rather than one vector volume (the multi-channel group's text).
 CHANNELS_TEXT = (
     "Models that take several co-registered channels (BraTS: T1c, T1, T2, FLAIR; PET + CT): "
@@ -284,6 +288,7 @@ def attack_module() -> Module:
                   "log(1 + |c|) of the block DCT of the input in the model's intensity window: "
                   "every block's coefficients in place of its voxels (lowest frequency at the "
                   "block's first corner), blocks of the attack's size (32 for voxel attacks); "
+                  "a multi-channel model: channel 1 (the others under Multi-channel models); "
                   "empty: not written.", channel="output", image_type="scalar",
                   extensions=NIFTI),
             Param("dct_adversarial", "image", "DCT picture, adversarial",
@@ -299,6 +304,12 @@ def attack_module() -> Module:
     channels = _channel_group((
         ("adversarial", "Adversarial", "The attacked channel {c}, in its own units.", "output"),
         ("perturbation", "Perturbation", "Adversarial minus input, channel {c}.", "output"),
+        ("dct_clean", "DCT picture, clean", "The DCT picture of input channel {c} (as DCT "
+         "picture, clean); empty: not written.", "output"),
+        ("dct_adversarial", "DCT picture, adversarial", "The DCT picture of the adversarial "
+         "channel {c}; empty: not written.", "output"),
+        ("q_table", "Quantization table", "VAFA and VAFA-2D: the learned quantization table "
+         "of channel {c}; empty: not written.", "output"),
     ))  # fmt: skip
     return Module(
         "VAFAAttack",

@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vafa.slicer.modules import EXTRA_CHANNELS, MODULES, TRISTATE, Module
+from vafa.slicer.modules import (
+    CHANNEL_OUTPUTS,
+    DCT_PICTURES,
+    EXTRA_CHANNELS,
+    MODULES,
+    TRISTATE,
+    Module,
+)
 
 __all__ = ["main", "parse"]
 
@@ -25,11 +32,8 @@ _TYPES = {"integer": int, "integer-enumeration": int, "double": float, "float": 
 #: Attack module outputs that are fields of :class:`vafa.run.pipeline.AttackOutcome`.
 ATTACK_OUTPUTS = ("adversarial", "perturbation", "clean_prediction", "adversarial_prediction",
                   "q_table")  # fmt: skip
-#: Outputs of the attack module drawn from the outcome (:func:`vafa.report.figures.dct_pictures`).
-DCT_PICTURES = ("dct_clean", "dct_adversarial")
-#: Channels 2… of the adversarial volume and the perturbation (multi-channel models).
-ATTACK_CHANNEL_OUTPUTS = tuple(f"{name}{c}" for name in ("adversarial", "perturbation")
-                               for c in EXTRA_CHANNELS)  # fmt: skip
+#: Channels 2… of the per-channel outputs (multi-channel models).
+ATTACK_CHANNEL_OUTPUTS = tuple(f"{name}{c}" for name in CHANNEL_OUTPUTS for c in EXTRA_CHANNELS)
 
 
 def parse(module: Module, argv: Sequence[str]) -> argparse.Namespace:
@@ -101,14 +105,15 @@ def run_attack_module(args, progress: Progress) -> dict[str, Any]:
     from vafa.io.model_space import load_model_labels
     from vafa.run.pipeline import iter_run_attack
     from vafa.run.worst_case import WORST_CASE, is_worst_case, iter_worst_case
-    from vafa.slicer.channels import check_channel_outputs, load_channels
+    from vafa.slicer.channels import check_channel_outputs, load_channels, split_output
 
     outputs = _outputs(args, (*ATTACK_OUTPUTS, *DCT_PICTURES, *ATTACK_CHANNEL_OUTPUTS))
     worst = is_worst_case(args.attack)
     classes = [attack_class(m.attack) for m in WORST_CASE] if worst else [attack_class(args.attack)]
-    if "q_table" in outputs and not all(issubclass(c, VAFA) for c in classes):
+    tables = [name for name in outputs if split_output(name)[0] == "q_table"]
+    if tables and not all(issubclass(c, VAFA) for c in classes):
         raise ValueError(
-            f"q_table: only VAFA and VAFA-2D learn a quantization table, not {args.attack} "
+            f"{tables[0]}: only VAFA and VAFA-2D learn a quantization table, not {args.attack} "
             "(leave the output empty)"
         )
     progress.comment("loading the model")
@@ -240,8 +245,9 @@ def _write_attack_outputs(outcome, outputs: dict[str, Path]) -> None:
     from vafa.report.figures import dct_pictures
     from vafa.slicer.channels import channel_writers
 
+    channels = channel_writers(outcome, outputs)  # a multi-channel outcome's channels
     pictures = {}
-    if any(name in outputs for name in DCT_PICTURES):
+    if any(name in DCT_PICTURES and path not in channels for name, path in outputs.items()):
         pictures = dict(zip(DCT_PICTURES, dct_pictures(outcome), strict=True))
 
     def writer(name: str):
@@ -250,7 +256,6 @@ def _write_attack_outputs(outcome, outputs: dict[str, Path]) -> None:
             return lambda tmp: save_volume(volume, tmp, overwrite=True, protect=outcome.inputs)
         return lambda tmp: write_volumes(outcome, {name: tmp}, overwrite=True)
 
-    channels = channel_writers(outcome, outputs)  # a multi-channel outcome's channels
     atomic_write({path: channels.get(path) or writer(name) for name, path in outputs.items()})
 
 
