@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from monai.losses import DiceCELoss as MonaiDiceCE
@@ -138,6 +140,29 @@ def test_dice_ce_of_half_logits_is_computed_in_float32(dtype):
     assert loss.dtype == torch.float32 and grad.dtype == dtype
     torch.testing.assert_close(loss, ref_loss)
     torch.testing.assert_close(grad, ref_grad.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dice_ce_under_a_callers_autocast_is_the_float32_loss(dtype):
+    """MONAI-style loops call the loss inside autocast: its per-class sums (here ~1.3e5, over
+    float16's 65504) must not run in half precision."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 2, 64, 64, 64, generator=g) * 4
+    labels = torch.randint(0, 2, (1, 1, 64, 64, 64), generator=g)
+    expected = DiceCELoss()(logits, labels)
+    with torch.autocast("cpu", dtype=dtype):
+        loss = DiceCELoss()(logits, labels)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_dice_ce_counts_classes_beyond_float32_integers():
+    """A whole CT volume has more than 2**24 voxels of one class; the Dice of equal logits
+    against an all-background map is known in closed form: Dice 0.2 and 1 (absent class),
+    cross-entropy ln 2."""
+    n = 2**24 + 2**20
+    logits = torch.zeros(1, 2, n, 1, 1)
+    labels = torch.zeros(1, 1, n, 1, 1, dtype=torch.long)
+    assert DiceCELoss()(logits, labels).item() == pytest.approx(0.6 + math.log(2), rel=1e-6)
 
 
 def test_ssim_loss_is_one_minus_ssim():

@@ -93,6 +93,8 @@ class DiceCELoss(nn.Module):
             raise ValueError(
                 f"target must match logits {tuple(logits.shape)}, got {tuple(target.shape)}"
             )
+        if logits.dtype in (torch.float16, torch.bfloat16):  # as the class-index path
+            logits = logits.float()
         log_prob = F.log_softmax(logits, dim=1)
         prob = log_prob.exp()
         dims = tuple(range(2, logits.dim()))
@@ -112,7 +114,8 @@ class _IndexDiceCE(torch.autograd.Function):
     Its gradient, with ``a_k = 2λ_d(2I_k + smooth_nr)/(K·D_k²)`` and ``b_k = 2λ_d/(K·D_k)``, is
     ``∂/∂z_k = p_k·(a_k·p_k − Σ_j a_j·p_j² + b_t·p_t + λ_ce/N) − [t=k]·(b_k·p_k + λ_ce/N)``:
     about five passes over ``[B, K, …]`` each way where autograd's log-softmax, gathers and
-    scatters make about twenty. Half-precision logits are computed in float32.
+    scatters make about twenty. Half-precision logits are computed in float32 (also under a
+    caller's autocast), the per-class sums in float64.
     """
 
     @staticmethod
@@ -120,22 +123,25 @@ class _IndexDiceCE(torch.autograd.Function):
         lambda_dice, lambda_ce, smooth_nr, smooth_dr = weights
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
         b, k = z.shape[:2]
-        log_prob = F.log_softmax(z, dim=1)
-        flat = index.reshape(b, -1)
-        log_p_t = log_prob.gather(1, index).reshape(b, -1)
-        ce = -log_p_t.mean(1)
-        prob = log_prob.exp_()  # softmax, in place of its log
-        p_t = log_p_t.exp_()
-        inter = p_t.new_zeros(b, k).scatter_add_(1, flat, p_t)
-        counts = p_t.new_zeros(b, k).scatter_add_(1, flat, p_t.new_ones(1).expand_as(p_t))
-        flat_prob = prob.reshape(b, k, 1, -1)
-        squares = (flat_prob @ flat_prob.transpose(2, 3)).reshape(b, k)
-        denom = squares.add_(counts).add_(smooth_dr)
-        numer = inter.mul_(2.0).add_(smooth_nr)
-        dice = 1.0 - numer / denom
+        with torch.autocast(z.device.type, enabled=False):  # a caller's autocast: not here
+            log_prob = F.log_softmax(z, dim=1)
+            flat = index.reshape(b, -1)
+            log_p_t = log_prob.gather(1, index).reshape(b, -1)
+            ce = -log_p_t.mean(1)
+            prob = log_prob.exp_()  # softmax, in place of its log
+            p_t = log_p_t.exp_()
+            flat_prob = prob.reshape(b, k, 1, -1)
+            squares = (flat_prob @ flat_prob.transpose(2, 3)).reshape(b, k)
+        # per-class sums in float64: float32 counts stop at 2**24 voxels (a whole CT volume)
+        sums = torch.zeros(2, b, k, dtype=torch.float64, device=z.device)
+        sums[0].scatter_add_(1, flat, p_t.double())
+        sums[1].scatter_add_(1, flat, sums.new_ones(1).expand(flat.shape))
+        numer = sums[0].mul_(2.0).add_(smooth_nr)
+        denom = sums[1].add_(squares).add_(smooth_dr)
+        dice = (1.0 - numer / denom).mean(1).to(z.dtype)
         ctx.save_for_backward(prob, index, p_t, numer, denom)
         ctx.weights, ctx.dtype = weights, logits.dtype
-        return lambda_dice * dice.mean(1) + lambda_ce * ce
+        return lambda_dice * dice + lambda_ce * ce
 
     @staticmethod
     @once_differentiable
@@ -143,10 +149,10 @@ class _IndexDiceCE(torch.autograd.Function):
         prob, index, p_t, numer, denom = ctx.saved_tensors
         lambda_dice, lambda_ce, _, _ = ctx.weights
         b, k = prob.shape[:2]
-        g = grad.to(prob.dtype).view(b, 1)
-        a = numer.div(denom * denom).mul_(g * (2.0 * lambda_dice / k))  # [B, K]
-        b_k = denom.reciprocal().mul_(g * (2.0 * lambda_dice / k))
-        ce = g * (lambda_ce / p_t.shape[1])  # [B, 1]
+        g = grad.to(torch.float64).view(b, 1)
+        a = numer.div(denom * denom).mul_(g * (2.0 * lambda_dice / k)).to(prob.dtype)  # [B, K]
+        b_k = denom.reciprocal().mul_(g * (2.0 * lambda_dice / k)).to(prob.dtype)
+        ce = (g * (lambda_ce / p_t.shape[1])).to(prob.dtype)  # [B, 1]
         shape = (b, k) + (1,) * (prob.dim() - 2)
         weighted = prob * a.view(shape)  # a_k·p_k
         flat = index.reshape(b, -1)
