@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_attack_step.py", "bench_tiling.py", "bench_widget.py", "bench_teaching.py"]
+BENCHMARKS = [
+    "bench_attack_step.py",
+    "bench_tiling.py",
+    "bench_widget.py",
+    "bench_teaching.py",
+    "bench_scrubber.py",
+]
 
 
 def main() -> int:
