@@ -29,7 +29,6 @@ from napari_vafa._worker import (
     JobFailed,
     ModelCache,
     ModelSpec,
-    _same_grid,
     load_in_worker,
 )
 
@@ -219,13 +218,14 @@ def run_lens(
     job: LensJob, cancel: threading.Event, cache: ModelCache, planner: LensPlanner
 ) -> Generator[LensProgress, Any, LensDone | JobFailed | JobCancelled]:
     """One lens: yields a :class:`LensProgress` per step, returns the result (never raises)."""
+    from vafa.io.model_space import grid_differs
     from vafa.run.lens import iter_lens, lens_region
     from vafa.run.progress import relay
 
     timings: dict[str, float] = {}
     try:
         model, card = load_in_worker(job.threads, cache.get, job.model, timings)
-        if not _same_grid(job.image, card):
+        if grid_differs(job.image, card):
             spacing = ", ".join(f"{s:g}" for s in card.spacing or ())
             raise ValueError(
                 f"the live lens needs the image on the model's grid ({card.orientation}, "

@@ -340,36 +340,35 @@ class _Previewer:
     def __init__(
         self, image: Volume | Channels, card: ModelCard, interval: float, whole: bool
     ) -> None:
-        from vafa.io.channels import Channels, channel_volumes
+        from vafa.io.channels import channel_volumes
         from vafa.io.intensity import fit_windows
+        from vafa.io.model_space import grid_differs
         from vafa.run.tiles import tile_grid
 
-        self.image = image
         self.interval = interval
         self.last = -np.inf
-        self.enabled = _same_grid(image, card)
-        self.channels = isinstance(image, Channels)
-        self.intensity = card.intensity
+        self.enabled = not grid_differs(image, card)
         self.merge = card.heads().merge  # what the scrubber shows: one class map per step
         if self.enabled:  # the attack's pieces: the card's tiles, or the ``whole`` volume
             self.roi = tuple(image.shape) if whole else tuple(card.roi_size)
             self.tiles = tile_grid(image.shape, self.roi)
-            # what the preview shows: channel 0's values and window
-            self.shown = channel_volumes(image)[0].array
-            self.mapping = fit_windows(card.intensity, self.shown, False)
+            # each channel's values and window, as the run's model input maps them
+            self.arrays = [volume.array for volume in channel_volumes(image)]
+            self.windows = fit_windows(card.intensity, self.arrays, True).windows
+            self.shown, self.mapping = self.arrays[0], self.windows[0]  # what previews show
 
     def history(self, attack: str, steps: int) -> StepHistory | None:
         """A step history of the run on the image's grid, every channel (None: the image is
         resampled for the model)."""
         import torch
 
-        from vafa.io.intensity import fit_windows
         from vafa.run.history import StepHistory
 
         if not self.enabled:
             return None
-        array = self.image.array if self.channels else self.image.array[None]  # [C, I, J, K]
-        clean01 = torch.from_numpy(fit_windows(self.intensity, array, True).forward(array))[None]
+        clean01 = torch.empty((1, len(self.arrays), *self.arrays[0].shape))  # channel by channel
+        for c, (window, array) in enumerate(zip(self.windows, self.arrays, strict=True)):
+            clean01[0, c] = torch.from_numpy(window.forward(array))
         return StepHistory(
             clean01, steps, tiles=self.tiles, roi=self.roi, with_tables=attack.startswith("vafa"),
             merge=self.merge,
@@ -400,12 +399,6 @@ def _steps_of(attack: str, options: dict[str, Any]) -> int:
         return int(options["steps"])
     defaults = {o.name: o.default for o in attack_class(attack).options}
     return int(defaults.get("steps") or 0)
-
-
-def _same_grid(image: Volume | Channels, card: ModelCard) -> bool:
-    if card.orientation is not None and image.orientation != card.orientation:
-        return False
-    return card.spacing is None or bool(np.allclose(image.spacing, card.spacing, atol=1e-3))
 
 
 def _load_model(spec: ModelSpec):

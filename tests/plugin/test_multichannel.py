@@ -118,10 +118,24 @@ def test_a_4d_nifti_opens_as_channels_and_is_attacked_channel_by_channel(
             results[key.replace("adversarial", "perturbation")].data, expected - clean.T,
             atol=f16,
         )  # fmt: skip
+        q_key = key.replace("adversarial", "q_table")  # each channel's own table
+        np.testing.assert_array_equal(results[q_key].data, kept.q_table[c].T)
     assert f"run step {step}/4" in scrubber.info.value
+    scrubber.slider.value = 0  # the clean image: the history starts from each channel's input
+    for c, key in enumerate(keys):
+        clean = reference.get_fdata(dtype=np.float32)[..., c]
+        f16 = (windows.windows[c].a_max - windows.windows[c].a_min) * 2.0**-10
+        np.testing.assert_allclose(results[key].data, clean.T, atol=f16)
     scrubber.slider.value = scrubber.source.returned
-    for key in keys:
+    history = scrubber.source.history.at(scrubber.source.returned)
+    for c, key in enumerate(keys):  # the result layers back, and the history's channel order
         np.testing.assert_array_equal(results[key].data, returned[key])
+        clean = reference.get_fdata(dtype=np.float32)[..., c]
+        window = windows.windows[c]
+        f16 = (window.a_max - window.a_min) * 2.0**-10
+        np.testing.assert_allclose(
+            window.inverse(history.adversarial[c], clean).T, returned[key], atol=f16
+        )
 
     # the compare view: channel 0 (the source and its adversarial), then the view back
     assert widget.compare_view.enabled

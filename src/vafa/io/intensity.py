@@ -36,7 +36,7 @@ from vafa.ops.messages import did_you_mean
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, ClassVar
@@ -419,14 +419,17 @@ class ChannelWindows:
 
 
 def fit_windows(
-    intensity: Mapping[str, Any] | list[Mapping[str, Any]], array: np.ndarray, channels: bool
+    intensity: Mapping[str, Any] | list[Mapping[str, Any]],
+    array: np.ndarray | Sequence[np.ndarray],
+    channels: bool,
 ) -> CTWindow | ChannelWindows:
     """The concrete window(s) of a card's ``intensity`` for ``array``.
 
     Args:
         intensity: one mapping dict (fitted on each channel separately) or one per channel.
-        array: ``[I, J, K]`` (``channels`` False) or ``[C, I, J, K]`` in file units.
-        channels: whether ``array`` has a leading channel axis.
+        array: ``[I, J, K]`` (``channels`` False), or ``[C, I, J, K]`` or a sequence of ``C``
+            ``[I, J, K]`` arrays (no stacked copy needed) in file units.
+        channels: whether ``array`` has a leading channel axis (or is a sequence).
 
     Returns:
         A :class:`CTWindow` for a one-channel array, else :class:`ChannelWindows`.

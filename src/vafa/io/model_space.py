@@ -35,6 +35,7 @@ __all__ = [
     "back_to_source",
     "check_label_classes",
     "from_model_space",
+    "grid_differs",
     "labels_to_model_space",
     "load_model_labels",
     "to_model_space",
@@ -117,7 +118,7 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
         grid = each_channel(
             volume, lambda v: resample_to(v, spacing=card.spacing, orientation=card.orientation)
         )
-    elif _grid_differs(volume, card):
+    elif grid_differs(volume, card):
         warnings.warn(
             f"volume spacing {spacing_text(volume.spacing)} / orientation {volume.orientation} "
             f"differ from the card's {card.spacing} / {card.orientation}; resample=False uses "
@@ -281,10 +282,15 @@ def _as_grid_array(value, shape: tuple[int, ...], name: str = "tensor01") -> np.
     return np.asarray(value, dtype=np.float32)
 
 
-def _grid_differs(volume: Volume, card: ModelCard) -> bool:
+def grid_differs(volume: Volume | Channels, card: ModelCard) -> bool:
+    """Whether :func:`to_model_space` resamples ``volume`` for the card's model: another
+    orientation, or a spacing more than 1e-3 mm off the card's (:func:`~vafa.io.volume.resample_to`'s
+    own test)."""
     if card.orientation is not None and volume.orientation != card.orientation:
         return True
-    return card.spacing is not None and not np.allclose(volume.spacing, card.spacing, atol=1e-3)
+    return card.spacing is not None and not np.allclose(
+        volume.spacing, card.spacing, rtol=0, atol=1e-3
+    )
 
 
 def load_model_labels(path, image: Volume | Channels, card: ModelCard) -> Volume:
