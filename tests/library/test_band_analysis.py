@@ -173,5 +173,8 @@ def test_callback_cancels_between_bands_and_bad_pairs_are_named(trained_model):
         analyse_bands(trained_model, x, x[..., :8, :8, :8], num_classes=3, roi_size=16)
     with pytest.raises(ValueError, match="reference must be a"):
         analyse_bands(trained_model, x, x, torch.zeros(1, 1, 8, 8, 8), num_classes=3, roi_size=16)
+    for names in ("CT", ("CT", "PET")):  # one name per input channel, or none
+        with pytest.raises(ValueError, match="channel_names must name the 1 input channel"):
+            analyse_bands(trained_model, x, x, num_classes=3, roi_size=16, channel_names=names)
     with pytest.raises(ValueError, match="block_size must be 3D"):
         band_energies(x, (8, 8))

@@ -55,6 +55,22 @@ def test_one_file_per_channel_keeps_the_given_order(tmp_path):
         np.testing.assert_array_equal(image.array[c], nib.load(path).get_fdata(dtype=np.float32))
 
 
+def test_channels_off_the_grid_are_named_by_file_name_or_number():
+    """In memory (no file): by the channel's name, else its number; the same shape and
+    spacing elsewhere is "another position or orientation"."""
+    arrays = [np.zeros((8, 8, 8), np.float32), np.ones((8, 8, 8), np.float32)]
+    moved = grid_affine(origin=(0.0, 0.0, 5.0))
+    with pytest.raises(
+        ValueError, match=r"T1 has the shape and spacing of T1c but another position or orientation"
+    ):
+        Channels((Volume(arrays[0], grid_affine()), Volume(arrays[1], moved)), ("T1c", "T1"))
+    small = Volume(np.zeros((4, 4, 4), np.float32), grid_affine())
+    with pytest.raises(
+        ValueError, match=r"channel 1 has shape \(8, 8, 8\).*channel 2 has shape \(4, 4, 4\)"
+    ):
+        Channels((Volume(arrays[0], grid_affine()), small))
+
+
 def test_a_one_channel_model_still_gets_a_volume(tmp_path):
     path = save_nifti(tmp_path / "ct.nii.gz", np.zeros((8, 8, 8), np.float32))
     assert isinstance(load_image(path), Volume)

@@ -267,7 +267,9 @@ def test_evaluate_same_keys_and_numbers(model, card, outcome):
 def test_evaluate_rejects_adversarial_on_another_grid(model, card):
     image, _ = _ct()
     other, _ = _ct(shape=(16, 16, 16))
-    with pytest.raises(ValueError, match=r"adversarial is not on the image's grid: it has shape \(16, 16, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"adversarial is not on the image's grid: it has shape \(16, 16, 16\)"
+    ):
         evaluate(model, card, image, None, other)
 
 

@@ -247,6 +247,11 @@ def test_channel_count_and_grids_that_do_not_fit_end_with_one_line(
     done, _ = _run_here(installed_modules, "VAFAAttack", values, tmp_path, capsys)
     _refused(done, "different grids", "channel3")
 
+    twice = {"adversarial": out["adversarial"], "dct_clean3": out["adversarial"]}
+    done, _ = _run_here(installed_modules, "VAFAAttack", {**_inputs(files), **model, **twice},
+                        tmp_path, capsys)  # fmt: skip
+    _refused(done, "adversarial and dct_clean3 are the same file")
+
     values = {**_inputs(files), **model, "adversarial2": files[1]}  # the evaluate module too
     done, returned = _run_here(installed_modules, "VAFAEvaluate", values, tmp_path, capsys)
     _refused(done, "adversarial2", "adversarial")

@@ -90,19 +90,24 @@ class Channels:
         for v in self.volumes:
             if not isinstance(v, Volume):
                 raise TypeError(f"each channel must be a Volume, got {type(v).__name__}")
-        mismatch = grid_mismatch(self.volumes, [_name(v) for v in self.volumes])
-        if mismatch is not None:
-            raise ValueError(
-                f"channels on different grids: {mismatch[1]}: resample them onto one grid"
-            )
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
         if self.names is not None:
             self.names = tuple(self.names)
             if len(self.names) != len(self.volumes):
                 raise ValueError(
                     f"{len(self.names)} channel names for {len(self.volumes)} channels"
                 )
+        called = [  # the file, else the channel's name or number
+            str(v.source) if v.source is not None
+            else self.names[i] if self.names is not None else f"channel {i + 1}"
+            for i, v in enumerate(self.volumes)
+        ]  # fmt: skip
+        mismatch = grid_mismatch(self.volumes, called)
+        if mismatch is not None:
+            raise ValueError(
+                f"channels on different grids: {mismatch[1]}: resample them onto one grid"
+            )
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
 
     def __len__(self) -> int:
         return len(self.volumes)
@@ -381,16 +386,12 @@ def grid_mismatch(volumes: Sequence[Volume], names: Sequence[str]) -> tuple[int,
         if v.shape == first.shape and np.allclose(v.affine, first.affine, atol=AFFINE_ATOL):
             continue
         if v.shape == first.shape and np.allclose(v.spacing, first.spacing, atol=AFFINE_ATOL):
-            return (
-                index,
-                f"{names[index]} has the shape and spacing of {names[0]} but another position",
+            return index, (
+                f"{names[index]} has the shape and spacing of {names[0]} but another position "
+                "or orientation"
             )
         return index, (
             f"{names[0]} has shape {first.shape}, spacing {spacing_text(first.spacing)}; "
             f"{names[index]} has shape {v.shape}, spacing {spacing_text(v.spacing)}"
         )
     return None
-
-
-def _name(v: Volume) -> str:
-    return str(v.source) if v.source is not None else "a channel"

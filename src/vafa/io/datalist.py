@@ -84,6 +84,8 @@ def check_same_kind(
         ValueError: images of different kinds.
     """
     names = [f"case {n}" for n in range(len(images))] if names is None else list(names)
+    if len(names) != len(images):
+        raise ValueError(f"{len(names)} names for {len(images)} images")
     kinds = [_kind(image) for image in images]
     for n, kind in enumerate(kinds):
         if kind != kinds[0]:

@@ -267,6 +267,11 @@ def analyse_bands(
 
     heads = SOFTMAX if heads is None else heads
     _check_pair(clean01, adversarial01, reference)
+    if isinstance(channel_names, str) or len(channel_names) not in (0, clean01.shape[1]):
+        raise ValueError(
+            f"channel_names must name the {clean01.shape[1]} input channel(s) or be empty, got "
+            f"{channel_names!r}"
+        )
     sizes = normalize_block_size(block_size)
     clean = clean01.detach().float()
     delta = adversarial01.detach().float() - clean

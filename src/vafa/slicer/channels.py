@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 
 from vafa.io.channels import Channels, channels_text, grid_mismatch, load_image, save_image
 from vafa.io.volume import (
@@ -152,14 +153,9 @@ def _channel_pictures(outcome) -> dict[str, Channels]:
     adversarial image's grid (``{"dct_clean": …, "dct_adversarial": …}``)."""
     from vafa.report.figures import channel_dct_pictures
 
-    image = outcome.adversarial
     pairs = channel_dct_pictures(outcome)
     return {
-        key: Channels(
-            tuple(v.with_array(pair[i]) for v, pair in zip(image.volumes, pairs, strict=True)),
-            image.names,
-            image.layout,
-        )
+        key: outcome.adversarial.with_array(np.stack([pair[i] for pair in pairs]))
         for i, key in enumerate(DCT_PICTURES)
     }
 

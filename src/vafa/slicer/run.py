@@ -237,8 +237,9 @@ def _write_attack_outputs(outcome, outputs: dict[str, Path]) -> None:
     """Every output of the attack module at once, all or nothing: the outcome's own fields
     through the one outcome writer (:func:`vafa.io.outcome_files.write_volumes`, each into its
     temporary file), the DCT pictures as float32 volumes on the adversarial volume's grid, and
-    a multi-channel outcome's adversarial channels and perturbation one volume per channel (or
-    one vector volume: :func:`vafa.slicer.channels.channel_writers`)."""
+    a multi-channel outcome's per-channel outputs (adversarial volume, perturbation, DCT
+    pictures, q table) one volume per channel, or one vector volume
+    (:func:`vafa.slicer.channels.channel_writers`)."""
     from vafa.io.files import atomic_write
     from vafa.io.outcome_files import write_volumes
     from vafa.io.volume import save_volume
@@ -311,6 +312,9 @@ def _outputs(args, names: Sequence[str]) -> dict[str, Path]:
             raise FileNotFoundError(f"{path.parent}: folder does not exist (for {name})")
         if any(path.resolve() == i.resolve() for i in inputs):
             raise ValueError(f"{name} {path} is an input file")
+        twin = next((n for n, p in out.items() if p.resolve() == path.resolve()), None)
+        if twin is not None:
+            raise ValueError(f"{twin} and {name} are the same file {path}: give each its own")
         out[name] = path
     if not out:
         raise ValueError(f"choose at least one output ({', '.join(names)})")
