@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from bench_widget import rerun_under_xvfb
@@ -127,8 +128,7 @@ def main() -> int:
         return code
     results = run(args)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
