@@ -9,7 +9,7 @@ back exactly. The history is released when another run is attached or a full run
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -132,33 +132,39 @@ class Scrubber:
     def frames(self, step: int) -> dict[str, np.ndarray]:
         """Layer data of ``step`` (``(k, j, i)``, file units) for the keys of the run: every
         channel the source shows (:func:`~napari_vafa._channels.channel_key`)."""
+        return dict(self._frames(step))
+
+    def _frames(self, step: int) -> Iterator[tuple[str, np.ndarray]]:
+        """:meth:`frames` one layer at a time, a channel's history read only when its layers
+        come (one channel of a big multi-channel run in memory at once, not all)."""
         from napari_vafa._channels import channel_key, split_key
 
         source = self.source
         if source is None:
-            return {}
+            return
         if step == source.returned:
-            return {k: v for k, v in source.result.items() if split_key(k)[0] in SCRUBBED}
-        kept = source.history.at(step)
-        out = {}
+            yield from ((k, v) for k, v in source.result.items() if split_key(k)[0] in SCRUBBED)
+            return
+        history = source.history
         for c, (window, clean) in enumerate(_shown_channels(source)):
-            adversarial = window.inverse(kept.adversarial[c], clean).astype(np.float32, copy=False)
-            out[channel_key("adversarial", c)] = _kji(adversarial)
-            out[channel_key("perturbation", c)] = _kji(adversarial - clean)
+            kept = history.at(step, channels=(c,))
+            adversarial = window.inverse(kept.adversarial[0], clean).astype(np.float32, copy=False)
+            yield channel_key("adversarial", c), _kji(adversarial)
+            yield channel_key("perturbation", c), _kji(adversarial - clean)
             if "q_table" in source.result:
-                q = kept.q_table[c] if kept.q_table is not None else np.zeros(clean.shape)
-                out[channel_key("q_table", c)] = _kji(q).astype(np.float32, copy=False)
-        if kept.prediction is not None:
-            dtype = source.result.get("adversarial_prediction", kept.prediction).dtype
-            out["adversarial_prediction"] = _kji(kept.prediction).astype(dtype, copy=False)
-        return out
+                q = kept.q_table[0] if kept.q_table is not None else np.zeros(clean.shape)
+                yield channel_key("q_table", c), _kji(q).astype(np.float32, copy=False)
+        prediction = history.at(step, channels=()).prediction
+        if prediction is not None:
+            dtype = source.result.get("adversarial_prediction", prediction).dtype
+            yield "adversarial_prediction", _kji(prediction).astype(dtype, copy=False)
 
     def _show(self, step: int) -> None:
         source = self.source
         if source is None:
             return
         try:
-            for key, data in self.frames(int(step)).items():
+            for key, data in self._frames(int(step)):
                 layer = source.layers.get(key)
                 if layer is not None and data.shape == tuple(layer.data.shape):
                     layer.data = data

@@ -239,3 +239,27 @@ def test_history_keeps_values_inside_the_window_inside():
     clean = StepHistory(x, 1).at(0).adversarial[0]
     assert 1 - 2**-10 < clean[0, 0, 0] < 1 and 0 < clean[1, 0, 0] < 1e-6
     assert clean[2, 0, 0] == 1 and clean[3, 0, 0] == 0
+
+
+def test_history_reads_one_channel_as_it_holds_it():
+    """``at(step, channels=…)`` is the same step with only those channels converted (what the
+    scrubber reads, one channel of a multi-channel run at a time)."""
+    from vafa.attacks.base import StepEvent
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(1, 3, 6, 5, 4, generator=g)
+    history = StepHistory(clean, 2, with_tables=True)
+    for step in (1, 2):
+        adversarial = (clean + 0.01 * step).clamp(0, 1)
+        q = torch.rand(clean.shape, generator=g) * 20
+        prediction = torch.randint(0, 3, (1, 1, 6, 5, 4), generator=g)
+        history.record(StepEvent(step, 2, 0.0, 0.5, 0.9, adversarial, prediction=prediction,
+                                 q_table=q))  # fmt: skip
+    for step in (0, 1, 2):
+        whole = history.at(step)
+        for channels in ((1,), (2, 0), ()):
+            part = history.at(step, channels=channels)
+            np.testing.assert_array_equal(part.adversarial, whole.adversarial[list(channels)])
+            if whole.q_table is not None:
+                np.testing.assert_array_equal(part.q_table, whole.q_table[list(channels)])
+            assert part.step == whole.step and part.prediction is whole.prediction

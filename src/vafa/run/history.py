@@ -194,20 +194,22 @@ class StepHistory:
             for name in ("dice", "ssim", "loss")
         }
 
-    def at(self, step: int) -> HistoryStep:
-        """The kept step nearest to ``step`` (float32 volume, see :class:`HistoryStep`)."""
+    def at(self, step: int, channels: Sequence[int] | None = None) -> HistoryStep:
+        """The kept step nearest to ``step`` (float32 volume, see :class:`HistoryStep`);
+        ``channels``: only these channels of the volume and table (None: all), so that a
+        reader of one channel at a time converts no more than that one."""
         step = self.nearest(step)
+        pick = slice(None) if channels is None else list(channels)
         if step == 0:
-            return HistoryStep(
-                0, self._clean.astype(np.float32), self._clean_prediction, None, None, 1.0, None
-            )
+            clean = self._clean[pick].astype(np.float32)
+            return HistoryStep(0, clean, self._clean_prediction, None, None, 1.0, None)
         q = self._q.get(step)
         scores = self.scores(step)
         return HistoryStep(
             step,
-            self._adv[step].astype(np.float32),
+            self._adv[step][pick].astype(np.float32),
             self._pred.get(step),
-            None if q is None else q.astype(np.float32),
+            None if q is None else q[pick].astype(np.float32),
             scores["dice"],
             scores["ssim"],
             scores["loss"],
