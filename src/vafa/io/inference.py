@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from vafa.ops.checks import numbers_per_channel
 from vafa.ops.messages import did_you_mean
 
 __all__ = ["MODES", "PADDING_MODES", "WINDOWS", "Inference"]
@@ -98,14 +99,7 @@ class Inference:
             if value not in options:
                 raise ValueError(f"{name} must be one of {list(options)}, got {value!r}"
                                  + did_you_mean(value, options))  # fmt: skip
-        values = list(self.cval) if isinstance(self.cval, (list, tuple)) else [self.cval]
-        if not values or not all(
-            not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            for v in values
-        ):
-            raise ValueError(f"cval must be a finite number or one per channel, got {self.cval!r}")
-        cval = tuple(float(v) for v in values)
-        put(self, "cval", cval[0] if not isinstance(self.cval, (list, tuple)) else cval)
+        put(self, "cval", numbers_per_channel("cval", self.cval))
         if (
             isinstance(self.sw_batch_size, bool)
             or not isinstance(self.sw_batch_size, int)

@@ -62,7 +62,7 @@ from torch import nn
 from vafa.io.inference import Inference
 from vafa.io.intensity import mapping_from_dict
 from vafa.io.presets import PRESETS, Preset, get_preset
-from vafa.ops.checks import positive_int, positive_triple
+from vafa.ops.checks import numbers_per_channel, positive_int, positive_triple
 from vafa.ops.heads import Heads, check_outputs
 from vafa.ops.messages import did_you_mean
 
@@ -369,12 +369,7 @@ def _validate_card(card: ModelCard) -> None:
     card.training = None if card.training is None else _json_dict("training", card.training)
     if not isinstance(card.inference, Inference):
         card.inference = Inference.from_dict(card.inference)
-    cval = card.inference.cval
-    if isinstance(cval, tuple) and len(cval) != card.in_channels:
-        raise ValueError(
-            f"inference.cval must be one number or one per input channel (in_channels="
-            f"{card.in_channels}), got {len(cval)} values"
-        )
+    numbers_per_channel("inference.cval", card.inference.cval, card.in_channels)
 
 
 def _intensity(value: Any, in_channels: int) -> dict[str, Any] | list[dict[str, Any]]:

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vafa.ops.checks import numbers_per_channel
+
 __all__ = [
     "NetworkEnsemble",
     "NormalizedInput",
@@ -65,7 +67,7 @@ class NormalizedInput(nn.Module):
         axes: Sequence[int] = (0, 1, 2),
     ) -> None:
         super().__init__()
-        scale, shift = _affine("scale", scale), _affine("shift", shift)
+        scale, shift = numbers_per_channel("scale", scale), numbers_per_channel("shift", shift)
         if isinstance(scale, tuple) != isinstance(shift, tuple) or (
             isinstance(scale, tuple) and len(scale) != len(shift)
         ):
@@ -288,28 +290,12 @@ def nnunet_roi_check(kwargs: dict[str, Any], roi: tuple[int, ...]) -> str | None
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _affine(name: str, value: Any) -> float | tuple[float, ...]:
-    """A finite number, or a non-empty list of them (one per channel) as a tuple."""
-    values = list(value) if isinstance(value, (list, tuple)) else None
-    for v in [value] if values is None else values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name} must be a number or one number per channel, got {value!r}")
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-    if values is None:
-        return float(value)
-    if not values:
-        raise ValueError(f"{name} must name one number per channel, got none")
-    return tuple(float(v) for v in values)
-
-
 def _first_layer(scale: Any, shift: Any, in_channels: int) -> tuple[Any, Any]:
     """``(scale, shift)`` of a card, checked: one number each or one per input channel."""
-    for name, value in (("input_scale", scale), ("input_shift", shift)):
-        if isinstance(value, (list, tuple)) and len(value) != in_channels:
-            raise ValueError(f"{name} must be one number or one per input channel "
-                             f"({in_channels}), got {len(value)}: {list(value)}")  # fmt: skip
-    return scale, shift
+    return (
+        numbers_per_channel("input_scale", scale, in_channels),
+        numbers_per_channel("input_shift", shift, in_channels),
+    )
 
 
 def _numbers(value: float | tuple[float, ...]) -> str:

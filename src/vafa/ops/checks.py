@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["is_finite", "number", "positive_int", "positive_triple"]
+__all__ = ["is_finite", "number", "numbers_per_channel", "positive_int", "positive_triple"]
 
 
 def is_finite(value: Any) -> bool:
@@ -34,6 +34,24 @@ def number(name: str, value: Any, *, positive: bool = False) -> float:
     if not is_finite(value) or value < 0 or (positive and value == 0):
         raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
     return float(value)
+
+
+def numbers_per_channel(
+    name: str, value: Any, channels: int | None = None
+) -> float | tuple[float, ...]:
+    """One finite number as a float, or a non-empty list of them (one per channel) as a
+    tuple; with ``channels``, a list must hold that many (a number stands for every channel)."""
+    values = list(value) if isinstance(value, (list, tuple)) else None
+    if values == [] or not all(is_finite(v) for v in ([value] if values is None else values)):
+        raise ValueError(f"{name} must be a finite number or one per channel, got {value!r}")
+    if values is None:
+        return float(value)
+    if channels is not None and len(values) != channels:
+        raise ValueError(
+            f"{name} must be one number or one per input channel (in_channels={channels}), got "
+            f"{len(values)} values: {values}"
+        )
+    return tuple(float(v) for v in values)
 
 
 def positive_triple(name: str, value: Any, kind: type = int, *, cube: bool = False) -> tuple:
