@@ -132,9 +132,11 @@ class _IndexDiceCE(torch.autograd.Function):
             p_t = log_p_t.exp_()
             flat_prob = prob.reshape(b, k, 1, -1)
             squares = (flat_prob @ flat_prob.transpose(2, 3)).reshape(b, k)
-        # per-class sums in float64: float32 counts stop at 2**24 voxels (a whole CT volume)
-        sums = torch.zeros(2, b, k, dtype=torch.float64, device=z.device)
-        sums[0].scatter_add_(1, flat, p_t.double())
+        # per-class sums in float64 (float32 counts stop at 2**24 voxels: a whole CT volume),
+        # except on Apple's MPS, which has no float64
+        wide = torch.float32 if z.device.type == "mps" else torch.float64
+        sums = torch.zeros(2, b, k, dtype=wide, device=z.device)
+        sums[0].scatter_add_(1, flat, p_t.to(wide))
         sums[1].scatter_add_(1, flat, sums.new_ones(1).expand(flat.shape))
         numer = sums[0].mul_(2.0).add_(smooth_nr)
         denom = sums[1].add_(squares).add_(smooth_dr)
@@ -149,7 +151,7 @@ class _IndexDiceCE(torch.autograd.Function):
         prob, index, p_t, numer, denom = ctx.saved_tensors
         lambda_dice, lambda_ce, _, _ = ctx.weights
         b, k = prob.shape[:2]
-        g = grad.to(torch.float64).view(b, 1)
+        g = grad.to(numer.dtype).view(b, 1)
         a = numer.div(denom * denom).mul_(g * (2.0 * lambda_dice / k)).to(prob.dtype)  # [B, K]
         b_k = denom.reciprocal().mul_(g * (2.0 * lambda_dice / k)).to(prob.dtype)
         ce = (g * (lambda_ce / p_t.shape[1])).to(prob.dtype)  # [B, 1]
