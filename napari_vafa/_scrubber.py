@@ -9,6 +9,7 @@ back exactly. The history is released when another run is attached or a full run
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,10 @@ __all__ = ["ScrubSource", "Scrubber", "returned_position", "run_source"]
 
 #: Layer keys the scrubber rewrites (those of the run that exist).
 SCRUBBED = ("adversarial", "perturbation", "adversarial_prediction", "q_table")
+#: A step that takes longer than this (s) to show turns the slider's tracking off: dragging
+#: then shows the step where the slider is released, not every step it passes (each would
+#: hold the GUI that long: half a second a step for four BraTS-sized channels).
+TRACKING_LIMIT_S = 0.1
 
 
 @dataclass
@@ -163,6 +168,7 @@ class Scrubber:
         source = self.source
         if source is None:
             return
+        start = time.perf_counter()
         try:
             for key, data in self._frames(int(step)):
                 layer = source.layers.get(key)
@@ -171,6 +177,7 @@ class Scrubber:
         except Exception as err:  # a layer changed under us: report, stay usable
             self._on_error(f"could not show step {step}: {err}")
             return
+        self.slider.tracking = time.perf_counter() - start <= TRACKING_LIMIT_S
         self._describe(int(step))
         self._mark(int(step))
 

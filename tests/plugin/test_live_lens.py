@@ -104,7 +104,9 @@ def test_slider_release_starts_a_lens_and_a_newer_one_cancels_it(make_napari_vie
 
 
 @pytest.mark.gui
-def test_step_scrubber_shows_the_library_iterate_of_each_step(make_napari_viewer, qtbot, errors):
+def test_step_scrubber_shows_the_library_iterate_of_each_step(
+    make_napari_viewer, qtbot, errors, monkeypatch
+):
     _, widget, ct = _viewer(make_napari_viewer)
     widget.live.value = False
     widget.steps.value = 4
@@ -140,6 +142,15 @@ def test_step_scrubber_shows_the_library_iterate_of_each_step(make_napari_viewer
     slider.value = done.result.returned_step  # back to the result, exactly
     np.testing.assert_array_equal(layers["adversarial"].data, done.layers["adversarial"])
     assert errors == []
+    # a slow step (here: any, with the limit at 0) stops the slider tracking the drag; a fast
+    # one turns it back on
+    assert slider.tracking
+    monkeypatch.setattr("napari_vafa._scrubber.TRACKING_LIMIT_S", 0.0)
+    slider.value = 0
+    assert not slider.tracking
+    monkeypatch.setattr("napari_vafa._scrubber.TRACKING_LIMIT_S", 60.0)
+    slider.value = done.result.returned_step
+    assert slider.tracking
 
     # a full run replaces the lens history by its own, freed when the next run starts
     widget.steps.value = 2
