@@ -6,8 +6,7 @@ every channel, and the prediction — and the attack widget's :class:`napari_vaf
 replays a 4-step history of that run (random iterates, as the library keeps them: float16
 volumes, uint8 predictions). Each slider move rebuilds the layers of the step in file units and
 hands them to napari; the benchmark times the moves (the whole ``slider.value = step`` call, and
-the frames alone), with the layer data given to napari as transposed views (the scrubber's way)
-and as contiguous copies (how it was before), interleaved in one run.
+the frames alone) and reports the ratio of a four-channel move to a one-channel move.
 
 Run: ``python benchmarks/bench_scrubber.py [--channels 1 4] [--moves 8] [--json out.json]``.
 """
@@ -57,9 +56,8 @@ def _source(viewer, channels: int):
             result[channel_key(key, c)] = np.zeros(kji, np.float32)
     layers = {key: (viewer.add_labels(data, name=key) if key.endswith("prediction")
                     else viewer.add_image(data, name=key)) for key, data in result.items()}  # fmt: skip
-    mapping = windows if channels > 1 else windows.windows[0]
-    units = clean if channels > 1 else clean[0]
-    return ScrubSource("run", history, mapping, units, layers, result, returned=STEPS)
+    pairs = list(zip(windows.windows, clean, strict=True))
+    return ScrubSource("run", history, pairs, layers, result, returned=STEPS)
 
 
 def _moves(scrubber, moves: int) -> tuple[list[float], list[float]]:
@@ -82,35 +80,24 @@ def _moves(scrubber, moves: int) -> tuple[list[float], list[float]]:
 def run(args) -> dict:
     import napari
 
-    import napari_vafa._scrubber as scrubber_module
     from napari_vafa._scrubber import Scrubber
-
-    view = scrubber_module._kji
-
-    def contiguous(array):
-        return np.ascontiguousarray(view(array))
 
     results: dict = {"shape": list(SHAPE), "steps": STEPS}
     for channels in args.channels:
         viewer = napari.Viewer(show=True)
         scrubber = Scrubber(on_error=print)
         scrubber.attach(_source(viewer, channels))
-        timings: dict[str, list[float]] = {}
-        for _ in range(2):  # interleaved rounds
-            for name, kji in (("view", view), ("contiguous", contiguous)):
-                scrubber_module._kji = kji
-                whole, frames = _moves(scrubber, args.moves)
-                timings.setdefault(f"{name}_move", []).extend(whole[1:])
-                timings.setdefault(f"{name}_frames", []).extend(frames[1:])
-        scrubber_module._kji = view
+        whole, frames = _moves(scrubber, args.moves)
         viewer.close()
-        row = {key: 1e3 * statistics.median(values) for key, values in timings.items()}
-        row["move_ratio"] = row["view_move"] / row["contiguous_move"]
+        row = {"move_ms": 1e3 * statistics.median(whole[1:]),
+               "frames_ms": 1e3 * statistics.median(frames[1:])}  # fmt: skip
         results[f"channels_{channels}"] = row
-        print(f"{channels} channel(s), ms per slider move (frames alone):")
-        for name in ("view", "contiguous"):
-            print(f"  {name:10s} {row[f'{name}_move']:7.0f} ({row[f'{name}_frames']:.0f})")
-        print(f"  view ÷ contiguous: {row['move_ratio']:.2f}")
+        print(f"{channels} channel(s): {row['move_ms']:.0f} ms per slider move "
+              f"(frames alone {row['frames_ms']:.0f} ms)")  # fmt: skip
+    if {1, 4} <= set(args.channels):
+        ratio = results["channels_4"]["move_ms"] / results["channels_1"]["move_ms"]
+        results["move_ratio_4_to_1"] = ratio
+        print(f"four channels ÷ one: {ratio:.2f}")
     return results
 
 

@@ -37,8 +37,8 @@ def result_layer_data(
     model_input = outcome.model_input
     label_dtype = _label_dtype(outcome)
     layers = {
-        "clean_prediction": _kji(outcome.clean_prediction.array, label_dtype),
-        "adversarial_prediction": _kji(outcome.adversarial_prediction.array, label_dtype),
+        "clean_prediction": napari_order(outcome.clean_prediction.array, label_dtype),
+        "adversarial_prediction": napari_order(outcome.adversarial_prediction.array, label_dtype),
     }
     channels = zip(
         channel_volumes(outcome.adversarial),
@@ -47,17 +47,17 @@ def result_layer_data(
         strict=True,
     )
     for c, (adversarial, perturbation, (dct_clean, dct_adversarial)) in enumerate(channels):
-        layers[channel_key("adversarial", c)] = _kji(adversarial.array, np.float32)
-        layers[channel_key("perturbation", c)] = _kji(perturbation.array, np.float32)
-        layers[channel_key("dct_clean", c)] = _kji(dct_clean, np.float32)
-        layers[channel_key("dct_adversarial", c)] = _kji(dct_adversarial, np.float32)
+        layers[channel_key("adversarial", c)] = napari_order(adversarial.array, np.float32)
+        layers[channel_key("perturbation", c)] = napari_order(perturbation.array, np.float32)
+        layers[channel_key("dct_clean", c)] = napari_order(dct_clean, np.float32)
+        layers[channel_key("dct_adversarial", c)] = napari_order(dct_adversarial, np.float32)
     notes: list[str] = []
     if outcome.q_table is None:
         return layers, notes
     for c, q in enumerate(channel_volumes(outcome.q_table)):
-        layers[channel_key("q_table", c)] = _kji(q.array, np.float32)
+        layers[channel_key("q_table", c)] = napari_order(q.array, np.float32)
         if not model_input.resampled:
-            layers[channel_key("zeroed", c)] = _kji(_zeroed(model_input, q.array, c, block_size),
+            layers[channel_key("zeroed", c)] = napari_order(_zeroed(model_input, q.array, c, block_size),
                                                     np.uint8)  # fmt: skip
     band = (outcome.settings.get("attack") or {}).get("bands", "all")
     if band != "all":
@@ -70,7 +70,9 @@ def result_layer_data(
     return layers, notes
 
 
-def _kji(array: np.ndarray, dtype) -> np.ndarray:
+def napari_order(array: np.ndarray, dtype) -> np.ndarray:
+    """A contiguous ``(k, j, i)`` copy (napari's order) of an ``(i, j, k)`` array in
+    ``dtype`` (None: its own)."""
     return np.ascontiguousarray(np.transpose(array, (2, 1, 0)), dtype=dtype)
 
 

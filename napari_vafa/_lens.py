@@ -272,7 +272,7 @@ def whole_side(shape) -> int:
 def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:
     """The lens layers of the first channel (a multi-channel model's other channels are
     attacked with it but shown by Run), in the image's units."""
-    from napari_vafa._layer_data import display_limits, window_interior
+    from napari_vafa._layer_data import display_limits, napari_order, window_interior
     from vafa.io.channels import Channels, channel_volumes
 
     region = result.region
@@ -281,20 +281,16 @@ def _lens_done(job: LensJob, result: LensResult, mapping, card) -> LensDone:
     clean_units = np.asarray(channel_volumes(job.image)[0].array[region], dtype=np.float32)
     adversarial = mapping.inverse(result.adversarial01[0], clean_units).astype(np.float32)
 
-    def kji(array: np.ndarray, dtype=None) -> np.ndarray:
-        out = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
-        return out if dtype is None else out.astype(dtype, copy=False)
-
     labels_dtype = np.uint8 if card.out_channels <= 256 else np.int32
     layers = {
-        "adversarial": kji(adversarial),
-        "perturbation": kji(adversarial - clean_units),
-        "clean_prediction": kji(result.clean_prediction, labels_dtype),
-        "adversarial_prediction": kji(result.adversarial_prediction, labels_dtype),
+        "adversarial": napari_order(adversarial, np.float32),
+        "perturbation": napari_order(adversarial - clean_units, np.float32),
+        "clean_prediction": napari_order(result.clean_prediction, labels_dtype),
+        "adversarial_prediction": napari_order(result.adversarial_prediction, labels_dtype),
     }
     if result.q_table is not None:
-        layers["q_table"] = kji(result.q_table[0], np.float32)
-    limits = display_limits(layers, kji(window_interior(mapping, clean_units)))
+        layers["q_table"] = napari_order(result.q_table[0], np.float32)
+    limits = display_limits(layers, napari_order(window_interior(mapping, clean_units), None))
     start = tuple(int(s.start) for s in region)[::-1]
     return LensDone(result, layers, limits, start, mapping, clean_units, list(card.class_names))  # type: ignore[arg-type]
 

@@ -253,8 +253,7 @@ class LiveLens:
         return ScrubSource(
             name="lens",
             history=result.history,
-            mapping=done.mapping,
-            clean_units=done.clean_units,
+            channels=[(done.mapping, done.clean_units)],  # channel 0, where the lens is drawn
             layers=self.layers.layers,
             result=done.layers,
             returned=returned_position([result.returned_step], result.history.total),

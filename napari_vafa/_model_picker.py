@@ -2,9 +2,8 @@
 folder (a MONAI bundle or an nnU-Net v2 result folder), and a device.
 
 :class:`ModelPicker` owns seven magicgui controls (``model_source``, ``weights``, ``fold``,
-``checkpoint``, ``card_preset``, ``card_file``, ``device``) that a host widget places in its own
-form (``fold`` and ``checkpoint`` go right after ``weights`` by themselves when the host does not
-place them), and turns them into a :class:`napari_vafa._worker.ModelSpec`. For a model folder,
+``checkpoint``, ``card_preset``, ``card_file``, ``device``, in that order as ``widgets``) that a
+host widget places in its own form, and turns them into a :class:`napari_vafa._worker.ModelSpec`. For a model folder,
 ``weights`` picks a folder and the card controls hide (the folder describes itself); an nnU-Net
 result folder shows ``fold`` (its folds, ``all``, and the ensemble of its numbered folds when it
 has several) and ``checkpoint`` (those the chosen fold holds), as the CLI's ``--fold`` and

@@ -18,16 +18,17 @@ import numpy as np
 from magicgui.widgets import Label, Slider
 
 if TYPE_CHECKING:
-    from vafa.io.intensity import ChannelWindows, IntensityMapping
+    from vafa.io.intensity import IntensityMapping
     from vafa.run.history import StepHistory
 
 __all__ = ["ScrubSource", "Scrubber", "returned_position", "run_source"]
 
 #: Layer keys the scrubber rewrites (those of the run that exist).
 SCRUBBED = ("adversarial", "perturbation", "adversarial_prediction", "q_table")
-#: A step that takes longer than this (s) to show turns the slider's tracking off: dragging
-#: then shows the step where the slider is released, not every step it passes (each would
-#: hold the GUI that long: half a second a step for four BraTS-sized channels).
+#: A step that takes longer than this (s) to show turns the slider's tracking off for the rest
+#: of its run: dragging then shows the step where the slider is released, not every step it
+#: passes (each would hold the GUI that long: half a second a step for four BraTS-sized
+#: channels).
 TRACKING_LIMIT_S = 0.1
 
 
@@ -38,11 +39,9 @@ class ScrubSource:
     Attributes:
         name: what ran ("lens", "run"), for the info line.
         history: its iterates.
-        mapping: the model's intensity mapping (fitted), to bring [0, 1] back to file units:
-            a :class:`~vafa.io.intensity.ChannelWindows` shows every channel, a single window
-            the first.
-        clean_units: the clean image where the history lives, ``(i, j, k)`` file units (with
-            a ChannelWindows mapping: one such array per channel).
+        channels: per channel shown (channel 0 first), its fitted intensity window (to bring
+            [0, 1] back to file units) and its clean image where the history lives, ``(i, j,
+            k)`` file units.
         layers: ``{key: layer}`` the layers to rewrite (:data:`SCRUBBED` keys, per channel
             as :func:`~napari_vafa._channels.channel_key` names them).
         result: the run's own layer data by key (shown at the returned position).
@@ -52,8 +51,7 @@ class ScrubSource:
 
     name: str
     history: StepHistory
-    mapping: IntensityMapping | ChannelWindows
-    clean_units: np.ndarray | Sequence[np.ndarray]
+    channels: Sequence[tuple[IntensityMapping, np.ndarray]]
     layers: dict[str, Any]
     result: dict[str, np.ndarray]
     returned: int
@@ -77,14 +75,13 @@ def run_source(done, layers: dict[str, Any]) -> ScrubSource:
     outcome, history = done.outcome, done.history
     returned = [row["step"] for row in outcome.history if row.get("returned")]
     dice = outcome.metrics.dice_fg.clean
-    source = outcome.model_input.source
-    # each channel's own array (no stacked copy)
-    units = [v.array for v in channel_volumes(source)] if isinstance(source, Channels) else None
+    source, mapping = outcome.model_input.source, outcome.model_input.mapping
+    windows = mapping.windows if isinstance(source, Channels) else (mapping,)
+    units = (v.array for v in channel_volumes(source))  # each channel's own: no stacked copy
     return ScrubSource(
         name="run",
         history=history,
-        mapping=outcome.model_input.mapping,
-        clean_units=source.array if units is None else units,
+        channels=list(zip(windows, units, strict=True)),
         layers=layers,
         result=done.layers,
         returned=returned_position(returned, history.total),
@@ -117,6 +114,7 @@ class Scrubber:
         self.detach()
         history = source.history
         self.source = source
+        self.slider.tracking = True  # until a step of this source shows slowly
         with self.slider.changed.blocked():
             self.slider.max = max(history.total, 0)
             self.slider.step = history.stride
@@ -150,16 +148,16 @@ class Scrubber:
         if step == source.returned:
             yield from ((k, v) for k, v in source.result.items() if split_key(k)[0] in SCRUBBED)
             return
-        history = source.history
-        for c, (window, clean) in enumerate(_shown_channels(source)):
-            kept = history.at(step, channels=(c,))
+        kept = None
+        for c, (window, clean) in enumerate(source.channels):
+            kept = source.history.at(step, channels=(c,))
             adversarial = window.inverse(kept.adversarial[0], clean).astype(np.float32, copy=False)
             yield channel_key("adversarial", c), _kji(adversarial)
             yield channel_key("perturbation", c), _kji(adversarial - clean)
             if "q_table" in source.result:
                 q = kept.q_table[0] if kept.q_table is not None else np.zeros(clean.shape)
                 yield channel_key("q_table", c), _kji(q).astype(np.float32, copy=False)
-        prediction = history.at(step, channels=()).prediction
+        prediction = None if kept is None else kept.prediction
         if prediction is not None:
             dtype = source.result.get("adversarial_prediction", prediction).dtype
             yield "adversarial_prediction", _kji(prediction).astype(dtype, copy=False)
@@ -177,7 +175,8 @@ class Scrubber:
         except Exception as err:  # a layer changed under us: report, stay usable
             self._on_error(f"could not show step {step}: {err}")
             return
-        self.slider.tracking = time.perf_counter() - start <= TRACKING_LIMIT_S
+        if time.perf_counter() - start > TRACKING_LIMIT_S:  # for the rest of this source
+            self.slider.tracking = False
         self._describe(int(step))
         self._mark(int(step))
 
@@ -209,16 +208,6 @@ class Scrubber:
         if history.stride > 1:
             text += f" (every {history.stride}th step kept)"
         self.info.value = text
-
-
-def _shown_channels(source: ScrubSource):
-    """``(window, clean (i, j, k) file units)`` of each channel the source shows: every
-    channel of a :class:`~vafa.io.intensity.ChannelWindows` mapping, else the one."""
-    from vafa.io.intensity import ChannelWindows
-
-    if not isinstance(source.mapping, ChannelWindows):
-        return [(source.mapping, source.clean_units)]
-    return list(zip(source.mapping.windows, source.clean_units, strict=True))
 
 
 def _kji(array: np.ndarray) -> np.ndarray:

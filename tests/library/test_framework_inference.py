@@ -247,3 +247,16 @@ def test_windowed_prediction_is_differentiable_like_monais_inferer():
         grads.append(leaf.grad)
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cval", [(0.0, 1.0), (0.0, 1.0, 0.5, 0.2)])
+def test_per_channel_padding_of_another_channel_count_is_refused_without_a_card(cval):
+    """The card checks cval's count at load; an Inference given directly (no card) is checked
+    where the padding happens, in one line naming it (not torch's conv error)."""
+    from vafa.run.tiling import sliding_window_predict
+
+    model = torch.nn.Conv3d(3, 2, 1)
+    image = torch.rand(1, 3, 12, 12, 12)
+    with pytest.raises(ValueError, match=r"inference.cval must be one number or one per input "
+                                         r"channel \(in_channels=3\)"):  # fmt: skip
+        sliding_window_predict(model, image, 16, Inference(cval=cval))

@@ -142,22 +142,22 @@ def test_step_scrubber_shows_the_library_iterate_of_each_step(
     slider.value = done.result.returned_step  # back to the result, exactly
     np.testing.assert_array_equal(layers["adversarial"].data, done.layers["adversarial"])
     assert errors == []
-    # a slow step (here: any, with the limit at 0) stops the slider tracking the drag; a fast
-    # one turns it back on
+    # a slow step (here: any, with the limit at 0) stops the slider tracking the drag for the
+    # rest of this history; the next run's starts tracking again
     assert slider.tracking
     monkeypatch.setattr("napari_vafa._scrubber.TRACKING_LIMIT_S", 0.0)
     slider.value = 0
     assert not slider.tracking
     monkeypatch.setattr("napari_vafa._scrubber.TRACKING_LIMIT_S", 60.0)
     slider.value = done.result.returned_step
-    assert slider.tracking
+    assert not slider.tracking
 
     # a full run replaces the lens history by its own, freed when the next run starts
     widget.steps.value = 2
     widget.run_button.native.click()
     assert widget.scrubber.source is None and not slider.enabled  # freed at the start
     qtbot.waitUntil(lambda: not widget.is_running, timeout=600_000)
-    assert errors == [] and widget.scrubber.source.name == "run"
+    assert errors == [] and widget.scrubber.source.name == "run" and slider.tracking
     result = widget.result_layers
     slider.value = 0
     clean = np.asarray(ct.data, dtype=np.float32)

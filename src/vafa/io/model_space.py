@@ -24,6 +24,7 @@ from vafa.io.volume import (
     AFFINE_ATOL,
     Volume,
     load_labels,
+    needs_resampling,
     resample_like,
     resample_to,
     spacing_text,
@@ -115,9 +116,7 @@ def to_model_space(volume: Volume, card: ModelCard, *, resample: bool = True) ->
         )
     grid = volume
     if resample:
-        grid = each_channel(
-            volume, lambda v: resample_to(v, spacing=card.spacing, orientation=card.orientation)
-        )
+        grid = _resampled(volume, card)
     elif grid_differs(volume, card):
         warnings.warn(
             f"volume spacing {spacing_text(volume.spacing)} / orientation {volume.orientation} "
@@ -155,10 +154,7 @@ def labels_to_model_space(labels: Volume, model_input: ModelInput) -> torch.Tens
     card = model_input.card
     _check_on_image_grid(labels, model_input, name)
     check_label_classes(labels, card, name)
-    labels = _onto_model_grid(
-        labels, model_input, name,
-        lambda v: resample_to(v, spacing=card.spacing, orientation=card.orientation, mode="nearest"),
-    )  # fmt: skip
+    labels = _onto_model_grid(labels, model_input, name, mode="nearest")
     return torch.from_numpy(np.rint(labels.array).astype(np.int64))[None, None]
 
 
@@ -224,7 +220,7 @@ def adversarial_model_input(
         TypeError: not an image like the clean one (Volume, or Channels of as many channels).
         ValueError: another grid (the image's shape or affine named).
     """
-    image, card = model_input.source, model_input.card
+    image = model_input.source
     if type(adversarial) is not type(image) or len(channel_volumes(adversarial)) != len(
         channel_volumes(image)
     ):
@@ -232,10 +228,7 @@ def adversarial_model_input(
             f"adversarial must be an image like the clean one ({image!r}), got {adversarial!r}"
         )
     _check_on_image_grid(adversarial, model_input, "adversarial")
-    adversarial = _onto_model_grid(
-        adversarial, model_input, "adversarial",
-        lambda image: each_channel(image, lambda v: resample_to(v, card.spacing, card.orientation)),
-    )  # fmt: skip
+    adversarial = _onto_model_grid(adversarial, model_input, "adversarial")
     array = adversarial.array
     return model_input.grid.with_array(array), model_input.batch(model_input.mapping.forward(array))
 
@@ -256,13 +249,18 @@ def _check_on_image_grid(image: Volume | Channels, model_input: ModelInput, name
         )
 
 
-def _onto_model_grid(image, model_input: ModelInput, name: str, resample):
-    """``image`` (on the clean image's grid) brought onto the model grid by ``resample`` when
-    the clean image was resampled; ValueError if that does not land on the model grid."""
+def _resampled(image: Volume | Channels, card: ModelCard, mode: str = "bilinear"):
+    """``image`` (every channel) resampled to the card's spacing and orientation."""
+    return each_channel(image, lambda v: resample_to(v, card.spacing, card.orientation, mode))
+
+
+def _onto_model_grid(image, model_input: ModelInput, name: str, mode: str = "bilinear"):
+    """``image`` (on the clean image's grid) resampled as the clean image was (``mode``:
+    ``"nearest"`` for labels); ValueError if that does not land on the model grid."""
     if not model_input.resampled:
         return image
     grid = model_input.grid
-    image = resample(image)
+    image = _resampled(image, model_input.card, mode)
     if image.shape != grid.shape or not np.allclose(image.affine, grid.affine, atol=AFFINE_ATOL):
         raise ValueError(f"{name} resampled to shape {image.shape}, model grid {grid.shape}")
     return image
@@ -283,14 +281,9 @@ def _as_grid_array(value, shape: tuple[int, ...], name: str = "tensor01") -> np.
 
 
 def grid_differs(volume: Volume | Channels, card: ModelCard) -> bool:
-    """Whether :func:`to_model_space` resamples ``volume`` for the card's model: another
-    orientation, or a spacing more than 1e-3 mm off the card's (:func:`~vafa.io.volume.resample_to`'s
-    own test)."""
-    if card.orientation is not None and volume.orientation != card.orientation:
-        return True
-    return card.spacing is not None and not np.allclose(
-        volume.spacing, card.spacing, rtol=0, atol=1e-3
-    )
+    """Whether :func:`to_model_space` resamples ``volume`` for the card's model
+    (:func:`~vafa.io.volume.needs_resampling` to the card's spacing and orientation)."""
+    return needs_resampling(volume, card.spacing, card.orientation)
 
 
 def load_model_labels(path, image: Volume | Channels, card: ModelCard) -> Volume:

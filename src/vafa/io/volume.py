@@ -27,6 +27,7 @@ __all__ = [
     "Volume",
     "load_labels",
     "load_volume",
+    "needs_resampling",
     "resample_like",
     "resample_to",
     "save_volume",
@@ -38,6 +39,8 @@ _SAVE_DTYPES = tuple(
 )
 _MODES = ("bilinear", "nearest")
 AFFINE_ATOL = 1e-3
+#: Spacings closer than this (mm, every axis) count as equal: no resampling.
+SPACING_ATOL = 1e-3
 # what nibabel/gzip raise on unreadable, corrupt or truncated files
 READ_ERRORS = (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError)
 
@@ -319,21 +322,31 @@ def resample_to(
     target = None if spacing is None else _check_spacing(spacing)
     codes = None if orientation is None else _check_orientation(orientation)
     mode = _check_mode(mode)
+    if not needs_resampling(volume, target, codes):
+        return volume
     from monai.transforms import Orientation, Spacing
 
     img = _to_meta(volume)
-    changed = False
     if codes is not None and volume.orientation != codes:
         img = Orientation(axcodes=codes, labels=None)(img)
-        changed = True
     if target is not None:
         current = np.linalg.norm(np.asarray(img.affine, dtype=np.float64)[:3, :3], axis=0)
-        if not np.allclose(current, target, rtol=0, atol=1e-3):
+        if not np.allclose(current, target, rtol=0, atol=SPACING_ATOL):
             img = Spacing(pixdim=target, mode=mode, padding_mode="border")(img)
-            changed = True
-    if not changed:
-        return volume
     return _from_meta(img, volume)
+
+
+def needs_resampling(
+    volume, spacing: float | Iterable[float] | None = None, orientation: str | None = None
+) -> bool:
+    """Whether :func:`resample_to` changes ``volume`` (a Volume, or anything with its
+    ``orientation`` and ``spacing``, e.g. multi-channel Channels): another orientation, or a
+    spacing more than :data:`SPACING_ATOL` mm off (None: kept)."""
+    if orientation is not None and volume.orientation != _check_orientation(orientation):
+        return True
+    if spacing is None:
+        return False
+    return not np.allclose(volume.spacing, _check_spacing(spacing), rtol=0, atol=SPACING_ATOL)
 
 
 def resample_like(volume: Volume, reference: Volume, mode: str = "bilinear") -> Volume:

@@ -41,7 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vafa.ops.bands import band_layout, band_mask
-from vafa.ops.frequency import layout_dct, layout_idct, normalize_block_size, padded_shape
+from vafa.ops.frequency import (
+    crop_padding,
+    layout_dct,
+    layout_idct,
+    normalize_block_size,
+    padded_shape,
+)
 
 if TYPE_CHECKING:
     from vafa.io.inference import Inference
@@ -151,11 +157,10 @@ def band_split(delta: torch.Tensor, block_size: int | Sequence[int] = DEFAULT_BL
         ``delta``'s dtype; their sum is ``delta`` (up to rounding).
     """
     coeffs, sizes = _coefficients(delta, block_size)
-    h, w, d = delta.shape[2:]
     out = {}
     for band in _SPLIT:
         mask = _layout_mask(sizes, band, coeffs)
-        filtered = layout_idct(coeffs * mask, sizes)[..., :h, :w, :d]
+        filtered = crop_padding(layout_idct(coeffs * mask, sizes), delta.shape[2:])
         out[band] = filtered.to(delta.dtype)
     return out
 

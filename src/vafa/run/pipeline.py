@@ -225,8 +225,9 @@ def iter_run_attack(
     clean_pred = _predict(model, model_input.tensor, card)
     adv_pred = _predict(model, adv01, card)
     reference = clean_pred if target is None else card.heads().target(target, card.out_channels)
+    clean_scores = _segmentation(card, model_input, clean_pred, reference)
     metrics = _outcome_metrics(
-        card, model_input, labels, clean_pred, reference, adv01, adv_pred,
+        card, model_input, labels, clean_pred, clean_scores, reference, adv01, adv_pred,
         **_attack_fields(result, reference, card),
     )  # fmt: skip
     q_layout = result.q_layout()
@@ -311,8 +312,8 @@ def evaluate_each(
         if adversarial is not None:
             adv01 = adversarial_model_input(adversarial, model_input)[1]
             adv_pred = _predict(model, adv01, card)
-        scores = _outcome_metrics(card, model_input, labels, clean_pred, reference, adv01,
-                                  adv_pred, clean_scores=clean)  # fmt: skip
+        scores = _outcome_metrics(card, model_input, labels, clean_pred, clean, reference, adv01,
+                                  adv_pred)  # fmt: skip
         out.append(scores)
     return out
 
@@ -327,16 +328,15 @@ def _outcome_metrics(
     model_input,
     labels,
     clean_pred,
+    clean,
     reference,
     adv01,
     adv_pred,
-    clean_scores=None,
     **attack,
 ) -> OutcomeMetrics:
-    """The segmentation scores of the clean (``clean_scores`` when already made) and
-    adversarial prediction, the perturbation measures (None without an adversarial volume),
-    the protocol; ``attack``: the attack fields (:func:`_attack_fields`)."""
-    clean = clean_scores or _segmentation(card, model_input, clean_pred, reference)
+    """The clean prediction's scores ``clean`` (:func:`_segmentation`: made once by the
+    caller) with the adversarial prediction's, the perturbation measures (None without an
+    adversarial volume), the protocol; ``attack``: the attack fields (:func:`_attack_fields`)."""
     adversarial = None
     if adv01 is not None:
         adversarial = _segmentation(card, model_input, adv_pred, reference)

@@ -49,7 +49,7 @@ from torch import nn
 
 from vafa.io.inference import Inference
 from vafa.io.wrapped import NormalizedInput
-from vafa.ops.checks import positive_int, positive_triple
+from vafa.ops.checks import numbers_per_channel, positive_int, positive_triple
 from vafa.run.tiles import Slices, tile_padding
 
 __all__ = [
@@ -160,8 +160,9 @@ class WindowPlan:
         widths = [v for pair in reversed(self.padding) for v in pair]
         mode = self.inference.padding_mode
         cval = self.inference.cval
-        if mode == "constant" and isinstance(cval, tuple):  # one value per channel (the card
-            # checks the count); each channel padded on its own keeps its values exact
+        if mode == "constant" and isinstance(cval, tuple):  # one value per channel, each channel
+            # padded on its own (keeps its values exact); an Inference without a card checked here
+            numbers_per_channel("inference.cval", cval, image.shape[1])
             return torch.cat(
                 [F.pad(image[:, c : c + 1], widths, value=v) for c, v in enumerate(cval)], dim=1
             )
