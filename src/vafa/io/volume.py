@@ -339,14 +339,13 @@ def resample_to(
 def needs_resampling(
     volume, spacing: float | Iterable[float] | None = None, orientation: str | None = None
 ) -> bool:
-    """Whether :func:`resample_to` changes ``volume`` (a Volume, or anything with its
-    ``orientation`` and ``spacing``, e.g. multi-channel Channels): another orientation, or a
+    """Whether :func:`resample_to` changes ``volume`` (or Channels): another orientation, or a
     spacing more than :data:`SPACING_ATOL` mm off (None: kept)."""
     if orientation is not None and volume.orientation != _check_orientation(orientation):
         return True
-    if spacing is None:
-        return False
-    return not np.allclose(volume.spacing, _check_spacing(spacing), rtol=0, atol=SPACING_ATOL)
+    return spacing is not None and not np.allclose(
+        volume.spacing, _check_spacing(spacing), rtol=0, atol=SPACING_ATOL
+    )
 
 
 def resample_like(volume: Volume, reference: Volume, mode: str = "bilinear") -> Volume:
